@@ -1,0 +1,24 @@
+# The two commands: `make test` (set-up and the whole test suite) and `make demo`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: test test-fast clean
+
+$(VENV)/.test-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+# The whole suite, the slow marker included.
+test: $(VENV)/.test-installed
+	$(PY) -m pytest -m '' -q
+
+# The default (fast) suite.
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

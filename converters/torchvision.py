@@ -1,0 +1,99 @@
+r"""Converts a torchvision checkpoint to a jaxvis params file (safetensors with the model spec).
+
+  python -m converters.torchvision --arch vgg16 --checkpoint vgg16-397923af.pth --out vgg16.safetensors
+
+Without --checkpoint the file is looked up under torchvision's name in torch hub's cache
+($TORCH_HOME/hub/checkpoints), then downloaded from download.pytorch.org; when neither works the error
+says which file to fetch and where to put it. The checkpoint is read with weights_only=True, its keys
+and shapes are checked against the architecture, and the written file is loaded back and checked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+from converters import checkpoint as ckpt
+from converters import vgg as vgg_remap
+from jaxvis.params import ParamsFileError
+
+_ARCHS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("arch", None, _ARCHS, "Architecture the checkpoint was saved from.")
+flags.DEFINE_string("checkpoint", None, "Path of the .pth state_dict (or .safetensors); default: torchvision's "
+                    "file in torch hub's cache, downloaded if missing.")
+flags.DEFINE_string("out", None, "Where to write the jaxvis params file (.safetensors).")
+flags.DEFINE_bool("download", True, "Download torchvision's checkpoint when it is not in the cache.")
+flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+
+
+def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool = True,
+            overwrite: bool = False, log=print) -> str:
+    """Converts and writes ``out``; returns its path. Raises CheckpointError with a clear message."""
+    from jaxvis import models, params as params_io
+
+    if os.path.exists(out) and not overwrite:
+        raise ckpt.CheckpointError(f"{out!r} exists; pass --overwrite to replace it.")
+    spec = models.torchvision_spec(arch)
+    path = ckpt.locate(arch, checkpoint, allow_download=allow_download)
+    digest = ckpt.sha256(path)
+    name = os.path.basename(path)
+    prefix = ckpt.hash_prefix(name)
+    if prefix and name == ckpt.TORCHVISION_FILES.get(arch) and not digest.startswith(prefix):
+        log(f"warning: {name} carries torchvision's hash prefix {prefix} but its sha256 starts with "
+            f"{digest[:8]}; it is not torchvision's file.")
+    state = ckpt.read_state_dict(path)
+    expected, optional = vgg_remap.expected_keys(spec)
+    try:
+        ckpt.check_keys(state, expected, optional, what=f"torchvision's {arch}")
+    except ckpt.CheckpointError as e:
+        fits = [a for a in _ARCHS if a != arch and _fits(state, a)]
+        hint = f"\n  it fits torchvision's {fits[0]}: pass --arch {fits[0]}." if fits else ""
+        raise ckpt.CheckpointError(f"{e}{hint}") from None
+    ckpt.check_finite(state, path)
+    variables = vgg_remap.from_torch(state, spec)
+    spec = spec.replace(source=name, source_sha256=digest)
+    params_io.save(out, variables, spec)
+    _verify(out, arch)
+    n = sum(int(v.size) for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    log(f"wrote {out}: {arch}, {n:,} parameters from {name} (sha256 {digest[:12]}…)")
+    return out
+
+
+def _fits(state, arch: str) -> bool:
+    from jaxvis import models
+
+    expected, optional = vgg_remap.expected_keys(models.torchvision_spec(arch))
+    try:
+        ckpt.check_keys(state, expected, optional)
+    except ckpt.CheckpointError:
+        return False
+    return True
+
+
+def _verify(out: str, arch: str) -> None:
+    """Reads the written file back through jaxvis.load (names, shapes, finiteness)."""
+    import jaxvis
+
+    jaxvis.load(out, arch=arch)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    start = time.time()
+    try:
+        convert(FLAGS.arch, FLAGS.checkpoint, FLAGS.out, allow_download=FLAGS.download,
+                overwrite=FLAGS.overwrite)
+    except (ckpt.CheckpointError, ParamsFileError) as e:
+        sys.exit(f"error: {e}")
+    print(f"done in {time.time() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["arch", "out"])
+    app.run(main)

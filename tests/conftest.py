@@ -1,0 +1,43 @@
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `python -m module args` from the repository root, as a user would."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          env=full_env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def converted_vgg(tmp_path_factory):
+    """arch -> (randomised torchvision model, path of its .pth, path converted through the CLI); cached."""
+    import torch
+    from torch_ref import torchvision_vgg
+
+    cache = {}
+    folder = tmp_path_factory.mktemp("vgg")
+
+    def get(arch):
+        if arch not in cache:
+            model = torchvision_vgg(arch, seed=sum(map(ord, arch)))
+            pth = folder / f"{arch}.pth"
+            torch.save(model.state_dict(), pth)
+            out = folder / f"{arch}.safetensors"
+            run_module("converters.torchvision", "--arch", arch, "--checkpoint", str(pth), "--out", str(out))
+            cache[arch] = (model, pth, out)
+        return cache[arch]
+
+    return get
