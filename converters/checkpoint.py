@@ -31,6 +31,11 @@ TORCHVISION_FILES = {
     "ssd300_vgg16": "ssd300_vgg16_coco-b556d3b4.pth",
 }
 
+# Checkpoints published outside torchvision: fetched by hand, then given with --checkpoint.
+OTHER_FILES = {
+    "ssd300_vgg16_voc": "ssd300_mAP_77.43_v2.pth (linked from the README of github.com/amdegroot/ssd.pytorch)",
+}
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be found, read, or matched to the architecture asked for."""
@@ -80,10 +85,13 @@ def locate(arch: str, checkpoint: str | None, allow_download: bool = True,
         if not os.path.isfile(checkpoint):
             raise CheckpointError(f"checkpoint {checkpoint!r} does not exist (or is not a file).")
         return checkpoint
+    if arch in OTHER_FILES:
+        raise CheckpointError(f"{arch} weights are not on torchvision's server: fetch {OTHER_FILES[arch]} "
+                              "and pass it with --checkpoint PATH.")
     try:
         name = TORCHVISION_FILES[arch]
     except KeyError:
-        raise CheckpointError(f"no torchvision checkpoint is known for {arch!r}; pass --checkpoint.") from None
+        raise CheckpointError(f"no published checkpoint is known for {arch!r}; pass --checkpoint.") from None
     cached = os.path.join(hub_checkpoint_dir(), name)
     if os.path.isfile(cached):
         return cached

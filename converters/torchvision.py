@@ -1,6 +1,10 @@
 r"""Converts a torchvision checkpoint to a jaxvis params file (safetensors with the model spec).
 
   python -m converters.torchvision --arch vgg16 --checkpoint vgg16-397923af.pth --out vgg16.safetensors
+  python -m converters.torchvision --arch ssd300_vgg16 --checkpoint ssd300_vgg16_coco-b556d3b4.pth \
+      --out ssd300.safetensors
+  python -m converters.torchvision --arch ssd300_vgg16_voc --checkpoint ssd300_mAP_77.43_v2.pth \
+      --out ssd300_voc.safetensors     # amdegroot/ssd.pytorch's VOC model
 
 Without --checkpoint the file is looked up under torchvision's name in torch hub's cache
 ($TORCH_HOME/hub/checkpoints), then downloaded from download.pytorch.org; when neither works the error
@@ -17,10 +21,12 @@ import time
 from absl import app, flags
 
 from converters import checkpoint as ckpt
+from converters import ssd as ssd_remap
 from converters import vgg as vgg_remap
+from jaxvis.models import ARCHS as _ARCHS
 from jaxvis.params import ParamsFileError
 
-_ARCHS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+REMAPS = {"vgg": vgg_remap, "ssd": ssd_remap}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("arch", None, _ARCHS, "Architecture the checkpoint was saved from.")
@@ -38,7 +44,7 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
 
     if os.path.exists(out) and not overwrite:
         raise ckpt.CheckpointError(f"{out!r} exists; pass --overwrite to replace it.")
-    spec = models.torchvision_spec(arch)
+    spec = models.arch_spec(arch)
     path = ckpt.locate(arch, checkpoint, allow_download=allow_download)
     digest = ckpt.sha256(path)
     name = os.path.basename(path)
@@ -47,15 +53,16 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
         log(f"warning: {name} carries torchvision's hash prefix {prefix} but its sha256 starts with "
             f"{digest[:8]}; it is not torchvision's file.")
     state = ckpt.read_state_dict(path)
-    expected, optional = vgg_remap.expected_keys(spec)
+    remap = REMAPS[spec.family]
+    expected, optional = remap.expected_keys(spec)
     try:
-        ckpt.check_keys(state, expected, optional, what=f"torchvision's {arch}")
+        ckpt.check_keys(state, expected, optional, what=_describe(arch))
     except ckpt.CheckpointError as e:
         fits = [a for a in _ARCHS if a != arch and _fits(state, a)]
-        hint = f"\n  it fits torchvision's {fits[0]}: pass --arch {fits[0]}." if fits else ""
+        hint = f"\n  it fits {_describe(fits[0])}: pass --arch {fits[0]}." if fits else ""
         raise ckpt.CheckpointError(f"{e}{hint}") from None
     ckpt.check_finite(state, path)
-    variables = vgg_remap.from_torch(state, spec)
+    variables = remap.from_torch(state, spec)
     spec = spec.replace(source=name, source_sha256=digest)
     params_io.save(out, variables, spec)
     _verify(out, arch)
@@ -64,10 +71,15 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
     return out
 
 
+def _describe(arch: str) -> str:
+    return f"amdegroot/ssd.pytorch's {arch}" if arch in ckpt.OTHER_FILES else f"torchvision's {arch}"
+
+
 def _fits(state, arch: str) -> bool:
     from jaxvis import models
 
-    expected, optional = vgg_remap.expected_keys(models.torchvision_spec(arch))
+    spec = models.arch_spec(arch)
+    expected, optional = REMAPS[spec.family].expected_keys(spec)
     try:
         ckpt.check_keys(state, expected, optional)
     except ckpt.CheckpointError:

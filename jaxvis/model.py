@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
+
+import numpy as np
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvis import models, params as params_io, preprocess as pre
+from jaxvis import boxes as bx, detect as det, models, multibox, params as params_io, preprocess as pre
 from jaxvis.spec import ModelSpec
 
 
@@ -50,9 +53,73 @@ class Model:
         return (batch, h, w, 3)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detector(Model):
+    """An SSD detector: a Model with default boxes, post-processing and the MultiBox loss.
+
+    ``apply`` returns ``({"cls_logits": (N, A, K), "bbox_regression": (N, A, 4)}, activations)``.
+    """
+
+    @functools.cached_property
+    def feature_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of each feature map the heads read."""
+        _, acts = jax.eval_shape(self.module.apply, self.params,
+                                 jax.ShapeDtypeStruct(self.input_shape(1), jnp.float32))
+        n = len(self.spec.config["anchors_per_location"])
+        return [tuple(acts[f"map{i}"].shape[1:3]) for i in range(n)]
+
+    @functools.cached_property
+    def anchors(self) -> np.ndarray:
+        """Default boxes, (A, 4) float32 xyxy pixels of the network input, in the heads' row order."""
+        return self.default_boxes(np.float32)
+
+    def default_boxes(self, dtype=np.float32) -> np.ndarray:
+        cfg = self.spec.detection["anchors"]
+        return bx.default_boxes(self.feature_sizes, self.spec.input_size, cfg["aspect_ratios"], cfg["scales"],
+                                cfg.get("steps"), cfg.get("clip", True), cfg.get("clip_centres", False), dtype)
+
+    @property
+    def postprocess_config(self) -> det.PostprocessConfig:
+        return det.PostprocessConfig(**self.spec.detection.get("postprocess", {}))
+
+    @property
+    def loss_config(self) -> multibox.LossConfig:
+        return multibox.LossConfig(**self.spec.detection.get("loss", {}))
+
+    def postprocess(self, outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Batched head outputs -> fixed-size detections in network-input pixels (see jaxvis.detect)."""
+        anchors = jnp.asarray(self.anchors)
+        cfg = self.postprocess_config
+        return jax.vmap(lambda c, r: det.postprocess(c, r, anchors, self.spec.input_size, cfg))(
+            outputs["cls_logits"], outputs["bbox_regression"])
+
+    def detect(self, params: Any, images: jax.Array) -> dict[str, jax.Array]:
+        """Detections for RGB images in [0, 1], (N, H, W, 3): per image ``boxes`` (xyxy in the images'
+        pixels), ``scores``, ``labels``, ``valid`` (a fixed number of rows, the valid ones first) and
+        ``anchor`` (the default box behind each detection). Pure; usable under ``jit``."""
+        images = jnp.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        height, width = images.shape[1:3]
+        outputs, _ = self.apply(params, self.preprocess(images))
+        out = self.postprocess(outputs)
+        th, tw = self.spec.input_size
+        scale = jnp.asarray([width / tw, height / th, width / tw, height / th], jnp.float32)
+        out["boxes"] = out["boxes"] * scale
+        return out
+
+    def loss(self, params: Any, x: jax.Array, gt_boxes: jax.Array, gt_labels: jax.Array,
+             gt_valid: jax.Array) -> dict[str, jax.Array]:
+        """The MultiBox loss of input ``x`` (network input space) for padded targets in input pixels."""
+        outputs, _ = self.apply(params, x)
+        return multibox.multibox_loss(outputs["cls_logits"], outputs["bbox_regression"], jnp.asarray(self.anchors),
+                                      gt_boxes, gt_labels, gt_valid, self.loss_config)
+
+
 def from_spec(spec: ModelSpec, variables: Any) -> Model:
-    """A Model from a spec and variables (nested dict of arrays), placed on the default device."""
-    return Model(spec=spec, params=jax.tree.map(jnp.asarray, variables), module=models.build(spec))
+    """A Model (a Detector for detectors) from a spec and variables, placed on the default device."""
+    cls = Detector if spec.is_detector else Model
+    return cls(spec=spec, params=jax.tree.map(jnp.asarray, variables), module=models.build(spec))
 
 
 def load(path: str | os.PathLike, arch: str | None = None) -> Model:

@@ -33,6 +33,8 @@ class ModelSpec:
       labels: class names, index = logit index.
       source: file name of the checkpoint the parameters came from.
       source_sha256: sha256 of that file.
+      detection: for detectors, the default-box settings (``anchors``), the post-processing rules
+        (``postprocess``) and the MultiBox loss variant (``loss``); None for classifiers.
     """
 
     arch: str
@@ -49,6 +51,7 @@ class ModelSpec:
     labels: tuple[str, ...] = ()
     source: str = ""
     source_sha256: str = ""
+    detection: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
@@ -61,6 +64,10 @@ class ModelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def is_detector(self) -> bool:
+        return self.detection is not None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -41,3 +41,18 @@ def converted_vgg(tmp_path_factory):
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def converted_ssd(tmp_path_factory):
+    """(randomised torchvision ssd300_vgg16, its .pth, path converted through the CLI)."""
+    import torch
+    from torch_ref import torchvision_ssd
+
+    folder = tmp_path_factory.mktemp("ssd")
+    model = torchvision_ssd(seed=3)
+    pth = folder / "ssd300.pth"
+    torch.save(model.state_dict(), pth)
+    out = folder / "ssd300.safetensors"
+    run_module("converters.torchvision", "--arch", "ssd300_vgg16", "--checkpoint", str(pth), "--out", str(out))
+    return model, pth, out

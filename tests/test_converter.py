@@ -19,7 +19,7 @@ ARCH = "vgg11"
 @pytest.fixture(scope="module")
 def good_state():
     """A vgg11 state_dict with the right keys and shapes (values are irrelevant to these checks)."""
-    expected, _ = vgg_remap.expected_keys(models.torchvision_spec(ARCH))
+    expected, _ = vgg_remap.expected_keys(models.arch_spec(ARCH))
     g = torch.Generator().manual_seed(0)
     return {k: 0.01 * torch.randn(shape, generator=g) for k, shape in expected.items()}
 
@@ -136,7 +136,7 @@ def test_non_finite_checkpoint_is_refused(tmp_path, good_state):
 
 def test_remap_round_trip(good_state):
     for arch in ("vgg11", "vgg13_bn"):
-        spec = models.torchvision_spec(arch)
+        spec = models.arch_spec(arch)
         expected, optional = vgg_remap.expected_keys(spec)
         rng = np.random.default_rng(0)
         state = {k: rng.random(s, dtype=np.float32) for k, s in expected.items() if k not in optional}

@@ -7,7 +7,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from jaxvis import models, preprocess as pre
 
-SPEC = models.torchvision_spec("vgg16")
+SPEC = models.arch_spec("vgg16")
 
 
 @pytest.mark.parametrize("hw", [(480, 640), (193, 257), (500, 375), (224, 224), (100, 120), (256, 341)])

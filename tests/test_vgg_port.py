@@ -30,7 +30,7 @@ def torch_activations(model, x):
 
 def layer_indices(arch):
     """jaxvis activation name -> torchvision features index of the same tensor."""
-    cfg = jaxvis.models.torchvision_spec(arch).config
+    cfg = jaxvis.models.arch_spec(arch).config
     bn = cfg["batch_norm"]
     index, names = 0, {}
     for b, widths in enumerate(cfg["blocks"], 1):
@@ -81,7 +81,7 @@ def test_logits_activations_and_input_gradient_match_torchvision(arch, converted
     with jax.enable_x64(True):
         module64 = model.module.clone(dtype=jnp.float64)
         params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params)
-        grad = jax.jit(jax.grad(lambda im: module64.apply(params64, im)[0][0, c]))(jnp.asarray(x))
+        grad = jax.jit(jax.grad(lambda im, p: module64.apply(p, im)[0][0, c]))(jnp.asarray(x), params64)
         grad = np.asarray(grad)
     assert grad.dtype == np.float64
     t64 = copy.deepcopy(tmodel).double()

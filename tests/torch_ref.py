@@ -37,3 +37,25 @@ def nchw(x: np.ndarray) -> torch.Tensor:
 
 def nhwc(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def torchvision_ssd(seed: int = 0) -> torch.nn.Module:
+    """ssd300_vgg16 with random weights, biases and L2Norm scale, and a classification head tuned so that
+    real detections appear: weights scaled down (scores neither saturate nor tie), background favoured,
+    a few classes raised so that some boxes pass the 0.01 threshold with varied scores."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None)
+    randomise_(model, seed + 1)
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        model.backbone.scale_weight.copy_(20.0 + 2.0 * torch.randn(512, generator=g))
+        for conv in model.head.classification_head.module_list:
+            conv.weight.mul_(0.2)
+            bias = conv.bias.view(-1, 91)  # (anchors, classes)
+            bias[:, 0] += 4.0
+            bias[:, (1, 3, 18, 19, 62)] += torch.linspace(0.0, 3.0, 5)
+        for conv in model.head.regression_head.module_list:
+            conv.weight.mul_(0.1)
+    return model.eval()
