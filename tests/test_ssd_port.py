@@ -169,3 +169,18 @@ def test_voc_layout_gives_torchvisions_head_outputs(tmp_path):
     for key in ("cls_logits", "bbox_regression"):
         want = head[key].numpy()
         np.testing.assert_allclose(np.asarray(outputs[key]), want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+def test_checkpoint_of_the_other_layout_is_named(converted_ssd, tmp_path):
+    from conftest import run_module
+
+    _, pth, _ = converted_ssd
+    proc = run_module("converters.torchvision", "--arch", "ssd300_vgg16_voc", "--checkpoint", str(pth),
+                      "--out", str(tmp_path / "x.safetensors"), check=False)
+    assert proc.returncode == 1
+    assert "does not match amdegroot/ssd.pytorch's ssd300_vgg16_voc" in proc.stderr
+    assert "missing keys (71)" in proc.stderr and "unexpected keys (71)" in proc.stderr
+    assert proc.stderr.strip().endswith("it fits torchvision's ssd300_vgg16: pass --arch ssd300_vgg16.")
+    proc = run_module("converters.torchvision", "--arch", "ssd300_vgg16_voc", "--out", str(tmp_path / "y.safetensors"),
+                      check=False)
+    assert "fetch ssd300_mAP_77.43_v2.pth" in proc.stderr and "--checkpoint PATH" in proc.stderr
