@@ -35,10 +35,12 @@ flags.DEFINE_string("checkpoint", None, "Path of the .pth state_dict (or .safete
 flags.DEFINE_string("out", None, "Where to write the jaxvis params file (.safetensors).")
 flags.DEFINE_bool("download", True, "Download torchvision's checkpoint when it is not in the cache.")
 flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+flags.DEFINE_enum("channel_order", None, ["RGB", "BGR"], "Channel order the network was trained on, when it is "
+                  "not the architecture's usual one (amdegroot's converted-Caffe ssd_300_VOC0712.pth takes BGR).")
 
 
 def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool = True,
-            overwrite: bool = False, log=print) -> str:
+            overwrite: bool = False, channel_order: str | None = None, log=print) -> str:
     """Converts and writes ``out``; returns its path. Raises CheckpointError with a clear message."""
     from jaxvis import models, params as params_io
 
@@ -64,6 +66,9 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
     ckpt.check_finite(state, path)
     variables = remap.from_torch(state, spec)
     spec = spec.replace(source=name, source_sha256=digest)
+    if channel_order and channel_order != spec.channel_order:
+        # mean and std are stored in the network's channel order.
+        spec = spec.replace(channel_order=channel_order, mean=spec.mean[::-1], std=spec.std[::-1])
     params_io.save(out, variables, spec)
     _verify(out, arch)
     n = sum(int(v.size) for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
@@ -100,7 +105,7 @@ def main(argv):
     start = time.time()
     try:
         convert(FLAGS.arch, FLAGS.checkpoint, FLAGS.out, allow_download=FLAGS.download,
-                overwrite=FLAGS.overwrite)
+                overwrite=FLAGS.overwrite, channel_order=FLAGS.channel_order)
     except (ckpt.CheckpointError, ParamsFileError) as e:
         sys.exit(f"error: {e}")
     print(f"done in {time.time() - start:.1f} s")

@@ -184,3 +184,16 @@ def test_checkpoint_of_the_other_layout_is_named(converted_ssd, tmp_path):
     proc = run_module("converters.torchvision", "--arch", "ssd300_vgg16_voc", "--out", str(tmp_path / "y.safetensors"),
                       check=False)
     assert "fetch ssd300_mAP_77.43_v2.pth" in proc.stderr and "--checkpoint PATH" in proc.stderr
+
+
+def test_bgr_checkpoint_gets_a_bgr_spec(converted_ssd, tmp_path):
+    from converters.torchvision import convert
+
+    _, pth, _ = converted_ssd
+    rgb = jaxvis.load(convert("ssd300_vgg16", str(pth), str(tmp_path / "rgb.safetensors"), log=lambda *_: None))
+    bgr = jaxvis.load(convert("ssd300_vgg16", str(pth), str(tmp_path / "bgr.safetensors"), channel_order="BGR",
+                              log=lambda *_: None))
+    assert bgr.spec.channel_order == "BGR" and bgr.spec.mean == rgb.spec.mean[::-1]
+    image = np.random.default_rng(3).random((50, 60, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(bgr.preprocess(image)), np.asarray(rgb.preprocess(image))[..., ::-1],
+                               rtol=0, atol=1e-4)
