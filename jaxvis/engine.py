@@ -1,0 +1,454 @@
+"""The sweep engine: class-model visualisation for a whole grid as one compiled program per chunk.
+
+A sweep is the product of axes: targets (categories, or channels for activation terms), learning rates,
+the weight of every loss term, initialisations (0 = zeros as in the paper, s > 0 = Gaussian noise of
+std s), seeds and target-box sets. One pure step, objective value and gradient with respect to the image
+followed by the optax update, is written for one grid point and vmapped over the points of a chunk; the
+model parameters are broadcast. ``lax.scan`` runs the steps inside the same compiled call, with the
+snapshots (image after k steps) and per-step curves collected on the device. Each chunk is sharded over
+the devices along the points axis.
+
+The optimised variable is the zero-centred image in the network's input space (the normalised input),
+started from zeros unless an initialisation scale is given; ``model.to_image`` adds the mean back.
+
+A grid point whose loss, gradient or image turns non-finite is frozen at its last finite image and
+reported with the step at which it diverged; points never interact, so the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxvis import objectives as obj
+
+
+class SweepError(ValueError):
+    """An invalid sweep: empty or out-of-range axes, bad learning rates, steps or boxes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """optax optimiser with a per-point learning rate: ``sgd`` (the lab's), ``momentum`` or ``adam``."""
+
+    name: str = "sgd"
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.name not in ("sgd", "momentum", "adam"):
+            raise SweepError(f"optimizer must be sgd, momentum or adam, got {self.name!r}")
+
+    def build(self, learning_rate) -> optax.GradientTransformation:
+        if self.name == "sgd":
+            return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
+        if self.name == "momentum":
+            return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate, momentum=self.momentum)
+        return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The grid: every combination of the axes' values is one point.
+
+    Attributes:
+      targets: class indices (or channel indices for ``activation`` terms).
+      lrs: learning rates (> 0).
+      weights: loss term name -> the weights to try for it (one value = a fixed weight).
+      init_scales: 0 starts from zeros (the paper), s > 0 from Gaussian noise of std s.
+      seeds: seeds of the noise.
+      boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
+    """
+
+    targets: Sequence[int]
+    lrs: Sequence[float]
+    weights: dict[str, Sequence[float]]
+    init_scales: Sequence[float] = (0.0,)
+    seeds: Sequence[int] = (0,)
+    boxes: Sequence[Sequence[Sequence[float]]] = ((),)
+
+    def axes(self) -> list[tuple[str, list]]:
+        """(name, values) per axis, outermost first; weight axes are named ``w:<term>``."""
+        out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs])]
+        out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
+        out += [("init", [float(v) for v in self.init_scales]), ("seed", [int(s) for s in self.seeds]),
+                ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
+        return out
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for _, v in self.axes())
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def point_axes(self) -> list[dict[str, Any]]:
+        """Each point's axis values, in grid order (the last axis varies fastest)."""
+        names = [n for n, _ in self.axes()]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in self.axes()))]
+
+    def validate(self, model, terms: Sequence[obj.Term], steps: int) -> None:
+        for name, values in self.axes():
+            if len(values) == 0:
+                raise SweepError(f"sweep axis {name!r} is empty; give it at least one value.")
+        if steps <= 0:
+            raise SweepError(f"steps must be a positive number of iterations, got {steps}.")
+        bad = [v for v in self.lrs if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise SweepError(f"learning rates must be positive and finite, got {bad}.")
+        bad = [v for v in self.init_scales if not (math.isfinite(v) and v >= 0)]
+        if bad:
+            raise SweepError(f"initialisation scales must be >= 0 (0 = zeros), got {bad}.")
+        names = [t.name for t in terms]
+        if sorted(self.weights) != sorted(names):
+            raise SweepError(f"weights are given for {sorted(self.weights)} but the loss has terms {sorted(names)}; "
+                             "give each term its weight(s).")
+        for name, values in self.weights.items():
+            bad = [v for v in values if not math.isfinite(v)]
+            if bad:
+                raise SweepError(f"weights of {name!r} must be finite, got {bad}.")
+        activation = [t for t in terms if t.name == "activation"]
+        if activation:
+            layer = dict(activation[0].options)["layer"]
+            _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+            if layer not in acts:
+                raise SweepError(f"no layer named {layer!r}; the model has {', '.join(sorted(acts))}.")
+            limit, what = acts[layer].shape[-1], f"channels of {layer}"
+        else:
+            limit, what = len(model.spec.labels), f"classes of {model.spec.arch}"
+        bad = [t for t in self.targets if not 0 <= int(t) < limit]
+        if bad:
+            raise SweepError(f"target index {bad[0]} is out of range: the {what} are numbered 0 to {limit - 1}.")
+        box_terms = [t.name for t in terms if t.name in ("box_loc", "multibox")]
+        h, w = model.spec.input_size
+        for box_set in self.boxes:
+            if box_terms and not box_set:
+                raise SweepError(f"terms {box_terms} need target boxes; give at least one box per set.")
+            for b in box_set:
+                if len(b) != 4:
+                    raise SweepError(f"a target box has 4 numbers x1,y1,x2,y2, got {list(b)}.")
+                x1, y1, x2, y2 = b
+                if not (x2 > x1 and y2 > y1):
+                    raise SweepError(f"target box {list(b)} has zero or negative area; expected x1 < x2 and y1 < y2.")
+                if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+                    raise SweepError(f"target box {list(b)} lies outside the {w}x{h} network input; boxes are in "
+                                     "input pixels, within 0..width and 0..height.")
+
+    def arrays(self, term_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-point arrays with a leading points axis, as the compiled step takes them."""
+        points = self.point_axes()
+        m = max([len(p["boxes"]) for p in points] + [1])
+        boxes = np.zeros((len(points), m, 4), np.float32)
+        boxes[..., 2:] = 1.0  # padding: a unit box keeps the box coding finite
+        valid = np.zeros((len(points), m), bool)
+        for i, p in enumerate(points):
+            if p["boxes"]:
+                boxes[i, :len(p["boxes"])] = p["boxes"]
+                valid[i, :len(p["boxes"])] = True
+        return {
+            "target": np.array([p["target"] for p in points], np.int32),
+            "lr": np.array([p["lr"] for p in points], np.float32),
+            "weights": np.array([[p[f"w:{n}"] for n in term_names] for p in points], np.float32).reshape(len(points), -1),
+            "init": np.array([p["init"] for p in points], np.float32),
+            "seed": np.array([p["seed"] for p in points], np.uint32),
+            "boxes": boxes,
+            "box_valid": valid,
+        }
+
+
+@dataclasses.dataclass
+class Result:
+    """Results of a sweep (numpy, points in grid order).
+
+    Attributes:
+      images: (P, H, W, 3) final images in the network's input space.
+      snapshots: iteration -> (P, H, W, 3); iteration 0 is the starting image.
+      loss, score, prob: (steps, P) curves, each measured on the image before that step's update.
+      terms: (steps, P, T) the unweighted terms.
+      final_loss, final_score, final_prob: (P,) on the final images.
+      diverged_step: (P,) the step at which a point turned non-finite, -1 if it never did.
+    """
+
+    images: np.ndarray
+    snapshots: dict[int, np.ndarray]
+    loss: np.ndarray
+    score: np.ndarray
+    prob: np.ndarray
+    terms: np.ndarray
+    final_loss: np.ndarray
+    final_score: np.ndarray
+    final_prob: np.ndarray
+    diverged_step: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Result"]) -> "Result":
+        def cat(name, axis):
+            return np.concatenate([getattr(p, name) for p in parts], axis)
+        return cls(
+            images=cat("images", 0),
+            snapshots={k: np.concatenate([p.snapshots[k] for p in parts], 0) for k in parts[0].snapshots},
+            loss=cat("loss", 1), score=cat("score", 1), prob=cat("prob", 1), terms=cat("terms", 1),
+            final_loss=cat("final_loss", 0), final_score=cat("final_score", 0), final_prob=cat("final_prob", 0),
+            diverged_step=cat("diverged_step", 0),
+        )
+
+    def take(self, index) -> "Result":
+        return Result(
+            images=self.images[index], snapshots={k: v[index] for k, v in self.snapshots.items()},
+            loss=self.loss[:, index], score=self.score[:, index], prob=self.prob[:, index],
+            terms=self.terms[:, index], final_loss=self.final_loss[index], final_score=self.final_score[index],
+            final_prob=self.final_prob[index], diverged_step=self.diverged_step[index])
+
+
+class Progress:
+    """A one-line progress bar on stderr: chunks, point-steps, rate and time left."""
+
+    def __init__(self, total_chunks: int, steps: int, points_per_chunk: int, stream=None, enabled=True):
+        self.total, self.steps, self.ppc = total_chunks, steps, points_per_chunk
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.start = time.time()
+        self.done_chunks = 0
+        self.step = 0
+
+    def update(self, chunk: int | None = None, step: int | None = None) -> None:
+        if chunk is not None:
+            self.done_chunks, self.step = chunk, 0
+        if step is not None:
+            self.step = step
+        if self.done_chunks >= self.total:
+            self.done_chunks, self.step = self.total - 1, self.steps
+        if not self.enabled:
+            return
+        total = self.total * self.steps
+        done = self.done_chunks * self.steps + self.step
+        frac = done / max(total, 1)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        elapsed = time.time() - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        self.stream.write(f"\r[{bar}] chunk {min(self.done_chunks + 1, self.total)}/{self.total} "
+                          f"step {self.step}/{self.steps}  {done * self.ppc:,} point-steps  "
+                          f"{elapsed:6.1f}s elapsed  {eta:6.1f}s left ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def available_memory(device) -> int:
+    """Bytes free on ``device`` (host memory for CPU devices)."""
+    if device.platform == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            return int(info["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            return 4 * 2**30
+    stats = device.memory_stats() or {}
+    return int(stats.get("bytes_limit", 8 * 2**30)) - int(stats.get("bytes_in_use", 0))
+
+
+def bytes_per_point(model, n_snapshots: int) -> int:
+    """A conservative estimate of one grid point's device memory during a step: every activation kept for
+    the backward pass plus its gradient, the image, its gradient, optimiser state and snapshots."""
+    _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+    act_bytes = sum(int(np.prod(a.shape)) * 4 for a in acts.values())
+    image = int(np.prod(model.input_shape(1))) * 4
+    return 3 * act_bytes + (6 + n_snapshots) * image
+
+
+class Engine:
+    """Compiles and runs sweeps for one model, one loss (its terms) and one optimiser.
+
+    ``run`` cuts the grid into chunks of equal size (the last one padded), so every chunk reuses the
+    same compiled program: new values for the axes never recompile. ``trace_count`` counts compilations
+    of the chunk program (a test asserts it stays put).
+    """
+
+    def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
+                 snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False):
+        if not terms:
+            raise SweepError("the loss has no terms; give at least one objective term.")
+        if steps <= 0:
+            raise SweepError(f"steps must be a positive number of iterations, got {steps}.")
+        bad = [s for s in snapshots if not 0 <= int(s) <= steps]
+        if bad:
+            raise SweepError(f"snapshot iterations must lie in 0..steps ({steps}), got {bad}.")
+        self.model = model
+        self.terms = tuple(terms)
+        self.optimizer = optimizer
+        self.steps = int(steps)
+        self.snapshots = tuple(sorted({0, *map(int, snapshots)}))
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self.mesh = Mesh(np.array(self.devices), ("points",))
+        self.step_progress = step_progress
+        self.trace_count = 0
+        self._progress: Progress | None = None
+        self._fn = jax.jit(self._chunk)
+
+    @property
+    def term_names(self) -> list[str]:
+        return [t.name for t in self.terms]
+
+    # ----------------------------------------------------------------------------------------------
+    # The compiled program: one chunk of points, all steps.
+
+    def _loss(self, params, x, p):
+        outputs, acts = self.model.apply(params, x[None])
+        ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
+                          box_valid=p["box_valid"])
+        values = jnp.stack([t.fn(ctx) for t in self.terms])
+        loss = jnp.dot(p["weights"], values, precision=jax.lax.Precision.HIGHEST)
+        score, prob = obj.target_score(self.model, outputs, p["target"])
+        return loss, (values, score, prob)
+
+    def _chunk(self, params, pts):
+        self.trace_count += 1
+        h, w = self.model.spec.input_size
+        opt = self.optimizer.build(0.0)  # the learning rate lives in each point's state
+
+        def init(p):
+            noise = jax.random.normal(jax.random.key(p["seed"]), (h, w, 3), jnp.float32)
+            x0 = jnp.where(p["init"] > 0, p["init"] * noise, jnp.zeros_like(noise))
+            with jax.numpy_dtype_promotion("standard"):
+                return x0, self.optimizer.build(p["lr"]).init(x0)
+
+        def point_step(x, state, diverged, p, t):
+            (loss, aux), g = jax.value_and_grad(self._loss, argnums=1, has_aux=True)(params, x, p)
+            with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and floats
+                updates, new_state = opt.update(g, state, x)
+            new_x = optax.apply_updates(x, updates)
+            finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(new_x))
+            ok = (diverged < 0) & finite
+            x = jnp.where(ok, new_x, x)
+            state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+            diverged = jnp.where((diverged < 0) & ~finite, t, diverged)
+            return x, state, diverged, (loss, *aux)
+
+        x, state = jax.vmap(init)(pts)
+        n = x.shape[0]
+        diverged = jnp.full((n,), -1, jnp.int32)
+        snaps = jnp.zeros((len(self.snapshots),) + x.shape, x.dtype).at[0].set(x)
+        snap_steps = jnp.asarray(self.snapshots, jnp.int32)
+        report_every = max(1, self.steps // 50)
+
+        def body(carry, t):
+            x, state, diverged, snaps = carry
+            x, state, diverged, (loss, values, score, prob) = jax.vmap(
+                point_step, in_axes=(0, 0, 0, 0, None))(x, state, diverged, pts, t)
+            j = jnp.clip(jnp.searchsorted(snap_steps, t + 1), 0, len(self.snapshots) - 1)
+            snaps = jax.lax.cond(snap_steps[j] == t + 1, lambda s: s.at[j].set(x), lambda s: s, snaps)
+            if self.step_progress:
+                jax.lax.cond((t + 1) % report_every == 0,
+                             lambda: jax.debug.callback(self._report_step, t + 1), lambda: None)
+            return (x, state, diverged, snaps), (loss, score, prob, values)
+
+        (x, _, diverged, snaps), (loss, score, prob, values) = jax.lax.scan(
+            body, (x, state, diverged, snaps), jnp.arange(self.steps, dtype=jnp.int32))
+        final_loss, (_, final_score, final_prob) = jax.vmap(lambda xi, p: self._loss(params, xi, p))(x, pts)
+        return {"images": x, "snapshots": snaps, "loss": loss, "score": score, "prob": prob, "terms": values,
+                "final_loss": final_loss, "final_score": final_score, "final_prob": final_prob,
+                "diverged_step": diverged}
+
+    def _report_step(self, step) -> None:
+        if self._progress is not None:
+            self._progress.update(step=int(step))
+
+    # ----------------------------------------------------------------------------------------------
+    # Host side: chunking, sharding, progress.
+
+    def chunk_size(self, n_points: int, requested: int | None = None) -> int:
+        """Points per chunk, a multiple of the device count: ``requested`` as given (a short grid is padded,
+        so that sweeps of different sizes share one compiled program), else what fits in half the free
+        memory, at most the grid."""
+        nd = len(self.devices)
+        if requested is None:
+            free = min(available_memory(d) for d in self.devices)
+            per_point = bytes_per_point(self.model, len(self.snapshots))
+            size = min(max(1, int(0.5 * free // per_point)) * nd, n_points)
+        else:
+            if int(requested) <= 0:
+                raise SweepError(f"chunk size must be positive, got {requested}.")
+            size = int(requested)
+        return max(nd, (size + nd - 1) // nd * nd)
+
+    def run_points(self, arrays: dict[str, np.ndarray], params=None) -> Result:
+        """Runs one chunk of point arrays (length a multiple of the device count)."""
+        params = self.model.params if params is None else params
+        n = arrays["target"].shape[0]
+        if n % len(self.devices):
+            raise SweepError(f"a chunk of {n} points does not split over {len(self.devices)} devices.")
+        shard = NamedSharding(self.mesh, PartitionSpec("points"))
+        pts = {k: jax.device_put(v, shard) for k, v in arrays.items()}
+        params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
+        out = jax.device_get(self._fn(params, pts))
+        return Result(
+            images=out["images"], snapshots=dict(zip(self.snapshots, out["snapshots"])),
+            loss=out["loss"], score=out["score"], prob=out["prob"], terms=out["terms"],
+            final_loss=out["final_loss"], final_score=out["final_score"], final_prob=out["final_prob"],
+            diverged_step=out["diverged_step"])
+
+    def run(self, sweep: Sweep, chunk_size: int | None = None, progress: bool = True,
+            on_chunk: Callable[[int, slice, Result], None] | None = None, skip_chunks: Sequence[int] = (),
+            chunks: Sequence[int] | None = None) -> Result | None:
+        """Runs ``sweep``. ``on_chunk(index, points_slice, result)`` receives each finished chunk (to write it
+        out); chunks in ``skip_chunks`` are not run; ``chunks`` restricts the run to those chunk indices.
+        Returns the whole grid's Result when every chunk ran in this call, else None."""
+        sweep.validate(self.model, self.terms, self.steps)
+        arrays = sweep.arrays(self.term_names)
+        n = sweep.size
+        size = self.chunk_size(n, chunk_size)
+        n_chunks = (n + size - 1) // size
+        skip = set(skip_chunks)
+        todo = [c for c in (range(n_chunks) if chunks is None else chunks) if c not in skip]
+        self._progress = Progress(len(todo), self.steps, size, enabled=progress)
+        parts = []
+        try:
+            for done, c in enumerate(todo):
+                self._progress.update(chunk=done)
+                lo, hi = c * size, min((c + 1) * size, n)
+                idx = np.arange(lo, lo + size).clip(max=hi - 1)  # pad the last chunk with its last point
+                result = self.run_points({k: v[idx] for k, v in arrays.items()}).take(slice(0, hi - lo))
+                if on_chunk is not None:
+                    on_chunk(c, slice(lo, hi), result)
+                parts.append(result)
+            self._progress.update(chunk=len(todo), step=self.steps)
+        finally:
+            self._progress.close()
+            self._progress = None
+        if len(todo) == n_chunks and chunks is None and not skip_chunks:
+            return Result.concatenate(parts)
+        return None
+
+    def n_chunks(self, sweep: Sweep, chunk_size: int | None = None) -> tuple[int, int]:
+        """(chunk size, number of chunks) that ``run`` would use."""
+        size = self.chunk_size(sweep.size, chunk_size)
+        return size, (sweep.size + size - 1) // size
+
+
+def default_terms(model, loss: dict[str, Any]) -> list[obj.Term]:
+    """Terms from ``{name: options-dict or None}``."""
+    return [obj.make_term(name, model, **(opts or {})) for name, opts in loss.items()]
+
+
+def env_devices() -> list:
+    """Devices to shard over: all local devices, or the first N when JAXVIS_DEVICES=N is set."""
+    devices = jax.local_devices()
+    n = os.environ.get("JAXVIS_DEVICES")
+    return devices[: int(n)] if n else devices

@@ -1,0 +1,238 @@
+"""The sweep engine: agreement with a plain PyTorch loop, vmap/shard invariance, no recompiles,
+objectives that improve, and isolation of diverging points."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from jaxvis import engine
+from jaxvis import objectives as obj
+from tiny import tiny_ssd, tiny_vgg
+from torch_ref import torch_model_from
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return tiny_vgg(0)
+
+
+@pytest.fixture(scope="module")
+def ssd():
+    return tiny_ssd(0)
+
+
+def lab_engine(model, steps=10, optimizer=engine.Optimizer(), snapshots=()):
+    return engine.Engine(model, engine.default_terms(model, {"score": None, "sq": None}), optimizer=optimizer,
+                         steps=steps, snapshots=snapshots)
+
+
+def torch_loop(tmodel, x0, target, lr, lam, steps, optimizer):
+    xt = torch.tensor(x0.transpose(2, 0, 1)[None].copy(), requires_grad=True)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD([xt], lr=lr)
+    elif optimizer == "momentum":
+        opt = torch.optim.SGD([xt], lr=lr, momentum=0.9)
+    else:
+        opt = torch.optim.Adam([xt], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = -tmodel(xt)[0, target] + lam * (xt ** 2).mean()
+        loss.backward()
+        opt.step()
+    return xt.detach().numpy()[0].transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("optimizer,init,lrs", [
+    ("sgd", 0.0, [0.1, 1.0, 3.0]),
+    ("sgd", 1.0, [1.0, 10.0]),
+    ("momentum", 1.0, [0.3]),
+    ("adam", 1.0, [0.05]),
+])
+def test_images_equal_a_pytorch_loop(vgg, optimizer, init, lrs):
+    """10 steps of -S_c + lambda mean(x^2) on the same weights (biases randomised: with zero biases a zero
+    image has a zero gradient), against torch autograd and torch.optim, within 1e-4 relative.
+
+    The settings are those where the trajectory is well conditioned. From the zero image every max-pool
+    window is an exact tie, which both sides resolve the same way (the first element); after the first
+    step the elements of a window differ by amounts proportional to the learning rate. At lr >= 0.05
+    those differences are far above float32 rounding and the two implementations agree to ~5e-7; at
+    lr 0.003-0.03 they are at the rounding level of the conv outputs, near-ties are decided by rounding,
+    and two correct implementations route the gradient differently (measured: 0.2 relative apart after
+    10 steps). From a shared random start (the engine's step-0 snapshot fed to torch) there are no
+    systematic ties and larger learning rates compare too."""
+    tmodel = torch_model_from(vgg.spec, jax.tree.map(np.asarray, vgg.params))
+    eng = lab_engine(vgg, optimizer=engine.Optimizer(optimizer))
+    lam, target = 1.0, 3
+    result = eng.run(engine.Sweep(targets=[target], lrs=lrs, weights={"score": [1.0], "sq": [lam]},
+                                  init_scales=[init], seeds=[7]), progress=False)
+    for i, lr in enumerate(lrs):
+        x0 = result.snapshots[0][i]
+        if init == 0:
+            assert not x0.any()
+        else:
+            assert 0.5 < x0.std() < 1.5
+        want = torch_loop(tmodel, x0, target, lr, lam, 10, optimizer)
+        assert np.abs(want - x0).max() > 1e-3, "the image must have moved"
+        np.testing.assert_allclose(result.images[i], want, rtol=0, atol=1e-4 * np.abs(want).max(), err_msg=f"lr={lr}")
+
+
+def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg):
+    eng = lab_engine(vgg, steps=15, snapshots=[5])
+    sweep = engine.Sweep(targets=[1, 4], lrs=[0.5, 2.0], weights={"score": [1.0], "sq": [0.0, 1.0]},
+                         init_scales=[0.5], seeds=[3])
+    grid = eng.run(sweep, chunk_size=8, progress=False)
+    assert grid.images.shape == (8, 64, 64, 3) and eng.trace_count == 1
+    axes = sweep.point_axes()
+    k = 5
+    assert axes[k] == {"target": 4, "lr": 0.5, "w:score": 1.0, "w:sq": 1.0, "init": 0.5, "seed": 3, "boxes": []}
+    alone_engine = lab_engine(vgg, steps=15, snapshots=[5])
+    alone = alone_engine.run(engine.Sweep(targets=[4], lrs=[0.5], weights={"score": [1.0], "sq": [1.0]},
+                                          init_scales=[0.5], seeds=[3]), progress=False)
+    scale = np.abs(alone.images).max()
+    np.testing.assert_allclose(grid.images[k], alone.images[0], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(grid.snapshots[5][k], alone.snapshots[5][0], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(grid.loss[:, k], alone.loss[:, 0], rtol=1e-5, atol=1e-6)
+
+    # New values, same shapes: the compiled program is reused.
+    other = engine.Sweep(targets=[7, 9], lrs=[0.1, 0.3], weights={"score": [2.0], "sq": [0.5, 3.0]},
+                         init_scales=[0.0], seeds=[11])
+    again = eng.run(other, chunk_size=8, progress=False)
+    assert eng.trace_count == 1
+    assert not np.allclose(again.images, grid.images)
+
+
+def test_snapshots_are_the_images_after_k_steps(vgg):
+    sweep = engine.Sweep(targets=[2], lrs=[1.0], weights={"score": [1.0], "sq": [1.0]})
+    full = lab_engine(vgg, steps=12, snapshots=[4, 12]).run(sweep, progress=False)
+    short = lab_engine(vgg, steps=4).run(sweep, progress=False)
+    np.testing.assert_array_equal(full.snapshots[4], short.images)
+    np.testing.assert_array_equal(full.snapshots[12], full.images)
+    assert sorted(full.snapshots) == [0, 4, 12]
+    assert full.loss.shape == (12, 1) and full.terms.shape == (12, 1, 2)
+    np.testing.assert_allclose(full.loss[0], full.terms[0, :, 0] + full.terms[0, :, 1], rtol=1e-6)  # -S_c + sq
+
+
+def test_sharded_over_eight_cpu_devices_equals_unsharded(tmp_path):
+    script = textwrap.dedent("""
+        import sys, numpy as np, jax
+        sys.path.insert(0, "tests")
+        from jaxvis import engine
+        from tiny import tiny_vgg
+        assert len(jax.devices()) == 8, jax.devices()
+        model = tiny_vgg(0)
+        sweep = engine.Sweep(targets=[0, 1, 2, 3, 4], lrs=[0.3, 1.0], weights={"score": [1.0], "sq": [1.0]},
+                             init_scales=[0.2], seeds=[5])
+        terms = engine.default_terms(model, {"score": None, "sq": None})
+        sharded = engine.Engine(model, terms, steps=8, snapshots=[4])
+        one = engine.Engine(model, terms, steps=8, snapshots=[4], devices=jax.devices()[:1])
+        assert sharded.chunk_size(10, 8) == 8
+        a = sharded.run(sweep, chunk_size=8, progress=False)
+        b = one.run(sweep, chunk_size=8, progress=False)
+        np.savez(sys.argv[1], a=a.images, b=b.images, sa=a.snapshots[4], sb=b.snapshots[4], la=a.loss, lb=b.loss)
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = tmp_path / "r.npz"
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    r = np.load(out)
+    assert r["a"].shape == (10, 64, 64, 3)
+    scale = np.abs(r["b"]).max()
+    np.testing.assert_allclose(r["a"], r["b"], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(r["sa"], r["sb"], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(r["la"], r["lb"], rtol=1e-5, atol=1e-6)
+
+
+OBJECTIVES = [
+    ("vgg", "score", {}), ("vgg", "log_prob", {}), ("vgg", "inv_score", {}),
+    ("vgg", "activation", {"layer": "conv3_2"}), ("vgg", "activation", {"layer": "conv4_1", "position": (2, 3)}),
+    ("vgg", "activation", {"layer": "fc7_pre"}), ("vgg", "sq", {}), ("vgg", "l2", {}), ("vgg", "tv", {}),
+    ("ssd", "biggest_box", {}), ("ssd", "box_loc", {}), ("ssd", "all_boxes", {}),
+    ("ssd", "all_boxes", {"reduce": "sum"}), ("ssd", "multibox", {}), ("ssd", "activation", {"layer": "conv8_2"}),
+    ("ssd", "tv", {}),
+]
+
+
+@pytest.mark.parametrize("kind,term,options", OBJECTIVES,
+                         ids=[f"{k}-{t}-{'-'.join(map(str, o.values()))}" for k, t, o in OBJECTIVES])
+def test_every_objective_improves(vgg, ssd, kind, term, options):
+    model = vgg if kind == "vgg" else ssd
+    eng = engine.Engine(model, engine.default_terms(model, {term: options}), optimizer=engine.Optimizer("adam"),
+                        steps=20)
+    boxes = [[[0, 0, 300, 300]], [[75, 75, 225, 225]]] if kind == "ssd" else [[]]
+    targets = ([3] if kind == "ssd" else [1, 3]) if term != "activation" else [5]
+    result = eng.run(engine.Sweep(targets=targets, lrs=[0.05], weights={term: [1.0]}, init_scales=[0.5],
+                                  seeds=[1], boxes=boxes), progress=False)
+    before, after = result.loss[0], result.final_loss
+    assert np.all(np.isfinite(after)) and np.all(result.diverged_step == -1)
+    assert np.all(after < before - 1e-3 * np.abs(before)), (before, after)
+
+
+def test_a_diverging_point_is_reported_and_leaves_the_others_bit_identical(vgg):
+    eng = lab_engine(vgg, steps=12)
+    kw = dict(targets=[0, 5], weights={"score": [1.0], "sq": [0.0]}, init_scales=[0.3], seeds=[2])
+    with_bad = eng.run(engine.Sweep(lrs=[0.5, 1e30, 2.0], **kw), chunk_size=6, progress=False)
+    without = eng.run(engine.Sweep(lrs=[0.5, 2.0], **kw), chunk_size=6, progress=False)
+    assert eng.trace_count == 1
+    lrs = [p["lr"] for p in engine.Sweep(lrs=[0.5, 1e30, 2.0], **kw).point_axes()]
+    bad = np.array([lr == 1e30 for lr in lrs])
+    assert np.all(with_bad.diverged_step[bad] >= 0) and np.all(with_bad.diverged_step[~bad] == -1)
+    assert np.all(np.isfinite(with_bad.images))  # a diverged point keeps its last finite image
+    np.testing.assert_array_equal(with_bad.images[~bad], without.images)
+    np.testing.assert_array_equal(with_bad.loss[:, ~bad], without.loss)
+    np.testing.assert_array_equal(with_bad.final_score[~bad], without.final_score)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(targets=[]), r"axis 'target' is empty"),
+    (dict(lrs=[0.0]), r"learning rates must be positive and finite, got \[0.0\]"),
+    (dict(lrs=[-1.0, 1.0]), r"positive and finite, got \[-1.0\]"),
+    (dict(targets=[10]), r"target index 10 is out of range: the classes of tiny_vgg are numbered 0 to 9"),
+    (dict(weights={"score": [1.0]}), r"weights are given for \['score'\] but the loss has terms \['score', 'sq'\]"),
+    (dict(init_scales=[-1.0]), r"initialisation scales must be >= 0"),
+])
+def test_invalid_sweeps_are_refused(vgg, change, match):
+    kw = dict(targets=[0], lrs=[1.0], weights={"score": [1.0], "sq": [1.0]})
+    kw.update(change)
+    with pytest.raises(engine.SweepError, match=match):
+        lab_engine(vgg).run(engine.Sweep(**kw), progress=False)
+
+
+def test_invalid_steps_boxes_and_terms_are_refused(vgg, ssd):
+    with pytest.raises(engine.SweepError, match=r"steps must be a positive number"):
+        lab_engine(vgg, steps=0)
+    with pytest.raises(engine.SweepError, match=r"snapshot iterations must lie in 0..steps \(10\), got \[11\]"):
+        lab_engine(vgg, snapshots=[11])
+    eng = engine.Engine(ssd, engine.default_terms(ssd, {"multibox": None}), steps=2)
+    for boxes, match in [([[[10, 10, 10, 50]]], r"zero or negative area"), ([[[-5, 0, 100, 100]]], r"outside the 300x300"),
+                         ([[]], r"need target boxes")]:
+        with pytest.raises(engine.SweepError, match=match):
+            eng.run(engine.Sweep(targets=[1], lrs=[1.0], weights={"multibox": [1.0]}, boxes=boxes), progress=False)
+    with pytest.raises(ValueError, match=r"term 'score' is for classifiers, and tiny_ssd is a detector"):
+        obj.make_term("score", ssd)
+    with pytest.raises(ValueError, match=r"term 'multibox' is for detectors"):
+        obj.make_term("multibox", vgg)
+    with pytest.raises(ValueError, match=r"unknown objective term 'scor'"):
+        obj.make_term("scor", vgg)
+    eng = engine.Engine(vgg, engine.default_terms(vgg, {"activation": {"layer": "conv9"}}), steps=2)
+    with pytest.raises(engine.SweepError, match=r"no layer named 'conv9'"):
+        eng.run(engine.Sweep(targets=[0], lrs=[1.0], weights={"activation": [1.0]}), progress=False)
+
+
+def test_inv_score_continues_below_eps_with_the_right_slope():
+    ctx = lambda s: obj.Context(outputs=jax.numpy.reshape(s, (1, 1)), acts={}, x=None, target=0,  # noqa: E731
+                                boxes=None, box_valid=None)
+    f = obj.inv_score(1.0)
+    value = lambda s: float(f(ctx(np.float32(s))))  # noqa: E731
+    assert value(4.0) == pytest.approx(0.25) and value(1.0) == pytest.approx(1.0)
+    assert value(0.0) == pytest.approx(2.0) and value(-3.0) == pytest.approx(5.0)
+    g = jax.grad(lambda s: f(ctx(s)))
+    assert float(g(np.float32(-2.0))) == pytest.approx(-1.0) and float(g(np.float32(2.0))) == pytest.approx(-0.25)
