@@ -60,6 +60,14 @@ class Optimizer:
         return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
 
 
+def loss_label(loss: dict[str, float]) -> str:
+    """A loss variant as text: ``score+sq`` for unit weights, ``score+0.1*sq`` otherwise."""
+    parts = []
+    for name, w in loss.items():
+        parts.append(name if w == 1 else f"{w:g}*{name}")
+    return "+".join(parts) if parts else "0"
+
+
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """The grid: every combination of the axes' values is one point.
@@ -67,7 +75,10 @@ class Sweep:
     Attributes:
       targets: class indices (or channel indices for ``activation`` terms).
       lrs: learning rates (> 0).
-      weights: loss term name -> the weights to try for it (one value = a fixed weight).
+      losses: loss variants, each ``{term: weight}``, e.g. ``[{"score": 1}, {"score": 1, "sq": 1},
+        {"inv_score": 1}]`` (the lab's three losses). The engine's terms are the union of their terms.
+      weights: term -> factors that scale that term's weight in every variant (a penalty-strength
+        sweep: ``{"sq": [0.1, 1, 10]}``); terms not named keep factor 1.
       init_scales: 0 starts from zeros (the paper), s > 0 from Gaussian noise of std s.
       seeds: seeds of the noise.
       boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
@@ -75,14 +86,23 @@ class Sweep:
 
     targets: Sequence[int]
     lrs: Sequence[float]
-    weights: dict[str, Sequence[float]]
+    losses: Sequence[dict[str, float]]
+    weights: dict[str, Sequence[float]] = dataclasses.field(default_factory=dict)
     init_scales: Sequence[float] = (0.0,)
     seeds: Sequence[int] = (0,)
     boxes: Sequence[Sequence[Sequence[float]]] = ((),)
 
+    @property
+    def term_names(self) -> list[str]:
+        names: list[str] = []
+        for loss in self.losses:
+            names += [n for n in loss if n not in names]
+        return names
+
     def axes(self) -> list[tuple[str, list]]:
-        """(name, values) per axis, outermost first; weight axes are named ``w:<term>``."""
-        out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs])]
+        """(name, values) per axis, outermost first; weight-factor axes are named ``w:<term>``."""
+        out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
+               ("loss", [{k: float(v) for k, v in loss.items()} for loss in self.losses])]
         out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
         out += [("init", [float(v) for v in self.init_scales]), ("seed", [int(s) for s in self.seeds]),
                 ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
@@ -101,6 +121,9 @@ class Sweep:
         names = [n for n, _ in self.axes()]
         return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in self.axes()))]
 
+    def point_weights(self, point: dict[str, Any], term_names: Sequence[str]) -> list[float]:
+        return [point["loss"].get(n, 0.0) * point.get(f"w:{n}", 1.0) for n in term_names]
+
     def validate(self, model, terms: Sequence[obj.Term], steps: int) -> None:
         for name, values in self.axes():
             if len(values) == 0:
@@ -114,13 +137,20 @@ class Sweep:
         if bad:
             raise SweepError(f"initialisation scales must be >= 0 (0 = zeros), got {bad}.")
         names = [t.name for t in terms]
-        if sorted(self.weights) != sorted(names):
-            raise SweepError(f"weights are given for {sorted(self.weights)} but the loss has terms {sorted(names)}; "
-                             "give each term its weight(s).")
+        if self.term_names != names:
+            raise SweepError(f"the losses use terms {self.term_names} but the engine was built with {names}; "
+                             "build the engine from the sweep's terms.")
+        unknown = sorted(set(self.weights) - set(names))
+        if unknown:
+            raise SweepError(f"weight factors are given for {unknown}, which no loss uses (terms: {names}).")
+        for loss in self.losses:
+            bad = {k: v for k, v in loss.items() if not math.isfinite(v)}
+            if bad:
+                raise SweepError(f"loss weights must be finite, got {bad}.")
         for name, values in self.weights.items():
             bad = [v for v in values if not math.isfinite(v)]
             if bad:
-                raise SweepError(f"weights of {name!r} must be finite, got {bad}.")
+                raise SweepError(f"weight factors of {name!r} must be finite, got {bad}.")
         activation = [t for t in terms if t.name == "activation"]
         if activation:
             layer = dict(activation[0].options)["layer"]
@@ -162,7 +192,7 @@ class Sweep:
         return {
             "target": np.array([p["target"] for p in points], np.int32),
             "lr": np.array([p["lr"] for p in points], np.float32),
-            "weights": np.array([[p[f"w:{n}"] for n in term_names] for p in points], np.float32).reshape(len(points), -1),
+            "weights": np.array([self.point_weights(p, term_names) for p in points], np.float32).reshape(len(points), -1),
             "init": np.array([p["init"] for p in points], np.float32),
             "seed": np.array([p["seed"] for p in points], np.uint32),
             "boxes": boxes,
@@ -442,9 +472,10 @@ class Engine:
         return size, (sweep.size + size - 1) // size
 
 
-def default_terms(model, loss: dict[str, Any]) -> list[obj.Term]:
-    """Terms from ``{name: options-dict or None}``."""
-    return [obj.make_term(name, model, **(opts or {})) for name, opts in loss.items()]
+def terms_for(model, sweep: Sweep, options: dict[str, dict[str, Any]] | None = None) -> list[obj.Term]:
+    """The terms of a sweep's losses, with static options per term (e.g. ``{"activation": {"layer": ...}}``)."""
+    options = options or {}
+    return [obj.make_term(name, model, **options.get(name, {})) for name in sweep.term_names]
 
 
 def env_devices() -> list:

@@ -40,6 +40,10 @@ from jaxvis import boxes as bx
 from jaxvis import multibox as mb
 
 
+class ObjectiveError(ValueError):
+    """An objective term that does not exist or does not fit the model."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Context:
     """What a term sees for one grid point. ``outputs`` and activations carry a batch axis of 1."""
@@ -178,10 +182,10 @@ def make_term(name: str, model, **options) -> Term:
     ``inv_score``: eps; ``activation``: layer, position; ``all_boxes``: reduce."""
     detector = model.spec.is_detector
     if name in CLASSIFIER_TERMS and detector:
-        raise ValueError(f"term {name!r} is for classifiers, and {model.spec.arch} is a detector; "
+        raise ObjectiveError(f"term {name!r} is for classifiers, and {model.spec.arch} is a detector; "
                          f"use one of {', '.join(DETECTOR_TERMS)}")
     if name in DETECTOR_TERMS and not detector:
-        raise ValueError(f"term {name!r} is for detectors, and {model.spec.arch} is a classifier; "
+        raise ObjectiveError(f"term {name!r} is for detectors, and {model.spec.arch} is a classifier; "
                          f"use one of {', '.join(CLASSIFIER_TERMS)}")
     builders: dict[str, Callable[[], TermFn]] = {
         "score": lambda: score,
@@ -197,9 +201,9 @@ def make_term(name: str, model, **options) -> Term:
         "multibox": lambda: multibox(model.anchors, model.loss_config),
     }
     if name not in builders:
-        raise ValueError(f"unknown objective term {name!r}; known: {', '.join(TERMS)}")
+        raise ObjectiveError(f"unknown objective term {name!r}; known: {', '.join(TERMS)}")
     if options and name not in ("inv_score", "activation", "all_boxes"):
-        raise ValueError(f"term {name!r} takes no options, got {sorted(options)}")
+        raise ObjectiveError(f"term {name!r} takes no options, got {sorted(options)}")
     fn = builders[name]()
     return Term(name=name, fn=fn, options=tuple(sorted(options.items())),
                 kind="detector" if name in DETECTOR_TERMS else "classifier" if name in CLASSIFIER_TERMS else "any")

@@ -29,9 +29,12 @@ def ssd():
     return tiny_ssd(0)
 
 
+LAB = {"score": 1.0, "sq": 1.0}  # the lab's loss: -S_c + mean(x^2)
+
+
 def lab_engine(model, steps=10, optimizer=engine.Optimizer(), snapshots=()):
-    return engine.Engine(model, engine.default_terms(model, {"score": None, "sq": None}), optimizer=optimizer,
-                         steps=steps, snapshots=snapshots)
+    terms = [obj.make_term("score", model), obj.make_term("sq", model)]
+    return engine.Engine(model, terms, optimizer=optimizer, steps=steps, snapshots=snapshots)
 
 
 def torch_loop(tmodel, x0, target, lr, lam, steps, optimizer):
@@ -71,7 +74,7 @@ def test_images_equal_a_pytorch_loop(vgg, optimizer, init, lrs):
     tmodel = torch_model_from(vgg.spec, jax.tree.map(np.asarray, vgg.params))
     eng = lab_engine(vgg, optimizer=engine.Optimizer(optimizer))
     lam, target = 1.0, 3
-    result = eng.run(engine.Sweep(targets=[target], lrs=lrs, weights={"score": [1.0], "sq": [lam]},
+    result = eng.run(engine.Sweep(targets=[target], lrs=lrs, losses=[{"score": 1.0, "sq": lam}],
                                   init_scales=[init], seeds=[7]), progress=False)
     for i, lr in enumerate(lrs):
         x0 = result.snapshots[0][i]
@@ -86,15 +89,15 @@ def test_images_equal_a_pytorch_loop(vgg, optimizer, init, lrs):
 
 def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg):
     eng = lab_engine(vgg, steps=15, snapshots=[5])
-    sweep = engine.Sweep(targets=[1, 4], lrs=[0.5, 2.0], weights={"score": [1.0], "sq": [0.0, 1.0]},
+    sweep = engine.Sweep(targets=[1, 4], lrs=[0.5, 2.0], losses=[LAB], weights={"sq": [0.0, 1.0]},
                          init_scales=[0.5], seeds=[3])
     grid = eng.run(sweep, chunk_size=8, progress=False)
     assert grid.images.shape == (8, 64, 64, 3) and eng.trace_count == 1
     axes = sweep.point_axes()
     k = 5
-    assert axes[k] == {"target": 4, "lr": 0.5, "w:score": 1.0, "w:sq": 1.0, "init": 0.5, "seed": 3, "boxes": []}
+    assert axes[k] == {"target": 4, "lr": 0.5, "loss": LAB, "w:sq": 1.0, "init": 0.5, "seed": 3, "boxes": []}
     alone_engine = lab_engine(vgg, steps=15, snapshots=[5])
-    alone = alone_engine.run(engine.Sweep(targets=[4], lrs=[0.5], weights={"score": [1.0], "sq": [1.0]},
+    alone = alone_engine.run(engine.Sweep(targets=[4], lrs=[0.5], losses=[LAB],
                                           init_scales=[0.5], seeds=[3]), progress=False)
     scale = np.abs(alone.images).max()
     np.testing.assert_allclose(grid.images[k], alone.images[0], rtol=0, atol=1e-5 * scale)
@@ -102,7 +105,7 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
     np.testing.assert_allclose(grid.loss[:, k], alone.loss[:, 0], rtol=1e-5, atol=1e-6)
 
     # New values, same shapes: the compiled program is reused.
-    other = engine.Sweep(targets=[7, 9], lrs=[0.1, 0.3], weights={"score": [2.0], "sq": [0.5, 3.0]},
+    other = engine.Sweep(targets=[7, 9], lrs=[0.1, 0.3], losses=[{"score": 2.0, "sq": 1.0}], weights={"sq": [0.5, 3.0]},
                          init_scales=[0.0], seeds=[11])
     again = eng.run(other, chunk_size=8, progress=False)
     assert eng.trace_count == 1
@@ -110,7 +113,7 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
 
 
 def test_snapshots_are_the_images_after_k_steps(vgg):
-    sweep = engine.Sweep(targets=[2], lrs=[1.0], weights={"score": [1.0], "sq": [1.0]})
+    sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[LAB])
     full = lab_engine(vgg, steps=12, snapshots=[4, 12]).run(sweep, progress=False)
     short = lab_engine(vgg, steps=4).run(sweep, progress=False)
     np.testing.assert_array_equal(full.snapshots[4], short.images)
@@ -128,9 +131,9 @@ def test_sharded_over_eight_cpu_devices_equals_unsharded(tmp_path):
         from tiny import tiny_vgg
         assert len(jax.devices()) == 8, jax.devices()
         model = tiny_vgg(0)
-        sweep = engine.Sweep(targets=[0, 1, 2, 3, 4], lrs=[0.3, 1.0], weights={"score": [1.0], "sq": [1.0]},
+        sweep = engine.Sweep(targets=[0, 1, 2, 3, 4], lrs=[0.3, 1.0], losses=[{"score": 1.0, "sq": 1.0}],
                              init_scales=[0.2], seeds=[5])
-        terms = engine.default_terms(model, {"score": None, "sq": None})
+        terms = engine.terms_for(model, sweep)
         sharded = engine.Engine(model, terms, steps=8, snapshots=[4])
         one = engine.Engine(model, terms, steps=8, snapshots=[4], devices=jax.devices()[:1])
         assert sharded.chunk_size(10, 8) == 8
@@ -165,11 +168,11 @@ OBJECTIVES = [
                          ids=[f"{k}-{t}-{'-'.join(map(str, o.values()))}" for k, t, o in OBJECTIVES])
 def test_every_objective_improves(vgg, ssd, kind, term, options):
     model = vgg if kind == "vgg" else ssd
-    eng = engine.Engine(model, engine.default_terms(model, {term: options}), optimizer=engine.Optimizer("adam"),
+    eng = engine.Engine(model, [obj.make_term(term, model, **options)], optimizer=engine.Optimizer("adam"),
                         steps=20)
     boxes = [[[0, 0, 300, 300]], [[75, 75, 225, 225]]] if kind == "ssd" else [[]]
     targets = ([3] if kind == "ssd" else [1, 3]) if term != "activation" else [5]
-    result = eng.run(engine.Sweep(targets=targets, lrs=[0.05], weights={term: [1.0]}, init_scales=[0.5],
+    result = eng.run(engine.Sweep(targets=targets, lrs=[0.05], losses=[{term: 1.0}], init_scales=[0.5],
                                   seeds=[1], boxes=boxes), progress=False)
     before, after = result.loss[0], result.final_loss
     assert np.all(np.isfinite(after)) and np.all(result.diverged_step == -1)
@@ -178,7 +181,7 @@ def test_every_objective_improves(vgg, ssd, kind, term, options):
 
 def test_a_diverging_point_is_reported_and_leaves_the_others_bit_identical(vgg):
     eng = lab_engine(vgg, steps=12)
-    kw = dict(targets=[0, 5], weights={"score": [1.0], "sq": [0.0]}, init_scales=[0.3], seeds=[2])
+    kw = dict(targets=[0, 5], losses=[{"score": 1.0, "sq": 0.0}], init_scales=[0.3], seeds=[2])
     with_bad = eng.run(engine.Sweep(lrs=[0.5, 1e30, 2.0], **kw), chunk_size=6, progress=False)
     without = eng.run(engine.Sweep(lrs=[0.5, 2.0], **kw), chunk_size=6, progress=False)
     assert eng.trace_count == 1
@@ -196,11 +199,13 @@ def test_a_diverging_point_is_reported_and_leaves_the_others_bit_identical(vgg):
     (dict(lrs=[0.0]), r"learning rates must be positive and finite, got \[0.0\]"),
     (dict(lrs=[-1.0, 1.0]), r"positive and finite, got \[-1.0\]"),
     (dict(targets=[10]), r"target index 10 is out of range: the classes of tiny_vgg are numbered 0 to 9"),
-    (dict(weights={"score": [1.0]}), r"weights are given for \['score'\] but the loss has terms \['score', 'sq'\]"),
+    (dict(losses=[{"score": 1.0}]), r"the losses use terms \['score'\] but the engine was built with \['score', 'sq'\]"),
+    (dict(weights={"tv": [1.0]}), r"weight factors are given for \['tv'\], which no loss uses"),
+    (dict(losses=[]), r"axis 'loss' is empty"),
     (dict(init_scales=[-1.0]), r"initialisation scales must be >= 0"),
 ])
 def test_invalid_sweeps_are_refused(vgg, change, match):
-    kw = dict(targets=[0], lrs=[1.0], weights={"score": [1.0], "sq": [1.0]})
+    kw = dict(targets=[0], lrs=[1.0], losses=[LAB])
     kw.update(change)
     with pytest.raises(engine.SweepError, match=match):
         lab_engine(vgg).run(engine.Sweep(**kw), progress=False)
@@ -211,20 +216,20 @@ def test_invalid_steps_boxes_and_terms_are_refused(vgg, ssd):
         lab_engine(vgg, steps=0)
     with pytest.raises(engine.SweepError, match=r"snapshot iterations must lie in 0..steps \(10\), got \[11\]"):
         lab_engine(vgg, snapshots=[11])
-    eng = engine.Engine(ssd, engine.default_terms(ssd, {"multibox": None}), steps=2)
+    eng = engine.Engine(ssd, [obj.make_term("multibox", ssd)], steps=2)
     for boxes, match in [([[[10, 10, 10, 50]]], r"zero or negative area"), ([[[-5, 0, 100, 100]]], r"outside the 300x300"),
                          ([[]], r"need target boxes")]:
         with pytest.raises(engine.SweepError, match=match):
-            eng.run(engine.Sweep(targets=[1], lrs=[1.0], weights={"multibox": [1.0]}, boxes=boxes), progress=False)
+            eng.run(engine.Sweep(targets=[1], lrs=[1.0], losses=[{"multibox": 1.0}], boxes=boxes), progress=False)
     with pytest.raises(ValueError, match=r"term 'score' is for classifiers, and tiny_ssd is a detector"):
         obj.make_term("score", ssd)
     with pytest.raises(ValueError, match=r"term 'multibox' is for detectors"):
         obj.make_term("multibox", vgg)
     with pytest.raises(ValueError, match=r"unknown objective term 'scor'"):
         obj.make_term("scor", vgg)
-    eng = engine.Engine(vgg, engine.default_terms(vgg, {"activation": {"layer": "conv9"}}), steps=2)
+    eng = engine.Engine(vgg, [obj.make_term("activation", vgg, layer="conv9")], steps=2)
     with pytest.raises(engine.SweepError, match=r"no layer named 'conv9'"):
-        eng.run(engine.Sweep(targets=[0], lrs=[1.0], weights={"activation": [1.0]}), progress=False)
+        eng.run(engine.Sweep(targets=[0], lrs=[1.0], losses=[{"activation": 1.0}]), progress=False)
 
 
 def test_inv_score_continues_below_eps_with_the_right_slope():

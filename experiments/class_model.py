@@ -1,0 +1,245 @@
+r"""Class-model visualisation sweeps (Simonyan et al. 2013, section 2): gradient ascent on the image.
+
+  python -m experiments.class_model --model vgg16 --params vgg16.safetensors --categories goose,horse \
+      --lrs 0.1,1,10 --steps 200 --penalty sq=1 --out runs/x
+  python -m experiments.class_model --config experiments/configs/vgg_goose.py --params vgg16.safetensors \
+      --out runs/goose
+
+The loss is an objective term plus penalties (``--objective score --penalty sq=0.1,1,10`` sweeps the
+penalty's weight), or explicit variants on one axis (``--loss score --loss score+sq --loss inv_score``).
+Terms: score, log_prob, inv_score, activation (classifiers); biggest_box, box_loc, all_boxes, multibox
+(detectors); sq, l2, tv (penalties). Term options: ``--term_options activation:layer=conv5_3_pre``.
+Detector target boxes: ``--boxes whole``, ``--boxes centre_quarter`` or ``--boxes "x1,y1,x2,y2;..."`` (in
+the network input's pixels), one flag per box set.
+
+Results go to --out chunk by chunk; ``--resume`` continues a run that was stopped (Ctrl-C saves what
+is finished). The run directory gets images.npy, PNGs, a labelled grid, curves, results.jsonl and
+index.html.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "A study config (experiments/configs/*.py); flags given on the "
+                                "command line override its fields.", lock_config=False)
+flags.DEFINE_string("model", None, "Architecture expected in --params (e.g. vgg16); checked against the file.")
+flags.DEFINE_string("params", None, "jaxvis params file (.safetensors).")
+flags.DEFINE_list("categories", None, "Class names or indices (channel indices for the activation objective).")
+flags.DEFINE_list("lrs", ["1"], "Learning rates.")
+flags.DEFINE_integer("steps", 200, "Gradient steps.")
+flags.DEFINE_string("objective", None, "Objective term (default: score for classifiers, multibox for detectors).")
+flags.DEFINE_multi_string("penalty", [], "Penalty term and weight(s): sq=1 or sq=0.1,1,10 (a sweep axis).")
+flags.DEFINE_multi_string("loss", [], "A loss variant such as score+sq or score+0.1*sq; repeat for a loss axis.")
+flags.DEFINE_multi_string("term_options", [], "Static term options: activation:layer=conv5_3_pre, "
+                          "activation:position=3,4, inv_score:eps=0.5, all_boxes:reduce=sum.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "momentum", "adam"], "optax optimiser.")
+flags.DEFINE_float("momentum", 0.9, "Momentum for --optimizer momentum.")
+flags.DEFINE_list("init", ["0"], "Initialisations: 0 = zeros (the paper), s > 0 = Gaussian noise of std s.")
+flags.DEFINE_list("seeds", ["0"], "Noise seeds.")
+flags.DEFINE_multi_string("boxes", [], "Target box set: whole, centre_quarter, or x1,y1,x2,y2;... (input pixels).")
+flags.DEFINE_list("snapshots", [], "Iterations at which to keep the image (0 is always kept).")
+flags.DEFINE_integer("chunk_size", None, "Grid points per compiled chunk (default: what fits in memory).")
+flags.DEFINE_enum("display", "stretch", ["stretch", "clip"], "How PNGs show the images.")
+flags.DEFINE_string("out", None, "Run directory.")
+flags.DEFINE_bool("resume", False, "Continue the run in --out (same configuration), skipping finished chunks.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+_SETTINGS = ("model", "params", "categories", "lrs", "steps", "objective", "penalty", "loss", "term_options",
+             "optimizer", "momentum", "init", "seeds", "boxes", "snapshots", "chunk_size", "display", "out")
+
+
+class UsageError(ValueError):
+    pass
+
+
+def settings_from_flags() -> dict:
+    """The run's settings: the config file's fields, overridden by flags given on the command line."""
+    settings = {name: FLAGS[name].value for name in _SETTINGS}
+    if FLAGS.config is not None:
+        cfg = FLAGS.config.to_dict()
+        unknown = sorted(set(cfg) - set(_SETTINGS))
+        if unknown:
+            raise UsageError(f"config has unknown fields {unknown}; known: {', '.join(_SETTINGS)}")
+        for name, value in cfg.items():
+            if not FLAGS[name].present:
+                settings[name] = value
+    return settings
+
+
+def _floats(values, what) -> list[float]:
+    try:
+        return [float(v) for v in (values if isinstance(values, (list, tuple)) else str(values).split(","))]
+    except ValueError:
+        raise UsageError(f"{what} must be numbers, got {values!r}") from None
+
+
+def parse_loss(text: str) -> dict[str, float]:
+    """``score+0.1*sq`` -> {"score": 1.0, "sq": 0.1}."""
+    loss = {}
+    for part in text.replace(" ", "").split("+"):
+        m = re.fullmatch(r"(?:([0-9.eE-]+)\*)?([a-z_0-9]+)", part)
+        if not m:
+            raise UsageError(f"cannot read loss {text!r}: write terms joined by '+', e.g. score+0.1*sq")
+        loss[m.group(2)] = float(m.group(1)) if m.group(1) else 1.0
+    return loss
+
+
+def parse_term_options(entries) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for entry in entries:
+        term, _, rest = entry.partition(":")
+        key, _, value = rest.partition("=")
+        if not (term and key and value):
+            raise UsageError(f"term option {entry!r} should read term:key=value, e.g. activation:layer=conv5_3_pre")
+        if key == "position":
+            value = tuple(int(v) for v in re.split(r"[,x]", value))
+        elif key == "eps":
+            value = float(value)
+        out.setdefault(term, {})[key] = value
+    return out
+
+
+def parse_boxes(entries, input_size) -> list[list[list[float]]]:
+    h, w = input_size
+    sets = []
+    for entry in entries or []:
+        if entry in ("whole", "whole_image"):
+            sets.append([[0.0, 0.0, float(w), float(h)]])
+        elif entry in ("centre_quarter", "center_quarter"):
+            sets.append([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]])
+        else:
+            boxes = []
+            for part in entry.split(";"):
+                nums = _floats(part, "box coordinates")
+                if len(nums) != 4:
+                    raise UsageError(f"a box is x1,y1,x2,y2; got {part!r}")
+                boxes.append(nums)
+            sets.append(boxes)
+    return sets or [[]]
+
+
+def build(settings: dict):
+    """(model, sweep, engine, run config) from the settings."""
+    import jaxvis
+    from jaxvis import engine as eng
+    from jaxvis import labels as lab
+
+    if not settings["params"]:
+        raise UsageError("--params is required: a jaxvis params file (convert one with python -m converters.torchvision).")
+    if not settings["out"]:
+        raise UsageError("--out is required: the run directory.")
+    model = jaxvis.load(settings["params"], arch=settings["model"] or None)
+    detector = model.spec.is_detector
+    if settings["loss"]:
+        if settings["objective"] or settings["penalty"]:
+            raise UsageError("give either --loss variants or --objective/--penalty, not both.")
+        losses = [parse_loss(text) for text in settings["loss"]]
+        factors = {}
+    else:
+        objective = settings["objective"] or ("multibox" if detector else "score")
+        loss = {objective: 1.0}
+        factors = {}
+        for entry in settings["penalty"]:
+            name, _, values = entry.partition("=")
+            if not values:
+                raise UsageError(f"--penalty reads name=weight(s), e.g. sq=1 or sq=0.1,1,10; got {entry!r}")
+            weights = _floats(values, f"weights of penalty {name}")
+            loss[name] = 1.0
+            factors[name] = weights
+        losses = [loss]
+    options = parse_term_options(settings["term_options"])
+    probe = eng.Sweep(targets=[0], lrs=[1.0], losses=losses)
+    terms = eng.terms_for(model, probe, options)
+    if not settings["categories"]:
+        raise UsageError("--categories is required: class names or indices.")
+    categories = settings["categories"]
+    if isinstance(categories, str):
+        categories = categories.split(",")
+    if "activation" in probe.term_names:
+        targets = [int(c) for c in categories]
+    else:
+        targets = lab.resolve(categories, model.spec.labels)
+    sweep = eng.Sweep(
+        targets=targets, lrs=_floats(settings["lrs"], "--lrs"), losses=losses, weights=factors,
+        init_scales=_floats(settings["init"], "--init"), seeds=[int(s) for s in _floats(settings["seeds"], "--seeds")],
+        boxes=parse_boxes(settings["boxes"], model.spec.input_size))
+    optimizer = eng.Optimizer(settings["optimizer"], momentum=settings["momentum"])
+    engine = eng.Engine(model, terms, optimizer=optimizer, steps=int(settings["steps"]),
+                        snapshots=[int(s) for s in _floats(settings["snapshots"], "--snapshots")] if settings["snapshots"] else (),
+                        devices=eng.env_devices())
+    sweep.validate(model, terms, engine.steps)
+    size, n_chunks = engine.n_chunks(sweep, settings["chunk_size"])
+    run_config = {
+        "arch": model.spec.arch, "params_sha256": _sha256(settings["params"]),
+        "terms": [[t.name, dict(t.options)] for t in terms], "optimizer": optimizer.__dict__,
+        "steps": engine.steps, "snapshots": list(engine.snapshots), "axes": sweep.axes(),
+        "chunk_size": size, "n_chunks": n_chunks, "devices": len(engine.devices),
+    }
+    return model, sweep, engine, run_config
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(settings: dict, resume: bool = False, progress: bool = True) -> str:
+    """Runs (or resumes) a sweep and writes its outputs; returns the index.html path."""
+    from jaxvis import render
+    from jaxvis.rundir import RunDir
+
+    model, sweep, engine, run_config = build(settings)
+    out = settings["out"]
+    rundir = RunDir(out, run_config, resume=resume)
+    done = rundir.done_chunks()
+    n_chunks = run_config["n_chunks"]
+    print(f"{model.spec.arch}: {sweep.size} grid points x {engine.steps} steps in {n_chunks} chunk(s) of "
+          f"{run_config['chunk_size']} on {len(engine.devices)} device(s); {len(done)} chunk(s) already done.")
+    start = time.time()
+    try:
+        engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
+                   on_chunk=rundir.save_chunk)
+    except KeyboardInterrupt:
+        finished = len(rundir.done_chunks())
+        print(f"\ninterrupted: {finished} of {n_chunks} chunks are saved in {out}; continue with --resume.",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    result = rundir.load(n_chunks)
+    settings_shown = {k: settings[k] for k in _SETTINGS if k not in ("out",)}
+    index = render.write_sweep(out, model.spec, sweep, result, engine.term_names, settings_shown,
+                               display=settings["display"])
+    elapsed = time.time() - start
+    n_div = int((result.diverged_step >= 0).sum())
+    print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
+    return index
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from jaxvis.engine import SweepError
+    from jaxvis.labels import CategoryError
+    from jaxvis.objectives import ObjectiveError
+    from jaxvis.params import ParamsFileError
+    from jaxvis.rundir import RunDirError
+
+    try:
+        run(settings_from_flags(), resume=FLAGS.resume, progress=FLAGS.progress)
+    except (UsageError, SweepError, CategoryError, ObjectiveError, ParamsFileError, RunDirError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,316 @@
+"""Turning results into files: display images, labelled PNG grids, curves and an HTML index.
+
+Nothing here computes what the engine or saliency should: it only lays out what they return.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from jaxvis import preprocess as pre
+from jaxvis.spec import ModelSpec
+
+_FONT = None
+
+
+def font():
+    global _FONT
+    if _FONT is None:
+        _FONT = ImageFont.load_default()
+    return _FONT
+
+
+def safe_name(text: str, limit: int = 60) -> str:
+    """A file-name-safe version of a label or user string: letters, digits, ``-``, ``_`` and ``.`` only,
+    no leading dot, never empty ("traffic light" -> "traffic_light", "N/A" -> "N_A", "../x" -> "x")."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    name = re.sub(r"_+", "_", name)[:limit].strip("._")
+    return name or "_"
+
+
+def to_display(spec: ModelSpec, x: np.ndarray, mode: str = "stretch") -> np.ndarray:
+    """Network-input image(s) -> uint8 RGB. ``clip``: add the mean back (``to_image``) and clip to [0, 1].
+    ``stretch``: add the mean back with the deviation from the mean image scaled per image so that its
+    99.5th percentile reaches 0.45 (class models are faint next to the mean image; the paper's figures
+    are contrast-stretched too)."""
+    x = np.asarray(x, np.float32)
+    img = np.asarray(pre.to_image(spec, x))
+    if mode == "stretch":
+        mean = np.asarray(pre.to_image(spec, np.zeros(x.shape[-3:], np.float32)))
+        dev = img - mean
+        axes = tuple(range(img.ndim - 3, img.ndim))
+        scale = np.percentile(np.abs(dev), 99.5, axis=axes, keepdims=True)
+        img = mean + dev * (0.45 / np.maximum(scale, 1e-8))
+    elif mode != "clip":
+        raise ValueError(f"display mode must be 'stretch' or 'clip', got {mode!r}")
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    Image.fromarray(np.asarray(image)).save(tmp)
+    os.replace(tmp, path)
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
+    box = draw.textbbox((0, 0), text, font=font())
+    return box[2] - box[0], box[3] - box[1]
+
+
+def grid(images: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str], col_labels: Sequence[str],
+         captions: Sequence[Sequence[str]] | None = None, title: str = "", marks: Sequence[Sequence[bool]] | None = None,
+         cell: int | None = None) -> np.ndarray:
+    """A labelled grid of uint8 images (rows x columns; None leaves a cell empty). ``captions`` go under
+    each cell; ``marks`` draws a red frame (e.g. diverged points)."""
+    rows, cols = len(images), max(len(r) for r in images)
+    sample = next(im for r in images for im in r if im is not None)
+    h, w = sample.shape[:2]
+    if cell:
+        scale = cell / max(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = _text_size(probe, "Ag")[1] + 4
+    left = max([_text_size(probe, t)[0] for t in row_labels] + [0]) + 10
+    top = line + (line if title else 0) + 4
+    cap = line if captions else 0
+    pad = 6
+    width = left + cols * (w + pad) + pad
+    height = top + rows * (h + cap + pad) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 2), title, fill="black", font=font())
+    for j, label in enumerate(col_labels):
+        draw.text((left + j * (w + pad) + pad, top - line), label, fill="black", font=font())
+    for i, label in enumerate(row_labels):
+        y = top + i * (h + cap + pad) + pad
+        draw.text((4, y + h // 2 - line // 2), label, fill="black", font=font())
+        for j in range(cols):
+            im = images[i][j] if j < len(images[i]) else None
+            x = left + j * (w + pad) + pad
+            if im is None:
+                continue
+            tile = Image.fromarray(im)
+            if tile.size != (w, h):
+                tile = tile.resize((w, h), Image.NEAREST)
+            canvas.paste(tile, (x, y))
+            if marks is not None and marks[i][j]:
+                draw.rectangle([x - 2, y - 2, x + w + 1, y + h + 1], outline=(220, 0, 0), width=2)
+            if captions:
+                draw.text((x, y + h + 1), captions[i][j], fill=(60, 60, 60), font=font())
+    return np.asarray(canvas)
+
+
+def curves(series: dict[str, np.ndarray], title: str = "", size: tuple[int, int] = (360, 220),
+           mark: int | None = None) -> np.ndarray:
+    """A small line chart of one or more curves over steps (uint8 RGB). ``mark`` draws a vertical line."""
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+    width, height = size
+    canvas = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(canvas)
+    left, right, top, bottom = 56, 10, 20, 24
+    values = np.concatenate([np.asarray(v, np.float64).ravel() for v in series.values()])
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    n = max(len(np.asarray(v)) for v in series.values())
+    draw.rectangle([left, top, width - right, height - bottom], outline=(150, 150, 150))
+    draw.text((4, top - 2), f"{hi:.3g}", fill="black", font=font())
+    draw.text((4, height - bottom - 10), f"{lo:.3g}", fill="black", font=font())
+    draw.text((left, height - bottom + 4), "0", fill="black", font=font())
+    draw.text((width - right - 30, height - bottom + 4), f"{n}", fill="black", font=font())
+    if title:
+        draw.text((left, 3), title, fill="black", font=font())
+
+    def xy(i, v):
+        x = left + (width - right - left) * (i / max(n - 1, 1))
+        y = height - bottom - (height - bottom - top) * ((v - lo) / (hi - lo))
+        return x, y
+
+    for k, (name, values) in enumerate(series.items()):
+        colour = colours[k % len(colours)]
+        pts = [xy(i, v) for i, v in enumerate(np.asarray(values, np.float64)) if np.isfinite(v)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        draw.text((width - right - 110, top + 4 + 12 * k), name, fill=colour, font=font())
+    if mark is not None and mark >= 0:
+        x, _ = xy(mark, lo)
+        draw.line([(x, top), (x, height - bottom)], fill=(220, 0, 0), width=1)
+    return np.asarray(canvas)
+
+
+def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A self-contained page: ``sections`` are (heading, html body) pairs."""
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: middle; }}
+img.thumb {{ width: 96px; image-rendering: pixelated; }}
+img.grid {{ max-width: 100%; }}
+.diverged {{ color: #c00; font-weight: bold; }}
+pre {{ background: #f4f4f4; padding: 8px; }}
+</style></head>
+<body><h1>{html.escape(title)}</h1>
+{body}
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# A class-model sweep's run directory.
+
+def axis_value_label(name: str, value, spec: ModelSpec) -> str:
+    if name == "target":
+        labels = spec.labels
+        return labels[value] if 0 <= value < len(labels) else f"#{value}"
+    if name == "lr":
+        return f"lr={value:g}"
+    if name == "loss":
+        from jaxvis.engine import loss_label
+        return loss_label(value)
+    if name.startswith("w:"):
+        return f"{name[2:]}x{value:g}"
+    if name == "init":
+        return "zeros" if value == 0 else f"noise {value:g}"
+    if name == "seed":
+        return f"seed {value}"
+    if name == "boxes":
+        h, w = spec.input_size
+        if value == [[0.0, 0.0, float(w), float(h)]]:
+            return "whole image"
+        return " ".join("[" + ",".join(f"{c:g}" for c in b) + "]" for b in value) or "no box"
+    return f"{name}={value}"
+
+
+def point_label(point: dict, spec: ModelSpec, varying: Sequence[str]) -> str:
+    return ", ".join(axis_value_label(n, point[n], spec) for n in varying) or axis_value_label("target", point["target"], spec)
+
+
+def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[str]]:
+    """(row axis, column axis, other varying axes) for the labelled grid."""
+    varying = [n for n, v in axes if len(v) > 1]
+    if not varying:
+        return None, None, []
+    col = "target" if "target" in varying else varying[-1]
+    rest = [n for n in varying if n != col]
+    row = rest[0] if rest else None
+    return row, col, rest[1:]
+
+
+def write_sweep(path: str, spec: ModelSpec, sweep, result, term_names: Sequence[str], settings: dict,
+                display: str = "stretch") -> str:
+    """Writes a sweep's outputs into ``path`` and returns the index.html path:
+    images.npy (P, H, W, 3 float32, network input space), snapshots.npy (S, P, H, W, 3) with
+    snapshot_steps.json, points/NNNNN_<label>.png (and _itK.png per snapshot), grid*.png,
+    iterations.png, curves/NNNNN.png, results.jsonl and index.html."""
+    from jaxvis.rundir import atomic_write
+
+    axes = sweep.axes()
+    points = sweep.point_axes()
+    varying = [n for n, v in axes if len(v) > 1]
+    steps_snap = sorted(result.snapshots)
+    atomic_write(os.path.join(path, "images.npy"), lambda f: np.save(f, result.images.astype(np.float32)))
+    atomic_write(os.path.join(path, "snapshots.npy"),
+                 lambda f: np.save(f, np.stack([result.snapshots[k] for k in steps_snap]).astype(np.float32)))
+    atomic_write(os.path.join(path, "snapshot_steps.json"), lambda f: f.write(json.dumps(steps_snap).encode()))
+
+    shown = to_display(spec, result.images, display)
+    snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap}
+    names, lines = [], []
+    for i, p in enumerate(points):
+        label = point_label(p, spec, varying)
+        stem = f"{i:05d}_{safe_name(axis_value_label('target', p['target'], spec))}"
+        names.append(stem)
+        save_png(os.path.join(path, "points", stem + ".png"), shown[i])
+        for k in steps_snap:
+            save_png(os.path.join(path, "points", f"{stem}_it{k}.png"), snaps_shown[k][i])
+        series = {"loss": result.loss[:, i], "score": result.score[:, i]}
+        save_png(os.path.join(path, "curves", f"{i:05d}.png"),
+                 curves(series, title=label[:48], mark=int(result.diverged_step[i])))
+        weights = sweep.point_weights(p, term_names)
+        lines.append(json.dumps({
+            "index": i, "file": f"points/{stem}.png", "label": label,
+            "target": p["target"], "target_name": axis_value_label("target", p["target"], spec),
+            "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, weights)),
+            "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
+            "final_loss": float(result.final_loss[i]), "final_score": float(result.final_score[i]),
+            "final_prob": float(result.final_prob[i]),
+            "diverged": bool(result.diverged_step[i] >= 0),
+            "diverged_step": int(result.diverged_step[i]) if result.diverged_step[i] >= 0 else None,
+        }, sort_keys=True))
+    atomic_write(os.path.join(path, "results.jsonl"), lambda f: f.write(("\n".join(lines) + "\n").encode()))
+
+    # Labelled grids: one per combination of the axes that are neither rows nor columns.
+    row, col, others = _layout(axes)
+    index = {tuple((n, json.dumps(p[n])) for n in varying): i for i, p in enumerate(points)}
+    values = dict(axes)
+    grid_files = []
+    other_combos = list(itertools.product(*(values[n] for n in others))) or [()]
+    for g, combo in enumerate(other_combos[:50]):
+        fixed = dict(zip(others, combo))
+        row_vals = values[row] if row else [None]
+        col_vals = values[col] if col else [None]
+        cells, caps, marks = [], [], []
+        for rv in row_vals:
+            r_cells, r_caps, r_marks = [], [], []
+            for cv in col_vals:
+                key = dict(fixed)
+                if row:
+                    key[row] = rv
+                if col:
+                    key[col] = cv
+                i = index[tuple((n, json.dumps(key[n])) for n in varying)]
+                r_cells.append(shown[i])
+                d = result.diverged_step[i]
+                r_caps.append(f"diverged@{d}" if d >= 0 else f"S={result.final_score[i]:.3g} p={result.final_prob[i]:.2f}")
+                r_marks.append(bool(d >= 0))
+            cells.append(r_cells), caps.append(r_caps), marks.append(r_marks)
+        title = ", ".join(axis_value_label(n, v, spec) for n, v in fixed.items())
+        image = grid(cells, [axis_value_label(row, v, spec) for v in row_vals] if row else [""],
+                     [axis_value_label(col, v, spec) for v in col_vals] if col else [""],
+                     captions=caps, title=title, marks=marks, cell=160)
+        name = "grid.png" if len(other_combos) == 1 else f"grid_{g:03d}.png"
+        save_png(os.path.join(path, name), image)
+        grid_files.append((name, title))
+
+    # Iteration study: rows = points (up to 32), columns = snapshot iterations.
+    rows = list(range(min(len(points), 32)))
+    iter_image = grid([[snaps_shown[k][i] for k in steps_snap] for i in rows],
+                      [point_label(points[i], spec, varying)[:40] for i in rows], [f"it {k}" for k in steps_snap],
+                      cell=112, title="images after k iterations")
+    save_png(os.path.join(path, "iterations.png"), iter_image)
+
+    table = ["<table><tr><th>#</th><th>image</th><th>point</th><th>final score</th><th>probability</th>"
+             "<th>loss</th><th>curves</th></tr>"]
+    for i, p in enumerate(points):
+        d = int(result.diverged_step[i])
+        status = f'<span class="diverged">diverged at step {d}</span>' if d >= 0 else ""
+        table.append(
+            f"<tr><td>{i}</td><td><img class=thumb src='points/{names[i]}.png'></td>"
+            f"<td>{html.escape(point_label(p, spec, varying))} {status}</td>"
+            f"<td>{result.final_score[i]:.4g}</td><td>{result.final_prob[i]:.4f}</td>"
+            f"<td>{result.final_loss[i]:.4g}</td><td><img src='curves/{i:05d}.png' width=240></td></tr>")
+    table.append("</table>")
+    diverged = int(np.sum(result.diverged_step >= 0))
+    summary = (f"<p>{len(points)} grid points, {settings.get('steps')} steps, optimiser {html.escape(str(settings.get('optimizer')))}; "
+               f"{diverged} diverged.</p><pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>")
+    sections = [("Settings", summary)]
+    sections += [(t or "Grid", f"<img class=grid src='{n}'>") for n, t in grid_files]
+    sections += [("Iterations", "<img class=grid src='iterations.png'>"), ("Points", "\n".join(table))]
+    page = html_page(f"jaxvis class models: {spec.arch}", sections)
+    out = os.path.join(path, "index.html")
+    atomic_write(out, lambda f: f.write(page.encode()))
+    return out
