@@ -127,7 +127,7 @@ def parse_boxes(entries, input_size) -> list[list[list[float]]]:
     return sets or [[]]
 
 
-def build(settings: dict):
+def build(settings: dict, step_progress: bool = False):
     """(model, sweep, engine, run config) from the settings."""
     import jaxvis
     from jaxvis import engine as eng
@@ -175,7 +175,7 @@ def build(settings: dict):
     optimizer = eng.Optimizer(settings["optimizer"], momentum=settings["momentum"])
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=int(settings["steps"]),
                         snapshots=[int(s) for s in _floats(settings["snapshots"], "--snapshots")] if settings["snapshots"] else (),
-                        devices=eng.env_devices())
+                        devices=eng.env_devices(), step_progress=step_progress)
     sweep.validate(model, terms, engine.steps)
     size, n_chunks = engine.n_chunks(sweep, settings["chunk_size"])
     run_config = {
@@ -200,7 +200,7 @@ def run(settings: dict, resume: bool = False, progress: bool = True) -> str:
     from jaxvis import render
     from jaxvis.rundir import RunDir
 
-    model, sweep, engine, run_config = build(settings)
+    model, sweep, engine, run_config = build(settings, step_progress=progress)
     out = settings["out"]
     rundir = RunDir(out, run_config, resume=resume)
     done = rundir.done_chunks()

@@ -1,0 +1,184 @@
+"""Synthetic "shapes" scenes, made on the fly and deterministic from a seed.
+
+Six classes of shapes (circle, square, triangle, star, cross, ring), each with a random colour, size,
+position and rotation, drawn anti-aliased over a random textured background (stripes, checks, waves
+or a gradient in two colours, plus pixel noise). Two forms:
+
+- classification: one shape per image, its class as the label;
+- detection: one to four shapes per image, each in its own quadrant, with tight xyxy boxes (pixels)
+  and labels (class index + 1, so that 0 stays the detector's background).
+
+Everything is written in JAX and vmapped over images, so a training step can draw its batch inside
+``jit`` at no noticeable cost. The same key gives the same images.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+NUM_CLASSES = len(CLASSES)
+
+
+def _rotate(x, y, angle):
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return c * x + s * y, -s * x + c * y
+
+
+def _box_sdf(x, y, hw, hh):
+    dx, dy = jnp.abs(x) - hw, jnp.abs(y) - hh
+    outside = jnp.sqrt(jnp.maximum(dx, 0) ** 2 + jnp.maximum(dy, 0) ** 2)
+    return outside + jnp.minimum(jnp.maximum(dx, dy), 0)
+
+
+def _triangle_sdf(x, y, r):
+    """Equilateral triangle with circumradius r, pointing up."""
+    k = np.sqrt(3.0)
+    side = r * k
+    y = -y + r * 0.25  # centre the triangle's bounding box
+    px = jnp.abs(x) - side / 2
+    py = y + side / (2 * k)
+    flip = px + k * py > 0
+    px, py = jnp.where(flip, (px - k * py) / 2, px), jnp.where(flip, (-k * px - py) / 2, py)
+    px = px - jnp.clip(px, -side, 0.0)
+    return -jnp.sqrt(px * px + py * py) * jnp.sign(py)
+
+
+def _star_sdf(x, y, r):
+    """Five-pointed star, outer radius r, inner radius 0.45 r (a polar approximation of the distance)."""
+    theta = jnp.arctan2(x, -y)
+    sector = 2 * np.pi / 5
+    t = jnp.abs(jnp.mod(theta + sector / 2, sector) - sector / 2) / (sector / 2)  # 0 at a tip, 1 between
+    inner = 0.45 * r
+    # the star's boundary between a tip and an inner corner is close to straight in polar form
+    radius = r * inner / (inner + (r - inner) * t)
+    return (jnp.sqrt(x * x + y * y) - radius) * 0.6
+
+
+def shape_sdf(kind, x, y, r):
+    """Signed distance (pixels, negative inside) of shape ``kind`` of radius ``r`` at coordinates (x, y)."""
+    sdfs = [
+        lambda: jnp.sqrt(x * x + y * y) - r,                                      # circle
+        lambda: _box_sdf(x, y, 0.78 * r, 0.78 * r),                                # square
+        lambda: _triangle_sdf(x, y, 1.1 * r),                                      # triangle
+        lambda: _star_sdf(x, y, 1.15 * r),                                         # star
+        lambda: jnp.minimum(_box_sdf(x, y, r, 0.3 * r), _box_sdf(x, y, 0.3 * r, r)),  # cross
+        lambda: jnp.abs(jnp.sqrt(x * x + y * y) - 0.72 * r) - 0.28 * r,            # ring
+    ]
+    return jax.lax.switch(kind, sdfs)
+
+
+def _background(key, size):
+    k = jax.random.split(key, 7)
+    yy, xx = jnp.meshgrid(jnp.arange(size, dtype=jnp.float32), jnp.arange(size, dtype=jnp.float32), indexing="ij")
+    angle = jax.random.uniform(k[0], (), minval=0, maxval=np.pi)
+    u = (jnp.cos(angle) * xx + jnp.sin(angle) * yy) / size
+    v = (-jnp.sin(angle) * xx + jnp.cos(angle) * yy) / size
+    freq = jax.random.uniform(k[1], (), minval=2.0, maxval=7.0)
+    phase = jax.random.uniform(k[2], (), minval=0, maxval=2 * np.pi)
+    patterns = jnp.stack([
+        0.5 + 0.5 * jnp.sin(2 * np.pi * freq * u + phase),                                   # stripes
+        (jnp.floor(freq * u) + jnp.floor(freq * v)) % 2,                                    # checks
+        0.5 + 0.25 * jnp.sin(2 * np.pi * freq * u + phase) + 0.25 * jnp.sin(2 * np.pi * 1.7 * freq * v),  # waves
+        jnp.clip(u + 0.5, 0, 1),                                                             # gradient
+    ])
+    t = patterns[jax.random.randint(k[3], (), 0, 4)]
+    c1, c2 = jax.random.uniform(k[4], (3,)), jax.random.uniform(k[5], (3,))
+    noise = 0.04 * jax.random.normal(k[6], (size, size, 1))
+    return c1 * (1 - t[..., None]) + c2 * t[..., None] + noise, yy, xx, (c1 + c2) / 2
+
+
+def _object_colour(key, background_mean):
+    """A random colour kept away from the background's mean colour."""
+    c = jax.random.uniform(key, (3,))
+    far = jnp.where(background_mean > 0.5, c * 0.45, 0.55 + c * 0.45)
+    return jnp.where(jnp.linalg.norm(c - background_mean) > 0.45, c, far)
+
+
+def _draw(image, key, kind, cx, cy, r, yy, xx, background_mean):
+    k1, k2 = jax.random.split(key)
+    angle = jax.random.uniform(k1, (), minval=0, maxval=2 * np.pi)
+    x, y = _rotate(xx + 0.5 - cx, yy + 0.5 - cy, angle)
+    coverage = jnp.clip(0.5 - shape_sdf(kind, x, y, r), 0.0, 1.0)
+    colour = _object_colour(k2, background_mean)
+    return image * (1 - coverage[..., None]) + colour * coverage[..., None], coverage
+
+
+def classification_image(key, size: int = 64):
+    """One image (size, size, 3) in [0, 1] and its class index."""
+    k = jax.random.split(key, 5)
+    image, yy, xx, bg_mean = _background(k[0], size)
+    kind = jax.random.randint(k[1], (), 0, NUM_CLASSES)
+    r = jax.random.uniform(k[2], (), minval=0.2, maxval=0.4) * size
+    c = jax.random.uniform(k[3], (2,), minval=r * 1.05, maxval=size - r * 1.05)
+    image, _ = _draw(image, k[4], kind, c[0], c[1], r, yy, xx, bg_mean)
+    return jnp.clip(image, 0, 1), kind
+
+
+def detection_image(key, size: int = 128, max_objects: int = 4):
+    """One scene: image (size, size, 3), boxes (max_objects, 4) xyxy pixels, labels (class + 1) and a
+    validity mask; one to ``max_objects`` shapes, each in its own quadrant of a 2x2 layout."""
+    if max_objects > 4:
+        raise ValueError("at most four objects: one per quadrant")
+    k = jax.random.split(key, 4)
+    image, yy, xx, bg_mean = _background(k[0], size)
+    count = jax.random.randint(k[1], (), 1, max_objects + 1)
+    quadrants = jax.random.permutation(k[2], 4)[:max_objects]
+    keys = jax.random.split(k[3], max_objects)
+    half = size / 2
+    boxes, labels, valid = [], [], []
+    for i in range(max_objects):
+        ki = jax.random.split(keys[i], 4)
+        kind = jax.random.randint(ki[0], (), 0, NUM_CLASSES)
+        r = jax.random.uniform(ki[1], (), minval=0.22, maxval=0.42) * half
+        qy, qx = quadrants[i] // 2, quadrants[i] % 2
+        c = jax.random.uniform(ki[2], (2,), minval=r * 1.05, maxval=half - r * 1.05)
+        cx, cy = qx * half + c[0], qy * half + c[1]
+        drawn, cover = _draw(image, ki[3], kind, cx, cy, r, yy, xx, bg_mean)
+        present = i < count
+        image = jnp.where(present, drawn, image)
+        inside = cover > 0.5
+        rows, cols = jnp.any(inside, axis=1), jnp.any(inside, axis=0)
+        idx = jnp.arange(size, dtype=jnp.float32)
+        x1 = jnp.min(jnp.where(cols, idx, size)).astype(jnp.float32)
+        x2 = jnp.max(jnp.where(cols, idx + 1, 0)).astype(jnp.float32)
+        y1 = jnp.min(jnp.where(rows, idx, size)).astype(jnp.float32)
+        y2 = jnp.max(jnp.where(rows, idx + 1, 0)).astype(jnp.float32)
+        boxes.append(jnp.stack([x1, y1, x2, y2]))
+        labels.append(kind + 1)
+        valid.append(present)
+    return jnp.clip(image, 0, 1), jnp.stack(boxes), jnp.stack(labels).astype(jnp.int32), jnp.stack(valid)
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "size"))
+def classification_batch(key, batch: int, size: int = 64):
+    """(images (batch, size, size, 3), labels (batch,)) drawn from ``key``."""
+    return jax.vmap(lambda k: classification_image(k, size))(jax.random.split(key, batch))
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects"))
+def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4):
+    """(images, boxes, labels, valid) for ``batch`` scenes drawn from ``key``."""
+    return jax.vmap(lambda k: detection_image(k, size, max_objects))(jax.random.split(key, batch))
+
+
+def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
+    """A fixed set of ``n`` labelled images as numpy arrays (the same for the same seed)."""
+    key = jax.random.key(seed)
+    images, labels = [], []
+    for i in range(0, n, batch):
+        im, lab = classification_batch(jax.random.fold_in(key, i), batch, size)
+        images.append(np.asarray(im)), labels.append(np.asarray(lab))
+    return np.concatenate(images)[:n], np.concatenate(labels)[:n]
+
+
+def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4):
+    key = jax.random.key(seed)
+    parts = []
+    for i in range(0, n, batch):
+        parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects)])
+    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(4))
