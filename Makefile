@@ -4,13 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: test test-fast clean
+.PHONY: demo test test-fast clean
 
-$(VENV)/.test-installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[test]'
 	touch $@
+
+# The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo.
+demo: $(VENV)/.installed
+	$(PY) -m experiments.demo --out runs/demo
 
 # The whole suite, the slow marker included.
 test: $(VENV)/.test-installed

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.request
 from typing import Callable, Mapping
 
@@ -64,15 +63,14 @@ def hub_checkpoint_dir() -> str:
 
 def download(url: str, dst: str, timeout: float = 30.0) -> None:
     """Downloads ``url`` to ``dst`` through a temporary file in the same folder."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    from jaxvis.fileio import atomic_write
+
+    def copy(out):
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             for block in iter(lambda: resp.read(2**20), b""):
                 out.write(block)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(dst, copy)
 
 
 def locate(arch: str, checkpoint: str | None, allow_download: bool = True,
@@ -185,25 +183,20 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def check_keys(found: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
                optional: frozenset[str] = frozenset(), what: str = "the architecture") -> None:
     """Raises one CheckpointError that lists every missing, unexpected and mis-shaped key."""
-    missing = sorted(k for k in expected if k not in found and k not in optional)
-    unexpected = sorted(k for k in found if k not in expected)
-    shapes = sorted(f"{k} {tuple(found[k].shape)} (expected {tuple(expected[k])})"
-                    for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k]))
-    if not (missing or unexpected or shapes):
+    from jaxvis.params import describe_mismatches, shape_mismatches
+
+    missing, unexpected, misshaped = shape_mismatches({k: v.shape for k, v in found.items()}, expected, optional)
+    if not (missing or unexpected or misshaped):
         return
-    lines = [f"the checkpoint does not match {what}:"]
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-    if shapes:
-        lines.append(f"  wrong shapes ({len(shapes)}): {'; '.join(shapes)}")
-    lines.append("  check that --arch names the network the checkpoint was saved from.")
+    lines = [f"the checkpoint does not match {what}:", *describe_mismatches(missing, unexpected, misshaped),
+             "  check that --arch names the network the checkpoint was saved from."]
     raise CheckpointError("\n".join(lines))
 
 
 def check_finite(found: Mapping[str, np.ndarray], path: str) -> None:
-    bad = sorted(k for k, v in found.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all())
+    from jaxvis.params import non_finite
+
+    bad = non_finite(found)
     if bad:
         raise CheckpointError(
             f"{path!r} has NaN or infinite values in {', '.join(bad)}; a network with them gives no usable "

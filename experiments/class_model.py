@@ -20,6 +20,7 @@ index.html.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -43,6 +44,8 @@ flags.DEFINE_multi_string("term_options", [], "Static term options: activation:l
                           "activation:position=3,4, inv_score:eps=0.5, all_boxes:reduce=sum.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "momentum", "adam"], "optax optimiser.")
 flags.DEFINE_float("momentum", 0.9, "Momentum for --optimizer momentum.")
+flags.DEFINE_integer("jitter", 0, "Shift the image by up to this many pixels at random before each step.")
+flags.DEFINE_bool("clip", False, "Keep the image within the values of a real image (black to white).")
 flags.DEFINE_list("init", ["0"], "Initialisations: 0 = zeros (the paper), s > 0 = Gaussian noise of std s.")
 flags.DEFINE_list("seeds", ["0"], "Noise seeds.")
 flags.DEFINE_multi_string("boxes", [], "Target box set: whole, centre_quarter, or x1,y1,x2,y2;... (input pixels).")
@@ -52,9 +55,14 @@ flags.DEFINE_enum("display", "stretch", ["stretch", "clip"], "How PNGs show the 
 flags.DEFINE_string("out", None, "Run directory.")
 flags.DEFINE_bool("resume", False, "Continue the run in --out (same configuration), skipping finished chunks.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run one sweep on several processes "
+                    "through jax.distributed (each process takes its share of the chunks).")
+flags.DEFINE_integer("num_processes", 1, "Number of processes in the jax.distributed run.")
+flags.DEFINE_integer("process_id", 0, "This process's index, 0 .. num_processes - 1.")
 
 _SETTINGS = ("model", "params", "categories", "lrs", "steps", "objective", "penalty", "loss", "term_options",
-             "optimizer", "momentum", "init", "seeds", "boxes", "snapshots", "chunk_size", "display", "out")
+             "optimizer", "momentum", "jitter", "clip", "init", "seeds", "boxes", "snapshots", "chunk_size", "display",
+             "out")
 
 
 class UsageError(ValueError):
@@ -175,14 +183,16 @@ def build(settings: dict, step_progress: bool = False):
     optimizer = eng.Optimizer(settings["optimizer"], momentum=settings["momentum"])
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=int(settings["steps"]),
                         snapshots=[int(s) for s in _floats(settings["snapshots"], "--snapshots")] if settings["snapshots"] else (),
-                        devices=eng.env_devices(), step_progress=step_progress)
+                        devices=eng.env_devices(), step_progress=step_progress,
+                        jitter=int(settings.get("jitter") or 0), clip=bool(settings.get("clip")))
     sweep.validate(model, terms, engine.steps)
     size, n_chunks = engine.n_chunks(sweep, settings["chunk_size"])
     run_config = {
         "arch": model.spec.arch, "params_sha256": _sha256(settings["params"]),
         "terms": [[t.name, dict(t.options)] for t in terms], "optimizer": optimizer.__dict__,
         "steps": engine.steps, "snapshots": list(engine.snapshots), "axes": sweep.axes(),
-        "chunk_size": size, "n_chunks": n_chunks, "devices": len(engine.devices),
+        "jitter": engine.jitter, "clip": engine.clip,
+        "chunk_size": size, "n_chunks": n_chunks,
     }
     return model, sweep, engine, run_config
 
@@ -195,33 +205,93 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def run(settings: dict, resume: bool = False, progress: bool = True) -> str:
-    """Runs (or resumes) a sweep and writes its outputs; returns the index.html path."""
-    from jaxvis import render
-    from jaxvis.rundir import RunDir
+class Cluster:
+    """This process's place in a jax.distributed run (one process: a trivial cluster)."""
 
+    def __init__(self, coordinator_address: str | None = None, num_processes: int = 1, process_id: int = 0):
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise UsageError(f"--process_id must lie in 0..{num_processes - 1} and --num_processes be >= 1; got "
+                             f"process {process_id} of {num_processes}.")
+        if num_processes > 1 and not coordinator_address:
+            raise UsageError("--num_processes > 1 needs --coordinator_address host:port (process 0's address).")
+        self.size, self.rank = num_processes, process_id
+        if num_processes > 1:
+            import jax
+
+            if jax.config.jax_platforms in (None, "", "cpu"):
+                jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                       process_id=process_id)
+
+    def broadcast(self, value: int) -> int:
+        """Process 0's value, on every process."""
+        if self.size == 1:
+            return int(value)
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return int(multihost_utils.broadcast_one_to_all(np.array(value, np.int64)))
+
+    def barrier(self, name: str) -> None:
+        if self.size > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+
+def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cluster | None = None) -> str | None:
+    """Runs (or resumes) a sweep and writes its outputs; returns the index.html path (on process 0).
+
+    On several processes every process runs the chunks whose index is its rank modulo the process count,
+    and writes them into the shared run directory; process 0 then assembles the outputs.
+    """
+    from jaxvis import render
+    from jaxvis.rundir import RunDir, RunDirError
+
+    cluster = cluster or Cluster()
     model, sweep, engine, run_config = build(settings, step_progress=progress)
+    if cluster.size > 1:
+        # Every process must cut the grid the same way: process 0's chunk size wins.
+        size = cluster.broadcast(run_config["chunk_size"])
+        run_config["chunk_size"], run_config["n_chunks"] = size, (sweep.size + size - 1) // size
     out = settings["out"]
-    rundir = RunDir(out, run_config, resume=resume)
+    rundir, problem = None, ""
+    if cluster.rank == 0:
+        try:
+            rundir = RunDir(out, run_config, resume=resume)
+        except RunDirError as e:
+            problem = str(e)
+    if cluster.broadcast(1 if problem else 0):
+        if problem:
+            raise RunDirError(problem)
+        raise SystemExit(1)
+    if rundir is None:
+        rundir = RunDir(out, run_config, resume=True)  # created and checked by process 0
     done = rundir.done_chunks()
     n_chunks = run_config["n_chunks"]
+    mine = [c for c in range(n_chunks) if c % cluster.size == cluster.rank]
+    where = f" (process {cluster.rank} of {cluster.size}: {len(mine)} chunk(s))" if cluster.size > 1 else ""
     print(f"{model.spec.arch}: {sweep.size} grid points x {engine.steps} steps in {n_chunks} chunk(s) of "
-          f"{run_config['chunk_size']} on {len(engine.devices)} device(s); {len(done)} chunk(s) already done.")
+          f"{run_config['chunk_size']} on {len(engine.devices)} device(s){where}; "
+          f"{len(done)} chunk(s) already done.")
     start = time.time()
     try:
         engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
-                   on_chunk=rundir.save_chunk)
+                   chunks=mine, on_chunk=rundir.save_chunk)
     except KeyboardInterrupt:
         finished = len(rundir.done_chunks())
         print(f"\ninterrupted: {finished} of {n_chunks} chunks are saved in {out}; continue with --resume.",
               file=sys.stderr)
         raise SystemExit(130) from None
-    result = rundir.load(n_chunks)
+    cluster.barrier("jaxvis-chunks-done")
+    if cluster.rank != 0:
+        print(f"process {cluster.rank}: my chunks are done in {time.time() - start:.1f} s; process 0 writes the outputs.")
+        return None
     settings_shown = {k: settings[k] for k in _SETTINGS if k not in ("out",)}
-    index = render.write_sweep(out, model.spec, sweep, result, engine.term_names, settings_shown,
+    index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names, settings_shown,
                                display=settings["display"])
     elapsed = time.time() - start
-    n_div = int((result.diverged_step >= 0).sum())
+    n_div = sum(json.loads(line)["diverged"] for line in open(os.path.join(out, "results.jsonl")))
     print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
     return index
 
@@ -236,7 +306,8 @@ def main(argv):
     from jaxvis.rundir import RunDirError
 
     try:
-        run(settings_from_flags(), resume=FLAGS.resume, progress=FLAGS.progress)
+        cluster = Cluster(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        run(settings_from_flags(), resume=FLAGS.resume, progress=FLAGS.progress, cluster=cluster)
     except (UsageError, SweepError, CategoryError, ObjectiveError, ParamsFileError, RunDirError) as e:
         sys.exit(f"error: {e}")
 

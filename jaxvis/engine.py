@@ -11,6 +11,11 @@ the devices along the points axis.
 The optimised variable is the zero-centred image in the network's input space (the normalised input),
 started from zeros unless an initialisation scale is given; ``model.to_image`` adds the mean back.
 
+Two robustness options, static per engine: ``jitter`` shifts the image by a random offset of up to that
+many pixels (cyclically) before each forward pass, so the visualisation cannot rely on exact pixel
+positions; ``clip`` projects the image after every step onto the values a real image can take (black to
+white in every channel), so what is shown is what the network saw.
+
 A grid point whose loss, gradient or image turns non-finite is frozen at its last finite image and
 reported with the step at which it diverged; points never interact, so the others are unaffected.
 """
@@ -32,6 +37,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxvis import objectives as obj
+from jaxvis import preprocess as pre
 
 
 class SweepError(ValueError):
@@ -312,7 +318,8 @@ class Engine:
     """
 
     def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
-                 snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False):
+                 snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
+                 jitter: int = 0, clip: bool = False):
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -320,6 +327,10 @@ class Engine:
         bad = [s for s in snapshots if not 0 <= int(s) <= steps]
         if bad:
             raise SweepError(f"snapshot iterations must lie in 0..steps ({steps}), got {bad}.")
+        if jitter < 0 or jitter >= min(model.spec.input_size):
+            raise SweepError(f"jitter is a shift in pixels, 0 <= jitter < {min(model.spec.input_size)}; got {jitter}.")
+        self.jitter = int(jitter)
+        self.clip = bool(clip)
         self.model = model
         self.terms = tuple(terms)
         self.optimizer = optimizer
@@ -339,8 +350,9 @@ class Engine:
     # ----------------------------------------------------------------------------------------------
     # The compiled program: one chunk of points, all steps.
 
-    def _loss(self, params, x, p):
-        outputs, acts = self.model.apply(params, x[None])
+    def _loss(self, params, x, p, shift=None):
+        seen = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
+        outputs, acts = self.model.apply(params, seen[None])
         ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
                           box_valid=p["box_valid"])
         values = jnp.stack([t.fn(ctx) for t in self.terms])
@@ -352,18 +364,30 @@ class Engine:
         self.trace_count += 1
         h, w = self.model.spec.input_size
         opt = self.optimizer.build(0.0)  # the learning rate lives in each point's state
+        # The network-input values of black and white pixels: the box a valid image lives in.
+        lo = pre.normalize(self.model.spec, jnp.zeros(3, jnp.float32))
+        hi = pre.normalize(self.model.spec, jnp.ones(3, jnp.float32))
+        lo, hi = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
 
         def init(p):
             noise = jax.random.normal(jax.random.key(p["seed"]), (h, w, 3), jnp.float32)
             x0 = jnp.where(p["init"] > 0, p["init"] * noise, jnp.zeros_like(noise))
+            if self.clip:
+                x0 = jnp.clip(x0, lo, hi)
             with jax.numpy_dtype_promotion("standard"):
                 return x0, self.optimizer.build(p["lr"]).init(x0)
 
         def point_step(x, state, diverged, p, t):
-            (loss, aux), g = jax.value_and_grad(self._loss, argnums=1, has_aux=True)(params, x, p)
+            shift = None
+            if self.jitter:
+                key = jax.random.fold_in(jax.random.key(p["seed"] + jnp.uint32(1)), t)
+                shift = tuple(jax.random.randint(key, (2,), -self.jitter, self.jitter + 1))
+            (loss, aux), g = jax.value_and_grad(self._loss, argnums=1, has_aux=True)(params, x, p, shift)
             with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and floats
                 updates, new_state = opt.update(g, state, x)
             new_x = optax.apply_updates(x, updates)
+            if self.clip:
+                new_x = jnp.clip(new_x, lo, hi)
             finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(new_x))
             ok = (diverged < 0) & finite
             x = jnp.where(ok, new_x, x)
@@ -438,8 +462,9 @@ class Engine:
             on_chunk: Callable[[int, slice, Result], None] | None = None, skip_chunks: Sequence[int] = (),
             chunks: Sequence[int] | None = None) -> Result | None:
         """Runs ``sweep``. ``on_chunk(index, points_slice, result)`` receives each finished chunk (to write it
-        out); chunks in ``skip_chunks`` are not run; ``chunks`` restricts the run to those chunk indices.
-        Returns the whole grid's Result when every chunk ran in this call, else None."""
+        out; then nothing is kept in memory, which stays bounded by a chunk); chunks in ``skip_chunks`` are
+        not run; ``chunks`` restricts the run to those chunk indices. Without ``on_chunk`` returns the whole
+        grid's Result; with it, returns None."""
         sweep.validate(self.model, self.terms, self.steps)
         arrays = sweep.arrays(self.term_names)
         n = sweep.size
@@ -457,12 +482,13 @@ class Engine:
                 result = self.run_points({k: v[idx] for k, v in arrays.items()}).take(slice(0, hi - lo))
                 if on_chunk is not None:
                     on_chunk(c, slice(lo, hi), result)
-                parts.append(result)
+                else:
+                    parts.append(result)
             self._progress.update(chunk=len(todo), step=self.steps)
         finally:
             self._progress.close()
             self._progress = None
-        if len(todo) == n_chunks and chunks is None and not skip_chunks:
+        if on_chunk is None and len(todo) == n_chunks:
             return Result.concatenate(parts)
         return None
 

@@ -145,18 +145,9 @@ def check_variables(model: Model) -> None:
     expected = jax.eval_shape(model.module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
     want = {k: v.shape for k, v in params_io.flatten(expected).items()}
     have = {k: tuple(v.shape) for k, v in params_io.flatten(model.params).items()}
-    missing = sorted(set(want) - set(have))
-    unexpected = sorted(set(have) - set(want))
-    shapes = sorted(f"{k}: file {have[k]}, model {want[k]}" for k in set(want) & set(have) if want[k] != have[k])
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected}")
-        if shapes:
-            parts.append(f"wrong shapes [{'; '.join(shapes)}]")
+    missing, unexpected, misshaped = params_io.shape_mismatches(have, want)
+    if missing or unexpected or misshaped:
+        lines = params_io.describe_mismatches(missing, unexpected, misshaped, noun="tensors")
         raise params_io.ParamsFileError(
-            f"params do not fit a {model.spec.arch}: {', '.join(parts)}; the file is damaged or its spec "
-            "does not describe its tensors."
-        )
+            f"params do not fit a {model.spec.arch}; the file is damaged or its spec does not describe its "
+            "tensors:\n" + "\n".join(lines))

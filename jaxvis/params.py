@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
+from jaxvis.fileio import atomic_write
 from jaxvis.spec import ModelSpec
 
 FORMAT = "jaxvis-params-1"
@@ -67,20 +67,35 @@ def save(path: str | os.PathLike, variables: Mapping[str, Any], spec: ModelSpec,
             raise ValueError(f"metadata key {key!r} is reserved")
         metadata[key] = str(value)
     data = st_save(tensors, metadata=metadata)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data))
+
+
+def shape_mismatches(found: Mapping[str, tuple], expected: Mapping[str, tuple], optional=frozenset()):
+    """(missing, unexpected, misshaped) names of a set of tensors against the expected shapes; misshaped
+    entries are (name, found shape, expected shape). All sorted."""
+    missing = sorted(k for k in expected if k not in found and k not in optional)
+    unexpected = sorted(k for k in found if k not in expected)
+    misshaped = sorted((k, tuple(found[k]), tuple(expected[k]))
+                       for k in expected if k in found and tuple(found[k]) != tuple(expected[k]))
+    return missing, unexpected, misshaped
+
+
+def describe_mismatches(missing, unexpected, misshaped, noun: str = "keys") -> list[str]:
+    """Lines naming every missing, unexpected and mis-shaped tensor (as from ``shape_mismatches``)."""
+    lines = []
+    if missing:
+        lines.append(f"  missing {noun} ({len(missing)}): {', '.join(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected {noun} ({len(unexpected)}): {', '.join(unexpected)}")
+    if misshaped:
+        lines.append(f"  wrong shapes ({len(misshaped)}): {'; '.join(f'{k} {f} (expected {e})' for k, f, e in misshaped)}")
+    return lines
+
+
+def non_finite(tensors: Mapping[str, Any]) -> list[str]:
+    """Sorted names of the floating-point tensors that hold NaN or infinity."""
+    return sorted(k for k, v in tensors.items()
+                  if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.isfinite(v).all())
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
@@ -150,11 +165,10 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], ModelSpec, dict[str, 
         flat = load_file(path)
     except SafetensorError as e:
         raise ParamsFileError(f"{path!r} is corrupt: {e}; copy or convert it again.") from None
-    bad = [name for name, v in flat.items()
-           if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+    bad = non_finite(flat)
     if bad:
         raise ParamsFileError(
-            f"{path!r} has non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(sorted(bad))}; "
+            f"{path!r} has non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad)}; "
             "the checkpoint it came from is broken or is a partial (features-only) checkpoint."
         )
     return unflatten(flat), spec, dict(metadata)

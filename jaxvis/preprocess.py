@@ -48,7 +48,8 @@ def _check_images(images) -> jax.Array:
             f"images must be RGB arrays shaped (H, W, 3) or (N, H, W, 3), got shape {tuple(x.shape)}; "
             "convert grayscale or RGBA images to RGB first."
         )
-    return jnp.asarray(x, jnp.float32)
+    x = jnp.asarray(x)
+    return x if x.dtype == jnp.float64 else x.astype(jnp.float32)
 
 
 def normalize(spec: ModelSpec, x: jax.Array) -> jax.Array:
@@ -57,15 +58,16 @@ def normalize(spec: ModelSpec, x: jax.Array) -> jax.Array:
     x = lo + x * (hi - lo)
     if spec.channel_order == "BGR":
         x = x[..., ::-1]
-    mean = jnp.asarray(spec.mean, jnp.float32)
-    std = jnp.asarray(spec.std, jnp.float32)
+    mean = jnp.asarray(spec.mean, x.dtype)
+    std = jnp.asarray(spec.std, x.dtype)
     return (x - mean) / std
 
 
 def to_image(spec: ModelSpec, x: jax.Array) -> jax.Array:
     """Inverse of ``normalize``: model input -> RGB in [0, 1] (not clipped)."""
     lo, hi = spec.value_range
-    x = x * jnp.asarray(spec.std, jnp.float32) + jnp.asarray(spec.mean, jnp.float32)
+    x = jnp.asarray(x)
+    x = x * jnp.asarray(spec.std, x.dtype) + jnp.asarray(spec.mean, x.dtype)
     if spec.channel_order == "BGR":
         x = x[..., ::-1]
     return (x - lo) / (hi - lo)

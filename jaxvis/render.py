@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxvis import preprocess as pre
+from jaxvis.fileio import atomic_write
 from jaxvis.spec import ModelSpec
 
 _FONT = None
@@ -55,10 +56,7 @@ def to_display(spec: ModelSpec, x: np.ndarray, mode: str = "stretch") -> np.ndar
 
 
 def save_png(path: str, image: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    Image.fromarray(np.asarray(image)).save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: Image.fromarray(np.asarray(image)).save(f, format="PNG"), sync=False)
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
@@ -210,55 +208,79 @@ def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[
     return row, col, rest[1:]
 
 
-def write_sweep(path: str, spec: ModelSpec, sweep, result, term_names: Sequence[str], settings: dict,
+def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[str], settings: dict,
                 display: str = "stretch") -> str:
-    """Writes a sweep's outputs into ``path`` and returns the index.html path:
-    images.npy (P, H, W, 3 float32, network input space), snapshots.npy (S, P, H, W, 3) with
-    snapshot_steps.json, points/NNNNN_<label>.png (and _itK.png per snapshot), grid*.png,
-    iterations.png, curves/NNNNN.png, results.jsonl and index.html."""
-    from jaxvis.rundir import atomic_write
+    """Writes a sweep's outputs into ``path`` and returns the index.html path.
 
+    ``chunks`` yields ``(points slice, Result)`` in grid order (e.g. from a RunDir); they are written one
+    at a time, so memory stays bounded by a chunk whatever the size of the grid: images.npy
+    (P, H, W, 3 float32, network input space) and snapshots.npy (S, P, H, W, 3) are filled through memory
+    maps, with snapshot_steps.json; points/NNNNN_<label>.png (and _itK.png per snapshot); curves/NNNNN.png;
+    results.jsonl; then grid*.png and iterations.png read back from images.npy; and index.html."""
     axes = sweep.axes()
     points = sweep.point_axes()
-    varying = [n for n, v in axes if len(v) > 1]
-    steps_snap = sorted(result.snapshots)
-    atomic_write(os.path.join(path, "images.npy"), lambda f: np.save(f, result.images.astype(np.float32)))
-    atomic_write(os.path.join(path, "snapshots.npy"),
-                 lambda f: np.save(f, np.stack([result.snapshots[k] for k in steps_snap]).astype(np.float32)))
+    n = len(points)
+    varying = [name for name, v in axes if len(v) > 1]
+    h, w = spec.input_size
+    names = [f"{i:05d}_{safe_name(axis_value_label('target', p['target'], spec))}" for i, p in enumerate(points)]
+    os.makedirs(path, exist_ok=True)
+    tmp_images, tmp_snaps = os.path.join(path, ".images.npy.part"), os.path.join(path, ".snapshots.npy.part")
+    images = snaps = None
+    steps_snap: list[int] = []
+    lines: list[str] = []
+    final = {"score": np.zeros(n, np.float32), "prob": np.zeros(n, np.float32), "loss": np.zeros(n, np.float32),
+             "diverged": np.full(n, -1, np.int64)}
+    for sl, result in chunks:
+        if images is None:
+            steps_snap = sorted(result.snapshots)
+            images = np.lib.format.open_memmap(tmp_images, "w+", np.float32, (n, h, w, 3))
+            snaps = np.lib.format.open_memmap(tmp_snaps, "w+", np.float32, (len(steps_snap), n, h, w, 3))
+        images[sl] = result.images
+        for j, k in enumerate(steps_snap):
+            snaps[j, sl] = result.snapshots[k]
+        shown = to_display(spec, result.images, display)
+        snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap}
+        for local, i in enumerate(range(sl.start, sl.stop)):
+            p = points[i]
+            label = point_label(p, spec, varying)
+            save_png(os.path.join(path, "points", names[i] + ".png"), shown[local])
+            for k in steps_snap:
+                save_png(os.path.join(path, "points", f"{names[i]}_it{k}.png"), snaps_shown[k][local])
+            d = int(result.diverged_step[local])
+            save_png(os.path.join(path, "curves", f"{i:05d}.png"),
+                     curves({"loss": result.loss[:, local], "score": result.score[:, local]}, title=label[:48], mark=d))
+            final["score"][i], final["prob"][i] = result.final_score[local], result.final_prob[local]
+            final["loss"][i], final["diverged"][i] = result.final_loss[local], d
+            lines.append(json.dumps({
+                "index": i, "file": f"points/{names[i]}.png", "label": label,
+                "target": p["target"], "target_name": axis_value_label("target", p["target"], spec),
+                "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, sweep.point_weights(p, term_names))),
+                "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
+                "final_loss": float(result.final_loss[local]), "final_score": float(result.final_score[local]),
+                "final_prob": float(result.final_prob[local]),
+                "diverged": d >= 0, "diverged_step": d if d >= 0 else None,
+            }, sort_keys=True))
+    if images is None or len(lines) != n:
+        raise ValueError(f"the chunks cover {len(lines)} of the grid's {n} points")
+    images.flush(), snaps.flush()
+    del images, snaps
+    os.replace(tmp_images, os.path.join(path, "images.npy"))
+    os.replace(tmp_snaps, os.path.join(path, "snapshots.npy"))
     atomic_write(os.path.join(path, "snapshot_steps.json"), lambda f: f.write(json.dumps(steps_snap).encode()))
-
-    shown = to_display(spec, result.images, display)
-    snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap}
-    names, lines = [], []
-    for i, p in enumerate(points):
-        label = point_label(p, spec, varying)
-        stem = f"{i:05d}_{safe_name(axis_value_label('target', p['target'], spec))}"
-        names.append(stem)
-        save_png(os.path.join(path, "points", stem + ".png"), shown[i])
-        for k in steps_snap:
-            save_png(os.path.join(path, "points", f"{stem}_it{k}.png"), snaps_shown[k][i])
-        series = {"loss": result.loss[:, i], "score": result.score[:, i]}
-        save_png(os.path.join(path, "curves", f"{i:05d}.png"),
-                 curves(series, title=label[:48], mark=int(result.diverged_step[i])))
-        weights = sweep.point_weights(p, term_names)
-        lines.append(json.dumps({
-            "index": i, "file": f"points/{stem}.png", "label": label,
-            "target": p["target"], "target_name": axis_value_label("target", p["target"], spec),
-            "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, weights)),
-            "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
-            "final_loss": float(result.final_loss[i]), "final_score": float(result.final_score[i]),
-            "final_prob": float(result.final_prob[i]),
-            "diverged": bool(result.diverged_step[i] >= 0),
-            "diverged_step": int(result.diverged_step[i]) if result.diverged_step[i] >= 0 else None,
-        }, sort_keys=True))
     atomic_write(os.path.join(path, "results.jsonl"), lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
-    # Labelled grids: one per combination of the axes that are neither rows nor columns.
+    stored = np.load(os.path.join(path, "images.npy"), mmap_mode="r")
+    stored_snaps = np.load(os.path.join(path, "snapshots.npy"), mmap_mode="r")
+
+    def shown_point(i):
+        return to_display(spec, stored[i], display)
+
+    # Labelled grids: one per combination of the axes that are neither rows nor columns (at most 50).
     row, col, others = _layout(axes)
-    index = {tuple((n, json.dumps(p[n])) for n in varying): i for i, p in enumerate(points)}
+    index = {tuple((a, json.dumps(p[a])) for a in varying): i for i, p in enumerate(points)}
     values = dict(axes)
     grid_files = []
-    other_combos = list(itertools.product(*(values[n] for n in others))) or [()]
+    other_combos = list(itertools.product(*(values[a] for a in others))) or [()]
     for g, combo in enumerate(other_combos[:50]):
         fixed = dict(zip(others, combo))
         row_vals = values[row] if row else [None]
@@ -272,13 +294,13 @@ def write_sweep(path: str, spec: ModelSpec, sweep, result, term_names: Sequence[
                     key[row] = rv
                 if col:
                     key[col] = cv
-                i = index[tuple((n, json.dumps(key[n])) for n in varying)]
-                r_cells.append(shown[i])
-                d = result.diverged_step[i]
-                r_caps.append(f"diverged@{d}" if d >= 0 else f"S={result.final_score[i]:.3g} p={result.final_prob[i]:.2f}")
+                i = index[tuple((a, json.dumps(key[a])) for a in varying)]
+                r_cells.append(shown_point(i))
+                d = final["diverged"][i]
+                r_caps.append(f"diverged@{d}" if d >= 0 else f"S={final['score'][i]:.3g} p={final['prob'][i]:.2f}")
                 r_marks.append(bool(d >= 0))
             cells.append(r_cells), caps.append(r_caps), marks.append(r_marks)
-        title = ", ".join(axis_value_label(n, v, spec) for n, v in fixed.items())
+        title = ", ".join(axis_value_label(a, v, spec) for a, v in fixed.items())
         image = grid(cells, [axis_value_label(row, v, spec) for v in row_vals] if row else [""],
                      [axis_value_label(col, v, spec) for v in col_vals] if col else [""],
                      captions=caps, title=title, marks=marks, cell=160)
@@ -287,8 +309,8 @@ def write_sweep(path: str, spec: ModelSpec, sweep, result, term_names: Sequence[
         grid_files.append((name, title))
 
     # Iteration study: rows = points (up to 32), columns = snapshot iterations.
-    rows = list(range(min(len(points), 32)))
-    iter_image = grid([[snaps_shown[k][i] for k in steps_snap] for i in rows],
+    rows = list(range(min(n, 32)))
+    iter_image = grid([[to_display(spec, stored_snaps[j, i], display) for j in range(len(steps_snap))] for i in rows],
                       [point_label(points[i], spec, varying)[:40] for i in rows], [f"it {k}" for k in steps_snap],
                       cell=112, title="images after k iterations")
     save_png(os.path.join(path, "iterations.png"), iter_image)
@@ -296,21 +318,62 @@ def write_sweep(path: str, spec: ModelSpec, sweep, result, term_names: Sequence[
     table = ["<table><tr><th>#</th><th>image</th><th>point</th><th>final score</th><th>probability</th>"
              "<th>loss</th><th>curves</th></tr>"]
     for i, p in enumerate(points):
-        d = int(result.diverged_step[i])
+        d = int(final["diverged"][i])
         status = f'<span class="diverged">diverged at step {d}</span>' if d >= 0 else ""
         table.append(
             f"<tr><td>{i}</td><td><img class=thumb src='points/{names[i]}.png'></td>"
             f"<td>{html.escape(point_label(p, spec, varying))} {status}</td>"
-            f"<td>{result.final_score[i]:.4g}</td><td>{result.final_prob[i]:.4f}</td>"
-            f"<td>{result.final_loss[i]:.4g}</td><td><img src='curves/{i:05d}.png' width=240></td></tr>")
+            f"<td>{final['score'][i]:.4g}</td><td>{final['prob'][i]:.4f}</td>"
+            f"<td>{final['loss'][i]:.4g}</td><td><img src='curves/{i:05d}.png' width=240></td></tr>")
     table.append("</table>")
-    diverged = int(np.sum(result.diverged_step >= 0))
-    summary = (f"<p>{len(points)} grid points, {settings.get('steps')} steps, optimiser {html.escape(str(settings.get('optimizer')))}; "
+    diverged = int(np.sum(final["diverged"] >= 0))
+    summary = (f"<p>{n} grid points, {settings.get('steps')} steps, optimiser {html.escape(str(settings.get('optimizer')))}; "
                f"{diverged} diverged.</p><pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>")
     sections = [("Settings", summary)]
-    sections += [(t or "Grid", f"<img class=grid src='{n}'>") for n, t in grid_files]
+    sections += [(t or "Grid", f"<img class=grid src='{name}'>") for name, t in grid_files]
     sections += [("Iterations", "<img class=grid src='iterations.png'>"), ("Points", "\n".join(table))]
     page = html_page(f"jaxvis class models: {spec.arch}", sections)
     out = os.path.join(path, "index.html")
     atomic_write(out, lambda f: f.write(page.encode()))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Saliency overlays.
+
+# A perceptually ordered colour ramp (black - purple - red - orange - yellow - white), sampled at 6 knots.
+_RAMP = np.array([[0, 0, 0], [60, 15, 110], [170, 30, 90], [235, 90, 30], [250, 200, 40], [255, 255, 230]], np.float64)
+
+
+def colourise(saliency_map: np.ndarray) -> np.ndarray:
+    """(H, W) map -> uint8 RGB heat map, scaled between the map's minimum and its 99.5th percentile."""
+    m = np.asarray(saliency_map, np.float64)
+    lo, hi = float(m.min()), float(np.percentile(m, 99.5))
+    t = np.clip((m - lo) / max(hi - lo, 1e-12), 0, 1) * (len(_RAMP) - 1)
+    i = np.minimum(t.astype(int), len(_RAMP) - 2)
+    f = (t - i)[..., None]
+    return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, saliency_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Heat map over a (H, W, 3) image in [0, 1] or uint8."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    heat = colourise(saliency_map).astype(np.float64)
+    return (img * (1 - alpha) + heat * alpha + 0.5).astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, boxes, colours=None, labels=None, width: int = 2) -> np.ndarray:
+    """Boxes (x1, y1, x2, y2 pixels) drawn on a uint8 RGB image, with optional text labels."""
+    canvas = Image.fromarray(np.asarray(image))
+    draw = ImageDraw.Draw(canvas)
+    colours = colours or [(0, 255, 0)] * len(boxes)
+    for k, box in enumerate(boxes):
+        if box is None:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=tuple(colours[k]), width=width)
+        if labels and labels[k]:
+            draw.text((x1 + 2, max(0, y1 - 11)), labels[k], fill=tuple(colours[k]), font=font())
+    return np.asarray(canvas)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from jaxvis.engine import Result
+from jaxvis.fileio import atomic_write
 
 
 class RunDirError(ValueError):
@@ -40,23 +40,6 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif a[key] != b[key]:
             out.append(f"{prefix}{key} ({b[key]!r} on disk, {a[key]!r} now)")
     return out
-
-
-def atomic_write(path: str, write) -> None:
-    """Calls ``write(file)`` on a temporary file in the same folder, then renames it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class RunDir:
@@ -119,9 +102,11 @@ class RunDir:
                 final_prob=z["final_prob"], diverged_step=z["diverged_step"])
             return slice(int(z["start"]), int(z["stop"])), result
 
-    def load(self, n_chunks: int) -> Result:
-        """The whole grid's Result from its chunk files (all must be there)."""
+    def chunks(self, n_chunks: int):
+        """Yields (points slice, Result) for every chunk in grid order, one file at a time (all must exist)."""
         missing = sorted(set(range(n_chunks)) - self.done_chunks())
         if missing:
             raise RunDirError(f"{self.path} lacks chunks {missing}; run again with --resume to finish them.")
-        return Result.concatenate([self.load_chunk(i)[1] for i in range(n_chunks)])
+        for i in range(n_chunks):
+            yield self.load_chunk(i)
+

@@ -41,7 +41,7 @@ def classifier_spec(arch: str = "shapes_vgg", blocks=((16,), (32,), (64, 64), (6
 
 def judge_spec() -> ModelSpec:
     """The independent judge: other widths and depth, trained from another seed."""
-    return classifier_spec(arch="shapes_judge", blocks=((24, 24), (48,), (48,), (96,), (96,)), fc_width=96)
+    return classifier_spec(arch="shapes_judge", blocks=((16,), (32, 32), (48,), (96,), (96,)), fc_width=96)
 
 
 def detector_spec(size: int = 128) -> ModelSpec:
@@ -49,7 +49,7 @@ def detector_spec(size: int = 128) -> ModelSpec:
     return ModelSpec(
         arch="shapes_ssd", family="ssd",
         config={"num_classes": shapes.NUM_CLASSES + 1,
-                "blocks": [[16, 16], [32, 32], [48, 48, 48], [64, 64, 64], [64, 64, 64]],
+                "blocks": [[8, 8], [16, 16], [32, 32, 32], [64, 64, 64], [64, 64, 64]],
                 "fc_width": 128, "fc_dilation": 2, "extras": [[32, 64, 2, 1], [32, 64, 2, 1]],
                 "anchors_per_location": [4, 6, 6, 4], "l2norm": "max", "l2norm_init": 20.0},
         input_size=(size, size), resize="squash", resize_size=None, antialias=False,
@@ -107,15 +107,16 @@ def _fit(spec: ModelSpec, loss_fn: Callable, seed: int, steps: int, lr: float, l
     for i in range(steps):
         params, state, loss = step(params, state, i)
         running.append(loss)
-        if (i + 1) % log_every == 0 or i + 1 == steps:
+        over = time_budget is not None and (i + 1) % 10 == 0 and time.time() - start > time_budget
+        if (i + 1) % log_every == 0 or i + 1 == steps or over:
             value = float(np.mean(np.asarray(jnp.stack(running))))
             running = []
             history.steps.append(i + 1)
             history.losses.append(value)
             log(f"{spec.arch} step {i + 1}/{steps} loss {value:.4f} ({time.time() - start:.0f} s)")
-            if time_budget is not None and time.time() - start > time_budget:
-                log(f"{spec.arch}: time budget of {time_budget:.0f} s reached at step {i + 1}")
-                break
+        if over:
+            log(f"{spec.arch}: time budget of {time_budget:.0f} s reached at step {i + 1}")
+            break
     history.seconds = time.time() - start
     return from_spec(spec, {"params": params}), history
 
@@ -126,7 +127,7 @@ def train_classifier(spec: ModelSpec, seed: int = 0, steps: int = 2000, batch: i
     size = spec.input_size[0]
 
     def loss_fn(params, key):
-        images, labels = shapes.classification_batch(key, batch, size)
+        images, labels, _ = shapes.classification_batch(key, batch, size)
         x = (images - jnp.asarray(spec.mean)) / jnp.asarray(spec.std)
         logits, _ = module.apply({"params": params}, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -155,7 +156,7 @@ def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int
 
 def classifier_accuracy(model: Model, seed: int = EVAL_SEED, n: int = 2000) -> float:
     """Top-1 accuracy on ``n`` freshly generated images from ``seed``."""
-    images, labels = shapes.classification_set(seed, n, model.spec.input_size[0])
+    images, labels, _ = shapes.classification_set(seed, n, model.spec.input_size[0])
     predict = jax.jit(lambda p, im: jnp.argmax(model.apply(p, model.preprocess(im))[0], -1))
     preds = np.concatenate([np.asarray(predict(model.params, images[i:i + 250])) for i in range(0, n, 250)])
     return float(np.mean(preds == labels))

@@ -56,3 +56,16 @@ def converted_ssd(tmp_path_factory):
     out = folder / "ssd300.safetensors"
     run_module("converters.torchvision", "--arch", "ssd300_vgg16", "--checkpoint", str(pth), "--out", str(out))
     return model, pth, out
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """Params files of the small random VGG and SSD of tests/tiny.py."""
+    from jaxvis import params as params_io
+    from tiny import tiny_ssd, tiny_vgg
+
+    folder = tmp_path_factory.mktemp("tiny")
+    vgg, ssd = tiny_vgg(0), tiny_ssd(0)
+    params_io.save(folder / "vgg.safetensors", vgg.params, vgg.spec)
+    params_io.save(folder / "ssd.safetensors", ssd.params, ssd.spec)
+    return folder / "vgg.safetensors", folder / "ssd.safetensors"

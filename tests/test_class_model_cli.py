@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import run_module
-from jaxvis import params as params_io
-from tiny import tiny_ssd, tiny_vgg
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    vgg, ssd = tiny_vgg(0), tiny_ssd(0)
-    params_io.save(folder / "vgg.safetensors", vgg.params, vgg.spec)
-    params_io.save(folder / "ssd.safetensors", ssd.params, ssd.spec)
-    return folder / "vgg.safetensors", folder / "ssd.safetensors"
+def files(tiny_files):
+    return tiny_files
 
 
 def read_results(run):

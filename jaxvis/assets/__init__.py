@@ -1,0 +1,22 @@
+"""Files that ship with jaxvis: label lists and the small shapes models trained by
+experiments/train_shapes.py."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+
+SHIPPED = {
+    "classifier": "shapes_vgg.safetensors",   # VGG-style shapes classifier, 64x64 input
+    "judge": "shapes_judge.safetensors",      # an independently trained classifier of other widths
+    "detector": "shapes_ssd.safetensors",     # SSD-style shapes detector, 128x128 input
+}
+
+
+def path(name: str) -> str:
+    """Path of a shipped file, by file name or by SHIPPED key."""
+    name = SHIPPED.get(name, name)
+    p = os.fspath(resources.files(__name__).joinpath(name))
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"jaxvis ships no file {name!r}; shipped models: {', '.join(SHIPPED)}")
+    return p

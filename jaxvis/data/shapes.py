@@ -108,15 +108,24 @@ def _draw(image, key, kind, cx, cy, r, yy, xx, background_mean):
     return image * (1 - coverage[..., None]) + colour * coverage[..., None], coverage
 
 
+def _tight_box(coverage, size):
+    """xyxy pixel box of the pixels more than half covered."""
+    inside = coverage > 0.5
+    rows, cols = jnp.any(inside, axis=1), jnp.any(inside, axis=0)
+    idx = jnp.arange(size, dtype=jnp.float32)
+    return jnp.stack([jnp.min(jnp.where(cols, idx, size)), jnp.min(jnp.where(rows, idx, size)),
+                      jnp.max(jnp.where(cols, idx + 1, 0)), jnp.max(jnp.where(rows, idx + 1, 0))]).astype(jnp.float32)
+
+
 def classification_image(key, size: int = 64):
-    """One image (size, size, 3) in [0, 1] and its class index."""
+    """One image (size, size, 3) in [0, 1], its class index and the shape's xyxy pixel box."""
     k = jax.random.split(key, 5)
     image, yy, xx, bg_mean = _background(k[0], size)
     kind = jax.random.randint(k[1], (), 0, NUM_CLASSES)
     r = jax.random.uniform(k[2], (), minval=0.2, maxval=0.4) * size
     c = jax.random.uniform(k[3], (2,), minval=r * 1.05, maxval=size - r * 1.05)
-    image, _ = _draw(image, k[4], kind, c[0], c[1], r, yy, xx, bg_mean)
-    return jnp.clip(image, 0, 1), kind
+    image, cover = _draw(image, k[4], kind, c[0], c[1], r, yy, xx, bg_mean)
+    return jnp.clip(image, 0, 1), kind, _tight_box(cover, size)
 
 
 def detection_image(key, size: int = 128, max_objects: int = 4):
@@ -141,14 +150,7 @@ def detection_image(key, size: int = 128, max_objects: int = 4):
         drawn, cover = _draw(image, ki[3], kind, cx, cy, r, yy, xx, bg_mean)
         present = i < count
         image = jnp.where(present, drawn, image)
-        inside = cover > 0.5
-        rows, cols = jnp.any(inside, axis=1), jnp.any(inside, axis=0)
-        idx = jnp.arange(size, dtype=jnp.float32)
-        x1 = jnp.min(jnp.where(cols, idx, size)).astype(jnp.float32)
-        x2 = jnp.max(jnp.where(cols, idx + 1, 0)).astype(jnp.float32)
-        y1 = jnp.min(jnp.where(rows, idx, size)).astype(jnp.float32)
-        y2 = jnp.max(jnp.where(rows, idx + 1, 0)).astype(jnp.float32)
-        boxes.append(jnp.stack([x1, y1, x2, y2]))
+        boxes.append(_tight_box(cover, size))
         labels.append(kind + 1)
         valid.append(present)
     return jnp.clip(image, 0, 1), jnp.stack(boxes), jnp.stack(labels).astype(jnp.int32), jnp.stack(valid)
@@ -156,7 +158,7 @@ def detection_image(key, size: int = 128, max_objects: int = 4):
 
 @functools.partial(jax.jit, static_argnames=("batch", "size"))
 def classification_batch(key, batch: int, size: int = 64):
-    """(images (batch, size, size, 3), labels (batch,)) drawn from ``key``."""
+    """(images (batch, size, size, 3), labels (batch,), boxes (batch, 4)) drawn from ``key``."""
     return jax.vmap(lambda k: classification_image(k, size))(jax.random.split(key, batch))
 
 
@@ -167,13 +169,11 @@ def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4):
 
 
 def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
-    """A fixed set of ``n`` labelled images as numpy arrays (the same for the same seed)."""
+    """A fixed set of ``n`` labelled images as numpy arrays (images, labels, boxes), the same for a seed."""
     key = jax.random.key(seed)
-    images, labels = [], []
-    for i in range(0, n, batch):
-        im, lab = classification_batch(jax.random.fold_in(key, i), batch, size)
-        images.append(np.asarray(im)), labels.append(np.asarray(lab))
-    return np.concatenate(images)[:n], np.concatenate(labels)[:n]
+    parts = [[np.asarray(a) for a in classification_batch(jax.random.fold_in(key, i), batch, size)]
+             for i in range(0, n, batch)]
+    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(3))
 
 
 def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4):

@@ -1,0 +1,176 @@
+r"""The main job on the shipped shapes models: class models, detector objectives and saliency.
+
+  make demo            # = python -m experiments.demo --out runs/demo
+
+1. Class-model images of every class of the shapes classifier under the lab's three losses (-score,
+   -score + mean(x^2), 1/score) and learning rates 0.1, 1 and 10, with snapshots after 10, 50 and 200
+   steps; the independent judge then classifies the lab-loss images.
+2. The three SSD objectives on the shapes detector (biggest default box + localisation, all default
+   boxes, the MultiBox criterion) for the whole image and a centred quarter-size box.
+3. Saliency maps and the boxes derived from them on freshly generated scenes, for the classifier and for
+   single detections.
+
+Everything lands under --out with an index.html. On a 2-core CPU it takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "runs/demo", "Output folder.")
+flags.DEFINE_integer("steps", 200, "Gradient steps of the class-model sweeps.")
+flags.DEFINE_integer("detector_steps", 100, "Gradient steps of the detector sweep.")
+flags.DEFINE_integer("scenes", 12, "Generated scenes for the saliency part.")
+flags.DEFINE_bool("resume", False, "Continue an earlier demo run in --out.")
+
+
+def class_models(out: str, steps: int, resume: bool) -> dict:
+    from experiments import class_model
+    from jaxvis import assets
+    from jaxvis.data import shapes
+
+    settings = {
+        "model": "shapes_vgg", "params": assets.path("classifier"), "categories": list(shapes.CLASSES),
+        "lrs": [0.1, 1.0, 10.0], "steps": steps, "objective": None, "penalty": [],
+        "loss": ["score", "score+sq", "inv_score"], "term_options": [], "optimizer": "sgd", "momentum": 0.9,
+        "jitter": 0, "clip": False, "init": [0.0], "seeds": [0], "boxes": [], "snapshots": [10, 50, steps], "chunk_size": None,
+        "display": "stretch", "out": os.path.join(out, "classifier"),
+    }
+    index = class_model.run(settings, resume=resume)
+    return {"index": os.path.relpath(index, out), "judge": judge(settings["out"])}
+
+
+def judge(run: str) -> dict:
+    """The judge's verdict on the lab-loss images (-score + sq): each image, clipped to a valid picture,
+    is classified by the independently trained judge."""
+    import jax
+    import numpy as np
+
+    import jaxvis
+    from jaxvis import assets
+
+    classifier = jaxvis.load(assets.path("classifier"))
+    judge_model = jaxvis.load(assets.path("judge"))
+    images = np.load(os.path.join(run, "images.npy"))
+    records = [json.loads(line) for line in open(os.path.join(run, "results.jsonl"))]
+    out = {}
+    for lr in (0.1, 1.0, 10.0):
+        rows = [r for r in records if r["loss"] == {"score": 1.0, "sq": 1.0} and r["lr"] == lr]
+        pictures = np.clip(np.asarray(classifier.to_image(images[[r["index"] for r in rows]])), 0, 1)
+        logits, _ = jax.jit(judge_model.apply)(judge_model.params, judge_model.preprocess(pictures))
+        votes = np.asarray(logits).argmax(-1)
+        agree = [int(v == r["target"]) for v, r in zip(votes, rows)]
+        out[f"lr={lr:g}"] = {"agree": int(sum(agree)), "of": len(rows),
+                             "judge_says": [judge_model.labels[v] for v in votes]}
+    return out
+
+
+def detector_objectives(out: str, steps: int, resume: bool) -> dict:
+    from experiments import class_model
+    from jaxvis import assets
+
+    settings = {
+        "model": "shapes_ssd", "params": assets.path("detector"), "categories": ["circle", "star", "cross"],
+        "lrs": [1.0], "steps": steps, "objective": None, "penalty": [],
+        "loss": ["biggest_box+box_loc", "all_boxes", "multibox"], "term_options": [], "optimizer": "sgd",
+        "momentum": 0.9, "jitter": 0, "clip": False, "init": [0.0], "seeds": [0], "boxes": ["whole", "centre_quarter"],
+        "snapshots": [10, steps], "chunk_size": None, "display": "stretch", "out": os.path.join(out, "detector"),
+    }
+    return {"index": os.path.relpath(class_model.run(settings, resume=resume), out)}
+
+
+def saliency_part(out: str, scenes: int) -> dict:
+    import jax
+    import numpy as np
+
+    import jaxvis
+    from jaxvis import assets, render
+    from jaxvis import localize as loc
+    from jaxvis import metrics as met
+    from jaxvis import saliency as sal
+    from jaxvis.data import shapes
+
+    folder = os.path.join(out, "saliency")
+    os.makedirs(folder, exist_ok=True)
+    classifier = jaxvis.load(assets.path("classifier"))
+    images, labels, boxes = shapes.classification_set(2024, scenes)
+    maps = sal.saliency(classifier, images, {"class": labels[:, None]}).maps[:, 0]
+    cells, captions, hits, ious = [], [], 0, []
+    for image, label, box, m in zip(images, labels, boxes, maps):
+        found = loc.localize(image, m)
+        hit = met.pointing_hit(m, box)
+        hits += hit
+        iou = float(jaxvis.boxes.iou(np.asarray([box]), np.asarray([found.box]))[0, 0]) if found.box else 0.0
+        ious.append(iou)
+        picture = render.draw_boxes(render.overlay(image, m), [box, found.box], [(0, 255, 0), (0, 200, 255)])
+        cells.append([(image * 255).astype(np.uint8), picture])
+        captions.append([shapes.CLASSES[label], f"hit={'yes' if hit else 'no'} IoU={iou:.2f}"])
+    grid = render.grid([[c[0] for c in cells], [c[1] for c in cells]], ["image", "saliency"],
+                       [str(i) for i in range(len(cells))], captions=[[c[0] for c in captions], [c[1] for c in captions]],
+                       title="classifier saliency (green: true box, blue: box derived from the map)", cell=128)
+    render.save_png(os.path.join(folder, "classifier.png"), grid)
+
+    detector = jaxvis.load(assets.path("detector"))
+    scenes_, _, _, _ = shapes.detection_set(2025, min(scenes, 6))
+    det = jax.device_get(jax.jit(detector.detect)(detector.params, scenes_))
+    targets = sal.detection_targets(det, np.zeros((len(scenes_), 1), int))
+    dmaps = sal.saliency(detector, scenes_, targets, kind="detection").maps[:, 0]
+    row_images, row_maps, caps = [], [], []
+    for j, (scene, m) in enumerate(zip(scenes_, dmaps)):
+        label = detector.labels[det["labels"][j, 0]]
+        box = det["boxes"][j, 0]
+        found = loc.localize(scene, m)
+        row_images.append(render.draw_boxes((scene * 255).astype(np.uint8), [box], [(0, 255, 0)], [label]))
+        row_maps.append(render.draw_boxes(render.overlay(scene, m), [box, found.box], [(0, 255, 0), (0, 200, 255)]))
+        caps.append(f"{label} {det['scores'][j, 0]:.2f}")
+    grid = render.grid([row_images, row_maps], ["detection", "saliency"], caps, cell=192,
+                       title="saliency of each scene's top detection (class score of its default box)")
+    render.save_png(os.path.join(folder, "detector.png"), grid)
+    return {"pointing_game": f"{hits}/{len(images)}", "mean_iou": round(float(np.mean(ious)), 3),
+            "images": ["saliency/classifier.png", "saliency/detector.png"]}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from jaxvis import render
+
+    start = time.time()
+    out = FLAGS.out
+    os.makedirs(out, exist_ok=True)
+    print("1/3 class models of the shapes classifier")
+    cls = class_models(out, FLAGS.steps, FLAGS.resume)
+    verdict = ", ".join(f"{k}: {v['agree']}/{v['of']}" for k, v in cls["judge"].items())
+    print(f"    judge on the lab-loss images: {verdict}")
+    print("2/3 the three SSD objectives on the shapes detector")
+    det = detector_objectives(out, FLAGS.detector_steps, FLAGS.resume)
+    print("3/3 saliency maps and derived boxes on generated scenes")
+    sm = saliency_part(out, FLAGS.scenes)
+    print(f"    pointing game {sm['pointing_game']}, mean IoU of derived boxes {sm['mean_iou']}")
+    judge_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['agree']}/{v['of']}</td><td>{html.escape(', '.join(v['judge_says']))}</td></tr>"
+        for k, v in cls["judge"].items())
+    sections = [
+        ("Class models (classifier)",
+         f"<p><a href='{cls['index']}'>the whole sweep</a>: 6 classes x 3 losses x 3 learning rates.</p>"
+         f"<img class=grid src='classifier/grid_001.png'><p>Judge (an independently trained classifier) on the "
+         f"-score + sq images:</p><table><tr><th>lr</th><th>agrees</th><th>judge's labels</th></tr>{judge_rows}</table>"),
+        ("Class models (detector)",
+         f"<p><a href='{det['index']}'>the whole sweep</a>: biggest box + localisation, all boxes, MultiBox; whole "
+         "image and centred quarter box.</p><img class=grid src='detector/grid_000.png'>"),
+        ("Saliency", f"<p>Pointing game {sm['pointing_game']}, mean IoU of derived boxes {sm['mean_iou']}.</p>"
+         + "".join(f"<p><img class=grid src='{p}'></p>" for p in sm["images"])),
+    ]
+    with open(os.path.join(out, "index.html"), "w") as f:
+        f.write(render.html_page("jaxvis demo: shapes models", sections))
+    print(f"done in {time.time() - start:.0f} s. Open {os.path.join(out, 'index.html')}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,202 @@
+r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifiers and detections.
+
+  python -m experiments.saliency --model vgg16 --params vgg16.safetensors --image photo.jpg \
+      --category goose --out runs/s
+  python -m experiments.saliency --params vgg16.safetensors --image a.jpg --image b.jpg --top_k 3 --out runs/s
+  python -m experiments.saliency --params ssd300.safetensors --image street.jpg --detection 0,1 --out runs/d
+  python -m experiments.saliency --params ssd300_voc.safetensors --image field.jpg \
+      --box 40,60,300,280 --category horse --out runs/h
+
+For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
+with the heat map over the image and the detection's or the derived box drawn, and a line of
+``results.jsonl`` (target, score, derived box, metrics when asked). ``--localize`` derives a box from the
+map (GrabCut on saliency seeds); ``--metrics deletion,insertion`` measures the map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Architecture expected in --params (checked against the file).")
+flags.DEFINE_string("params", None, "jaxvis params file.")
+flags.DEFINE_multi_string("image", [], "Image file(s); repeat the flag for several.")
+flags.DEFINE_list("category", [], "Class names or indices (classifiers; with --box for detectors).")
+flags.DEFINE_integer("top_k", None, "Explain each image's k best classes (classifiers).")
+flags.DEFINE_list("detection", [], "Detections to explain, by rank in each image's detections (detectors).")
+flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why is there a <category> here' "
+                          "(detectors).")
+flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input"], "Attribution.")
+flags.DEFINE_enum("reduce", "max", ["max", "sum", "l2", "signed"], "Channel reduction (the paper: max of |grad|).")
+flags.DEFINE_enum("score", "logit", ["logit", "prob", "log_prob"], "Which score of the class is differentiated.")
+flags.DEFINE_bool("localize", True, "Derive a box from the map (GrabCut from saliency seeds).")
+flags.DEFINE_list("metrics", [], "deletion, insertion (and pointing with --gt_box).")
+flags.DEFINE_string("gt_box", None, "x1,y1,x2,y2 of the object, for the pointing game.")
+flags.DEFINE_string("out", None, "Output folder.")
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _box(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"a box is four numbers x1,y1,x2,y2; got {text!r}") from None
+    if len(values) != 4:
+        raise UsageError(f"a box is four numbers x1,y1,x2,y2; got {text!r}")
+    if not (values[2] > values[0] and values[3] > values[1]):
+        raise UsageError(f"box {text} has zero or negative area; expected x1 < x2 and y1 < y2.")
+    return values
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from jaxvis.images import ImageError
+    from jaxvis.labels import CategoryError
+    from jaxvis.params import ParamsFileError
+    from jaxvis.saliency import SaliencyError
+
+    try:
+        run()
+    except (UsageError, ImageError, CategoryError, ParamsFileError, SaliencyError) as e:
+        sys.exit(f"error: {e}")
+
+
+def run() -> str:
+    import jax
+    import numpy as np
+
+    import jaxvis
+    from jaxvis import images as image_io
+    from jaxvis import labels as lab
+    from jaxvis import localize as loc
+    from jaxvis import metrics as met
+    from jaxvis import preprocess as pre
+    from jaxvis import render
+    from jaxvis import saliency as sal
+
+    if not FLAGS.params:
+        raise UsageError("--params is required: a jaxvis params file.")
+    if not FLAGS.image:
+        raise UsageError("--image is required (repeat it for several images).")
+    if not FLAGS.out:
+        raise UsageError("--out is required: the output folder.")
+    unknown = sorted(set(FLAGS.metrics) - {"deletion", "insertion", "pointing"})
+    if unknown:
+        raise UsageError(f"--metrics takes deletion, insertion, pointing; got {unknown}")
+    if "pointing" in FLAGS.metrics and not FLAGS.gt_box:
+        raise UsageError("the pointing game needs --gt_box x1,y1,x2,y2.")
+    model = jaxvis.load(FLAGS.params, arch=FLAGS.model or None)
+    detector = model.spec.is_detector
+    notes: list[str] = []
+    images = [image_io.load_image(p, notes=notes) for p in FLAGS.image]
+    for note in notes:
+        print(f"note: {note}")
+    os.makedirs(FLAGS.out, exist_ok=True)
+    lines = []
+    for path, image in zip(FLAGS.image, images):
+        h, w = image.shape[:2]
+        batch = image[None]
+        shown_boxes, box_labels = [], []
+        if not detector:
+            if FLAGS.detection or FLAGS.box:
+                raise UsageError(f"{model.spec.arch} is a classifier: --detection and --box are for detectors.")
+            if FLAGS.top_k:
+                classes = sal.top_k_classes(model, batch, FLAGS.top_k)
+            elif FLAGS.category:
+                classes = np.asarray([lab.resolve(FLAGS.category, model.spec.labels)])
+            else:
+                raise UsageError("give --category or --top_k.")
+            kind, targets = "class", {"class": classes}
+            names = [model.spec.labels[c] for c in classes[0]]
+        else:
+            if FLAGS.top_k:
+                raise UsageError(f"{model.spec.arch} is a detector: use --detection or --box with --category.")
+            th, tw = model.spec.input_size
+            scale = np.array([tw / w, th / h, tw / w, th / h])
+            if FLAGS.box:
+                if not FLAGS.category:
+                    raise UsageError("--box needs --category: the label whose presence in the box is explained.")
+                cats = lab.resolve(FLAGS.category, model.spec.labels)
+                if len(cats) not in (1, len(FLAGS.box)):
+                    raise UsageError("give one --category for all boxes, or one per box.")
+                boxes = [_box(b) for b in FLAGS.box]
+                for b in boxes:
+                    if b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
+                        raise UsageError(f"box {b} lies outside the {w}x{h} image.")
+                cats = cats * len(boxes) if len(cats) == 1 else cats
+                kind = "box_label"
+                targets = {"box": np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32),
+                           "class": np.asarray([cats])}
+                names = [f"{model.spec.labels[c]} in box" for c in cats]
+                shown_boxes += boxes
+                box_labels += [model.spec.labels[c] for c in cats]
+            else:
+                ranks = [int(r) for r in (FLAGS.detection or ["0"])]
+                det = jax.device_get(jax.jit(model.detect)(model.params, batch))
+                n_valid = int(det["valid"][0].sum())
+                bad = [r for r in ranks if not 0 <= r < n_valid]
+                if bad:
+                    raise UsageError(f"{os.path.basename(path)} has {n_valid} detection(s); --detection {bad[0]} "
+                                     f"does not exist (ranks start at 0).")
+                kind = "detection"
+                targets = sal.detection_targets(det, np.asarray([ranks]))
+                names = [f"{model.spec.labels[det['labels'][0, r]]} #{r} ({det['scores'][0, r]:.2f})" for r in ranks]
+                shown_boxes += [det["boxes"][0, r] for r in ranks]
+                box_labels += names
+        maps = sal.saliency(model, batch, targets, kind=kind, method=FLAGS.method, reduce=FLAGS.reduce,
+                            score=FLAGS.score)
+        stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])
+        x = np.asarray(pre.preprocess(model.spec, batch))[0]
+        need_input_maps = any(m in FLAGS.metrics for m in ("deletion", "insertion"))
+        input_maps = (sal.saliency(model, x[None], targets, kind=kind, method=FLAGS.method, reduce="max",
+                                   space="input", score=FLAGS.score).maps if need_input_maps else None)
+        for k, name in enumerate(names):
+            m = maps.maps[0, k].astype(np.float32)
+            base = f"{stem}_{k}_{render.safe_name(name)}"
+            np.save(os.path.join(FLAGS.out, base + ".npy"), m)
+            record = {"image": path, "target": name, "kind": kind, "score": float(maps.scores[0, k]),
+                      "method": FLAGS.method, "map": base + ".npy"}
+            drawn, colours, texts = [], [], []
+            if k < len(shown_boxes):
+                drawn.append(shown_boxes[k]), colours.append((0, 255, 0)), texts.append(box_labels[k])
+                record["box"] = [float(v) for v in shown_boxes[k]]
+            if FLAGS.localize:
+                found = loc.localize(image, m)
+                record["derived_box"] = list(found.box) if found.box else None
+                if found.box:
+                    drawn.append(found.box), colours.append((0, 200, 255)), texts.append("derived")
+            metrics = {}
+            t_one = {key: np.asarray(v)[0, k] for key, v in targets.items()}
+            score = "prob" if kind in ("class", "detection") else "logit"
+            for mode in ("deletion", "insertion"):
+                if mode in FLAGS.metrics:
+                    curve = met.deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode, kind=kind, score=score)
+                    metrics[f"{mode}_auc"] = curve.auc
+            if "pointing" in FLAGS.metrics:
+                metrics["pointing_hit"] = met.pointing_hit(m, _box(FLAGS.gt_box))
+            if metrics:
+                record["metrics"] = metrics
+            picture = render.draw_boxes(render.overlay(image, m), drawn, colours, texts)
+            render.save_png(os.path.join(FLAGS.out, base + ".png"), picture)
+            record["png"] = base + ".png"
+            lines.append(record)
+            print(f"{os.path.basename(path)} / {name}: score {record['score']:.4g}"
+                  + (f", derived box {[round(v) for v in record['derived_box']]}" if record.get("derived_box") else "")
+                  + (f", {json.dumps(metrics)}" if metrics else ""))
+    out = os.path.join(FLAGS.out, "results.jsonl")
+    with open(out, "a") as f:
+        for record in lines:
+            f.write(json.dumps(record) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    app.run(main)

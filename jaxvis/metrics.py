@@ -1,0 +1,150 @@
+"""How saliency maps are judged: deletion and insertion AUC, the pointing game, and the
+model-randomisation sanity check.
+
+- Deletion (Petsiuk et al. 2018): pixels are removed in order of decreasing saliency (set to the mean
+  image, i.e. zero in the network's input space), a fixed share per step, and the target's probability is
+  recorded; a faithful map makes it fall fast (low AUC). Insertion starts from a blurred copy and puts
+  the original pixels back in the same order (high AUC is good). Every step of one image is one batched
+  forward pass.
+- Pointing game (Zhang et al. 2016): a hit when the map's maximum falls inside the object's box.
+- Sanity check (Adebayo et al. 2018): the model's layers are randomised one after another from the top;
+  a map that explains the model must change, so its Spearman rank correlation with the original falls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvis import saliency as sal
+
+
+@dataclasses.dataclass
+class Curve:
+    fractions: np.ndarray   # (steps + 1,) share of pixels removed (deletion) or revealed (insertion)
+    scores: np.ndarray      # (steps + 1,) the target's score at each step
+    auc: float
+
+
+def _blur(x: jax.Array, sigma: float) -> jax.Array:
+    radius = max(1, int(3 * sigma))
+    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    pad = jnp.pad(x, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+    rows = jax.vmap(lambda c: jax.vmap(lambda r: jnp.convolve(r, k, mode="valid"))(c), in_axes=2, out_axes=2)(pad)
+    return jax.vmap(lambda c: jax.vmap(lambda r: jnp.convolve(r, k, mode="valid"), in_axes=1, out_axes=1)(c),
+                    in_axes=2, out_axes=2)(rows)
+
+
+@functools.lru_cache(maxsize=32)
+def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma: float, batch: int):
+    @jax.jit
+    def run(params, x, saliency_map, target):
+        h, w = saliency_map.shape
+        order = jnp.argsort(-saliency_map.ravel(), stable=True)
+        rank = jnp.zeros(h * w, jnp.int32).at[order].set(jnp.arange(h * w, dtype=jnp.int32)).reshape(h, w)
+        counts = jnp.round(jnp.arange(steps + 1) * (h * w) / steps).astype(jnp.int32)
+        substrate = jnp.zeros_like(x) if mode == "deletion" else _blur(x, sigma)
+        start, end = (x, substrate) if mode == "deletion" else (substrate, x)
+
+        def image(k):
+            moved = (rank < counts[k])[..., None]
+            return jnp.where(moved, end, start)
+
+        def scores(ks):
+            imgs = jax.vmap(image)(ks)
+            out, _ = model.apply(params, imgs)
+            outs = jax.tree.map(lambda a: a[:, None], out)  # per-image outputs with a batch axis of 1
+            return jax.vmap(lambda o: sal._score(model, o, target, kind, score))(outs)
+
+        ks = jnp.arange(steps + 1)
+        pad = (-len(ks)) % batch
+        ks = jnp.concatenate([ks, jnp.full(pad, steps)]).reshape(-1, batch)
+        values = jax.lax.map(scores, ks).reshape(-1)[: steps + 1]
+        return counts / (h * w), values
+
+    return run
+
+
+def deletion_insertion(model, x, saliency_map, target: dict, *, mode: str = "deletion", kind: str = "class",
+                       score: str = "prob", steps: int = 50, blur_sigma: float = 5.0, batch: int = 17,
+                       params=None) -> Curve:
+    """Deletion or insertion curve of one image in the network's input space.
+
+    Args:
+      x: (H, W, 3) network input; saliency_map: (H, W) on the same grid (saliency with space="input").
+      target: one target as for ``jaxvis.saliency`` without the leading axes, e.g. {"class": 3}.
+    """
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    x = jnp.asarray(x, jnp.float32)
+    m = jnp.asarray(saliency_map, jnp.float32)
+    if m.shape != x.shape[:2]:
+        raise ValueError(f"map {m.shape} and input {x.shape[:2]} differ in size; compute the map with space='input'")
+    t = {k: jnp.asarray(v) for k, v in target.items()}
+    fn = _perturbation_fn(model, kind, score, mode, int(steps), float(blur_sigma), int(batch))
+    fractions, values = fn(model.params if params is None else params, x, m, t)
+    values = np.asarray(values, np.float64)
+    auc = float((values.sum() - 0.5 * (values[0] + values[-1])) / steps)
+    return Curve(fractions=np.asarray(fractions), scores=values, auc=auc)
+
+
+def pointing_hit(saliency_map, box, tolerance: float = 0.0) -> bool:
+    """Whether the map's maximum lies inside ``box`` (x1, y1, x2, y2 pixels) grown by ``tolerance`` pixels."""
+    m = np.asarray(saliency_map)
+    y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+    cx, cy = x + 0.5, y + 0.5
+    x1, y1, x2, y2 = box
+    return bool(x1 - tolerance <= cx <= x2 + tolerance and y1 - tolerance <= cy <= y2 + tolerance)
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two arrays (ranks by order; ties are broken by position)."""
+    ra = np.argsort(np.argsort(np.ravel(a), kind="stable"), kind="stable").astype(np.float64)
+    rb = np.argsort(np.argsort(np.ravel(b), kind="stable"), kind="stable").astype(np.float64)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+
+
+def layer_order(params) -> list[str]:
+    """The model's parameterised layers from the top (outputs) down."""
+    return list(reversed(list(params["params"].keys())))
+
+
+def randomise_layer(params, layer: str, rng: np.random.Generator):
+    """A copy of ``params`` with ``layer``'s parameters replaced by Gaussian noise of the same std."""
+    out = jax.tree.map(lambda a: a, params)
+    leaves = out["params"][layer]
+
+    def noise(a):
+        a = np.asarray(a)
+        std = float(a.std()) or 1.0
+        return jnp.asarray(rng.standard_normal(a.shape).astype(np.float32) * std)
+
+    out["params"] = dict(out["params"])
+    out["params"][layer] = jax.tree.map(noise, leaves)
+    return out
+
+
+def cascading_randomisation(model, images, targets: dict, *, kind: str = "class", method: str = "gradient",
+                            space: str = "image", seed: int = 0, layers=None) -> list[tuple[str, float]]:
+    """Maps after randomising the layers cumulatively from the top; for each step, the layer just
+    randomised and the mean Spearman correlation of the maps with the original ones."""
+    rng = np.random.default_rng(seed)
+    original = sal.saliency(model, images, targets, kind=kind, method=method, space=space).maps
+    params = model.params
+    out = []
+    for layer in layers or layer_order(params):
+        params = randomise_layer(params, layer, rng)
+        maps = sal.saliency(model, images, targets, kind=kind, method=method, space=space, params=params).maps
+        rhos = [spearman(o, m) for o, m in zip(original.reshape(-1, *original.shape[2:]),
+                                               maps.reshape(-1, *maps.shape[2:]))]
+        out.append((layer, float(np.mean(rhos))))
+    return out

@@ -1,0 +1,187 @@
+"""Saliency maps against torch autograd, SmoothGrad/IG properties, batching, and the metrics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms._presets import ImageClassification
+
+import jaxvis
+from jaxvis import metrics as met
+from jaxvis import saliency as sal
+from jaxvis.model import Detector, Model
+from tiny import tiny_vgg
+
+
+def float64(model):
+    """The same model computing in float64 (inside jax.enable_x64)."""
+    cls = Detector if model.spec.is_detector else Model
+    return cls(spec=model.spec, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
+               module=model.module.clone(dtype=jnp.float64))
+
+
+@pytest.fixture(scope="module")
+def vgg(converted_vgg):
+    tmodel, _, path = converted_vgg("vgg11_bn")
+    return tmodel, jaxvis.load(path)
+
+
+def test_classifier_maps_equal_torch_autograd(vgg):
+    """max over channels of |dS_c/dx| against torch autograd through torchvision's model, for two images
+    and two classes each, in the network's input space and through the preprocessing to the image's own
+    pixels. Compared in float64, for the max-pool reason given in test_vgg_port."""
+    tmodel, model = vgg
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 190, 250, 3))
+    classes = np.array([[3, 17], [500, 3]])
+    t64 = tmodel.double()
+    try:
+        transform = ImageClassification(crop_size=224)
+        with jax.enable_x64(True):
+            m64 = float64(model)
+            x = np.asarray(jaxvis.preprocess.preprocess(model.spec, jnp.asarray(images)))
+            got_input = sal.saliency(m64, x, {"class": classes}, space="input")
+            got_image = sal.saliency(m64, images, {"class": classes}, space="image")
+        assert got_input.maps.dtype == np.float64 and got_image.maps.shape == (2, 2, 190, 250)
+        for i in range(2):
+            for k in range(2):
+                xt = torch.tensor(x[i].transpose(2, 0, 1)[None], requires_grad=True)
+                t64(xt)[0, classes[i, k]].backward()
+                want = xt.grad[0].abs().amax(0).numpy()
+                np.testing.assert_allclose(got_input.maps[i, k], want, rtol=0, atol=1e-9 * want.max())
+                it = torch.tensor(images[i].transpose(2, 0, 1), requires_grad=True)
+                score = t64(transform(it)[None])[0, classes[i, k]]
+                score.backward()
+                want = it.grad.abs().amax(0).numpy()
+                np.testing.assert_allclose(got_image.maps[i, k], want, rtol=0, atol=1e-5 * want.max())
+                np.testing.assert_allclose(got_image.scores[i, k], score.item(), rtol=1e-6)
+    finally:
+        tmodel.float()
+
+
+def test_detection_maps_equal_torch_autograd(converted_ssd):
+    """The class score (logit) of the default box behind a detection, and one decoded box coordinate,
+    differentiated with respect to the input, against torch autograd through torchvision's SSD."""
+    tmodel, _, path = converted_ssd
+    model = jaxvis.load(path)
+    image = np.random.default_rng(1).random((300, 300, 3), dtype=np.float32)
+    det = jax.device_get(jax.jit(model.detect)(model.params, image[None]))
+    targets = sal.detection_targets(det, np.array([[0, 3]]))
+    x = np.asarray(model.preprocess(image))[None].astype(np.float64)
+    t64 = tmodel.double()
+    try:
+        with jax.enable_x64(True):
+            m64 = float64(model)
+            got = sal.saliency(m64, x, targets, kind="detection", space="input")
+            coords = sal.saliency(m64, x, {"anchor": targets["anchor"], "coord": np.array([[2, 1]])},
+                                  kind="box_coord", space="input")
+        for k in range(2):
+            a, c = int(targets["anchor"][0, k]), int(targets["class"][0, k])
+            xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
+            head = t64.head(list(t64.backbone(xt).values()))
+            head["cls_logits"][0, a, c].backward()
+            want = xt.grad[0].abs().amax(0).numpy()
+            np.testing.assert_allclose(got.maps[0, k], want, rtol=0, atol=1e-9 * want.max())
+            xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
+            head = t64.head(list(t64.backbone(xt).values()))
+            anchors = torch.tensor(model.anchors, dtype=torch.float64)
+            decoded = t64.box_coder.decode_single(head["bbox_regression"][0], anchors)
+            decoded[a, [2, 1][k]].backward()
+            want = xt.grad[0].abs().amax(0).numpy()
+            np.testing.assert_allclose(coords.maps[0, k], want, rtol=0, atol=1e-9 * want.max())
+    finally:
+        tmodel.float()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_vgg(0)
+
+
+def test_smoothgrad_with_zero_noise_is_the_plain_map(tiny):
+    images = np.random.default_rng(2).random((3, 64, 64, 3), dtype=np.float32)
+    targets = {"class": np.array([[1], [2], [3]])}
+    plain = sal.saliency(tiny, images, targets)
+    smooth = sal.saliency(tiny, images, targets, method="smoothgrad", noise=0.0, samples=4)
+    np.testing.assert_allclose(smooth.maps, plain.maps, rtol=1e-6, atol=1e-9)
+    noisy = sal.saliency(tiny, images, targets, method="smoothgrad", noise=0.2, samples=4)
+    assert not np.allclose(noisy.maps, plain.maps)
+
+
+def test_integrated_gradients_are_complete(tiny):
+    images = np.random.default_rng(3).random((2, 64, 64, 3), dtype=np.float32)
+    targets = {"class": np.array([[4, 1], [0, 7]])}
+    ig = sal.saliency(tiny, images, targets, method="integrated", steps=64, reduce="none")
+    at_zero = sal.saliency(tiny, np.zeros_like(images), targets)
+    for i in range(2):
+        for k in range(2):
+            total = float(ig.gradients[i, k].sum())
+            diff = float(ig.scores[i, k] - at_zero.scores[i, k])
+            assert abs(diff) > 0.05
+            assert abs(total - diff) <= 0.01 * abs(diff), (total, diff)
+
+
+def test_a_batch_is_one_compiled_call_and_equals_single_calls(tiny):
+    images = np.random.default_rng(4).random((32, 64, 64, 3), dtype=np.float32)
+    classes = np.arange(32).reshape(32, 1) % 10
+    before = sal.TRACES
+    batch = sal.saliency(tiny, images, {"class": classes})
+    assert sal.TRACES == before + 1
+    assert batch.maps.shape == (32, 1, 64, 64)
+    for i in range(32):
+        single = sal.saliency(tiny, images[i:i + 1], {"class": classes[i:i + 1]})
+        np.testing.assert_allclose(batch.maps[i], single.maps[0], rtol=1e-5, atol=1e-7 * batch.maps.max())
+    assert sal.TRACES == before + 2  # the 32 single calls share one program
+
+
+def test_grad_x_input_and_reductions(tiny):
+    images = np.random.default_rng(5).random((1, 64, 64, 3), dtype=np.float32)
+    t = {"class": np.array([[2]])}
+    g = sal.saliency(tiny, images, t, reduce="none").maps[0, 0]
+    assert g.shape == (64, 64, 3)
+    np.testing.assert_allclose(sal.saliency(tiny, images, t, reduce="max").maps[0, 0], np.abs(g).max(-1), rtol=1e-6)
+    np.testing.assert_allclose(sal.saliency(tiny, images, t, reduce="sum").maps[0, 0], np.abs(g).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(sal.saliency(tiny, images, t, reduce="signed").maps[0, 0], g.sum(-1), rtol=1e-4,
+                               atol=1e-6 * np.abs(g).max())
+    gx = sal.saliency(tiny, images, t, method="grad_x_input", reduce="none").maps[0, 0]
+    np.testing.assert_allclose(gx, g * images[0], rtol=1e-5, atol=1e-9)
+
+
+def test_bad_requests_are_refused(tiny, converted_ssd):
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    with pytest.raises(sal.SaliencyError, match=r"kind 'detection' is for detectors"):
+        sal.saliency(tiny, images, {"anchor": [[0]], "class": [[1]]}, kind="detection")
+    with pytest.raises(sal.SaliencyError, match=r"class targets need \['class'\]; missing \['class'\]"):
+        sal.saliency(tiny, images, {"anchor": [[0]]})
+    with pytest.raises(sal.SaliencyError, match=r"leading \(images, targets\) shape with 1 images"):
+        sal.saliency(tiny, images, {"class": [1, 2]})
+    with pytest.raises(sal.SaliencyError, match=r"method must be one of"):
+        sal.saliency(tiny, images, {"class": [[1]]}, method="gradcam")
+    det = {"anchor": np.zeros((1, 3), int), "labels": np.ones((1, 3), int), "valid": np.array([[True, False, False]])}
+    with pytest.raises(sal.SaliencyError, match=r"does not exist"):
+        sal.detection_targets(det, [[1]])
+
+
+def test_metrics_units():
+    m = np.zeros((10, 10))
+    m[2, 7] = 1.0
+    assert met.pointing_hit(m, (6, 1, 9, 4)) and not met.pointing_hit(m, (0, 0, 5, 5))
+    assert met.pointing_hit(m, (0, 0, 6.5, 5), tolerance=1.0)
+    a = np.random.default_rng(0).random(100)
+    assert met.spearman(a, a) == pytest.approx(1.0) and met.spearman(a, -a) == pytest.approx(-1.0)
+    assert met.spearman(a, a ** 3) == pytest.approx(1.0)
+
+
+def test_deletion_and_insertion_curves(tiny):
+    x = np.random.default_rng(6).standard_normal((64, 64, 3)).astype(np.float32)
+    target = {"class": 2}
+    m = sal.saliency(tiny, x[None], {"class": [[2]]}, space="input").maps[0, 0]
+    deletion = met.deletion_insertion(tiny, x, m, target, mode="deletion", steps=16)
+    insertion = met.deletion_insertion(tiny, x, m, target, mode="insertion", steps=16)
+    p = float(jax.nn.softmax(tiny.apply(tiny.params, x[None])[0][0])[2])
+    p0 = float(jax.nn.softmax(tiny.apply(tiny.params, np.zeros((1, 64, 64, 3), np.float32))[0][0])[2])
+    assert deletion.scores.shape == (17,) and deletion.fractions[0] == 0 and deletion.fractions[-1] == 1
+    assert deletion.scores[0] == pytest.approx(p, rel=1e-5) and deletion.scores[-1] == pytest.approx(p0, rel=1e-5)
+    assert insertion.scores[-1] == pytest.approx(p, rel=1e-5)
+    assert 0 <= deletion.auc <= 1 and 0 <= insertion.auc <= 1

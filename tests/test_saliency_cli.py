@@ -1,0 +1,65 @@
+"""experiments.saliency end to end: classifier and detector targets, outputs, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_module
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_files, tmp_path_factory):
+    folder = tiny_files[0].parent
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (70, 70), dtype=np.uint8)).save(folder / "gray.png")
+    return folder
+
+
+def test_classifier_targets(setup, tmp_path):
+    out = tmp_path / "s"
+    proc = run_module("experiments.saliency", "--params", str(setup / "vgg.safetensors"), "--image",
+                      str(setup / "a.png"), "--image", str(setup / "gray.png"), "--top_k", "2",
+                      "--metrics", "deletion,insertion", "--out", str(out))
+    assert "note: gray.png is grayscale" in proc.stdout
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    first = records[0]
+    m = np.load(out / first["map"])
+    assert m.dtype == np.float32 and m.shape == (90, 120)
+    assert np.load(out / records[2]["map"]).shape == (70, 70)
+    assert (out / first["png"]).exists() and Image.open(out / first["png"]).size == (120, 90)
+    assert set(first["metrics"]) == {"deletion_auc", "insertion_auc"}
+    assert "derived_box" in first
+
+
+def test_detector_targets(setup, tmp_path):
+    out = tmp_path / "d"
+    run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
+               "--detection", "0,1", "--out", str(out))
+    run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
+               "--box", "10,10,60,50", "--category", "b", "--out", str(out))
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["detection", "detection", "box_label"]
+    assert records[2]["box"] == [10.0, 10.0, 60.0, 50.0] and records[2]["target"] == "b in box"
+    for r in records:
+        assert np.load(out / r["map"]).shape == (90, 120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "missing.png", "--category", "1"], "does not exist; check the path"),
+    (["--category", "nope"], "unknown category 'nope'"),
+    (["--detection", "0"], "is a classifier: --detection and --box are for detectors"),
+    ([], "give --category or --top_k"),
+    (["--category", "1", "--metrics", "pointing"], "the pointing game needs --gt_box"),
+])
+def test_bad_input(setup, tmp_path, args, message):
+    base = ["--params", str(setup / "vgg.safetensors"), "--out", str(tmp_path / "x")]
+    if "--image" not in args:
+        base += ["--image", str(setup / "a.png")]
+    proc = run_module("experiments.saliency", *base, *args, check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, proc.stderr

@@ -1,0 +1,101 @@
+"""The shipped shapes models: training works, the shipped figures hold on fresh data, class models are
+recognised by an independent judge, and saliency points at the object."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import jaxvis
+from jaxvis import assets, engine, objectives as obj, params as params_io, train
+from jaxvis import localize as loc
+from jaxvis import metrics as met
+from jaxvis import saliency as sal
+from jaxvis.data import shapes
+
+FRESH_SEED = 424_242  # neither a training key nor the held-out set recorded in the metadata
+
+
+def metadata(name):
+    return params_io.read_header(assets.path(name))[1]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return jaxvis.load(assets.path("classifier"))
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return jaxvis.load(assets.path("judge"))
+
+
+def test_assets_fit_the_budget():
+    folder = os.path.dirname(assets.path("classifier"))
+    total = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    assert total <= 20 * 2**20
+
+
+@pytest.mark.parametrize("kind", ["classifier", "detector"])
+def test_training_loss_falls_on_a_short_budget(kind):
+    if kind == "classifier":
+        _, log = train.train_classifier(train.classifier_spec(), seed=5, steps=80, batch=32, log_every=20,
+                                        log=lambda *_: None)
+    else:
+        _, log = train.train_detector(train.detector_spec(), seed=5, steps=60, batch=8, log_every=20,
+                                      log=lambda *_: None)
+    assert log.losses[-1] < 0.8 * log.losses[0], log.losses
+
+
+def test_shipped_classifiers_hold_their_accuracy_on_fresh_images(classifier, judge):
+    for name, model in (("classifier", classifier), ("judge", judge)):
+        recorded = json.loads(metadata(name)["metrics"])["top1"]
+        assert recorded >= 0.97
+        fresh = train.classifier_accuracy(model, seed=FRESH_SEED, n=2000)
+        assert abs(fresh - recorded) <= 0.02, (name, fresh, recorded)
+
+
+def test_shipped_detector_map():
+    recorded = json.loads(metadata("detector")["metrics"])
+    assert recorded["map50"] >= 0.8
+    fresh = train.detection_map(jaxvis.load(assets.path("detector")), seed=FRESH_SEED, n=200)
+    assert fresh["map50"] >= 0.8, fresh
+
+
+def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):
+    terms = [obj.make_term("score", classifier), obj.make_term("sq", classifier)]
+    eng = engine.Engine(classifier, terms, steps=200)
+    result = eng.run(engine.Sweep(targets=list(range(6)), lrs=[1.0], losses=[{"score": 1.0, "sq": 1.0}]),
+                     progress=False)
+    assert np.all(result.final_prob >= 0.9), result.final_prob
+    pictures = np.clip(np.asarray(classifier.to_image(result.images)), 0, 1)  # as real images
+    logits, _ = judge.apply(judge.params, judge.preprocess(pictures))
+    agree = np.asarray(logits).argmax(-1) == np.arange(6)
+    print(f"judge agrees on {agree.sum()}/6: {np.asarray(logits).argmax(-1)}")
+    assert agree.mean() >= 0.6
+
+
+def test_saliency_points_at_the_shape_and_localises_it(classifier):
+    images, labels, boxes = shapes.classification_set(FRESH_SEED, 200)
+    maps = sal.saliency(classifier, images, {"class": labels[:, None]}).maps[:, 0]
+    hits = [met.pointing_hit(m, b) for m, b in zip(maps, boxes)]
+    ious = []
+    for image, m, b in zip(images, maps, boxes):
+        found = loc.localize(image, m)
+        ious.append(float(jaxvis.boxes.iou(np.asarray([b]), np.asarray([found.box]))[0, 0]) if found.box else 0.0)
+    ious = np.asarray(ious)
+    print(f"pointing game {np.mean(hits):.3f}, IoU>=0.5 on {np.mean(ious >= 0.5):.3f}, mean IoU {ious.mean():.3f}")
+    assert np.mean(hits) >= 0.85
+    assert np.mean(ious >= 0.5) >= 0.60
+
+
+def test_randomising_the_layers_decorrelates_the_maps(classifier):
+    images, labels, _ = shapes.classification_set(FRESH_SEED + 1, 8)
+    cascade = met.cascading_randomisation(classifier, images, {"class": labels[:, None]}, seed=0)
+    layers = [layer for layer, _ in cascade]
+    assert layers[0] == "fc8" and layers[-1] == "conv1_1"
+    rhos = [rho for _, rho in cascade]
+    print("rank correlation by randomised layer:", [f"{layer}:{rho:.2f}" for layer, rho in cascade])
+    assert rhos[-1] < 0.5
