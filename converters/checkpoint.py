@@ -7,13 +7,14 @@ stored as safetensors is read without torch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.request
 from typing import Callable, Mapping
 
 import numpy as np
+
+from jaxvis.fileio import sha256  # noqa: F401  (part of this module's interface)
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 
@@ -38,14 +39,6 @@ OTHER_FILES = {
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be found, read, or matched to the architecture asked for."""
-
-
-def sha256(path: str, chunk: int = 2**22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hash_prefix(file_name: str) -> str | None:

@@ -4,9 +4,11 @@ r"""The main job on the shipped shapes models: class models, detector objectives
 
 1. Class-model images of every class of the shapes classifier under the lab's three losses (-score,
    -score + mean(x^2), 1/score) and learning rates 0.1, 1 and 10, with snapshots after 10, 50 and 200
-   steps; the independent judge then classifies the lab-loss images.
+   steps; then a robust variant (jitter, valid pixel values, total variation) whose images an
+   independently trained judge classifies as their class.
 2. The three SSD objectives on the shapes detector (biggest default box + localisation, all default
-   boxes, the MultiBox criterion) for the whole image and a centred quarter-size box.
+   boxes, the MultiBox criterion) for the whole image and a centred quarter-size box (Adam, valid pixel
+   values).
 3. Saliency maps and the boxes derived from them on freshly generated scenes, for the classifier and for
    single detections.
 
@@ -30,8 +32,10 @@ flags.DEFINE_integer("scenes", 12, "Generated scenes for the saliency part.")
 flags.DEFINE_bool("resume", False, "Continue an earlier demo run in --out.")
 
 
-def class_models(out: str, steps: int, resume: bool) -> dict:
-    from experiments import class_model
+ROBUST = {"loss": ["score+sq+3*tv"], "lrs": [0.1], "seeds": [0, 1], "jitter": 8, "clip": True}
+
+
+def _classifier_settings(out: str, steps: int, **changes) -> dict:
     from jaxvis import assets
     from jaxvis.data import shapes
 
@@ -39,16 +43,29 @@ def class_models(out: str, steps: int, resume: bool) -> dict:
         "model": "shapes_vgg", "params": assets.path("classifier"), "categories": list(shapes.CLASSES),
         "lrs": [0.1, 1.0, 10.0], "steps": steps, "objective": None, "penalty": [],
         "loss": ["score", "score+sq", "inv_score"], "term_options": [], "optimizer": "sgd", "momentum": 0.9,
-        "jitter": 0, "clip": False, "init": [0.0], "seeds": [0], "boxes": [], "snapshots": [10, 50, steps], "chunk_size": None,
-        "display": "stretch", "out": os.path.join(out, "classifier"),
+        "jitter": 0, "clip": False, "init": [0.0], "seeds": [0], "boxes": [], "snapshots": [10, 50, steps],
+        "chunk_size": None, "display": "stretch", "out": out,
     }
-    index = class_model.run(settings, resume=resume)
-    return {"index": os.path.relpath(index, out), "judge": judge(settings["out"])}
+    settings.update(changes)
+    return settings
 
 
-def judge(run: str) -> dict:
-    """The judge's verdict on the lab-loss images (-score + sq): each image, clipped to a valid picture,
-    is classified by the independently trained judge."""
+def class_models(out: str, steps: int, resume: bool) -> dict:
+    """The lab's losses and learning rates, then a robust variant whose images another network can read:
+    jitter (8 px), images kept within valid pixel values, and a total-variation term."""
+    from jaxvis import sweeps
+
+    lab = _classifier_settings(os.path.join(out, "classifier"), steps)
+    robust = _classifier_settings(os.path.join(out, "classifier_robust"), steps, **ROBUST)
+    lab_index = sweeps.run(lab, resume=resume)
+    robust_index = sweeps.run(robust, resume=resume)
+    return {"index": os.path.relpath(lab_index, out), "robust_index": os.path.relpath(robust_index, out),
+            "judge": {**judge(lab["out"], {"score": 1.0, "sq": 1.0}), **judge(robust["out"], None, "robust ")}}
+
+
+def judge(run: str, loss: dict | None, prefix: str = "") -> dict:
+    """The judge's verdict per learning rate: each image of the run (of ``loss`` if given), clipped to a
+    valid picture, is classified by the independently trained judge."""
     import jax
     import numpy as np
 
@@ -57,32 +74,32 @@ def judge(run: str) -> dict:
 
     classifier = jaxvis.load(assets.path("classifier"))
     judge_model = jaxvis.load(assets.path("judge"))
-    images = np.load(os.path.join(run, "images.npy"))
+    images = np.load(os.path.join(run, "images.npy"), mmap_mode="r")
     records = [json.loads(line) for line in open(os.path.join(run, "results.jsonl"))]
     out = {}
-    for lr in (0.1, 1.0, 10.0):
-        rows = [r for r in records if r["loss"] == {"score": 1.0, "sq": 1.0} and r["lr"] == lr]
-        pictures = np.clip(np.asarray(classifier.to_image(images[[r["index"] for r in rows]])), 0, 1)
+    for lr in sorted({r["lr"] for r in records}):
+        rows = [r for r in records if (loss is None or r["loss"] == loss) and r["lr"] == lr]
+        pictures = np.clip(np.asarray(classifier.to_image(np.asarray(images[[r["index"] for r in rows]]))), 0, 1)
         logits, _ = jax.jit(judge_model.apply)(judge_model.params, judge_model.preprocess(pictures))
         votes = np.asarray(logits).argmax(-1)
         agree = [int(v == r["target"]) for v, r in zip(votes, rows)]
-        out[f"lr={lr:g}"] = {"agree": int(sum(agree)), "of": len(rows),
-                             "judge_says": [judge_model.labels[v] for v in votes]}
+        out[f"{prefix}lr={lr:g}"] = {"agree": int(sum(agree)), "of": len(rows),
+                                     "judge_says": [judge_model.labels[v] for v in votes]}
     return out
 
 
 def detector_objectives(out: str, steps: int, resume: bool) -> dict:
-    from experiments import class_model
+    from jaxvis import sweeps
     from jaxvis import assets
 
     settings = {
         "model": "shapes_ssd", "params": assets.path("detector"), "categories": ["circle", "star", "cross"],
-        "lrs": [1.0], "steps": steps, "objective": None, "penalty": [],
-        "loss": ["biggest_box+box_loc", "all_boxes", "multibox"], "term_options": [], "optimizer": "sgd",
-        "momentum": 0.9, "jitter": 0, "clip": False, "init": [0.0], "seeds": [0], "boxes": ["whole", "centre_quarter"],
+        "lrs": [0.05], "steps": steps, "objective": None, "penalty": [],
+        "loss": ["biggest_box+box_loc", "all_boxes", "multibox"], "term_options": [], "optimizer": "adam",
+        "momentum": 0.9, "jitter": 0, "clip": True, "init": [0.0], "seeds": [0], "boxes": ["whole", "centre_quarter"],
         "snapshots": [10, steps], "chunk_size": None, "display": "stretch", "out": os.path.join(out, "detector"),
     }
-    return {"index": os.path.relpath(class_model.run(settings, resume=resume), out)}
+    return {"index": os.path.relpath(sweeps.run(settings, resume=resume), out)}
 
 
 def saliency_part(out: str, scenes: int) -> dict:
@@ -99,7 +116,7 @@ def saliency_part(out: str, scenes: int) -> dict:
     folder = os.path.join(out, "saliency")
     os.makedirs(folder, exist_ok=True)
     classifier = jaxvis.load(assets.path("classifier"))
-    images, labels, boxes = shapes.classification_set(2024, scenes)
+    images, labels, boxes = shapes.classification_set(2024, max(scenes, 24))
     maps = sal.saliency(classifier, images, {"class": labels[:, None]}).maps[:, 0]
     cells, captions, hits, ious = [], [], 0, []
     for image, label, box, m in zip(images, labels, boxes, maps):
@@ -111,8 +128,10 @@ def saliency_part(out: str, scenes: int) -> dict:
         picture = render.draw_boxes(render.overlay(image, m), [box, found.box], [(0, 255, 0), (0, 200, 255)])
         cells.append([(image * 255).astype(np.uint8), picture])
         captions.append([shapes.CLASSES[label], f"hit={'yes' if hit else 'no'} IoU={iou:.2f}"])
-    grid = render.grid([[c[0] for c in cells], [c[1] for c in cells]], ["image", "saliency"],
-                       [str(i) for i in range(len(cells))], captions=[[c[0] for c in captions], [c[1] for c in captions]],
+    shown = cells[:scenes]
+    grid = render.grid([[c[0] for c in shown], [c[1] for c in shown]], ["image", "saliency"],
+                       [str(i) for i in range(len(shown))],
+                       captions=[[c[0] for c in captions[:scenes]], [c[1] for c in captions[:scenes]]],
                        title="classifier saliency (green: true box, blue: box derived from the map)", cell=128)
     render.save_png(os.path.join(folder, "classifier.png"), grid)
 
@@ -133,7 +152,33 @@ def saliency_part(out: str, scenes: int) -> dict:
                        title="saliency of each scene's top detection (class score of its default box)")
     render.save_png(os.path.join(folder, "detector.png"), grid)
     return {"pointing_game": f"{hits}/{len(images)}", "mean_iou": round(float(np.mean(ious)), 3),
-            "images": ["saliency/classifier.png", "saliency/detector.png"]}
+            "images": ["saliency/classifier.png", "saliency/detector.png"], "cells": cells, "captions": captions,
+            "labels": [int(v) for v in labels]}
+
+
+def summary_picture(out: str, saliency: dict) -> str:
+    """One picture of the demo: the robust class models of the six classes above saliency maps of
+    generated images of the same classes, with true and derived boxes."""
+    import numpy as np
+
+    import jaxvis
+    from jaxvis import assets, render
+
+    classifier = jaxvis.load(assets.path("classifier"))
+    run = os.path.join(out, "classifier_robust")
+    records = [json.loads(line) for line in open(os.path.join(run, "results.jsonl"))]
+    chosen = [r for r in records if r["seed"] == 0]
+    images = np.load(os.path.join(run, "images.npy"), mmap_mode="r")
+    models = [render.to_display(classifier.spec, images[r["index"]]) for r in chosen]
+    # a generated image of the same class under each class model, where the demo drew one
+    first = {label: i for i, label in reversed(list(enumerate(saliency["labels"])))}
+    maps = [saliency["cells"][first[r["target"]]][1] if r["target"] in first else None for r in chosen]
+    caps = [saliency["captions"][first[r["target"]]][1] if r["target"] in first else "" for r in chosen]
+    picture = render.grid([models, maps], ["class model", "saliency"], [r["target_name"] for r in chosen],
+                          captions=[[f"p={r['final_prob']:.2f}" for r in chosen], caps], cell=128)
+    path = os.path.join(out, "summary.png")
+    render.save_png(path, picture)
+    return path
 
 
 def main(argv):
@@ -153,17 +198,22 @@ def main(argv):
     print("3/3 saliency maps and derived boxes on generated scenes")
     sm = saliency_part(out, FLAGS.scenes)
     print(f"    pointing game {sm['pointing_game']}, mean IoU of derived boxes {sm['mean_iou']}")
+    summary_picture(out, sm)
     judge_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v['agree']}/{v['of']}</td><td>{html.escape(', '.join(v['judge_says']))}</td></tr>"
         for k, v in cls["judge"].items())
     sections = [
+        ("Summary", "<img class=grid src='summary.png'>"),
         ("Class models (classifier)",
-         f"<p><a href='{cls['index']}'>the whole sweep</a>: 6 classes x 3 losses x 3 learning rates.</p>"
-         f"<img class=grid src='classifier/grid_001.png'><p>Judge (an independently trained classifier) on the "
-         f"-score + sq images:</p><table><tr><th>lr</th><th>agrees</th><th>judge's labels</th></tr>{judge_rows}</table>"),
+         f"<p><a href='{cls['index']}'>the lab's sweep</a>: 6 classes x 3 losses (-score, -score + sq, 1/score) x 3 "
+         f"learning rates; below, -score + sq. <a href='{cls['robust_index']}'>The robust sweep</a>: -score + sq + "
+         "3 tv with 8-pixel jitter and valid pixel values, two seeds.</p>"
+         "<img class=grid src='classifier/grid_001.png'><img class=grid src='classifier_robust/grid.png'>"
+         "<p>Judge (an independently trained classifier) on the images, clipped to valid pictures:</p>"
+         f"<table><tr><th>images</th><th>agrees</th><th>judge's labels</th></tr>{judge_rows}</table>"),
         ("Class models (detector)",
          f"<p><a href='{det['index']}'>the whole sweep</a>: biggest box + localisation, all boxes, MultiBox; whole "
-         "image and centred quarter box.</p><img class=grid src='detector/grid_000.png'>"),
+         "image (below) and centred quarter box.</p><img class=grid src='detector/grid_000.png'>"),
         ("Saliency", f"<p>Pointing game {sm['pointing_game']}, mean IoU of derived boxes {sm['mean_iou']}.</p>"
          + "".join(f"<p><img class=grid src='{p}'></p>" for p in sm["images"])),
     ]

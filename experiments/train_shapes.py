@@ -18,10 +18,10 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_list("which", ["classifier", "judge", "detector"], "Models to train.")
 flags.DEFINE_string("out", "jaxvis/assets", "Folder for the params files.")
-flags.DEFINE_integer("classifier_steps", 1700, "Training steps of the classifier.")
+flags.DEFINE_integer("classifier_steps", 1600, "Training steps of the classifier.")
 flags.DEFINE_integer("judge_steps", 1500, "Training steps of the judge.")
-flags.DEFINE_integer("detector_steps", 750, "Training steps of the detector.")
-flags.DEFINE_float("time_budget", 590.0, "Seconds of training per model after which it stops (checked every "
+flags.DEFINE_integer("detector_steps", 700, "Training steps of the detector.")
+flags.DEFINE_float("time_budget", 570.0, "Seconds of training per model after which it stops (checked every "
                    "10 steps), so that each model takes at most about ten minutes here.")
 flags.DEFINE_integer("eval_images", 2000, "Held-out images for classifier accuracy.")
 flags.DEFINE_integer("eval_scenes", 500, "Held-out scenes for detector mAP.")

@@ -1,8 +1,8 @@
 """The sweep engine: class-model visualisation for a whole grid as one compiled program per chunk.
 
 A sweep is the product of axes: targets (categories, or channels for activation terms), learning rates,
-the weight of every loss term, initialisations (0 = zeros as in the paper, s > 0 = Gaussian noise of
-std s), seeds and target-box sets. One pure step, objective value and gradient with respect to the image
+loss variants (weighted sums of terms), factors on the weight of any term, initialisations (0 = zeros as
+in the paper, s > 0 = Gaussian noise of std s), seeds and target-box sets. One pure step, objective value and gradient with respect to the image
 followed by the optax update, is written for one grid point and vmapped over the points of a chunk; the
 model parameters are broadcast. ``lax.scan`` runs the steps inside the same compiled call, with the
 snapshots (image after k steps) and per-step curves collected on the device. Each chunk is sharded over
@@ -14,7 +14,8 @@ started from zeros unless an initialisation scale is given; ``model.to_image`` a
 Two robustness options, static per engine: ``jitter`` shifts the image by a random offset of up to that
 many pixels (cyclically) before each forward pass, so the visualisation cannot rely on exact pixel
 positions; ``clip`` projects the image after every step onto the values a real image can take (black to
-white in every channel), so what is shown is what the network saw.
+white in every channel), so what is shown is what the network saw. ``compute_dtype="bfloat16"`` runs the
+network in bfloat16 on GPUs and TPUs while the image and optimiser stay float32.
 
 A grid point whose loss, gradient or image turns non-finite is frozen at its last finite image and
 reported with the step at which it diverged; points never interact, so the others are unaffected.
@@ -319,7 +320,7 @@ class Engine:
 
     def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
-                 jitter: int = 0, clip: bool = False):
+                 jitter: int = 0, clip: bool = False, compute_dtype: str = "float32"):
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -331,16 +332,23 @@ class Engine:
             raise SweepError(f"jitter is a shift in pixels, 0 <= jitter < {min(model.spec.input_size)}; got {jitter}.")
         self.jitter = int(jitter)
         self.clip = bool(clip)
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise SweepError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}.")
+        self.compute_dtype = compute_dtype
+        # bfloat16: the network runs in bfloat16 (activations and matmuls, for GPUs and TPUs), while the
+        # image, the loss terms and the optimiser stay in float32.
+        self._module = model.module if compute_dtype == "float32" else model.module.clone(dtype=jnp.bfloat16)
         self.model = model
         self.terms = tuple(terms)
         self.optimizer = optimizer
         self.steps = int(steps)
         self.snapshots = tuple(sorted({0, *map(int, snapshots)}))
-        self.devices = list(devices) if devices is not None else jax.devices()
+        self.devices = list(devices) if devices is not None else jax.local_devices()
         self.mesh = Mesh(np.array(self.devices), ("points",))
         self.step_progress = step_progress
         self.trace_count = 0
         self._progress: Progress | None = None
+        self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
         self._fn = jax.jit(self._chunk)
 
     @property
@@ -352,7 +360,9 @@ class Engine:
 
     def _loss(self, params, x, p, shift=None):
         seen = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
-        outputs, acts = self.model.apply(params, seen[None])
+        outputs, acts = self._module.apply(params, seen[None])
+        if self.compute_dtype != "float32":
+            outputs, acts = jax.tree.map(lambda a: a.astype(jnp.float32), (outputs, acts))
         ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
                           box_valid=p["box_valid"])
         values = jnp.stack([t.fn(ctx) for t in self.terms])
@@ -429,13 +439,19 @@ class Engine:
 
     def chunk_size(self, n_points: int, requested: int | None = None) -> int:
         """Points per chunk, a multiple of the device count: ``requested`` as given (a short grid is padded,
-        so that sweeps of different sizes share one compiled program), else what fits in half the free
-        memory, at most the grid."""
+        so that sweeps of different sizes share one compiled program), else what fits in the free memory
+        (60% of it on accelerators; on CPUs 30% and at most 16 points per device, past which a bigger
+        batch no longer runs faster), at most the grid."""
         nd = len(self.devices)
         if requested is None:
             free = min(available_memory(d) for d in self.devices)
             per_point = bytes_per_point(self.model, len(self.snapshots))
-            size = min(max(1, int(0.5 * free // per_point)) * nd, n_points)
+            cpu = all(d.platform == "cpu" for d in self.devices)
+            cap = max(1, int((0.3 if cpu else 0.6) * free // per_point))
+            cap = min(cap, 16) if cpu else cap
+            per_device = -(-n_points // nd)
+            chunks = -(-per_device // cap)
+            size = -(-per_device // chunks) * nd  # equal chunks: 18 points at 16 per chunk run as 2 x 9
         else:
             if int(requested) <= 0:
                 raise SweepError(f"chunk size must be positive, got {requested}.")
@@ -450,8 +466,9 @@ class Engine:
             raise SweepError(f"a chunk of {n} points does not split over {len(self.devices)} devices.")
         shard = NamedSharding(self.mesh, PartitionSpec("points"))
         pts = {k: jax.device_put(v, shard) for k, v in arrays.items()}
-        params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
-        out = jax.device_get(self._fn(params, pts))
+        if self._placed is None or self._placed[0] is not params:  # replicate once, not once per chunk
+            self._placed = (params, jax.device_put(params, NamedSharding(self.mesh, PartitionSpec())))
+        out = jax.device_get(self._fn(self._placed[1], pts))
         return Result(
             images=out["images"], snapshots=dict(zip(self.snapshots, out["snapshots"])),
             loss=out["loss"], score=out["score"], prob=out["prob"], terms=out["terms"],

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+
+
+def sha256(path: str, chunk: int = 2**22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: str, write, sync: bool = True) -> None:
@@ -14,6 +24,9 @@ def atomic_write(path: str, write, sync: bool = True) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -373,7 +373,12 @@ def draw_boxes(image: np.ndarray, boxes, colours=None, labels=None, width: int =
         if box is None:
             continue
         x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=tuple(colours[k]), width=width)
+        if not all(np.isfinite([x1, y1, x2, y2])):
+            continue
+        x1, x2 = sorted((x1, x2))
+        y1, y2 = sorted((y1, y2))
+        # PIL includes the last pixel; a box thinner than a pixel is drawn as a line
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=tuple(colours[k]), width=width)
         if labels and labels[k]:
             draw.text((x1 + 2, max(0, y1 - 11)), labels[k], fill=tuple(colours[k]), font=font())
     return np.asarray(canvas)

@@ -80,13 +80,13 @@ def _score(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> ja
     elif kind in ("detection", "box_coord", "box_label"):
         logits = outputs["cls_logits"][0]
         if kind == "box_coord":
-            anchors = jnp.asarray(model.anchors)
+            anchors = jnp.asarray(model.anchors, outputs["bbox_regression"].dtype)
             cfg = model.postprocess_config
             decoded = bx.decode(outputs["bbox_regression"][0, t["anchor"]], anchors[t["anchor"]], cfg.box_weights,
                                 cfg.clamp_decode)
             return decoded[t["coord"]]
         if kind == "box_label":
-            anchors = jnp.asarray(model.anchors)
+            anchors = jnp.asarray(model.anchors, outputs["bbox_regression"].dtype)
             cfg = model.postprocess_config
             decoded = bx.decode(outputs["bbox_regression"][0], anchors, cfg.box_weights, cfg.clamp_decode)
             overlap = bx.iou(t["box"][None], decoded)[0]

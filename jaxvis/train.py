@@ -89,7 +89,11 @@ class TrainLog:
 def _fit(spec: ModelSpec, loss_fn: Callable, seed: int, steps: int, lr: float, log_every: int,
          time_budget: float | None, log: Callable[[str], None]) -> tuple[Model, TrainLog]:
     model = from_spec(spec, init_variables(spec, seed))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10 + 1), steps, lr * 0.02)
+    # Warm up over 5% of the steps, hold the rate, then decay linearly over the last 30% to 5% of it.
+    warm, hold = max(1, steps // 20), int(steps * 0.7)
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warm), optax.constant_schedule(lr),
+         optax.linear_schedule(lr, lr * 0.05, max(1, steps - hold))], [warm, hold])
     opt = optax.chain(optax.clip_by_global_norm(5.0), optax.adamw(schedule, weight_decay=1e-4))
     params = model.params["params"]
     state = opt.init(params)
@@ -98,7 +102,8 @@ def _fit(spec: ModelSpec, loss_fn: Callable, seed: int, steps: int, lr: float, l
     @jax.jit
     def step(params, state, i):
         loss, grads = jax.value_and_grad(loss_fn)(params, jax.random.fold_in(key, i))
-        updates, state = opt.update(grads, state, params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts and floats
+            updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
     history = TrainLog()

@@ -241,3 +241,37 @@ def test_inv_score_continues_below_eps_with_the_right_slope():
     assert value(0.0) == pytest.approx(2.0) and value(-3.0) == pytest.approx(5.0)
     g = jax.grad(lambda s: f(ctx(s)))
     assert float(g(np.float32(-2.0))) == pytest.approx(-1.0) and float(g(np.float32(2.0))) == pytest.approx(-0.25)
+
+
+def test_bfloat16_compute_runs_and_improves(vgg):
+    terms = [obj.make_term("score", vgg), obj.make_term("sq", vgg)]
+    sweep = engine.Sweep(targets=[1, 2], lrs=[1.0], losses=[LAB], init_scales=[0.5], seeds=[0])
+    result = engine.Engine(vgg, terms, steps=10, compute_dtype="bfloat16").run(sweep, progress=False)
+    assert result.images.dtype == np.float32 and result.loss.dtype == np.float32
+    assert np.all(result.final_loss < result.loss[0])
+    full = lab_engine(vgg, steps=10).run(sweep, progress=False)
+    # On the same starting image the loss agrees to bfloat16's precision (8 significant bits, summed
+    # over the layers); after that the two trajectories part ways slowly, as the float32 ones of two
+    # libraries do, so only the start is compared.
+    assert not np.array_equal(result.images, full.images)
+    np.testing.assert_allclose(result.loss[0], full.loss[0], rtol=0.03)
+    assert np.all(result.final_score > result.score[0])
+    with pytest.raises(engine.SweepError, match=r"compute_dtype must be float32 or bfloat16"):
+        engine.Engine(vgg, terms, compute_dtype="float16")
+
+
+def test_jitter_and_clip(vgg):
+    terms = [obj.make_term("score", vgg), obj.make_term("sq", vgg)]
+    sweep = engine.Sweep(targets=[3], lrs=[10.0], losses=[LAB], init_scales=[1.0], seeds=[2])
+    clipped = engine.Engine(vgg, terms, steps=10, clip=True).run(sweep, progress=False)
+    lo = (0 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
+    hi = (1 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
+    for x in (clipped.images, clipped.snapshots[0]):
+        assert np.all(x >= lo - 1e-6) and np.all(x <= hi + 1e-6)
+    assert np.any(np.isclose(clipped.images, hi)) and np.any(np.isclose(clipped.images, lo))
+    plain = engine.Engine(vgg, terms, steps=10).run(sweep, progress=False)
+    jittered = engine.Engine(vgg, terms, steps=10, jitter=4).run(sweep, progress=False)
+    assert not np.allclose(jittered.images, plain.images)
+    assert np.all(jittered.final_loss < jittered.loss[0])
+    with pytest.raises(engine.SweepError, match=r"jitter is a shift in pixels"):
+        engine.Engine(vgg, terms, jitter=64)

@@ -30,7 +30,8 @@ def test_classifier_targets(setup, tmp_path):
     m = np.load(out / first["map"])
     assert m.dtype == np.float32 and m.shape == (90, 120)
     assert np.load(out / records[2]["map"]).shape == (70, 70)
-    assert (out / first["png"]).exists() and Image.open(out / first["png"]).size == (120, 90)
+    with Image.open(out / first["png"]) as picture:
+        assert picture.size == (120, 90)
     assert set(first["metrics"]) == {"deletion_auc", "insertion_auc"}
     assert "derived_box" in first
 

@@ -41,8 +41,10 @@ def test_assets_fit_the_budget():
 @pytest.mark.parametrize("kind", ["classifier", "detector"])
 def test_training_loss_falls_on_a_short_budget(kind):
     if kind == "classifier":
-        _, log = train.train_classifier(train.classifier_spec(), seed=5, steps=80, batch=32, log_every=20,
+        # the classifier sits at chance (ln 6) for its first ~100 steps, then learns
+        _, log = train.train_classifier(train.classifier_spec(), seed=5, steps=200, batch=32, log_every=20,
                                         log=lambda *_: None)
+        assert log.losses[-1] < 0.85 * np.log(6), log.losses
     else:
         _, log = train.train_detector(train.detector_spec(), seed=5, steps=60, batch=8, log_every=20,
                                       log=lambda *_: None)
@@ -65,17 +67,20 @@ def test_shipped_detector_map():
 
 
 def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):
-    terms = [obj.make_term("score", classifier), obj.make_term("sq", classifier)]
-    eng = engine.Engine(classifier, terms, steps=200)
-    result = eng.run(engine.Sweep(targets=list(range(6)), lrs=[1.0], losses=[{"score": 1.0, "sq": 1.0}]),
-                     progress=False)
+    """The robust recipe (jitter, valid pixel range, total variation) gives class models that the
+    classifier is sure of and that a network trained separately also reads as the class."""
+    terms = [obj.make_term(name, classifier) for name in ("score", "sq", "tv")]
+    eng = engine.Engine(classifier, terms, steps=200, jitter=8, clip=True)
+    sweep = engine.Sweep(targets=list(range(6)), lrs=[0.1], losses=[{"score": 1.0, "sq": 1.0, "tv": 3.0}],
+                         seeds=[0, 1])
+    result = eng.run(sweep, progress=False)
     assert np.all(result.final_prob >= 0.9), result.final_prob
     pictures = np.clip(np.asarray(classifier.to_image(result.images)), 0, 1)  # as real images
     logits, _ = judge.apply(judge.params, judge.preprocess(pictures))
-    agree = np.asarray(logits).argmax(-1) == np.arange(6)
-    print(f"judge agrees on {agree.sum()}/6: {np.asarray(logits).argmax(-1)}")
-    assert agree.mean() >= 0.6
-
+    targets = np.array([p["target"] for p in sweep.point_axes()])
+    votes = np.asarray(logits).argmax(-1)
+    print(f"judge votes {votes} for targets {targets}")
+    assert (votes == targets).mean() >= 0.6
 
 def test_saliency_points_at_the_shape_and_localises_it(classifier):
     images, labels, boxes = shapes.classification_set(FRESH_SEED, 200)

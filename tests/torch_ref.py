@@ -61,40 +61,9 @@ def torchvision_ssd(seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-class TorchVGG(torch.nn.Module):
-    """torchvision's VGG layout (features / avgpool / classifier, same indices) for any jaxvis VGG config,
-    so that small VGGs can be loaded from converters.vgg.to_torch."""
-
-    def __init__(self, config):
-        super().__init__()
-        layers, cin = [], 3
-        for widths in config["blocks"]:
-            for w in widths:
-                layers.append(torch.nn.Conv2d(cin, w, 3, padding=1))
-                if config.get("batch_norm", False):
-                    layers.append(torch.nn.BatchNorm2d(w))
-                layers.append(torch.nn.ReLU(inplace=True))
-                cin = w
-            layers.append(torch.nn.MaxPool2d(2, 2))
-        self.features = torch.nn.Sequential(*layers)
-        ph, pw = config.get("pool_size", (7, 7))
-        self.avgpool = torch.nn.AdaptiveAvgPool2d((ph, pw))
-        fc = config.get("fc_width", 4096)
-        self.classifier = torch.nn.Sequential(
-            torch.nn.Linear(cin * ph * pw, fc), torch.nn.ReLU(True), torch.nn.Dropout(),
-            torch.nn.Linear(fc, fc), torch.nn.ReLU(True), torch.nn.Dropout(),
-            torch.nn.Linear(fc, config["num_classes"]))
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
 def torch_model_from(spec, variables):
     """A torch twin of a jaxvis VGG (weights through the inverse converter remap), in eval mode."""
-    from converters import vgg as vgg_remap
+    import jaxvis
+    from converters.torch_models import torch_vgg
 
-    model = TorchVGG(spec.config)
-    state = {k: torch.tensor(v) for k, v in vgg_remap.to_torch(variables, spec).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
-    return model.eval()
+    return torch_vgg(jaxvis.from_spec(spec, variables))

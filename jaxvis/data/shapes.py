@@ -144,7 +144,7 @@ def detection_image(key, size: int = 128, max_objects: int = 4):
         ki = jax.random.split(keys[i], 4)
         kind = jax.random.randint(ki[0], (), 0, NUM_CLASSES)
         r = jax.random.uniform(ki[1], (), minval=0.22, maxval=0.42) * half
-        qy, qx = quadrants[i] // 2, quadrants[i] % 2
+        qy, qx = (quadrants[i] // 2).astype(jnp.float32), (quadrants[i] % 2).astype(jnp.float32)
         c = jax.random.uniform(ki[2], (2,), minval=r * 1.05, maxval=half - r * 1.05)
         cx, cy = qx * half + c[0], qy * half + c[1]
         drawn, cover = _draw(image, ki[3], kind, cx, cy, r, yy, xx, bg_mean)

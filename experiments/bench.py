@@ -1,0 +1,367 @@
+r"""Benchmark: the jaxvis sweep engine against the PyTorch way of doing the same work, in one run.
+
+  python -m experiments.bench                          # all workloads, 5 repetitions: the table and JSON lines
+  python -m experiments.bench --workloads shapes,vgg16 --reps 3
+  python -m experiments.bench --tiny --reps 1 --steps 1 --workloads shapes,vgg16,saliency   # smoke run
+  python -m experiments.bench --memory_points 1000     # peak memory of a 1000-point VGG16 sweep
+
+For each workload, interleaved and repeated (medians reported):
+  A  the jaxvis engine on a grid of 8 points (4 categories x 2 learning rates): one compiled scan;
+  B  a PyTorch eager loop the way the lab did it: one grid point at a time, batch 1, torch.optim.SGD;
+  C  PyTorch eager doing the 8 points as one batch, channels_last, each point with its learning rate.
+Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with a whole-image target),
+shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = jaxvis in one call,
+B = captum's Saliency on the same weights, C = torch autograd on the batch). The loss of A, B, C is
+-S_c + mean(x^2) for classifiers. Each workload runs in a process of its own, so that the peak memory
+(max RSS) is its own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a
+float32 matmul peak measured in the same run. ``--first_step`` also times a fresh process from its start
+to its first VGG16 engine step, from a converted params file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "saliency"], "Workloads to run.")
+flags.DEFINE_integer("reps", 5, "Repetitions (medians are reported).")
+flags.DEFINE_integer("steps", 5, "Gradient steps per repetition of A, B and C.")
+flags.DEFINE_bool("tiny", False, "Shrink the workloads (VGG16 at 64x64, 4 saliency images): a smoke run.")
+flags.DEFINE_bool("first_step", True, "Also time process start -> first VGG16 engine step from a params file.")
+flags.DEFINE_integer("memory_points", 0, "If > 0, measure the peak memory of a VGG16 sweep of this many points.")
+flags.DEFINE_string("child", None, "Internal: run one workload in this process.")
+flags.DEFINE_string("params_file", None, "Internal: params file for the first-step child.")
+flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file.")
+
+CATEGORIES, LRS, LAM = [0, 1, 2, 3], [0.5, 1.0], 1.0
+
+
+def matmul_peak(n: int = 4096, reps: int = 5) -> float:
+    """float32 matmul GFLOP/s of this machine (numpy, median of ``reps``)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def max_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# The same random weights on both sides.
+
+def _random_model(spec):
+    import jax
+    import numpy as np
+
+    import jaxvis
+    from jaxvis.train import init_variables
+
+    rng = np.random.default_rng(1)
+    variables = init_variables(spec, 0)
+    variables = jax.tree_util.tree_map_with_path(
+        lambda p, a: a + 0.05 * rng.standard_normal(a.shape).astype(np.float32) if "bias" in jax.tree_util.keystr(p) else a,
+        variables)  # zero biases would give a zero image a zero gradient
+    return jaxvis.from_spec(spec, variables)
+
+
+def models_for(workload: str, tiny: bool):
+    """(jaxvis model, torch twin in eval mode)."""
+    import jaxvis
+    from converters.torch_models import torch_ssd300, torch_vgg
+    from jaxvis import assets, models
+
+    if workload == "shapes":
+        model = jaxvis.load(assets.path("classifier"))
+        return model, torch_vgg(model)
+    if workload in ("vgg16", "saliency"):
+        spec = models.arch_spec("vgg16")
+        if tiny:
+            spec = spec.replace(input_size=(64, 64))
+        model = _random_model(spec)
+        return model, torch_vgg(model)
+    if workload == "ssd300":
+        model = _random_model(models.arch_spec("ssd300_vgg16"))
+        return model, torch_ssd300(model)
+    raise app.UsageError(f"unknown workload {workload!r}; known: vgg16, ssd300, shapes, saliency")
+
+
+# --------------------------------------------------------------------------------------------------
+# A, B, C for class-model workloads.
+
+def engine_side(model, steps: int):
+    import jax
+
+    from jaxvis import engine
+
+    detector = model.spec.is_detector
+    losses = [{"multibox": 1.0}] if detector else [{"score": 1.0, "sq": LAM}]
+    h, w = model.spec.input_size
+    sweep = engine.Sweep(targets=CATEGORIES, lrs=LRS, losses=losses,
+                         boxes=[[[0.0, 0.0, float(w), float(h)]]] if detector else [[]])
+    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps)
+
+    def run():
+        result = eng.run(sweep, chunk_size=len(CATEGORIES) * len(LRS), progress=False)
+        return result.images
+
+    # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis.
+    arrays = {k: v[:1] for k, v in sweep.arrays(eng.term_names).items()}
+    one = {k: v[0] for k, v in arrays.items()}
+    import jax.numpy as jnp
+
+    grad = jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0]))
+    cost = grad.lower(jnp.zeros((h, w, 3), jnp.float32), one).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return run, float(cost.get("flops", 0.0)), eng
+
+
+def torch_loss(model, tmodel, x, targets):
+    """The per-point losses of a batch: -S_c + lam mean(x^2) (classifiers) or the MultiBox loss with a
+    whole-image box (SSD, summed over the batch as independent images)."""
+    import torch
+
+    if not model.spec.is_detector:
+        logits = tmodel(x)
+        picked = logits.gather(1, targets[:, None])[:, 0]
+        return (-picked + LAM * (x ** 2).mean(dim=(1, 2, 3))).sum()
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.ops import box_iou
+
+    feats = list(tmodel.backbone(x).values())
+    head = tmodel.head(feats)
+    h, w = x.shape[-2:]
+    anchors = tmodel.anchor_generator(ImageList(x, [(h, w)] * x.shape[0]), feats)
+    total = 0
+    for i in range(x.shape[0]):  # per image: each point has its own normaliser, as in the engine
+        target = [{"boxes": torch.tensor([[0.0, 0.0, float(w), float(h)]]), "labels": targets[i:i + 1]}]
+        matched = [tmodel.proposal_matcher(box_iou(target[0]["boxes"], anchors[i]))]
+        one = {k: v[i:i + 1] for k, v in head.items()}
+        losses = tmodel.compute_loss(target, one, anchors[i:i + 1], matched)
+        total = total + losses["bbox_regression"] + losses["classification"]
+    return total
+
+
+def torch_one_at_a_time(model, tmodel, steps: int):
+    import torch
+
+    h, w = model.spec.input_size
+
+    def run():
+        for c in CATEGORIES:
+            for lr in LRS:
+                x = torch.zeros(1, 3, h, w, requires_grad=True)
+                opt = torch.optim.SGD([x], lr=lr)
+                for _ in range(steps):
+                    opt.zero_grad()
+                    torch_loss(model, tmodel, x, torch.tensor([c])).backward()
+                    opt.step()
+    return run
+
+
+def torch_batched(model, tmodel, steps: int):
+    import torch
+
+    h, w = model.spec.input_size
+    targets = torch.tensor([c for c in CATEGORIES for _ in LRS])
+    lrs = torch.tensor([lr for _ in CATEGORIES for lr in LRS]).view(-1, 1, 1, 1)
+    tmodel = tmodel.to(memory_format=torch.channels_last)
+
+    def run():
+        x = torch.zeros(len(targets), 3, h, w).to(memory_format=torch.channels_last).requires_grad_(True)
+        for _ in range(steps):
+            x.grad = None
+            torch_loss(model, tmodel, x, targets).backward()
+            with torch.no_grad():
+                x -= lrs * x.grad
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# Saliency: 32 images (4 when tiny).
+
+def saliency_sides(model, tmodel, n: int):
+    import numpy as np
+    import torch
+    from captum.attr import Saliency
+
+    from jaxvis import saliency as sal
+
+    h, w = model.spec.input_size
+    x = np.random.default_rng(0).standard_normal((n, h, w, 3)).astype(np.float32)
+    classes = (np.arange(n) % 10).reshape(n, 1)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
+
+    def jaxvis_side():
+        return sal.saliency(model, x, {"class": classes}, space="input").maps
+
+    captum = Saliency(tmodel)
+
+    def captum_side():
+        return captum.attribute(xt, target=torch.tensor(classes[:, 0]), abs=True).amax(1)
+
+    def autograd_side():
+        xg = xt.clone().requires_grad_(True)
+        tmodel(xg).gather(1, torch.tensor(classes)).sum().backward()
+        return xg.grad.abs().amax(1)
+
+    import jax
+    import jax.numpy as jnp
+
+    grad = jax.jit(jax.grad(lambda im: model.apply(model.params, im[None])[0][0, 0]))
+    cost = grad.lower(jnp.zeros((h, w, 3), jnp.float32)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return jaxvis_side, captum_side, autograd_side, float(cost.get("flops", 0.0))
+
+
+def child(workload: str) -> dict:
+    """One workload, in this process: medians of interleaved repetitions."""
+    import torch
+
+    torch.set_grad_enabled(True)
+    model, tmodel = models_for(workload, FLAGS.tiny)
+    peak = matmul_peak()
+    if workload == "saliency":
+        n = 4 if FLAGS.tiny else 32
+        a, b, c, flops = saliency_sides(model, tmodel, n)
+        work = n  # images
+    else:
+        a, flops, _ = engine_side(model, FLAGS.steps)
+        b, c = torch_one_at_a_time(model, tmodel, FLAGS.steps), torch_batched(model, tmodel, FLAGS.steps)
+        work = len(CATEGORIES) * len(LRS) * FLAGS.steps  # image-steps
+    t = time.perf_counter()
+    a()  # compile
+    compile_s = time.perf_counter() - t
+    b()  # warm-up
+    c()
+    times = {"A": [], "B": [], "C": []}
+    for _ in range(FLAGS.reps):
+        for name, fn in (("A", a), ("B", b), ("C", c)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    rate = {k: work / statistics.median(v) for k, v in times.items()}
+    gflops = rate["A"] * flops / 1e9
+    return {
+        "workload": workload, "unit": "images/s" if workload == "saliency" else "image-steps/s",
+        "A": rate["A"], "B": rate["B"], "C": rate["C"], "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"],
+        "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
+        "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
+        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny,
+    }
+
+
+def first_step_child(path: str) -> dict:
+    """From this process's start: load a converted VGG16 and finish its first engine step."""
+    import jaxvis
+    from jaxvis import engine
+
+    model = jaxvis.load(path)
+    sweep = engine.Sweep(targets=[1], lrs=[1.0], losses=[{"score": 1.0, "sq": LAM}])
+    engine.Engine(model, engine.terms_for(model, sweep), steps=1).run(sweep, chunk_size=1, progress=False)
+    return {"first_step_done": time.time()}
+
+
+def memory_child(points: int) -> dict:
+    """A VGG16 sweep of ``points`` points, one step each, through the launcher's run directory."""
+    from jaxvis import sweeps
+    from jaxvis import models, params as params_io
+
+    model = _random_model(models.arch_spec("vgg16").replace(input_size=(64, 64) if FLAGS.tiny else (224, 224)))
+    folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
+    path = os.path.join(folder, "vgg16.safetensors")
+    params_io.save(path, model.params, model.spec)
+    settings = {"model": None, "params": path, "categories": [str(i % 1000) for i in range(points)], "lrs": ["1"],
+                "steps": 1, "objective": None, "penalty": ["sq=1"], "loss": [], "term_options": [], "optimizer": "sgd",
+                "momentum": 0.9, "jitter": 0, "clip": False, "init": ["0"], "seeds": ["0"], "boxes": [],
+                "snapshots": [], "chunk_size": None, "display": "stretch", "out": os.path.join(folder, "run")}
+    t = time.time()
+    sweeps.run(settings, progress=False)
+    return {"workload": f"memory_{points}_points", "peak_rss_gb": max_rss_gb(), "seconds": time.time() - t,
+            "run_dir": settings["out"]}
+
+
+def _spawn(args) -> dict:
+    cmd = [sys.executable, "-m", "experiments.bench", *args, f"--reps={FLAGS.reps}", f"--steps={FLAGS.steps}",
+           f"--tiny={FLAGS.tiny}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(rows) -> str:
+    head = (f"{'workload':<10} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} {'C torch batch':>13} {'A/B':>6} "
+            f"{'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} {'peak RSS GB':>11}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['workload']:<10} {r['unit']:<14} {r['A']:>9.3f} {r['B']:>11.3f} {r['C']:>13.3f} "
+                     f"{r['A/B']:>6.2f} {r['A/C']:>6.2f} {r['A_gflops']:>9.1f} {r['A_fraction_of_peak']:>7.2f} "
+                     f"{r['A_compile_s']:>9.1f} {r['peak_rss_gb']:>11.2f}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.child:
+        if FLAGS.child == "first_step":
+            print(json.dumps(first_step_child(FLAGS.params_file)))
+        elif FLAGS.child.startswith("memory"):
+            print(json.dumps(memory_child(FLAGS.memory_points)))
+        else:
+            print(json.dumps(child(FLAGS.child)))
+        return
+    rows = []
+    for workload in FLAGS.workloads:
+        print(f"running {workload} ...", file=sys.stderr, flush=True)
+        rows.append(_spawn([f"--child={workload}"]))
+    lines = [json.dumps(r) for r in rows]
+    print(table(rows))
+    extra = []
+    if FLAGS.first_step:
+        from jaxvis import models, params as params_io
+
+        spec = models.arch_spec("vgg16").replace(input_size=(64, 64)) if FLAGS.tiny else models.arch_spec("vgg16")
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "vgg16.safetensors")
+            params_io.save(path, _random_model(spec).params, spec)
+            start = time.time()
+            done = _spawn(["--child=first_step", f"--params_file={path}"])["first_step_done"]
+        extra.append({"workload": "first_step", "seconds_from_process_start": done - start})
+        print(f"process start -> first VGG16 engine step from a params file: {done - start:.1f} s")
+    if FLAGS.memory_points:
+        r = _spawn([f"--child=memory", f"--memory_points={FLAGS.memory_points}"])
+        extra.append(r)
+        print(f"{FLAGS.memory_points}-point VGG16 sweep: peak RSS {r['peak_rss_gb']:.2f} GB in {r['seconds']:.0f} s")
+    import platform
+
+    machine = {"workload": "machine", "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "python": platform.python_version()}
+    lines += [json.dumps(e) for e in extra] + [json.dumps(machine)]
+    for line in lines:
+        print(line)
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,18 @@
+"""The benchmark completes on a tiny configuration and prints its table (no timings are asserted)."""
+
+import json
+
+from conftest import run_module
+
+
+def test_bench_smoke_run_prints_the_table():
+    proc = run_module("experiments.bench", "--tiny", "--reps", "1", "--steps", "1", "--workloads",
+                      "shapes,vgg16,saliency", "--nofirst_step")
+    out = proc.stdout
+    assert "A jaxvis" in out and "A/B" in out and "of peak" in out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    workloads = [r["workload"] for r in rows]
+    assert workloads[:3] == ["shapes", "vgg16", "saliency"] and workloads[-1] == "machine"
+    for r in rows[:3]:
+        assert r["A"] > 0 and r["B"] > 0 and r["C"] > 0 and r["peak_rss_gb"] > 0
+        assert r["gflop_per_image_step"] > 0 and r["matmul_peak_gflops"] > 0
