@@ -11,7 +11,8 @@ For each workload, interleaved and repeated (medians reported):
   C  PyTorch eager doing the 8 points as one batch, channels_last, each point with its learning rate.
 Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with a whole-image target),
 shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = jaxvis in one call,
-B = captum's Saliency on the same weights, C = torch autograd on the batch). The loss of A, B, C is
+B = captum's Saliency on the same weights, C = torch autograd on the batch). The PyTorch sides run with
+frozen weights (``requires_grad_(False)``), the fastest way to take input gradients. The loss of A, B, C is
 -S_c + mean(x^2) for classifiers. Each workload runs in a process of its own, so that the peak memory
 (max RSS) is its own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a
 float32 matmul peak measured in the same run. ``--first_step`` also times a fresh process from its start
@@ -83,7 +84,13 @@ def _random_model(spec):
 
 
 def models_for(workload: str, tiny: bool):
-    """(jaxvis model, torch twin in eval mode)."""
+    """(jaxvis model, torch twin in eval mode with frozen weights: autograd then computes the input
+    gradient only, as the engine does, and not the weight gradients a training loop needs)."""
+    model, tmodel = _models_for(workload, tiny)
+    return model, tmodel.requires_grad_(False)
+
+
+def _models_for(workload: str, tiny: bool):
     import jaxvis
     from converters.torch_models import torch_ssd300, torch_vgg
     from jaxvis import assets, models

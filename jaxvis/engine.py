@@ -316,11 +316,15 @@ class Engine:
     ``run`` cuts the grid into chunks of equal size (the last one padded), so every chunk reuses the
     same compiled program: new values for the axes never recompile. ``trace_count`` counts compilations
     of the chunk program (a test asserts it stays put).
+
+    ``loop``: ``"scan"`` runs a chunk's steps as one ``lax.scan`` on the device; ``"host"`` loops over a
+    compiled step on the host, with the carry donated and no transfer until the chunk ends; ``"auto"``
+    (default) takes ``"host"`` on CPUs, where XLA runs loop bodies slowly, and ``"scan"`` elsewhere.
     """
 
     def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
-                 jitter: int = 0, clip: bool = False, compute_dtype: str = "float32"):
+                 jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto"):
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -344,12 +348,20 @@ class Engine:
         self.steps = int(steps)
         self.snapshots = tuple(sorted({0, *map(int, snapshots)}))
         self.devices = list(devices) if devices is not None else jax.local_devices()
+        if loop not in ("auto", "scan", "host"):
+            raise SweepError(f"loop must be auto, scan or host, got {loop!r}.")
+        # XLA's CPU backend runs a while loop's body about 3x slower than the same ops outside a loop
+        # (BENCHMARKS.md), so on CPUs the steps loop on the host; accelerators scan on the device.
+        if loop == "auto":
+            loop = "host" if all(d.platform == "cpu" for d in self.devices) else "scan"
+        self.loop = loop
         self.mesh = Mesh(np.array(self.devices), ("points",))
         self.step_progress = step_progress
         self.trace_count = 0
         self._progress: Progress | None = None
         self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
         self._fn = jax.jit(self._chunk)
+        self._host_fns = None
 
     @property
     def term_names(self) -> list[str]:
@@ -370,14 +382,17 @@ class Engine:
         score, prob = obj.target_score(self.model, outputs, p["target"])
         return loss, (values, score, prob)
 
-    def _chunk(self, params, pts):
-        self.trace_count += 1
-        h, w = self.model.spec.input_size
-        opt = self.optimizer.build(0.0)  # the learning rate lives in each point's state
-        # The network-input values of black and white pixels: the box a valid image lives in.
+    def _bounds(self):
+        """The network-input values of black and white pixels: the box a valid image lives in."""
         lo = pre.normalize(self.model.spec, jnp.zeros(3, jnp.float32))
         hi = pre.normalize(self.model.spec, jnp.ones(3, jnp.float32))
-        lo, hi = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+        return jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+
+    def _init_chunk(self, pts):
+        """Starting images, optimiser states, divergence flags and snapshot buffer of a chunk."""
+        self.trace_count += 1
+        h, w = self.model.spec.input_size
+        lo, hi = self._bounds()
 
         def init(p):
             noise = jax.random.normal(jax.random.key(p["seed"]), (h, w, 3), jnp.float32)
@@ -387,7 +402,17 @@ class Engine:
             with jax.numpy_dtype_promotion("standard"):
                 return x0, self.optimizer.build(p["lr"]).init(x0)
 
-        def point_step(x, state, diverged, p, t):
+        x, state = jax.vmap(init)(pts)
+        diverged = jnp.full((x.shape[0],), -1, jnp.int32)
+        snaps = jnp.zeros((len(self.snapshots),) + x.shape, x.dtype).at[0].set(x)
+        return x, state, diverged, snaps
+
+    def _step(self, params, pts, carry, t):
+        """One step of every point of a chunk: (new carry, (loss, score, prob, terms) before the step)."""
+        opt = self.optimizer.build(0.0)  # the learning rate lives in each point's state
+        lo, hi = self._bounds()
+
+        def point_step(x, state, diverged, p):
             shift = None
             if self.jitter:
                 key = jax.random.fold_in(jax.random.key(p["seed"] + jnp.uint32(1)), t)
@@ -405,30 +430,52 @@ class Engine:
             diverged = jnp.where((diverged < 0) & ~finite, t, diverged)
             return x, state, diverged, (loss, *aux)
 
-        x, state = jax.vmap(init)(pts)
-        n = x.shape[0]
-        diverged = jnp.full((n,), -1, jnp.int32)
-        snaps = jnp.zeros((len(self.snapshots),) + x.shape, x.dtype).at[0].set(x)
+        x, state, diverged, snaps = carry
+        x, state, diverged, (loss, values, score, prob) = jax.vmap(point_step)(x, state, diverged, pts)
         snap_steps = jnp.asarray(self.snapshots, jnp.int32)
+        j = jnp.clip(jnp.searchsorted(snap_steps, t + 1), 0, len(self.snapshots) - 1)
+        snaps = jax.lax.cond(snap_steps[j] == t + 1, lambda s: s.at[j].set(x), lambda s: s, snaps)
+        return (x, state, diverged, snaps), (loss, score, prob, values)
+
+    def _final(self, params, pts, carry):
+        x, _, diverged, snaps = carry
+        final_loss, (_, final_score, final_prob) = jax.vmap(lambda xi, p: self._loss(params, xi, p))(x, pts)
+        return {"images": x, "snapshots": snaps, "final_loss": final_loss, "final_score": final_score,
+                "final_prob": final_prob, "diverged_step": diverged}
+
+    def _chunk(self, params, pts):
+        """The whole chunk as one program: the steps in a ``lax.scan`` (``loop="scan"``)."""
         report_every = max(1, self.steps // 50)
 
         def body(carry, t):
-            x, state, diverged, snaps = carry
-            x, state, diverged, (loss, values, score, prob) = jax.vmap(
-                point_step, in_axes=(0, 0, 0, 0, None))(x, state, diverged, pts, t)
-            j = jnp.clip(jnp.searchsorted(snap_steps, t + 1), 0, len(self.snapshots) - 1)
-            snaps = jax.lax.cond(snap_steps[j] == t + 1, lambda s: s.at[j].set(x), lambda s: s, snaps)
+            carry, curves = self._step(params, pts, carry, t)
             if self.step_progress:
                 jax.lax.cond((t + 1) % report_every == 0,
                              lambda: jax.debug.callback(self._report_step, t + 1), lambda: None)
-            return (x, state, diverged, snaps), (loss, score, prob, values)
+            return carry, curves
 
-        (x, _, diverged, snaps), (loss, score, prob, values) = jax.lax.scan(
-            body, (x, state, diverged, snaps), jnp.arange(self.steps, dtype=jnp.int32))
-        final_loss, (_, final_score, final_prob) = jax.vmap(lambda xi, p: self._loss(params, xi, p))(x, pts)
-        return {"images": x, "snapshots": snaps, "loss": loss, "score": score, "prob": prob, "terms": values,
-                "final_loss": final_loss, "final_score": final_score, "final_prob": final_prob,
-                "diverged_step": diverged}
+        carry, curves = jax.lax.scan(body, self._init_chunk(pts), jnp.arange(self.steps, dtype=jnp.int32))
+        return {**self._final(params, pts, carry), **dict(zip(("loss", "score", "prob", "terms"), curves))}
+
+    def _host_loop(self, params, pts):
+        """The chunk with the step loop on the host (``loop="host"``): one compiled step per iteration,
+        dispatched asynchronously, the carry donated so that it is updated in place; nothing comes back
+        to the host until the chunk ends (progress waits on a step's loss now and then)."""
+        if self._host_fns is None:
+            self._host_fns = (jax.jit(self._init_chunk), jax.jit(self._step, donate_argnums=(2,)),
+                              jax.jit(self._final))
+        init_fn, step_fn, final_fn = self._host_fns
+        report_every = max(1, self.steps // 50)
+        carry = init_fn(pts)
+        curves = []
+        for t in range(self.steps):
+            carry, out = step_fn(params, pts, carry, np.int32(t))
+            curves.append(out)
+            if self.step_progress and (t + 1) % report_every == 0:
+                jax.block_until_ready(out[0])
+                self._report_step(t + 1)
+        stacked = [jnp.stack([c[k] for c in curves]) for k in range(4)]
+        return {**final_fn(params, pts, carry), **dict(zip(("loss", "score", "prob", "terms"), stacked))}
 
     def _report_step(self, step) -> None:
         if self._progress is not None:
@@ -468,7 +515,10 @@ class Engine:
         pts = {k: jax.device_put(v, shard) for k, v in arrays.items()}
         if self._placed is None or self._placed[0] is not params:  # replicate once, not once per chunk
             self._placed = (params, jax.device_put(params, NamedSharding(self.mesh, PartitionSpec())))
-        out = jax.device_get(self._fn(self._placed[1], pts))
+        if self.loop == "scan":
+            out = jax.device_get(self._fn(self._placed[1], pts))
+        else:
+            out = jax.device_get(self._host_loop(self._placed[1], pts))
         return Result(
             images=out["images"], snapshots=dict(zip(self.snapshots, out["snapshots"])),
             loss=out["loss"], score=out["score"], prob=out["prob"], terms=out["terms"],

@@ -275,3 +275,24 @@ def test_jitter_and_clip(vgg):
     assert np.all(jittered.final_loss < jittered.loss[0])
     with pytest.raises(engine.SweepError, match=r"jitter is a shift in pixels"):
         engine.Engine(vgg, terms, jitter=64)
+
+
+def test_host_loop_and_scan_agree(vgg):
+    """The two ways of looping over steps run the same program: same curves, images and snapshots."""
+    terms = [obj.make_term("score", vgg), obj.make_term("sq", vgg)]
+    sweep = engine.Sweep(targets=[1, 2, 3], lrs=[0.5, 2.0], losses=[LAB], init_scales=[0.0, 0.3], seeds=[1])
+    runs = {}
+    for loop in ("scan", "host"):
+        eng = engine.Engine(vgg, terms, steps=6, snapshots=[2, 6], jitter=3, clip=True, loop=loop)
+        assert eng.loop == loop
+        runs[loop] = eng.run(sweep, chunk_size=4, progress=False)
+        assert eng.trace_count == 1
+    a, b = runs["scan"], runs["host"]
+    for name in ("images", "loss", "score", "prob", "terms", "final_loss", "final_prob"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-5, atol=1e-6, err_msg=name)
+    for k in a.snapshots:
+        np.testing.assert_allclose(b.snapshots[k], a.snapshots[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(b.diverged_step, a.diverged_step)
+    assert engine.Engine(vgg, terms).loop == "host"  # auto on CPU
+    with pytest.raises(engine.SweepError, match="loop must be auto, scan or host"):
+        engine.Engine(vgg, terms, loop="while")

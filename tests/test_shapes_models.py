@@ -104,3 +104,22 @@ def test_randomising_the_layers_decorrelates_the_maps(classifier):
     rhos = [rho for _, rho in cascade]
     print("rank correlation by randomised layer:", [f"{layer}:{rho:.2f}" for layer, rho in cascade])
     assert rhos[-1] < 0.5
+
+
+def test_integrated_gradients_are_complete_on_the_trained_classifier(classifier):
+    """Attributions sum to score(x) - score(0) up to the path integral's error: on the shipped
+    classifier about 1% (mean) with 64 midpoint steps, falling to about 0.3% with 256."""
+    images, labels, _ = shapes.classification_set(FRESH_SEED + 2, 8)
+    images = np.asarray(images)
+    targets = {"class": np.asarray(labels)[:, None]}
+    at_zero = sal.saliency(classifier, np.zeros_like(images), targets)
+    diff = (sal.saliency(classifier, images, targets).scores - at_zero.scores)[:, 0]
+    assert np.all(np.abs(diff) > 1.0)
+    errors = {}
+    for steps in (64, 256):
+        ig = sal.saliency(classifier, images, targets, method="integrated", steps=steps, reduce="none")
+        np.testing.assert_allclose(ig.scores[:, 0] - at_zero.scores[:, 0], diff, rtol=1e-5)
+        errors[steps] = np.abs(ig.gradients.reshape(8, -1).sum(-1) - diff) / np.abs(diff)
+    print({k: np.round(v, 4) for k, v in errors.items()})
+    assert errors[64].mean() <= 0.015 and errors[64].max() <= 0.03, errors
+    assert errors[256].mean() <= 0.005 and errors[256].max() <= 0.015, errors

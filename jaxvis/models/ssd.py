@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvis.models.pooling import max_pool_2x2
 from jaxvis.models.vgg import BLOCKS
 
 # (1x1 width, 3x3 width, stride, padding) of the extra blocks conv8 … conv11 of SSD300.
@@ -27,6 +28,8 @@ SSD300_EXTRAS = ((256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0), (128, 256
 
 def _max_pool(x, window, stride, pad):
     """Max-pool with explicit (low, high) padding per spatial axis, padded with -inf as torch does."""
+    if (window, stride, pad) == (2, 2, "VALID"):
+        return max_pool_2x2(x)
     return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pad)
 
 

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvis.models.pooling import max_pool_2x2
+
 # Channel widths per block; every block ends with a 2x2 max-pool (torchvision's cfgs A, B, D, E).
 BLOCKS = {
     "A": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
@@ -96,7 +98,7 @@ class VGG(nn.Module):
                 acts[f"{name}_pre"] = x
                 x = nn.relu(x)
                 acts[name] = x
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
             acts[f"pool{b}"] = x
         x = adaptive_avg_pool(x, self.pool_size)
         # NHWC flatten; the converter permutes torchvision's NCHW-ordered fc6 kernel to match.
