@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -301,8 +302,9 @@ def memory_child(points: int) -> dict:
                 "snapshots": [], "chunk_size": None, "display": "stretch", "out": os.path.join(folder, "run")}
     t = time.time()
     sweeps.run(settings, progress=False)
-    return {"workload": f"memory_{points}_points", "peak_rss_gb": max_rss_gb(), "seconds": time.time() - t,
-            "run_dir": settings["out"]}
+    seconds = time.time() - t
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"workload": f"memory_{points}_points", "peak_rss_gb": max_rss_gb(), "seconds": seconds}
 
 
 def _spawn(args) -> dict:
