@@ -62,6 +62,13 @@ def matmul_peak(n: int = 4096, reps: int = 5) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+def xla_flops(jitted, *args) -> float:
+    """FLOPs of one call of ``jitted`` on ``args``, from XLA's cost analysis of the compiled program."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0))
+
+
 def max_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -136,9 +143,7 @@ def engine_side(model, steps: int):
     import jax.numpy as jnp
 
     grad = jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0]))
-    cost = grad.lower(jnp.zeros((h, w, 3), jnp.float32), one).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return run, float(cost.get("flops", 0.0)), eng
+    return run, xla_flops(grad, jnp.zeros((h, w, 3), jnp.float32), one), eng
 
 
 def torch_loss(model, tmodel, x, targets):
@@ -234,9 +239,7 @@ def saliency_sides(model, tmodel, n: int):
     import jax.numpy as jnp
 
     grad = jax.jit(jax.grad(lambda im: model.apply(model.params, im[None])[0][0, 0]))
-    cost = grad.lower(jnp.zeros((h, w, 3), jnp.float32)).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return jaxvis_side, captum_side, autograd_side, float(cost.get("flops", 0.0))
+    return jaxvis_side, captum_side, autograd_side, xla_flops(grad, jnp.zeros((h, w, 3), jnp.float32))
 
 
 def child(workload: str) -> dict:

@@ -2,11 +2,12 @@
 
 A sweep is the product of axes: targets (categories, or channels for activation terms), learning rates,
 loss variants (weighted sums of terms), factors on the weight of any term, initialisations (0 = zeros as
-in the paper, s > 0 = Gaussian noise of std s), seeds and target-box sets. One pure step, objective value and gradient with respect to the image
-followed by the optax update, is written for one grid point and vmapped over the points of a chunk; the
-model parameters are broadcast. ``lax.scan`` runs the steps inside the same compiled call, with the
-snapshots (image after k steps) and per-step curves collected on the device. Each chunk is sharded over
-the devices along the points axis.
+in the paper, s > 0 = Gaussian noise of std s), seeds and target-box sets. One pure step, objective
+value and gradient with respect to the image followed by the optax update, is written for one grid point
+and vmapped over the points of a chunk; the model parameters are broadcast. On accelerators ``lax.scan``
+runs the steps inside the same compiled call; on CPUs, where XLA runs loop bodies slowly, the host loops
+over the compiled step without moving data (``Engine(loop=...)``). Snapshots (image after k steps) and
+per-step curves are collected on the device. Each chunk is sharded over the devices along the points axis.
 
 The optimised variable is the zero-centred image in the network's input space (the normalised input),
 started from zeros unless an initialisation scale is given; ``model.to_image`` adds the mean back.
@@ -352,11 +353,11 @@ class Engine:
             raise SweepError(f"loop must be auto, scan or host, got {loop!r}.")
         # XLA's CPU backend runs a while loop's body about 3x slower than the same ops outside a loop
         # (BENCHMARKS.md), so on CPUs the steps loop on the host; accelerators scan on the device.
-        if loop == "auto":
-            loop = "host" if all(d.platform == "cpu" for d in self.devices) else "scan"
-        self.loop = loop
+        self._on_cpu = all(d.platform == "cpu" for d in self.devices)
+        self.loop = ("host" if self._on_cpu else "scan") if loop == "auto" else loop
         self.mesh = Mesh(np.array(self.devices), ("points",))
         self.step_progress = step_progress
+        self._report_every = max(1, self.steps // 50)  # steps between progress updates
         self.trace_count = 0
         self._progress: Progress | None = None
         self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
@@ -445,12 +446,11 @@ class Engine:
 
     def _chunk(self, params, pts):
         """The whole chunk as one program: the steps in a ``lax.scan`` (``loop="scan"``)."""
-        report_every = max(1, self.steps // 50)
 
         def body(carry, t):
             carry, curves = self._step(params, pts, carry, t)
             if self.step_progress:
-                jax.lax.cond((t + 1) % report_every == 0,
+                jax.lax.cond((t + 1) % self._report_every == 0,
                              lambda: jax.debug.callback(self._report_step, t + 1), lambda: None)
             return carry, curves
 
@@ -465,13 +465,12 @@ class Engine:
             self._host_fns = (jax.jit(self._init_chunk), jax.jit(self._step, donate_argnums=(2,)),
                               jax.jit(self._final))
         init_fn, step_fn, final_fn = self._host_fns
-        report_every = max(1, self.steps // 50)
         carry = init_fn(pts)
         curves = []
         for t in range(self.steps):
             carry, out = step_fn(params, pts, carry, np.int32(t))
             curves.append(out)
-            if self.step_progress and (t + 1) % report_every == 0:
+            if self.step_progress and (t + 1) % self._report_every == 0:
                 jax.block_until_ready(out[0])
                 self._report_step(t + 1)
         stacked = [jnp.stack([c[k] for c in curves]) for k in range(4)]
@@ -493,9 +492,8 @@ class Engine:
         if requested is None:
             free = min(available_memory(d) for d in self.devices)
             per_point = bytes_per_point(self.model, len(self.snapshots))
-            cpu = all(d.platform == "cpu" for d in self.devices)
-            cap = max(1, int((0.3 if cpu else 0.6) * free // per_point))
-            cap = min(cap, 16) if cpu else cap
+            cap = max(1, int((0.3 if self._on_cpu else 0.6) * free // per_point))
+            cap = min(cap, 16) if self._on_cpu else cap
             per_device = -(-n_points // nd)
             chunks = -(-per_device // cap)
             size = -(-per_device // chunks) * nd  # equal chunks: 18 points at 16 per chunk run as 2 x 9
