@@ -6,10 +6,12 @@ PIP := $(PY) -m pip
 
 .PHONY: demo test test-fast clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml jaxvis/native/conv_onednn.cc
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[onednn]'
+	# oneDNN convolutions for CPUs; without them (no compiler, another platform) XLA's are used.
+	$(PY) -m jaxvis.native.build || echo "jaxvis: oneDNN kernels not built; convolutions run through XLA"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
@@ -29,4 +31,4 @@ test-fast: $(VENV)/.test-installed
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache jaxvis/native/_conv_onednn.so

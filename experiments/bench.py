@@ -13,9 +13,11 @@ Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with 
 shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = jaxvis in one call,
 B = captum's Saliency on the same weights, C = torch autograd on the batch). The PyTorch sides run with
 frozen weights (``requires_grad_(False)``), the fastest way to take input gradients. The loss of A, B, C is
--S_c + mean(x^2) for classifiers. Each workload runs in a process of its own, so that the peak memory
+-S_c + mean(x^2) for classifiers. Every side ends by evaluating the loss of its final images (one forward
+pass), which the engine's result holds with the final scores. Each workload runs in a process of its own, so that the peak memory
 (max RSS) is its own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a
-float32 matmul peak measured in the same run. ``--first_step`` also times a fresh process from its start
+float32 matmul peak measured in the same run (the count is taken on the XLA-convolution twin of the model:
+XLA's cost analysis does not see into oneDNN's kernels, which do the same arithmetic). ``--first_step`` also times a fresh process from its start
 to its first VGG16 engine step, from a converted params file.
 """
 
@@ -40,6 +42,8 @@ flags.DEFINE_integer("steps", 5, "Gradient steps per repetition of A, B and C.")
 flags.DEFINE_bool("tiny", False, "Shrink the workloads (VGG16 at 64x64, 4 saliency images): a smoke run.")
 flags.DEFINE_bool("first_step", True, "Also time process start -> first VGG16 engine step from a params file.")
 flags.DEFINE_integer("memory_points", 0, "If > 0, measure the peak memory of a VGG16 sweep of this many points.")
+flags.DEFINE_enum("conv_backend", "auto", ["auto", "onednn", "xla"],
+                  "Convolutions of A (jaxvis.conv): oneDNN on CPUs where built (auto), or XLA's.")
 flags.DEFINE_string("child", None, "Internal: run one workload in this process.")
 flags.DEFINE_string("params_file", None, "Internal: params file for the first-step child.")
 flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file.")
@@ -95,7 +99,20 @@ def models_for(workload: str, tiny: bool):
     """(jaxvis model, torch twin in eval mode with frozen weights: autograd then computes the input
     gradient only, as the engine does, and not the weight gradients a training loop needs)."""
     model, tmodel = _models_for(workload, tiny)
-    return model, tmodel.requires_grad_(False)
+    return with_conv(model, FLAGS.conv_backend), tmodel.requires_grad_(False)
+
+
+def with_conv(model, backend: str):
+    """The model with its convolutions through ``backend`` (see jaxvis.conv)."""
+    return model.with_conv_backend(backend)
+
+
+def conv_used(model) -> str:
+    """Which convolutions the model runs here: "onednn" or "xla"."""
+    from jaxvis import conv
+
+    backend = model.module.conv_backend
+    return "onednn" if backend != "xla" and conv.onednn_available() else "xla"
 
 
 def _models_for(workload: str, tiny: bool):
@@ -137,12 +154,14 @@ def engine_side(model, steps: int):
         result = eng.run(sweep, chunk_size=len(CATEGORIES) * len(LRS), progress=False)
         return result.images
 
-    # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis.
+    # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis
+    # of the model with XLA's convolutions (the arithmetic is the same).
     arrays = {k: v[:1] for k, v in sweep.arrays(eng.term_names).items()}
     one = {k: v[0] for k, v in arrays.items()}
     import jax.numpy as jnp
 
-    grad = jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0]))
+    twin = engine.Engine(with_conv(model, "xla"), eng.terms, steps=steps)
+    grad = jax.jit(jax.grad(lambda x, p: twin._loss(model.params, x, p)[0]))
     return run, xla_flops(grad, jnp.zeros((h, w, 3), jnp.float32), one), eng
 
 
@@ -186,6 +205,8 @@ def torch_one_at_a_time(model, tmodel, steps: int):
                     opt.zero_grad()
                     torch_loss(model, tmodel, x, torch.tensor([c])).backward()
                     opt.step()
+                with torch.no_grad():  # the final image's loss, which the engine's result holds too
+                    torch_loss(model, tmodel, x, torch.tensor([c]))
     return run
 
 
@@ -204,6 +225,8 @@ def torch_batched(model, tmodel, steps: int):
             torch_loss(model, tmodel, x, targets).backward()
             with torch.no_grad():
                 x -= lrs * x.grad
+        with torch.no_grad():  # the final images' losses, which the engine's result holds too
+            torch_loss(model, tmodel, x, targets)
     return run
 
 
@@ -238,7 +261,8 @@ def saliency_sides(model, tmodel, n: int):
     import jax
     import jax.numpy as jnp
 
-    grad = jax.jit(jax.grad(lambda im: model.apply(model.params, im[None])[0][0, 0]))
+    twin = with_conv(model, "xla")  # XLA's cost analysis does not count oneDNN's work
+    grad = jax.jit(jax.grad(lambda im: twin.apply(model.params, im[None])[0][0, 0]))
     return jaxvis_side, captum_side, autograd_side, xla_flops(grad, jnp.zeros((h, w, 3), jnp.float32))
 
 
@@ -275,7 +299,7 @@ def child(workload: str) -> dict:
         "A": rate["A"], "B": rate["B"], "C": rate["C"], "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"],
         "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
         "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
-        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny,
+        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": conv_used(model),
     }
 
 
@@ -312,7 +336,7 @@ def memory_child(points: int) -> dict:
 
 def _spawn(args) -> dict:
     cmd = [sys.executable, "-m", "experiments.bench", *args, f"--reps={FLAGS.reps}", f"--steps={FLAGS.steps}",
-           f"--tiny={FLAGS.tiny}"]
+           f"--tiny={FLAGS.tiny}", f"--conv_backend={FLAGS.conv_backend}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -321,12 +345,12 @@ def _spawn(args) -> dict:
 
 def table(rows) -> str:
     head = (f"{'workload':<10} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} {'C torch batch':>13} {'A/B':>6} "
-            f"{'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} {'peak RSS GB':>11}")
+            f"{'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} {'peak RSS GB':>11} {'A convs':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['workload']:<10} {r['unit']:<14} {r['A']:>9.3f} {r['B']:>11.3f} {r['C']:>13.3f} "
                      f"{r['A/B']:>6.2f} {r['A/C']:>6.2f} {r['A_gflops']:>9.1f} {r['A_fraction_of_peak']:>7.2f} "
-                     f"{r['A_compile_s']:>9.1f} {r['peak_rss_gb']:>11.2f}")
+                     f"{r['A_compile_s']:>9.1f} {r['peak_rss_gb']:>11.2f} {r['conv']:>7}")
     return "\n".join(lines)
 
 

@@ -45,6 +45,10 @@ flags.DEFINE_integer("jitter", 0, "Shift the image by up to this many pixels at 
 flags.DEFINE_bool("clip", False, "Keep the image within the values of a real image (black to white).")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Precision of the network's computation "
                   "(bfloat16 for GPUs and TPUs; the image and the optimiser stay float32).")
+flags.DEFINE_enum("conv_backend", "auto", ["auto", "onednn", "xla"], "Convolutions: oneDNN's on CPUs where "
+                  "its kernels are built (auto), or XLA's (see jaxvis.conv).")
+flags.DEFINE_enum("loop", "auto", ["auto", "scan", "host"], "Steps loop: on the host on CPUs, one lax.scan on "
+                  "accelerators (auto), or either.")
 flags.DEFINE_list("init", ["0"], "Initialisations: 0 = zeros (the paper), s > 0 = Gaussian noise of std s.")
 flags.DEFINE_list("seeds", ["0"], "Noise seeds.")
 flags.DEFINE_multi_string("boxes", [], "Target box set: whole, centre_quarter, or x1,y1,x2,y2;... (input pixels).")

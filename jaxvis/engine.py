@@ -343,12 +343,16 @@ class Engine:
         # bfloat16: the network runs in bfloat16 (activations and matmuls, for GPUs and TPUs), while the
         # image, the loss terms and the optimiser stay in float32.
         self._module = model.module if compute_dtype == "float32" else model.module.clone(dtype=jnp.bfloat16)
+        self.devices = list(devices) if devices is not None else jax.local_devices()
+        if len(self.devices) > 1 and getattr(self._module, "conv_backend", "xla") == "auto":
+            # XLA's partitioner cannot split oneDNN's kernels over the points: it would gather every
+            # point onto every device. Sharded chunks keep XLA's convolutions, which it partitions.
+            self._module = self._module.clone(conv_backend="xla")
         self.model = model
         self.terms = tuple(terms)
         self.optimizer = optimizer
         self.steps = int(steps)
         self.snapshots = tuple(sorted({0, *map(int, snapshots)}))
-        self.devices = list(devices) if devices is not None else jax.local_devices()
         if loop not in ("auto", "scan", "host"):
             raise SweepError(f"loop must be auto, scan or host, got {loop!r}.")
         # XLA's CPU backend runs a while loop's body about 3x slower than the same ops outside a loop

@@ -36,6 +36,14 @@ class Model:
         normalised input space (for a VGG, what torchvision's model takes, channels last)."""
         return self.module.apply(params, x)
 
+    def with_conv_backend(self, backend: str) -> "Model":
+        """The same model with its convolutions through ``backend``: "auto" (oneDNN on CPUs where its
+        kernels are built, XLA elsewhere), "onednn" or "xla" (see ``jaxvis.conv``)."""
+        from jaxvis import conv
+
+        conv.check_backend(backend)
+        return dataclasses.replace(self, module=self.module.clone(conv_backend=backend))
+
     def preprocess(self, images) -> jax.Array:
         """RGB images in [0, 1], (N, H, W, 3) or (H, W, 3), any size -> the model's input."""
         return pre.preprocess(self.spec, images)

@@ -4,7 +4,8 @@ write the outputs. The ``experiments.class_model`` launcher and the demo call ``
 
 Settings are a dict with the launcher's flag names: model, params, categories, lrs, steps, objective,
 penalty, loss, term_options, optimizer, momentum, jitter, clip, compute_dtype, init, seeds, boxes,
-snapshots, chunk_size, display, out.
+snapshots, chunk_size, display, out; and, optional, conv_backend and loop (how the engine computes:
+they do not change what a run is, so a run may resume under other values).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from jaxvis.fileio import sha256
 
 SETTINGS = ("model", "params", "categories", "lrs", "steps", "objective", "penalty", "loss", "term_options",
             "optimizer", "momentum", "jitter", "clip", "compute_dtype", "init", "seeds", "boxes", "snapshots",
-            "chunk_size", "display", "out")
+            "chunk_size", "display", "out", "conv_backend", "loop")
 
 
 class UsageError(ValueError):
@@ -89,6 +90,7 @@ def build(settings: dict, step_progress: bool = False):
     if not settings["out"]:
         raise UsageError("--out is required: the run directory.")
     model = jaxvis.load(settings["params"], arch=settings["model"] or None)
+    model = model.with_conv_backend(settings.get("conv_backend") or "auto")
     detector = model.spec.is_detector
     if settings["loss"]:
         if settings["objective"] or settings["penalty"]:
@@ -128,7 +130,7 @@ def build(settings: dict, step_progress: bool = False):
                         snapshots=[int(s) for s in _floats(settings["snapshots"], "--snapshots")] if settings["snapshots"] else (),
                         devices=eng.env_devices(), step_progress=step_progress,
                         jitter=int(settings.get("jitter") or 0), clip=bool(settings.get("clip")),
-                        compute_dtype=settings.get("compute_dtype") or "float32")
+                        compute_dtype=settings.get("compute_dtype") or "float32", loop=settings.get("loop") or "auto")
     sweep.validate(model, terms, engine.steps)
     size, n_chunks = engine.n_chunks(sweep, settings["chunk_size"])
     run_config = {

@@ -3,6 +3,7 @@
 import json
 
 from conftest import run_module
+from jaxvis import conv
 
 
 def test_bench_smoke_run_prints_the_table():
@@ -16,3 +17,8 @@ def test_bench_smoke_run_prints_the_table():
     for r in rows[:3]:
         assert r["A"] > 0 and r["B"] > 0 and r["C"] > 0 and r["peak_rss_gb"] > 0
         assert r["gflop_per_image_step"] > 0 and r["matmul_peak_gflops"] > 0
+        assert r["conv"] == ("onednn" if conv.onednn_available() else "xla")
+    # The FLOP count covers the convolutions whichever kernels ran them: VGG16's input gradient at
+    # 64x64 is (64/224)^2 of its 60 GFLOP at 224, about 4.9.
+    vgg16 = rows[1]
+    assert 4.0 < vgg16["gflop_per_image_step"] < 6.0

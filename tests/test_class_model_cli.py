@@ -76,6 +76,22 @@ def test_rerun_and_resume_rules(files, tmp_path):
     assert proc.returncode == 1 and "another configuration; differing: steps (3 on disk, 4 now)" in proc.stderr
 
 
+def test_conv_backend_and_loop_change_how_not_what(files, tmp_path):
+    vgg, _ = files
+    args = ["--params", str(vgg), "--categories", "0,1,2", "--lrs", "1", "--steps", "4", "--chunk_size", "1",
+            "--noprogress"]
+    run_module("experiments.class_model", *args, "--out", str(tmp_path / "a"))
+    run_module("experiments.class_model", *args, "--out", str(tmp_path / "b"), "--conv_backend", "xla",
+               "--loop", "scan")
+    a, b = np.load(tmp_path / "a" / "images.npy"), np.load(tmp_path / "b" / "images.npy")
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(b).max())
+    # They are not part of a run's identity: a run resumes under other values.
+    (tmp_path / "a" / "chunks" / "00002.npz").unlink()
+    proc = run_module("experiments.class_model", *args, "--out", str(tmp_path / "a"), "--resume",
+                      "--conv_backend", "xla", "--loop", "scan")
+    assert "2 chunk(s) already done" in proc.stdout
+
+
 @pytest.mark.parametrize("args,message", [
     (["--categories", "clas1"], "unknown category 'clas1'; did you mean 'class1'"),
     (["--categories", "12"], "category index 12 is out of range: this model's classes are numbered 0 to 9"),

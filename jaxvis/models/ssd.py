@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvis.conv import conv_general_dilated
 from jaxvis.models.pooling import max_pool_2x2
 from jaxvis.models.vgg import BLOCKS
 
@@ -50,6 +51,7 @@ class SSD(nn.Module):
     l2norm: str = "max"
     l2norm_init: float = 20.0
     dtype: jnp.dtype = jnp.float32
+    conv_backend: str = "auto"  # jaxvis.conv: "auto" (oneDNN on CPUs where built), "onednn" or "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -61,7 +63,11 @@ class SSD(nn.Module):
                              f"per extra block), got {len(self.anchors_per_location)}")
         x = x.astype(self.dtype)
         acts: dict[str, jax.Array] = {}
-        conv = functools.partial(nn.Conv, dtype=self.dtype)
+        conv = functools.partial(
+            nn.Conv,
+            dtype=self.dtype,
+            conv_general_dilated=functools.partial(conv_general_dilated, backend=self.conv_backend),
+        )
         maps = []
         for b, widths in enumerate(self.blocks, start=1):
             if b == 5:

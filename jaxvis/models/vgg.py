@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvis.conv import conv_general_dilated
 from jaxvis.models.pooling import max_pool_2x2
 
 # Channel widths per block; every block ends with a 2x2 max-pool (torchvision's cfgs A, B, D, E).
@@ -67,6 +68,7 @@ class VGG(nn.Module):
     fc_width: int = 4096
     pool_size: tuple[int, int] = (7, 7)
     dtype: jnp.dtype = jnp.float32
+    conv_backend: str = "auto"  # jaxvis.conv: "auto" (oneDNN on CPUs where built), "onednn" or "xla"
 
     @property
     def min_input_size(self) -> int:
@@ -90,7 +92,14 @@ class VGG(nn.Module):
         for b, widths in enumerate(self.blocks, start=1):
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
-                x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x)
+                x = nn.Conv(
+                    width,
+                    (3, 3),
+                    padding=((1, 1), (1, 1)),
+                    dtype=self.dtype,
+                    conv_general_dilated=functools.partial(conv_general_dilated, backend=self.conv_backend),
+                    name=name,
+                )(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(
                         use_running_average=True, epsilon=1e-5, dtype=self.dtype, name=f"bn{b}_{i}"

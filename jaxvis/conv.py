@@ -1,0 +1,220 @@
+"""Convolutions for the models: XLA's everywhere, oneDNN's on CPUs where it is built.
+
+``conv_general_dilated`` takes ``lax.conv_general_dilated``'s arguments, so a Flax ``nn.Conv`` can
+use it directly. On a CPU, a float32 NHWC/HWIO convolution without groups or input dilation runs
+through oneDNN (``jaxvis/native/conv_onednn.cc``), forward and input gradient; every other case, and
+every other platform, is ``lax.conv_general_dilated``. The choice between the two is made when XLA
+lowers for a platform (``lax.platform_dependent``), so one traced model serves CPUs and GPUs alike.
+The kernel's gradient is XLA's in both cases (it is dropped when only the input gradient is needed,
+as in class-model visualisation and saliency).
+
+Backends: ``"auto"`` (oneDNN on CPUs when the kernels are built, else XLA), ``"onednn"`` (the same,
+but an error when they are not built) and ``"xla"``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxvis.native import LIBRARY
+
+BACKENDS = ("auto", "onednn", "xla")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+_lock = threading.Lock()
+_registered: bool | None = None
+_library: ctypes.CDLL | None = None
+
+
+def onednn_available() -> bool:
+    """Whether the oneDNN kernels are built and registered with XLA (registering them on first call)."""
+    global _registered
+    with _lock:
+        if _registered is None:
+            _registered = _register()
+        return _registered
+
+
+def _register() -> bool:
+    global _library
+    if not LIBRARY.is_file():
+        return False
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
+    except OSError:
+        return False
+    lib.JaxvisConvSupported.restype = ctypes.c_int
+    lib.JaxvisConvSupported.argtypes = [ctypes.c_int64] * 15
+    _library = lib
+    jax.ffi.register_ffi_target(
+        "jaxvis_conv_forward", jax.ffi.pycapsule(lib.JaxvisConvForward), platform="cpu"
+    )
+    jax.ffi.register_ffi_target(
+        "jaxvis_conv_backward_data", jax.ffi.pycapsule(lib.JaxvisConvBackwardData), platform="cpu"
+    )
+    return True
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"conv backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "onednn" and not onednn_available():
+        raise RuntimeError(
+            "conv backend 'onednn' asked for, but the oneDNN kernels are not built: install the "
+            "extra (`pip install 'jaxvis[onednn]'`) and run `python -m jaxvis.native.build`, or use "
+            "backend 'auto' or 'xla'."
+        )
+
+
+def _is_nhwc(dimension_numbers) -> bool:
+    if dimension_numbers is None:
+        return False
+    if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+        return dimension_numbers == lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), _NHWC)
+    return tuple(dimension_numbers) == _NHWC
+
+
+def _attrs(x_shape, w_shape, window_strides, padding, rhs_dilation) -> dict | None:
+    """The kernel attributes for this convolution, or None where oneDNN cannot take it."""
+    strides = tuple(int(s) for s in window_strides)
+    dilation = tuple(int(d) for d in (rhs_dilation or (1, 1)))
+    if len(strides) != 2 or len(dilation) != 2:
+        return None
+    if isinstance(padding, str):
+        dilated = [(k - 1) * d + 1 for k, d in zip(w_shape[:2], dilation)]
+        pads = lax.padtype_to_pads(x_shape[1:3], dilated, strides, padding)
+    else:
+        pads = [tuple(int(p) for p in pair) for pair in padding]
+    if len(pads) != 2 or min(min(p) for p in pads) < 0:
+        return None
+    return dict(
+        stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
+        pad_top=np.int64(pads[0][0]), pad_bottom=np.int64(pads[0][1]),
+        pad_left=np.int64(pads[1][0]), pad_right=np.int64(pads[1][1]),
+        dilation_h=np.int64(dilation[0]), dilation_w=np.int64(dilation[1]),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=None)
+def _has_direct_kernel(x_shape: tuple, w_shape: tuple, frozen: tuple) -> bool:
+    """Whether oneDNN has direct kernels (no im2col fallback) for this convolution."""
+    a = dict(frozen)
+    n, h, w, ci = x_shape
+    kh, kw, _, co = w_shape
+    return bool(_library.JaxvisConvSupported(
+        n, h, w, ci, co, kh, kw, a["stride_h"], a["stride_w"], a["pad_top"], a["pad_bottom"],
+        a["pad_left"], a["pad_right"], a["dilation_h"], a["dilation_w"]))  # fmt: skip
+
+
+def _xla_conv(x, w, attrs):
+    return lax.conv_general_dilated(
+        x,
+        w,
+        (int(attrs["stride_h"]), int(attrs["stride_w"])),
+        [
+            (int(attrs["pad_top"]), int(attrs["pad_bottom"])),
+            (int(attrs["pad_left"]), int(attrs["pad_right"])),
+        ],
+        rhs_dilation=(int(attrs["dilation_h"]), int(attrs["dilation_w"])),
+        dimension_numbers=_NHWC,
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def _frozen(attrs: dict) -> tuple:
+    return tuple(sorted((k, int(v)) for k, v in attrs.items()))
+
+
+def _thawed(frozen: tuple) -> dict:
+    return {k: np.int64(v) for k, v in frozen}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _onednn_conv(x, w, frozen):
+    return _onednn_forward(x, w, frozen)
+
+
+def _onednn_forward(x, w, frozen):
+    attrs = _thawed(frozen)
+    out = jax.eval_shape(functools.partial(_xla_conv, attrs=attrs), x, w)
+    call = jax.ffi.ffi_call("jaxvis_conv_forward", out, vmap_method="expand_dims")
+    return call(x, w, **attrs)
+
+
+def _onednn_fwd(x, w, frozen):
+    return _onednn_forward(x, w, frozen), (x, w)
+
+
+def _onednn_bwd(frozen, residuals, dy):
+    x, w = residuals
+    attrs = _thawed(frozen)
+    call = jax.ffi.ffi_call(
+        "jaxvis_conv_backward_data",
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        vmap_method="expand_dims",
+    )
+    dx = call(dy, w, **attrs)
+    _, kernel_vjp = jax.vjp(lambda w_: _xla_conv(x, w_, attrs), w)
+    (dw,) = kernel_vjp(dy)
+    return dx, dw
+
+
+_onednn_conv.defvjp(_onednn_fwd, _onednn_bwd)
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+    *,
+    backend: str = "auto",
+) -> jax.Array:
+    """``lax.conv_general_dilated``, through oneDNN on CPUs where it can (see the module docstring)."""
+    check_backend(backend)
+    xla = functools.partial(
+        lax.conv_general_dilated,
+        window_strides=window_strides,
+        padding=padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    eligible = (
+        backend != "xla"
+        and onednn_available()
+        and lhs.dtype == jnp.float32
+        and rhs.dtype == jnp.float32
+        and lhs.ndim == 4
+        and rhs.ndim == 4
+        and _is_nhwc(dimension_numbers)
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and all(int(d) == 1 for d in (lhs_dilation or (1, 1)))
+        and preferred_element_type in (None, jnp.float32)
+    )
+    attrs = _attrs(lhs.shape, rhs.shape, window_strides, padding, rhs_dilation) if eligible else None
+    frozen = _frozen(attrs) if attrs is not None else None
+    if frozen is None or not _has_direct_kernel(tuple(lhs.shape), tuple(rhs.shape), frozen):
+        return xla(lhs, rhs)
+    return lax.platform_dependent(
+        lhs, rhs, cpu=lambda x, w: _onednn_conv(x, w, frozen), default=xla
+    )
