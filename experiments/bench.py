@@ -6,7 +6,7 @@ r"""Benchmark: the jaxvis sweep engine against the PyTorch way of doing the same
   python -m experiments.bench --memory_points 1000     # peak memory of a 1000-point VGG16 sweep
 
 For each workload, interleaved and repeated (medians reported):
-  A  the jaxvis engine on a grid of 8 points (4 categories x 2 learning rates): one compiled scan;
+  A  the jaxvis engine on a grid of 8 points (4 categories x 2 learning rates), one chunk;
   B  a PyTorch eager loop the way the lab did it: one grid point at a time, batch 1, torch.optim.SGD;
   C  PyTorch eager doing the 8 points as one batch, channels_last, each point with its learning rate.
 Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with a whole-image target),
@@ -14,7 +14,9 @@ shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = j
 B = captum's Saliency on the same weights, C = torch autograd on the batch). The PyTorch sides run with
 frozen weights (``requires_grad_(False)``), the fastest way to take input gradients. The loss of A, B, C is
 -S_c + mean(x^2) for classifiers. Every side ends by evaluating the loss of its final images (one forward
-pass), which the engine's result holds with the final scores. Each workload runs in a process of its own, so that the peak memory
+pass), which the engine's result holds with the final scores. A runs in the workload's process, B and C
+in a PyTorch worker process beside it (timed in turn, never at once), so that neither runtime's threads
+slow the other's. Each workload runs in a process of its own, so that the peak memory
 (max RSS) is its own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a
 float32 matmul peak measured in the same run (the count is taken on the XLA-convolution twin of the model:
 XLA's cost analysis does not see into oneDNN's kernels, which do the same arithmetic). ``--first_step`` also times a fresh process from its start
@@ -45,6 +47,7 @@ flags.DEFINE_integer("memory_points", 0, "If > 0, measure the peak memory of a V
 flags.DEFINE_enum("conv_backend", "auto", ["auto", "onednn", "xla"],
                   "Convolutions of A (jaxvis.conv): oneDNN on CPUs where built (auto), or XLA's.")
 flags.DEFINE_string("child", None, "Internal: run one workload in this process.")
+flags.DEFINE_string("torch_worker", None, "Internal: serve the PyTorch sides of one workload.")
 flags.DEFINE_string("params_file", None, "Internal: params file for the first-step child.")
 flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file.")
 
@@ -95,44 +98,39 @@ def _random_model(spec):
     return jaxvis.from_spec(spec, variables)
 
 
-def models_for(workload: str, tiny: bool):
-    """(jaxvis model, torch twin in eval mode with frozen weights: autograd then computes the input
-    gradient only, as the engine does, and not the weight gradients a training loop needs)."""
-    model, tmodel = _models_for(workload, tiny)
-    return with_conv(model, FLAGS.conv_backend), tmodel.requires_grad_(False)
-
-
 def with_conv(model, backend: str):
     """The model with its convolutions through ``backend`` (see jaxvis.conv)."""
     return model.with_conv_backend(backend)
 
 
-def conv_used(model) -> str:
-    """Which convolutions the model runs here: "onednn" or "xla"."""
-    from jaxvis import conv
-
-    backend = model.module.conv_backend
-    return "onednn" if backend != "xla" and conv.onednn_available() else "xla"
+def convs_in(jitted, *args) -> str:
+    """Which convolutions a jitted function runs here: "onednn" if its program calls jaxvis's oneDNN
+    kernels, else "xla"."""
+    return "onednn" if "jaxvis_conv_" in jitted.lower(*args).as_text() else "xla"
 
 
-def _models_for(workload: str, tiny: bool):
+def jaxvis_model(workload: str, tiny: bool):
+    """The jaxvis model of a workload (the same random weights in every process)."""
     import jaxvis
-    from converters.torch_models import torch_ssd300, torch_vgg
     from jaxvis import assets, models
 
     if workload == "shapes":
-        model = jaxvis.load(assets.path("classifier"))
-        return model, torch_vgg(model)
+        return jaxvis.load(assets.path("classifier"))
     if workload in ("vgg16", "saliency"):
         spec = models.arch_spec("vgg16")
-        if tiny:
-            spec = spec.replace(input_size=(64, 64))
-        model = _random_model(spec)
-        return model, torch_vgg(model)
+        return _random_model(spec.replace(input_size=(64, 64)) if tiny else spec)
     if workload == "ssd300":
-        model = _random_model(models.arch_spec("ssd300_vgg16"))
-        return model, torch_ssd300(model)
+        return _random_model(models.arch_spec("ssd300_vgg16"))
     raise app.UsageError(f"unknown workload {workload!r}; known: vgg16, ssd300, shapes, saliency")
+
+
+def torch_twin(model):
+    """The PyTorch model with the same weights, in eval mode and with frozen weights: autograd then
+    computes the input gradient only, as the engine does, not the weight gradients of training."""
+    from converters.torch_models import torch_ssd300, torch_vgg
+
+    tmodel = torch_ssd300(model) if model.spec.is_detector else torch_vgg(model)
+    return tmodel.requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,9 +158,11 @@ def engine_side(model, steps: int):
     one = {k: v[0] for k, v in arrays.items()}
     import jax.numpy as jnp
 
+    x0 = jnp.zeros((h, w, 3), jnp.float32)
     twin = engine.Engine(with_conv(model, "xla"), eng.terms, steps=steps)
     grad = jax.jit(jax.grad(lambda x, p: twin._loss(model.params, x, p)[0]))
-    return run, xla_flops(grad, jnp.zeros((h, w, 3), jnp.float32), one), eng
+    used = convs_in(jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0])), x0, one)
+    return run, xla_flops(grad, x0, one), used
 
 
 def torch_loss(model, tmodel, x, targets):
@@ -233,21 +233,41 @@ def torch_batched(model, tmodel, steps: int):
 # --------------------------------------------------------------------------------------------------
 # Saliency: 32 images (4 when tiny).
 
-def saliency_sides(model, tmodel, n: int):
+def _saliency_inputs(model, n: int):
     import numpy as np
-    import torch
-    from captum.attr import Saliency
-
-    from jaxvis import saliency as sal
 
     h, w = model.spec.input_size
     x = np.random.default_rng(0).standard_normal((n, h, w, 3)).astype(np.float32)
-    classes = (np.arange(n) % 10).reshape(n, 1)
-    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
+    return x, (np.arange(n) % 10).reshape(n, 1)
+
+
+def saliency_jaxvis_side(model, n: int):
+    """(A: the maps of n images in one call, FLOPs of one map by XLA's count, convolutions used)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxvis import saliency as sal
+
+    x, classes = _saliency_inputs(model, n)
 
     def jaxvis_side():
         return sal.saliency(model, x, {"class": classes}, space="input").maps
 
+    h, w = model.spec.input_size
+    twin = with_conv(model, "xla")  # XLA's cost analysis does not count oneDNN's work
+    grad = jax.jit(jax.grad(lambda im: twin.apply(model.params, im[None])[0][0, 0]))
+    x0 = jnp.zeros((h, w, 3), jnp.float32)
+    used = convs_in(jax.jit(jax.grad(lambda im: model.apply(model.params, im[None])[0][0, 0])), x0)
+    return jaxvis_side, xla_flops(grad, x0), used
+
+
+def saliency_torch_sides(model, tmodel, n: int):
+    """(B: captum's Saliency, C: plain autograd) on the same n images."""
+    import torch
+    from captum.attr import Saliency
+
+    x, classes = _saliency_inputs(model, n)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
     captum = Saliency(tmodel)
 
     def captum_side():
@@ -258,40 +278,83 @@ def saliency_sides(model, tmodel, n: int):
         tmodel(xg).gather(1, torch.tensor(classes)).sum().backward()
         return xg.grad.abs().amax(1)
 
-    import jax
-    import jax.numpy as jnp
-
-    twin = with_conv(model, "xla")  # XLA's cost analysis does not count oneDNN's work
-    grad = jax.jit(jax.grad(lambda im: twin.apply(model.params, im[None])[0][0, 0]))
-    return jaxvis_side, captum_side, autograd_side, xla_flops(grad, jnp.zeros((h, w, 3), jnp.float32))
+    return captum_side, autograd_side
 
 
-def child(workload: str) -> dict:
-    """One workload, in this process: medians of interleaved repetitions."""
+def _saliency_images() -> int:
+    return 4 if FLAGS.tiny else 32
+
+
+# --------------------------------------------------------------------------------------------------
+# The PyTorch sides run in a worker process of their own: in one process, oneDNN's OpenMP threads
+# (started from XLA's threads) make libgomp throttle the spinning of PyTorch's, which slows PyTorch's
+# small operations by up to a quarter. Each side thus runs as it would for its own user.
+
+def torch_worker(workload: str) -> None:
+    """Builds B and C, warms them up, then runs "B" or "C" per line of stdin and prints its seconds."""
     import torch
 
     torch.set_grad_enabled(True)
-    model, tmodel = models_for(workload, FLAGS.tiny)
-    peak = matmul_peak()
+    model = jaxvis_model(workload, FLAGS.tiny)
+    tmodel = torch_twin(model)
     if workload == "saliency":
-        n = 4 if FLAGS.tiny else 32
-        a, b, c, flops = saliency_sides(model, tmodel, n)
-        work = n  # images
+        b, c = saliency_torch_sides(model, tmodel, _saliency_images())
     else:
-        a, flops, _ = engine_side(model, FLAGS.steps)
         b, c = torch_one_at_a_time(model, tmodel, FLAGS.steps), torch_batched(model, tmodel, FLAGS.steps)
+    b()
+    c()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        fn = {"B": b, "C": c}[line.strip()]
+        t = time.perf_counter()
+        fn()
+        print(time.perf_counter() - t, flush=True)
+
+
+class TorchWorker:
+    """The worker process of one workload, asked to run B or C and answer with the seconds taken."""
+
+    def __init__(self, workload: str):
+        cmd = [sys.executable, "-m", "experiments.bench", f"--torch_worker={workload}", f"--steps={FLAGS.steps}",
+               f"--tiny={FLAGS.tiny}"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the PyTorch worker for {workload} failed to start (exit {self.proc.wait()})")
+
+    def time(self, side: str) -> float:
+        self.proc.stdin.write(side + "\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def child(workload: str) -> dict:
+    """One workload: A in this process, B and C in a PyTorch worker; medians of interleaved repetitions."""
+    peak = matmul_peak()
+    worker = TorchWorker(workload)
+    model = with_conv(jaxvis_model(workload, FLAGS.tiny), FLAGS.conv_backend)
+    if workload == "saliency":
+        a, flops, used = saliency_jaxvis_side(model, _saliency_images())
+        work = _saliency_images()  # images
+    else:
+        a, flops, used = engine_side(model, FLAGS.steps)
         work = len(CATEGORIES) * len(LRS) * FLAGS.steps  # image-steps
     t = time.perf_counter()
     a()  # compile
     compile_s = time.perf_counter() - t
-    b()  # warm-up
-    c()
     times = {"A": [], "B": [], "C": []}
-    for _ in range(FLAGS.reps):
-        for name, fn in (("A", a), ("B", b), ("C", c)):
+    try:
+        for _ in range(FLAGS.reps):
             t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+            a()
+            times["A"].append(time.perf_counter() - t)
+            times["B"].append(worker.time("B"))
+            times["C"].append(worker.time("C"))
+    finally:
+        worker.close()
     rate = {k: work / statistics.median(v) for k, v in times.items()}
     gflops = rate["A"] * flops / 1e9
     return {
@@ -299,7 +362,7 @@ def child(workload: str) -> dict:
         "A": rate["A"], "B": rate["B"], "C": rate["C"], "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"],
         "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
         "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
-        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": conv_used(model),
+        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": used,
     }
 
 
@@ -357,6 +420,9 @@ def table(rows) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.torch_worker:
+        torch_worker(FLAGS.torch_worker)
+        return
     if FLAGS.child:
         if FLAGS.child == "first_step":
             print(json.dumps(first_step_child(FLAGS.params_file)))

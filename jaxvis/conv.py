@@ -10,6 +10,9 @@ as in class-model visualisation and saliency).
 
 Backends: ``"auto"`` (oneDNN on CPUs when the kernels are built, else XLA), ``"onednn"`` (the same,
 but an error when they are not built) and ``"xla"``.
+
+Reverse-mode derivatives (``grad``, ``vjp``) of any order-one use work through the oneDNN path;
+forward mode (``jvp``, ``jacfwd``) and derivatives of derivatives do not: use ``"xla"`` for those.
 """
 
 from __future__ import annotations
@@ -48,16 +51,16 @@ def _register() -> bool:
         return False
     try:
         lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
-    except OSError:
+        supported, forward, backward = (
+            lib.JaxvisConvSupported, lib.JaxvisConvForward, lib.JaxvisConvBackwardData)
+    except (OSError, AttributeError):  # unloadable, or built from another version of the source
         return False
-    lib.JaxvisConvSupported.restype = ctypes.c_int
-    lib.JaxvisConvSupported.argtypes = [ctypes.c_int64] * 15
+    supported.restype = ctypes.c_int
+    supported.argtypes = [ctypes.c_int64] * 15
     _library = lib
+    jax.ffi.register_ffi_target("jaxvis_conv_forward", jax.ffi.pycapsule(forward), platform="cpu")
     jax.ffi.register_ffi_target(
-        "jaxvis_conv_forward", jax.ffi.pycapsule(lib.JaxvisConvForward), platform="cpu"
-    )
-    jax.ffi.register_ffi_target(
-        "jaxvis_conv_backward_data", jax.ffi.pycapsule(lib.JaxvisConvBackwardData), platform="cpu"
+        "jaxvis_conv_backward_data", jax.ffi.pycapsule(backward), platform="cpu"
     )
     return True
 

@@ -47,6 +47,14 @@ GEOMETRIES = [
     ((2, 19, 19, 8), (3, 3, 8, 16), (2, 2), ((1, 1), (1, 1)), (1, 1), True),
     ((1, 5, 5, 8), (3, 3, 8, 4), (1, 1), "VALID", (1, 1), True),
     ((3, 9, 11, 12), (1, 1, 12, 20), (1, 1), "VALID", (1, 1), True),
+    # Asymmetric padding and H != W in stride, dilation and kernel, so that a swap of top and bottom
+    # or of H and W shows; SAME at stride 2 on an even size pads (0, 1); VALID at stride 2 on 8 and 9
+    # leaves input rows and columns that no output reads (their gradient must be zero).
+    ((1, 12, 10, 16), (3, 3, 16, 16), (1, 1), ((1, 2), (0, 1)), (1, 1), True),
+    ((1, 12, 10, 16), (3, 3, 16, 16), (1, 1), ((2, 2), (1, 1)), (2, 1), True),
+    ((1, 12, 10, 16), (3, 1, 16, 16), (2, 1), ((1, 1), (0, 0)), (1, 1), True),
+    ((2, 8, 8, 8), (3, 3, 8, 16), (2, 2), "SAME", (1, 1), True),
+    ((2, 8, 9, 8), (3, 3, 8, 8), (2, 2), "VALID", (1, 1), True),
     ((1, 10, 12, 3), (3, 5, 3, 8), (2, 1), ((0, 2), (1, 3)), (1, 2), False),
 ]
 
@@ -65,6 +73,9 @@ def test_values_and_gradients_match_xla_and_torch(x_shape, w_shape, stride, padd
     assert y.shape == y_ref.shape
     assert _rel(y, y_ref) < 1e-5
 
+    # A constant cotangent (the gradient of a sum) as well as a random one.
+    ones = jax.jit(jax.grad(lambda x: jnp.sum(fast(x, w))))(x)
+    assert _rel(ones, jax.grad(lambda x: jnp.sum(ref(x, w)))(x)) < 1e-5
     cot = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     dx, dw = jax.jit(jax.grad(lambda x, w: jnp.vdot(fast(x, w), cot), argnums=(0, 1)))(x, w)
     dx_ref, dw_ref = jax.grad(lambda x, w: jnp.vdot(ref(x, w), cot), argnums=(0, 1))(x, w)

@@ -1,4 +1,4 @@
-"""The reshape max-pool: torch's values and torch's gradient, ties and odd sizes included."""
+"""The slice max-pool: torch's values and torch's gradient, ties and odd sizes included."""
 
 import jax
 import numpy as np
@@ -28,3 +28,18 @@ def test_jit_vmap_and_a_constant_image():
     expected = np.zeros_like(x)
     expected[:, ::2, ::2] = 1
     np.testing.assert_array_equal(np.asarray(grad), expected)
+
+
+def test_nan_windows_route_like_torch():
+    # A NaN makes the window's maximum NaN; PyTorch's kernel sends the gradient to the window's last NaN.
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, (2, 6, 8, 3)).astype(np.float32)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    g = rng.standard_normal((2, 3, 4, 3)).astype(np.float32)
+    out, vjp = jax.vjp(max_pool_2x2, x)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    want = torch.nn.functional.max_pool2d(xt, 2, 2)
+    want.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    assert np.isnan(np.asarray(out)).any()
+    np.testing.assert_array_equal(np.asarray(out), want.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(np.asarray(vjp(g)[0]), xt.grad.numpy().transpose(0, 2, 3, 1))

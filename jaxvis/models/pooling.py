@@ -38,9 +38,12 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 def _forward(x):
     corners = _corners(x)
     m = _max(corners)
-    a, b, c, _ = corners
-    # Index of the first maximum in row-major order (a NaN maximum goes to the last element).
-    first = jnp.where(a == m, 0, jnp.where(b == m, 1, jnp.where(c == m, 2, 3))).astype(jnp.int8)
+    a, b, c, d = corners
+    # Index of the first maximum in row-major order; in a window holding NaN (the maximum then), the
+    # last NaN, as PyTorch's kernel takes every NaN it meets.
+    first = jnp.where(a == m, 0, jnp.where(b == m, 1, jnp.where(c == m, 2, 3)))
+    last_nan = jnp.where(jnp.isnan(d), 3, jnp.where(jnp.isnan(c), 2, jnp.where(jnp.isnan(b), 1, 0)))
+    first = jnp.where(jnp.isnan(m), last_nan, first).astype(jnp.int8)
     return m, (first, x.shape)
 
 

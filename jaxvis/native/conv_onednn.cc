@@ -85,10 +85,13 @@ std::shared_ptr<Plan> MakePlan(const Geometry& g) {
   auto fwd_pd = dnnl::convolution_forward::primitive_desc(
       eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, any_w,
       dst, strides, dilates, pad_l, pad_r, attr);
+  // The forward choice is final before it serves as the backward one's hint (next_impl() frees
+  // the implementation the hint points to).
+  if (!SkipFallbacks(&fwd_pd)) return nullptr;
   auto bwd_pd = dnnl::convolution_backward_data::primitive_desc(
       eng, dnnl::algorithm::convolution_direct, src, any_w, dst, strides, dilates, pad_l, pad_r,
       fwd_pd, attr);
-  if (!SkipFallbacks(&fwd_pd) || !SkipFallbacks(&bwd_pd)) return nullptr;
+  if (!SkipFallbacks(&bwd_pd)) return nullptr;
   auto plan = std::make_shared<Plan>();
   plan->fwd = dnnl::convolution_forward(fwd_pd);
   plan->bwd = dnnl::convolution_backward_data(bwd_pd);
@@ -168,7 +171,7 @@ std::vector<int64_t> Steps(ffi::Span<const int64_t> dims, size_t lead, int64_t i
 ffi::Error Describe(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
                     ffi::Span<const int64_t> y_dims, bool forward, int64_t sh, int64_t sw,
                     int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
-                    Geometry* g, Groups* groups) {
+                    bool allow_fold, Geometry* g, Groups* groups) {
   size_t r = x_dims.size();
   if (r < 4 || w_dims.size() != r || y_dims.size() != r) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
@@ -190,7 +193,7 @@ ffi::Error Describe(ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_
                       "disagree");
   }
   g->sh = sh; g->sw = sw; g->pt = pt; g->pb = pb; g->pl = pl; g->pr = pr; g->dh = dh; g->dw = dw;
-  bool fold = true;  // kernel not vmapped and x, y with the same leading dimensions
+  bool fold = allow_fold;  // kernel not vmapped and x, y with the same leading dimensions
   for (size_t i = 0; i < lead; ++i) {
     fold = fold && w_dims[i] == 1 && x_dims[i] == y_dims[i];
   }
@@ -229,14 +232,24 @@ ffi::Error Run(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
   Geometry g;
   Groups groups;
   auto status = Describe(x_dims, kernel.dimensions(), y_dims, kForward, sh, sw, pt, pb, pl, pr,
-                         dh, dw, &g, &groups);
+                         dh, dw, /*allow_fold=*/true, &g, &groups);
   if (status.failure()) return status;
   try {
     auto plan = GetPlan(g);
+    if (!plan && groups.sizes.empty() && x_dims.size() > 4) {
+      // No direct kernel for the folded batch: run each vmapped slice at its own batch size, the
+      // one JaxvisConvSupported approved when the convolution was traced.
+      g = Geometry();
+      groups = Groups();
+      status = Describe(x_dims, kernel.dimensions(), y_dims, kForward, sh, sw, pt, pb, pl, pr, dh,
+                        dw, /*allow_fold=*/false, &g, &groups);
+      if (status.failure()) return status;
+      plan = GetPlan(g);
+    }
     if (!plan) {
       return ffi::Error(ffi::ErrorCode::kUnimplemented,
-                        "jaxvis onednn conv: oneDNN has no direct kernel for this convolution at "
-                        "this batch size; run the model with conv_backend='xla'");
+                        "jaxvis onednn conv: oneDNN has no direct kernel for this convolution; "
+                        "run the model with conv_backend='xla'");
     }
     auto& eng = Engine();
     dnnl::stream stream(eng);
@@ -287,6 +300,8 @@ ffi::Error Run(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("jaxvis onednn conv: ") + e.what() +
                                                    " (status " + std::to_string(e.status) + ")");
+  } catch (const std::exception& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("jaxvis onednn conv: ") + e.what());
   }
   return ffi::Error::Success();
 }
@@ -304,7 +319,7 @@ extern "C" int JaxvisConvSupported(int64_t n, int64_t h, int64_t w, int64_t ci, 
   if (g.ho <= 0 || g.wo <= 0) return 0;
   try {
     return GetPlan(g) ? 1 : 0;
-  } catch (const dnnl::error&) {
+  } catch (...) {
     return 0;
   }
 }
