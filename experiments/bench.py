@@ -16,11 +16,11 @@ frozen weights (``requires_grad_(False)``), the fastest way to take input gradie
 -S_c + mean(x^2) for classifiers. Every side ends by evaluating the loss of its final images (one forward
 pass), which the engine's result holds with the final scores. A runs in the workload's process, B and C
 in a PyTorch worker process beside it (timed in turn, never at once), so that neither runtime's threads
-slow the other's. Each workload runs in a process of its own, so that the peak memory
-(max RSS) is its own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a
-float32 matmul peak measured in the same run (the count is taken on the XLA-convolution twin of the model:
-XLA's cost analysis does not see into oneDNN's kernels, which do the same arithmetic). ``--first_step`` also times a fresh process from its start
-to its first VGG16 engine step, from a converted params file.
+slow the other's. Each workload runs in a process of its own, so that the peak memory (max RSS) is its
+own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a float32 matmul
+peak measured in the same run (counted on the model's twin with XLA's convolutions: the analysis does
+not see into oneDNN's kernels, which do the same arithmetic). ``--first_step`` also times a fresh
+process from its start to its first VGG16 engine step, from a converted params file.
 """
 
 from __future__ import annotations
