@@ -18,8 +18,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
-# The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo.
+# The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo
+# (made afresh on each call).
 demo: $(VENV)/.installed
+	rm -rf runs/demo
 	$(PY) -m experiments.demo --out runs/demo
 
 # The whole suite, the slow marker included.
