@@ -98,11 +98,6 @@ def _random_model(spec):
     return jaxvis.from_spec(spec, variables)
 
 
-def with_conv(model, backend: str):
-    """The model with its convolutions through ``backend`` (see jaxvis.conv)."""
-    return model.with_conv_backend(backend)
-
-
 def convs_in(jitted, *args) -> str:
     """Which convolutions a jitted function runs here: "onednn" if its program calls jaxvis's oneDNN
     kernels, else "xla"."""
@@ -159,7 +154,7 @@ def engine_side(model, steps: int):
     import jax.numpy as jnp
 
     x0 = jnp.zeros((h, w, 3), jnp.float32)
-    twin = engine.Engine(with_conv(model, "xla"), eng.terms, steps=steps)
+    twin = engine.Engine(model.with_conv_backend("xla"), eng.terms, steps=steps)
     grad = jax.jit(jax.grad(lambda x, p: twin._loss(model.params, x, p)[0]))
     used = convs_in(jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0])), x0, one)
     return run, xla_flops(grad, x0, one), used
@@ -254,7 +249,7 @@ def saliency_jaxvis_side(model, n: int):
         return sal.saliency(model, x, {"class": classes}, space="input").maps
 
     h, w = model.spec.input_size
-    twin = with_conv(model, "xla")  # XLA's cost analysis does not count oneDNN's work
+    twin = model.with_conv_backend("xla")  # XLA's cost analysis does not count oneDNN's work
     grad = jax.jit(jax.grad(lambda im: twin.apply(model.params, im[None])[0][0, 0]))
     x0 = jnp.zeros((h, w, 3), jnp.float32)
     used = convs_in(jax.jit(jax.grad(lambda im: model.apply(model.params, im[None])[0][0, 0])), x0)
@@ -335,7 +330,7 @@ def child(workload: str) -> dict:
     """One workload: A in this process, B and C in a PyTorch worker; medians of interleaved repetitions."""
     peak = matmul_peak()
     worker = TorchWorker(workload)
-    model = with_conv(jaxvis_model(workload, FLAGS.tiny), FLAGS.conv_backend)
+    model = jaxvis_model(workload, FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
     if workload == "saliency":
         a, flops, used = saliency_jaxvis_side(model, _saliency_images())
         work = _saliency_images()  # images
@@ -450,7 +445,7 @@ def main(argv):
         extra.append({"workload": "first_step", "seconds_from_process_start": done - start})
         print(f"process start -> first VGG16 engine step from a params file: {done - start:.1f} s")
     if FLAGS.memory_points:
-        r = _spawn([f"--child=memory", f"--memory_points={FLAGS.memory_points}"])
+        r = _spawn(["--child=memory", f"--memory_points={FLAGS.memory_points}"])
         extra.append(r)
         print(f"{FLAGS.memory_points}-point VGG16 sweep: peak RSS {r['peak_rss_gb']:.2f} GB in {r['seconds']:.0f} s")
     import platform

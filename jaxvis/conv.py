@@ -84,8 +84,9 @@ def _is_nhwc(dimension_numbers) -> bool:
     return tuple(dimension_numbers) == _NHWC
 
 
-def _attrs(x_shape, w_shape, window_strides, padding, rhs_dilation) -> dict | None:
-    """The kernel attributes for this convolution, or None where oneDNN cannot take it."""
+def _attrs(x_shape, w_shape, window_strides, padding, rhs_dilation) -> tuple | None:
+    """The kernel attributes of this convolution as hashable (name, value) pairs, or None where oneDNN
+    cannot take it."""
     strides = tuple(int(s) for s in window_strides)
     dilation = tuple(int(d) for d in (rhs_dilation or (1, 1)))
     if len(strides) != 2 or len(dilation) != 2:
@@ -97,18 +98,18 @@ def _attrs(x_shape, w_shape, window_strides, padding, rhs_dilation) -> dict | No
         pads = [tuple(int(p) for p in pair) for pair in padding]
     if len(pads) != 2 or min(min(p) for p in pads) < 0:
         return None
-    return dict(
-        stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
-        pad_top=np.int64(pads[0][0]), pad_bottom=np.int64(pads[0][1]),
-        pad_left=np.int64(pads[1][0]), pad_right=np.int64(pads[1][1]),
-        dilation_h=np.int64(dilation[0]), dilation_w=np.int64(dilation[1]),
+    return (
+        ("stride_h", strides[0]), ("stride_w", strides[1]),
+        ("pad_top", int(pads[0][0])), ("pad_bottom", int(pads[0][1])),
+        ("pad_left", int(pads[1][0])), ("pad_right", int(pads[1][1])),
+        ("dilation_h", dilation[0]), ("dilation_w", dilation[1]),
     )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
-def _has_direct_kernel(x_shape: tuple, w_shape: tuple, frozen: tuple) -> bool:
+def _has_direct_kernel(x_shape: tuple, w_shape: tuple, attrs: tuple) -> bool:
     """Whether oneDNN has direct kernels (no im2col fallback) for this convolution."""
-    a = dict(frozen)
+    a = dict(attrs)
     n, h, w, ci = x_shape
     kh, kw, _, co = w_shape
     return bool(_library.JaxvisConvSupported(
@@ -117,53 +118,46 @@ def _has_direct_kernel(x_shape: tuple, w_shape: tuple, frozen: tuple) -> bool:
 
 
 def _xla_conv(x, w, attrs):
+    a = dict(attrs)
     return lax.conv_general_dilated(
         x,
         w,
-        (int(attrs["stride_h"]), int(attrs["stride_w"])),
-        [
-            (int(attrs["pad_top"]), int(attrs["pad_bottom"])),
-            (int(attrs["pad_left"]), int(attrs["pad_right"])),
-        ],
-        rhs_dilation=(int(attrs["dilation_h"]), int(attrs["dilation_w"])),
+        (a["stride_h"], a["stride_w"]),
+        [(a["pad_top"], a["pad_bottom"]), (a["pad_left"], a["pad_right"])],
+        rhs_dilation=(a["dilation_h"], a["dilation_w"]),
         dimension_numbers=_NHWC,
         precision=lax.Precision.HIGHEST,
     )
 
 
-def _frozen(attrs: dict) -> tuple:
-    return tuple(sorted((k, int(v)) for k, v in attrs.items()))
-
-
-def _thawed(frozen: tuple) -> dict:
-    return {k: np.int64(v) for k, v in frozen}
+def _ffi_attrs(attrs: tuple) -> dict:
+    """The attributes as the FFI handlers take them (64-bit integers)."""
+    return {k: np.int64(v) for k, v in attrs}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _onednn_conv(x, w, frozen):
-    return _onednn_forward(x, w, frozen)
+def _onednn_conv(x, w, attrs):
+    return _onednn_forward(x, w, attrs)
 
 
-def _onednn_forward(x, w, frozen):
-    attrs = _thawed(frozen)
+def _onednn_forward(x, w, attrs):
     out = jax.eval_shape(functools.partial(_xla_conv, attrs=attrs), x, w)
     call = jax.ffi.ffi_call("jaxvis_conv_forward", out, vmap_method="expand_dims")
-    return call(x, w, **attrs)
+    return call(x, w, **_ffi_attrs(attrs))
 
 
-def _onednn_fwd(x, w, frozen):
-    return _onednn_forward(x, w, frozen), (x, w)
+def _onednn_fwd(x, w, attrs):
+    return _onednn_forward(x, w, attrs), (x, w)
 
 
-def _onednn_bwd(frozen, residuals, dy):
+def _onednn_bwd(attrs, residuals, dy):
     x, w = residuals
-    attrs = _thawed(frozen)
     call = jax.ffi.ffi_call(
         "jaxvis_conv_backward_data",
         jax.ShapeDtypeStruct(x.shape, x.dtype),
         vmap_method="expand_dims",
     )
-    dx = call(dy, w, **attrs)
+    dx = call(dy, w, **_ffi_attrs(attrs))
     _, kernel_vjp = jax.vjp(lambda w_: _xla_conv(x, w_, attrs), w)
     (dw,) = kernel_vjp(dy)
     return dx, dw
@@ -215,9 +209,6 @@ def conv_general_dilated(
         and preferred_element_type in (None, jnp.float32)
     )
     attrs = _attrs(lhs.shape, rhs.shape, window_strides, padding, rhs_dilation) if eligible else None
-    frozen = _frozen(attrs) if attrs is not None else None
-    if frozen is None or not _has_direct_kernel(tuple(lhs.shape), tuple(rhs.shape), frozen):
+    if attrs is None or not _has_direct_kernel(tuple(lhs.shape), tuple(rhs.shape), attrs):
         return xla(lhs, rhs)
-    return lax.platform_dependent(
-        lhs, rhs, cpu=lambda x, w: _onednn_conv(x, w, frozen), default=xla
-    )
+    return lax.platform_dependent(lhs, rhs, cpu=lambda x, w: _onednn_conv(x, w, attrs), default=xla)

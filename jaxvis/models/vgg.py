@@ -89,16 +89,12 @@ class VGG(nn.Module):
             )
         x = x.astype(self.dtype)
         acts: dict[str, jax.Array] = {}
+        conv_fn = functools.partial(conv_general_dilated, backend=self.conv_backend)
         for b, widths in enumerate(self.blocks, start=1):
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
                 x = nn.Conv(
-                    width,
-                    (3, 3),
-                    padding=((1, 1), (1, 1)),
-                    dtype=self.dtype,
-                    conv_general_dilated=functools.partial(conv_general_dilated, backend=self.conv_backend),
-                    name=name,
+                    width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, conv_general_dilated=conv_fn, name=name
                 )(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(
