@@ -4,11 +4,16 @@ r"""Benchmark: the jaxvis sweep engine against the PyTorch way of doing the same
   python -m experiments.bench --workloads shapes,vgg16 --reps 3
   python -m experiments.bench --tiny --reps 1 --steps 1 --workloads shapes,vgg16,saliency   # smoke run
   python -m experiments.bench --memory_points 1000     # peak memory of a 1000-point VGG16 sweep
+  python -m experiments.bench --device gpu --points 64 --dtypes float32,bfloat16 --workloads vgg16,ssd300
+                                                       # on a GPU (experiments/gpu_check.sh runs this)
 
 For each workload, interleaved and repeated (medians reported):
-  A  the jaxvis engine on a grid of 8 points (4 categories x 2 learning rates), one chunk;
+  A  the jaxvis engine on a grid of --points points (8: 4 categories x 2 learning rates), one chunk;
   B  a PyTorch eager loop the way the lab did it: one grid point at a time, batch 1, torch.optim.SGD;
-  C  PyTorch eager doing the 8 points as one batch, channels_last, each point with its learning rate.
+  C  PyTorch eager doing the points as one batch, channels_last, each point with its learning rate.
+Both sides run on the same device: the CPU, or with ``--device gpu`` (or ``auto`` where jax and PyTorch
+see one) the same GPU. ``--dtypes bfloat16`` adds rows with A's network in bfloat16 and the PyTorch
+sides under ``torch.autocast`` to bfloat16; the image and the loss stay float32 on every side.
 Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with a whole-image target),
 shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = jaxvis in one call,
 B = captum's Saliency on the same weights, C = torch autograd on the batch). The PyTorch sides run with
@@ -17,9 +22,10 @@ frozen weights (``requires_grad_(False)``), the fastest way to take input gradie
 pass), which the engine's result holds with the final scores. A runs in the workload's process, B and C
 in a PyTorch worker process beside it (timed in turn, never at once), so that neither runtime's threads
 slow the other's. Each workload runs in a process of its own, so that the peak memory (max RSS) is its
-own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a float32 matmul
-peak measured in the same run (counted on the model's twin with XLA's convolutions: the analysis does
-not see into oneDNN's kernels, which do the same arithmetic). ``--first_step`` also times a fresh
+own. GFLOP/s of A come from XLA's cost analysis of one image-step, as a fraction of a matmul peak
+measured in the same run (numpy's float32 product on CPUs; XLA's product of the row's dtype on GPUs).
+The count is taken on the CPU, on the model's twin with XLA's convolutions: the analysis does not see
+into oneDNN's kernels nor into cuDNN's, which do the same arithmetic. ``--first_step`` also times a fresh
 process from its start to its first VGG16 engine step, from a converted params file.
 """
 
@@ -46,16 +52,52 @@ flags.DEFINE_bool("first_step", True, "Also time process start -> first VGG16 en
 flags.DEFINE_integer("memory_points", 0, "If > 0, measure the peak memory of a VGG16 sweep of this many points.")
 flags.DEFINE_enum("conv_backend", "auto", ["auto", "onednn", "xla"],
                   "Convolutions of A (jaxvis.conv): oneDNN on CPUs where built (auto), or XLA's.")
+flags.DEFINE_integer("points", 8, "Grid points of A, B and C in the class-model workloads: points/2 categories x "
+                     "2 learning rates (an even number).")
+flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes of the class-model workloads, a row each: float32, bfloat16 "
+                  "(A's network in bfloat16 through Engine(compute_dtype=...), the PyTorch sides under autocast).")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"],
+                  "Where A, B and C run: auto = the GPU when jax and PyTorch both see one, else the CPU.")
 flags.DEFINE_string("child", None, "Internal: run one workload in this process.")
+flags.DEFINE_string("compute_dtype", "float32", "Internal: the compute dtype of the child's row.")
+flags.DEFINE_string("torch_device", "cpu", "Internal: the PyTorch worker's device (cpu or cuda).")
 flags.DEFINE_string("torch_worker", None, "Internal: serve the PyTorch sides of one workload.")
 flags.DEFINE_string("params_file", None, "Internal: params file for the first-step child.")
-flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file.")
+flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file (each as soon as it is measured).")
 
-CATEGORIES, LRS, LAM = [0, 1, 2, 3], [0.5, 1.0], 1.0
+LRS, LAM = [0.5, 1.0], 1.0
+
+# jax takes 75% of a GPU's memory when it starts unless told otherwise; the PyTorch worker shares the GPU.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
-def matmul_peak(n: int = 4096, reps: int = 5) -> float:
-    """float32 matmul GFLOP/s of this machine (numpy, median of ``reps``)."""
+def categories() -> list[int]:
+    """The grid's categories: --points / 2 of them, each with the two learning rates."""
+    if FLAGS.points < 2 or FLAGS.points % len(LRS):
+        raise app.UsageError(f"--points must be a positive multiple of {len(LRS)}, got {FLAGS.points}")
+    return list(range(FLAGS.points // len(LRS)))
+
+
+def matmul_peak(dtype: str = "float32", n: int = 4096, reps: int = 5) -> float:
+    """Matmul GFLOP/s of the device jax runs on, median of ``reps``: numpy's float32 product on CPUs (the
+    peak that XLA's and oneDNN's kernels are held to), XLA's product of ``dtype`` at default precision on
+    accelerators (8192², where float32 may use TF32 tensor cores, as cuDNN's convolutions do)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        import jax.numpy as jnp
+
+        n = 8192
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+        dot = jax.jit(jnp.dot)
+        dot(a, b).block_until_ready()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            dot(a, b).block_until_ready()
+            times.append(time.perf_counter() - t)
+        return 2 * n ** 3 / statistics.median(times) / 1e9
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
@@ -69,9 +111,15 @@ def matmul_peak(n: int = 4096, reps: int = 5) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def xla_flops(jitted, *args) -> float:
-    """FLOPs of one call of ``jitted`` on ``args``, from XLA's cost analysis of the compiled program."""
-    cost = jitted.lower(*args).compile().cost_analysis()
+def xla_flops(fn, *args) -> float:
+    """FLOPs of one call of ``fn`` on ``args``, from XLA's cost analysis of the program compiled for the CPU
+    (the same arithmetic on every platform; on GPUs the convolutions are cuDNN calls, which the analysis
+    does not count)."""
+    import jax
+
+    cpu = jax.devices("cpu")[0]
+    with jax.default_device(cpu):
+        cost = jax.jit(fn).lower(*jax.device_put(args, cpu)).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", 0.0))
 
@@ -131,7 +179,7 @@ def torch_twin(model):
 # --------------------------------------------------------------------------------------------------
 # A, B, C for class-model workloads.
 
-def engine_side(model, steps: int):
+def engine_side(model, steps: int, compute_dtype: str = "float32"):
     import jax
 
     from jaxvis import engine
@@ -139,12 +187,12 @@ def engine_side(model, steps: int):
     detector = model.spec.is_detector
     losses = [{"multibox": 1.0}] if detector else [{"score": 1.0, "sq": LAM}]
     h, w = model.spec.input_size
-    sweep = engine.Sweep(targets=CATEGORIES, lrs=LRS, losses=losses,
+    sweep = engine.Sweep(targets=categories(), lrs=LRS, losses=losses,
                          boxes=[[[0.0, 0.0, float(w), float(h)]]] if detector else [[]])
-    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps)
+    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, compute_dtype=compute_dtype)
 
     def run():
-        result = eng.run(sweep, chunk_size=len(CATEGORIES) * len(LRS), progress=False)
+        result = eng.run(sweep, chunk_size=sweep.size, progress=False)
         return result.images
 
     # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis
@@ -154,31 +202,36 @@ def engine_side(model, steps: int):
     import jax.numpy as jnp
 
     x0 = jnp.zeros((h, w, 3), jnp.float32)
-    twin = engine.Engine(model.with_conv_backend("xla"), eng.terms, steps=steps)
+    twin = engine.Engine(model.with_conv_backend("xla"), eng.terms, steps=steps, compute_dtype=compute_dtype)
     grad = jax.jit(jax.grad(lambda x, p: twin._loss(model.params, x, p)[0]))
     used = convs_in(jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0])), x0, one)
     return run, xla_flops(grad, x0, one), used
 
 
-def torch_loss(model, tmodel, x, targets):
+def torch_loss(model, tmodel, x, targets, bf16: bool = False):
     """The per-point losses of a batch: -S_c + lam mean(x^2) (classifiers) or the MultiBox loss with a
-    whole-image box (SSD, summed over the batch as independent images)."""
+    whole-image box (SSD, summed over the batch as independent images). ``bf16``: the network runs under
+    autocast to bfloat16, the image and the loss stay float32 (as the engine's compute_dtype does)."""
     import torch
 
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if not model.spec.is_detector:
+            logits = tmodel(x).float()
+        else:
+            feats = list(tmodel.backbone(x).values())
+            head = {k: v.float() for k, v in tmodel.head(feats).items()}
     if not model.spec.is_detector:
-        logits = tmodel(x)
         picked = logits.gather(1, targets[:, None])[:, 0]
         return (-picked + LAM * (x ** 2).mean(dim=(1, 2, 3))).sum()
     from torchvision.models.detection.image_list import ImageList
     from torchvision.ops import box_iou
 
-    feats = list(tmodel.backbone(x).values())
-    head = tmodel.head(feats)
     h, w = x.shape[-2:]
     anchors = tmodel.anchor_generator(ImageList(x, [(h, w)] * x.shape[0]), feats)
     total = 0
     for i in range(x.shape[0]):  # per image: each point has its own normaliser, as in the engine
-        target = [{"boxes": torch.tensor([[0.0, 0.0, float(w), float(h)]]), "labels": targets[i:i + 1]}]
+        target = [{"boxes": torch.tensor([[0.0, 0.0, float(w), float(h)]], device=x.device),
+                   "labels": targets[i:i + 1]}]
         matched = [tmodel.proposal_matcher(box_iou(target[0]["boxes"], anchors[i]))]
         one = {k: v[i:i + 1] for k, v in head.items()}
         losses = tmodel.compute_loss(target, one, anchors[i:i + 1], matched)
@@ -186,42 +239,55 @@ def torch_loss(model, tmodel, x, targets):
     return total
 
 
-def torch_one_at_a_time(model, tmodel, steps: int):
+def _sync(device: str) -> None:
+    """Waits for the device's queued work (PyTorch's CUDA calls return before the kernels finish)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def torch_one_at_a_time(model, tmodel, steps: int, device: str = "cpu", bf16: bool = False):
     import torch
 
     h, w = model.spec.input_size
 
     def run():
-        for c in CATEGORIES:
+        for c in categories():
             for lr in LRS:
-                x = torch.zeros(1, 3, h, w, requires_grad=True)
+                x = torch.zeros(1, 3, h, w, requires_grad=True, device=device)
+                target = torch.tensor([c], device=device)
                 opt = torch.optim.SGD([x], lr=lr)
                 for _ in range(steps):
                     opt.zero_grad()
-                    torch_loss(model, tmodel, x, torch.tensor([c])).backward()
+                    torch_loss(model, tmodel, x, target, bf16).backward()
                     opt.step()
                 with torch.no_grad():  # the final image's loss, which the engine's result holds too
-                    torch_loss(model, tmodel, x, torch.tensor([c]))
+                    torch_loss(model, tmodel, x, target, bf16)
+        _sync(device)
     return run
 
 
-def torch_batched(model, tmodel, steps: int):
+def torch_batched(model, tmodel, steps: int, device: str = "cpu", bf16: bool = False):
     import torch
 
     h, w = model.spec.input_size
-    targets = torch.tensor([c for c in CATEGORIES for _ in LRS])
-    lrs = torch.tensor([lr for _ in CATEGORIES for lr in LRS]).view(-1, 1, 1, 1)
+    cats = categories()
+    targets = torch.tensor([c for c in cats for _ in LRS], device=device)
+    lrs = torch.tensor([lr for _ in cats for lr in LRS], device=device).view(-1, 1, 1, 1)
     tmodel = tmodel.to(memory_format=torch.channels_last)
 
     def run():
-        x = torch.zeros(len(targets), 3, h, w).to(memory_format=torch.channels_last).requires_grad_(True)
+        x = torch.zeros(len(targets), 3, h, w, device=device).to(memory_format=torch.channels_last)
+        x.requires_grad_(True)
         for _ in range(steps):
             x.grad = None
-            torch_loss(model, tmodel, x, targets).backward()
+            torch_loss(model, tmodel, x, targets, bf16).backward()
             with torch.no_grad():
                 x -= lrs * x.grad
         with torch.no_grad():  # the final images' losses, which the engine's result holds too
-            torch_loss(model, tmodel, x, targets)
+            torch_loss(model, tmodel, x, targets, bf16)
+        _sync(device)
     return run
 
 
@@ -256,22 +322,26 @@ def saliency_jaxvis_side(model, n: int):
     return jaxvis_side, xla_flops(grad, x0), used
 
 
-def saliency_torch_sides(model, tmodel, n: int):
+def saliency_torch_sides(model, tmodel, n: int, device: str = "cpu"):
     """(B: captum's Saliency, C: plain autograd) on the same n images."""
     import torch
     from captum.attr import Saliency
 
     x, classes = _saliency_inputs(model, n)
-    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device)
     captum = Saliency(tmodel)
 
     def captum_side():
-        return captum.attribute(xt, target=torch.tensor(classes[:, 0]), abs=True).amax(1)
+        out = captum.attribute(xt, target=torch.tensor(classes[:, 0], device=device), abs=True).amax(1)
+        _sync(device)
+        return out
 
     def autograd_side():
         xg = xt.clone().requires_grad_(True)
-        tmodel(xg).gather(1, torch.tensor(classes)).sum().backward()
-        return xg.grad.abs().amax(1)
+        tmodel(xg).gather(1, torch.tensor(classes, device=device)).sum().backward()
+        out = xg.grad.abs().amax(1)
+        _sync(device)
+        return out
 
     return captum_side, autograd_side
 
@@ -290,12 +360,15 @@ def torch_worker(workload: str) -> None:
     import torch
 
     torch.set_grad_enabled(True)
+    device = FLAGS.torch_device
     model = jaxvis_model(workload, FLAGS.tiny)
-    tmodel = torch_twin(model)
+    tmodel = torch_twin(model).to(device)
     if workload == "saliency":
-        b, c = saliency_torch_sides(model, tmodel, _saliency_images())
+        b, c = saliency_torch_sides(model, tmodel, _saliency_images(), device)
     else:
-        b, c = torch_one_at_a_time(model, tmodel, FLAGS.steps), torch_batched(model, tmodel, FLAGS.steps)
+        bf16 = FLAGS.compute_dtype == "bfloat16"
+        b = torch_one_at_a_time(model, tmodel, FLAGS.steps, device, bf16)
+        c = torch_batched(model, tmodel, FLAGS.steps, device, bf16)
     b()
     c()
     print("ready", flush=True)
@@ -309,9 +382,10 @@ def torch_worker(workload: str) -> None:
 class TorchWorker:
     """The worker process of one workload, asked to run B or C and answer with the seconds taken."""
 
-    def __init__(self, workload: str):
+    def __init__(self, workload: str, device: str):
         cmd = [sys.executable, "-m", "experiments.bench", f"--torch_worker={workload}", f"--steps={FLAGS.steps}",
-               f"--tiny={FLAGS.tiny}"]
+               f"--tiny={FLAGS.tiny}", f"--points={FLAGS.points}", f"--compute_dtype={FLAGS.compute_dtype}",
+               f"--torch_device={device}"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the PyTorch worker for {workload} failed to start (exit {self.proc.wait()})")
@@ -326,17 +400,36 @@ class TorchWorker:
         self.proc.wait()
 
 
+def torch_device_for(platform: str) -> str:
+    """PyTorch's device for jax's platform: both sides on the same GPU, or both on the CPU."""
+    if platform == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"jax runs on {platform} but PyTorch sees no CUDA device: install PyTorch's CUDA "
+                           "build, or pass --device cpu to compare on the CPU.")
+    return "cuda"
+
+
 def child(workload: str) -> dict:
     """One workload: A in this process, B and C in a PyTorch worker; medians of interleaved repetitions."""
-    peak = matmul_peak()
-    worker = TorchWorker(workload)
+    import jax
+
+    platform = jax.default_backend()
+    if FLAGS.device == "gpu" and platform != "gpu":
+        raise RuntimeError(f"--device gpu, but jax runs on {platform}: install jax's CUDA build "
+                           "(pip install -U 'jax[cuda13]').")
+    dtype = "float32" if workload == "saliency" else FLAGS.compute_dtype
+    peak = matmul_peak(dtype)
+    worker = TorchWorker(workload, torch_device_for(platform))
     model = jaxvis_model(workload, FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
     if workload == "saliency":
         a, flops, used = saliency_jaxvis_side(model, _saliency_images())
         work = _saliency_images()  # images
     else:
-        a, flops, used = engine_side(model, FLAGS.steps)
-        work = len(CATEGORIES) * len(LRS) * FLAGS.steps  # image-steps
+        a, flops, used = engine_side(model, FLAGS.steps, dtype)
+        work = FLAGS.points * FLAGS.steps  # image-steps
     t = time.perf_counter()
     a()  # compile
     compile_s = time.perf_counter() - t
@@ -358,6 +451,10 @@ def child(workload: str) -> dict:
         "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
         "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
         "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": used,
+        "points": _saliency_images() if workload == "saliency" else FLAGS.points, "dtype": dtype,
+        "device": jax.devices()[0].device_kind if platform != "cpu" else "cpu",
+        "A_device_peak_gb": (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30
+        if platform != "cpu" else None,
     }
 
 
@@ -394,21 +491,25 @@ def memory_child(points: int) -> dict:
 
 def _spawn(args) -> dict:
     cmd = [sys.executable, "-m", "experiments.bench", *args, f"--reps={FLAGS.reps}", f"--steps={FLAGS.steps}",
-           f"--tiny={FLAGS.tiny}", f"--conv_backend={FLAGS.conv_backend}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+           f"--tiny={FLAGS.tiny}", f"--conv_backend={FLAGS.conv_backend}", f"--points={FLAGS.points}",
+           f"--device={FLAGS.device}"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu") if FLAGS.device == "cpu" else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def table(rows) -> str:
-    head = (f"{'workload':<10} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} {'C torch batch':>13} {'A/B':>6} "
-            f"{'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} {'peak RSS GB':>11} {'A convs':>7}")
+    head = (f"{'workload':<10} {'dtype':<8} {'points':>6} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} "
+            f"{'C torch batch':>13} {'A/B':>6} {'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} "
+            f"{'peak RSS GB':>11} {'A convs':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['workload']:<10} {r['unit']:<14} {r['A']:>9.3f} {r['B']:>11.3f} {r['C']:>13.3f} "
-                     f"{r['A/B']:>6.2f} {r['A/C']:>6.2f} {r['A_gflops']:>9.1f} {r['A_fraction_of_peak']:>7.2f} "
-                     f"{r['A_compile_s']:>9.1f} {r['peak_rss_gb']:>11.2f} {r['conv']:>7}")
+        lines.append(f"{r['workload']:<10} {r['dtype']:<8} {r['points']:>6} {r['unit']:<14} {r['A']:>9.3f} "
+                     f"{r['B']:>11.3f} {r['C']:>13.3f} {r['A/B']:>6.2f} {r['A/C']:>6.2f} {r['A_gflops']:>9.1f} "
+                     f"{r['A_fraction_of_peak']:>7.2f} {r['A_compile_s']:>9.1f} {r['peak_rss_gb']:>11.2f} "
+                     f"{r['conv']:>7}")
     return "\n".join(lines)
 
 
@@ -426,10 +527,16 @@ def main(argv):
         else:
             print(json.dumps(child(FLAGS.child)))
         return
+    bad = sorted(set(FLAGS.dtypes) - {"float32", "bfloat16"})
+    if bad:
+        raise app.UsageError(f"--dtypes takes float32 and bfloat16, got {bad}")
+    categories()  # checks --points
     rows = []
     for workload in FLAGS.workloads:
-        print(f"running {workload} ...", file=sys.stderr, flush=True)
-        rows.append(_spawn([f"--child={workload}"]))
+        for dtype in ["float32"] if workload == "saliency" else FLAGS.dtypes:
+            print(f"running {workload} ({dtype}) ...", file=sys.stderr, flush=True)
+            rows.append(_spawn([f"--child={workload}", f"--compute_dtype={dtype}"]))
+            _append_json([rows[-1]])  # row by row, so that a run cut short keeps what it measured
     lines = [json.dumps(r) for r in rows]
     print(table(rows))
     extra = []
@@ -443,10 +550,12 @@ def main(argv):
             start = time.time()
             done = _spawn(["--child=first_step", f"--params_file={path}"])["first_step_done"]
         extra.append({"workload": "first_step", "seconds_from_process_start": done - start})
+        _append_json(extra[-1:])
         print(f"process start -> first VGG16 engine step from a params file: {done - start:.1f} s")
     if FLAGS.memory_points:
         r = _spawn(["--child=memory", f"--memory_points={FLAGS.memory_points}"])
         extra.append(r)
+        _append_json([r])
         print(f"{FLAGS.memory_points}-point VGG16 sweep: peak RSS {r['peak_rss_gb']:.2f} GB in {r['seconds']:.0f} s")
     import platform
 
@@ -455,9 +564,13 @@ def main(argv):
     lines += [json.dumps(e) for e in extra] + [json.dumps(machine)]
     for line in lines:
         print(line)
+    _append_json([machine])
+
+
+def _append_json(records) -> None:
     if FLAGS.json_out:
         with open(FLAGS.json_out, "a") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in records))
 
 
 if __name__ == "__main__":
