@@ -277,6 +277,7 @@ def _run(settings, resume, progress, cluster, check_space):
         index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,
                                    settings_shown, display=settings["display"], pngs=settings.get("pngs", True))
     elapsed = time.time() - start
-    n_div = sum(json.loads(line)["diverged"] for line in open(os.path.join(out, "results.jsonl")))
+    with open(os.path.join(out, "results.jsonl")) as f:
+        n_div = sum(json.loads(line)["diverged"] for line in f)
     print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
     return index
