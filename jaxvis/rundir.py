@@ -63,7 +63,14 @@ class RunDir:
         config_path = os.path.join(self.path, "config.json")
         if self._check(resume):
             os.makedirs(self.path, exist_ok=True)
-            atomic_write(config_path, lambda f: f.write(json.dumps(self.config, indent=2, sort_keys=True).encode()))
+            try:
+                atomic_write(config_path, lambda f: f.write(json.dumps(self.config, indent=2, sort_keys=True).encode()))
+            except OSError as e:
+                if e.errno not in NO_SPACE:
+                    raise
+                raise DiskFullError(f"no space left on the disk of {self.path} to write its config.json "
+                                    f"({human_bytes(free_bytes(self.path))} free); free space or choose another "
+                                    "--out.") from None
 
     @classmethod
     def check(cls, path: str, config: dict[str, Any], resume: bool = False) -> set[int]:
