@@ -267,3 +267,12 @@ def test_two_processes_on_one_out_then_sigkill_then_a_third(tmp_path):
     third = run_module("experiments.class_model", *args, "--resume")  # no stale lock
     assert "done in" in third.stdout
     assert len((out / "results.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+def test_verbosity_brings_the_logs_back(tmp_path):
+    """The contrast to the quiet default (test_stated_size_matches_...): with --verbosity=0 JAX's INFO
+    lines reach the terminal again."""
+    proc = run_module("experiments.class_model", "--params", SHIPPED, "--categories", "0", "--steps", "2",
+                      "--out", str(tmp_path / "v"), "--noprogress", "--verbosity=0")
+    assert ABSL_LINE.search(proc.stderr), proc.stderr
