@@ -229,9 +229,17 @@ def test_full_tmpfs_stops_the_run_and_resume_after_freeing_space_is_byte_identic
         for name in done:
             with np.load(out / "chunks" / name) as z:
                 assert z["images"].shape == (1, 64, 64, 3)
+        # Room for every chunk and the arrays (about 1.2 MB), not for the PNGs: the assembly stops too.
+        subprocess.run(["mount", "-o", "remount,size=1300k", str(disk)], check=True)
+        proc = run_module("experiments.class_model", *args, "--out", str(out), "--resume", check=False)
+        assert "this run would write about" in one_line_error(proc)  # the check knows
+        proc = run_module("experiments.class_model", *args, "--out", str(out), "--resume", "--nocheck_space",
+                          check=False)
+        line = one_line_error(proc)
+        assert "while writing the assembled outputs" in line and "The 6 of 6 chunks saved so far are intact" in line
         subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
         resumed = run_module("experiments.class_model", *args, "--out", str(out), "--resume")
-        assert f"{len(done)} chunk(s) already done" in resumed.stdout
+        assert "6 chunk(s) already done" in resumed.stdout
         assert outputs(out) == outputs(tmp_path / "whole")
 
 
