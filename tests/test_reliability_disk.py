@@ -7,6 +7,7 @@ A full disk is a small tmpfs mounted by the test where that is allowed (root); t
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -199,12 +200,10 @@ def test_injected_enospc_stops_the_run_keeps_chunks_and_resume_matches(tmp_files
     assert "--resume" in message
     monkeypatch.setattr(rundir, "atomic_write", real)
     assert sorted(p.name for p in (out / "chunks").iterdir()) == ["00000.npz", "00001.npz"]
-    whole_dir = rundir.RunDir.__new__(rundir.RunDir)
-    whole_dir.path = str(tmp_path / "whole")
+    config = json.loads((out / "config.json").read_text())
+    part, whole = (rundir.RunDir(d, config, resume=True) for d in (out, tmp_path / "whole"))
     for i in (0, 1):  # the chunks written before the failure load, and equal the uninterrupted run's
-        part = rundir.RunDir.__new__(rundir.RunDir)
-        part.path = str(out)
-        (sl, got), (_, want) = part.load_chunk(i), whole_dir.load_chunk(i)
+        (sl, got), (_, want) = part.load_chunk(i), whole.load_chunk(i)
         assert sl == slice(i, i + 1)
         np.testing.assert_array_equal(got.images, want.images)
     sweeps.run(_settings(tmp_files_vgg, out), resume=True, progress=False)
