@@ -14,7 +14,12 @@ the network input's pixels), one flag per box set.
 
 Results go to --out chunk by chunk; ``--resume`` continues a run that was stopped (Ctrl-C saves what
 is finished). The run directory gets images.npy, PNGs, a labelled grid, curves, results.jsonl and
-index.html.
+index.html. Before the first step the run states its points, chunks, compiled programs and the bytes it
+will write, and refuses to start when they exceed the disk's free space (``--nopngs`` writes no PNG,
+``--nocheck_space`` starts anyway); a disk that fills up stops it with the space still needed, its
+finished chunks kept for ``--resume``. One process writes a run directory at a time: a second one on
+the same --out is refused, naming the first one's PID and host. JAX's and absl's INFO log lines are
+hidden unless --verbosity is given (--verbosity=0 shows them).
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ flags.DEFINE_multi_string("boxes", [], "Target box set: whole, centre_quarter, o
 flags.DEFINE_list("snapshots", [], "Iterations at which to keep the image (0 is always kept).")
 flags.DEFINE_integer("chunk_size", None, "Grid points per compiled chunk (default: what fits in memory).")
 flags.DEFINE_enum("display", "stretch", ["stretch", "clip"], "How PNGs show the images.")
+flags.DEFINE_bool("pngs", True, "Write PNGs (per point, per snapshot, curves, grids); --nopngs writes only the "
+                  "arrays, results.jsonl and index.html, for grids too large to look at point by point.")
+flags.DEFINE_bool("check_space", True, "Refuse to start a run whose outputs exceed the free space of --out's "
+                  "disk; --nocheck_space starts it anyway.")
 flags.DEFINE_string("out", None, "Run directory.")
 flags.DEFINE_bool("resume", False, "Continue the run in --out (same configuration), skipping finished chunks.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -84,18 +93,27 @@ def settings_from_flags() -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from jaxvis.engine import SweepError
-    from jaxvis.labels import CategoryError
+    from experiments import _launch
+    from jaxvis.fileio import OutputError
     from jaxvis.sweeps import Cluster, UsageError, run
-    from jaxvis.objectives import ObjectiveError
-    from jaxvis.params import ParamsFileError
-    from jaxvis.rundir import RunDirError
 
+    _launch.quiet_logs()
     try:
+        settings = settings_from_flags()
         cluster = Cluster(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-        run(settings_from_flags(), resume=FLAGS.resume, progress=FLAGS.progress, cluster=cluster)
-    except (UsageError, SweepError, CategoryError, ObjectiveError, ParamsFileError, RunDirError) as e:
+        run(settings, resume=FLAGS.resume, progress=FLAGS.progress, cluster=cluster, check_space=FLAGS.check_space)
+    except (UsageError, OutputError) as e:
         sys.exit(f"error: {e}")
+    except ValueError as e:  # the library's errors about settings, files and run directories
+        from jaxvis.engine import SweepError
+        from jaxvis.labels import CategoryError
+        from jaxvis.objectives import ObjectiveError
+        from jaxvis.params import ParamsFileError
+        from jaxvis.rundir import RunDirError
+
+        if isinstance(e, (SweepError, CategoryError, ObjectiveError, ParamsFileError, RunDirError)):
+            sys.exit(f"error: {e}")
+        raise
 
 
 if __name__ == "__main__":

@@ -184,8 +184,10 @@ def summary_picture(out: str, saliency: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from experiments import _launch
     from jaxvis import render
 
+    _launch.start(FLAGS.out)
     start = time.time()
     out = FLAGS.out
     os.makedirs(out, exist_ok=True)

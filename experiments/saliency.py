@@ -58,6 +58,9 @@ def _box(text: str) -> list[float]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from experiments import _launch
+
+    _launch.start(FLAGS.out)  # quiet JAX logs; a --out that cannot be written ends here in one line
     from jaxvis.images import ImageError
     from jaxvis.labels import CategoryError
     from jaxvis.params import ParamsFileError

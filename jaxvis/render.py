@@ -209,14 +209,15 @@ def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[
 
 
 def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[str], settings: dict,
-                display: str = "stretch") -> str:
+                display: str = "stretch", pngs: bool = True) -> str:
     """Writes a sweep's outputs into ``path`` and returns the index.html path.
 
     ``chunks`` yields ``(points slice, Result)`` in grid order (e.g. from a RunDir); they are written one
     at a time, so memory stays bounded by a chunk whatever the size of the grid: images.npy
     (P, H, W, 3 float32, network input space) and snapshots.npy (S, P, H, W, 3) are filled through memory
     maps, with snapshot_steps.json; points/NNNNN_<label>.png (and _itK.png per snapshot); curves/NNNNN.png;
-    results.jsonl; then grid*.png and iterations.png read back from images.npy; and index.html."""
+    results.jsonl; then grid*.png and iterations.png read back from images.npy; and index.html. With
+    ``pngs=False`` no PNG is written (grids too large to look at point by point) and the page has none."""
     axes = sweep.axes()
     points = sweep.point_axes()
     n = len(points)
@@ -238,17 +239,18 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
         images[sl] = result.images
         for j, k in enumerate(steps_snap):
             snaps[j, sl] = result.snapshots[k]
-        shown = to_display(spec, result.images, display)
-        snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap}
+        shown = to_display(spec, result.images, display) if pngs else None
+        snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap} if pngs else {}
         for local, i in enumerate(range(sl.start, sl.stop)):
             p = points[i]
             label = point_label(p, spec, varying)
-            save_png(os.path.join(path, "points", names[i] + ".png"), shown[local])
-            for k in steps_snap:
-                save_png(os.path.join(path, "points", f"{names[i]}_it{k}.png"), snaps_shown[k][local])
             d = int(result.diverged_step[local])
-            save_png(os.path.join(path, "curves", f"{i:05d}.png"),
-                     curves({"loss": result.loss[:, local], "score": result.score[:, local]}, title=label[:48], mark=d))
+            if pngs:
+                save_png(os.path.join(path, "points", names[i] + ".png"), shown[local])
+                for k in steps_snap:
+                    save_png(os.path.join(path, "points", f"{names[i]}_it{k}.png"), snaps_shown[k][local])
+                save_png(os.path.join(path, "curves", f"{i:05d}.png"),
+                         curves({"loss": result.loss[:, local], "score": result.score[:, local]}, title=label[:48], mark=d))
             final["score"][i], final["prob"][i] = result.final_score[local], result.final_prob[local]
             final["loss"][i], final["diverged"][i] = result.final_loss[local], d
             lines.append(json.dumps({
@@ -281,7 +283,7 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     values = dict(axes)
     grid_files = []
     other_combos = list(itertools.product(*(values[a] for a in others))) or [()]
-    for g, combo in enumerate(other_combos[:50]):
+    for g, combo in enumerate(other_combos[:50] if pngs else []):
         fixed = dict(zip(others, combo))
         row_vals = values[row] if row else [None]
         col_vals = values[col] if col else [None]
@@ -309,29 +311,33 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
         grid_files.append((name, title))
 
     # Iteration study: rows = points (up to 32), columns = snapshot iterations.
-    rows = list(range(min(n, 32)))
-    iter_image = grid([[to_display(spec, stored_snaps[j, i], display) for j in range(len(steps_snap))] for i in rows],
-                      [point_label(points[i], spec, varying)[:40] for i in rows], [f"it {k}" for k in steps_snap],
-                      cell=112, title="images after k iterations")
-    save_png(os.path.join(path, "iterations.png"), iter_image)
+    if pngs:
+        rows = list(range(min(n, 32)))
+        iter_image = grid([[to_display(spec, stored_snaps[j, i], display) for j in range(len(steps_snap))] for i in rows],
+                          [point_label(points[i], spec, varying)[:40] for i in rows], [f"it {k}" for k in steps_snap],
+                          cell=112, title="images after k iterations")
+        save_png(os.path.join(path, "iterations.png"), iter_image)
 
     table = ["<table><tr><th>#</th><th>image</th><th>point</th><th>final score</th><th>probability</th>"
              "<th>loss</th><th>curves</th></tr>"]
+    thumb = "<img class=thumb src='points/{name}.png'>" if pngs else ""
+    chart = "<img src='curves/{i:05d}.png' width=240>" if pngs else ""
     for i, p in enumerate(points):
         d = int(final["diverged"][i])
         status = f'<span class="diverged">diverged at step {d}</span>' if d >= 0 else ""
         table.append(
-            f"<tr><td>{i}</td><td><img class=thumb src='points/{names[i]}.png'></td>"
+            f"<tr><td>{i}</td><td>{thumb.format(name=names[i])}</td>"
             f"<td>{html.escape(point_label(p, spec, varying))} {status}</td>"
             f"<td>{final['score'][i]:.4g}</td><td>{final['prob'][i]:.4f}</td>"
-            f"<td>{final['loss'][i]:.4g}</td><td><img src='curves/{i:05d}.png' width=240></td></tr>")
+            f"<td>{final['loss'][i]:.4g}</td><td>{chart.format(i=i)}</td></tr>")
     table.append("</table>")
     diverged = int(np.sum(final["diverged"] >= 0))
     summary = (f"<p>{n} grid points, {settings.get('steps')} steps, optimiser {html.escape(str(settings.get('optimizer')))}; "
                f"{diverged} diverged.</p><pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>")
     sections = [("Settings", summary)]
     sections += [(t or "Grid", f"<img class=grid src='{name}'>") for name, t in grid_files]
-    sections += [("Iterations", "<img class=grid src='iterations.png'>"), ("Points", "\n".join(table))]
+    sections += [("Iterations", "<img class=grid src='iterations.png'>")] if pngs else []
+    sections += [("Points", "\n".join(table))]
     page = html_page(f"jaxvis class models: {spec.arch}", sections)
     out = os.path.join(path, "index.html")
     atomic_write(out, lambda f: f.write(page.encode()))

@@ -5,7 +5,8 @@ write the outputs. The ``experiments.class_model`` launcher and the demo call ``
 Settings are a dict with the launcher's flag names: model, params, categories, lrs, steps, objective,
 penalty, loss, term_options, optimizer, momentum, jitter, clip, compute_dtype, init, seeds, boxes,
 snapshots, chunk_size, display, out; and, optional, conv_backend and loop (how the engine computes:
-they do not change what a run is, so a run may resume under other values).
+they do not change what a run is, so a run may resume under other values) and pngs (False: write no
+PNG, for grids too large to look at point by point).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from jaxvis.fileio import sha256
 
 SETTINGS = ("model", "params", "categories", "lrs", "steps", "objective", "penalty", "loss", "term_options",
             "optimizer", "momentum", "jitter", "clip", "compute_dtype", "init", "seeds", "boxes", "snapshots",
-            "chunk_size", "display", "out", "conv_backend", "loop")
+            "chunk_size", "display", "out", "conv_backend", "loop", "pngs")
 
 
 class UsageError(ValueError):
@@ -177,25 +178,74 @@ class Cluster:
             multihost_utils.sync_global_devices(name)
 
 
-def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cluster | None = None) -> str | None:
+def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cluster | None = None,
+        check_space: bool = True) -> str | None:
     """Runs (or resumes) a sweep and writes its outputs; returns the index.html path (on process 0).
+
+    Process 0 first takes the run directory's lock (one writer per directory; a second run on it is
+    refused at once), then states what the run will write and refuses it when that exceeds the disk's
+    free space (unless ``check_space`` is False). A disk that fills up mid-run stops it with a
+    DiskFullError; the finished chunks stay for ``resume``.
 
     On several processes every process runs the chunks whose index is its rank modulo the process count,
     and writes them into the shared run directory; process 0 then assembles the outputs.
     """
-    from jaxvis import render
-    from jaxvis.rundir import RunDir, RunDirError
+    from jaxvis.fileio import DirLock, OutputError
 
     cluster = cluster or Cluster()
+    out = settings["out"]
+    if not out:
+        raise UsageError("--out is required: the run directory.")
+    lock, problem = None, ""
+    if cluster.rank == 0:  # process 0 holds the lock for the whole cluster
+        try:
+            lock = DirLock(out)
+        except OutputError as e:
+            problem = str(e)
+    if cluster.broadcast(1 if problem else 0):
+        if problem:
+            raise OutputError(problem)
+        raise SystemExit(1)
+    finished = False
+    try:
+        index = _run(settings, resume, progress, cluster, check_space)
+        finished = True
+        return index
+    finally:
+        if lock is not None:
+            lock.release(remove=not finished)  # a directory made for a refused run goes again
+
+
+def _run(settings, resume, progress, cluster, check_space):
+    from jaxvis import render
+    from jaxvis.rundir import OutputPlan, RunDir, RunDirError, space_guard
+
     model, sweep, engine, run_config = build(settings, step_progress=progress)
     if cluster.size > 1:
         # Every process must cut the grid the same way: process 0's chunk size wins.
         size = cluster.broadcast(run_config["chunk_size"])
         run_config["chunk_size"], run_config["n_chunks"] = size, (sweep.size + size - 1) // size
     out = settings["out"]
+    plan = OutputPlan.make(out, model.spec.input_size, [(name, len(v)) for name, v in sweep.axes()],
+                           run_config["chunk_size"], engine.steps, len(engine.snapshots), len(engine.terms),
+                           engine.loop, pngs=settings.get("pngs", True))
+    n_chunks = run_config["n_chunks"]
+    mine = [c for c in range(n_chunks) if c % cluster.size == cluster.rank]
+    where = f" (process {cluster.rank} of {cluster.size}: {len(mine)} chunk(s))" if cluster.size > 1 else ""
+
+    def state(done):
+        print(f"{model.spec.arch}: {sweep.size} grid points x {engine.steps} steps in {n_chunks} chunk(s) of "
+              f"{run_config['chunk_size']} on {len(engine.devices)} device(s){where}; "
+              f"{len(done)} chunk(s) already done.")
+
     rundir, problem = None, ""
     if cluster.rank == 0:
         try:
+            done = RunDir.check(out, run_config, resume=resume)
+            state(done)
+            print(plan.describe(len(done)), flush=True)
+            if check_space:
+                plan.check(len(done))
             rundir = RunDir(out, run_config, resume=resume)
         except RunDirError as e:
             problem = str(e)
@@ -205,17 +255,13 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
         raise SystemExit(1)
     if rundir is None:
         rundir = RunDir(out, run_config, resume=True)  # created and checked by process 0
+        state(rundir.done_chunks())
     done = rundir.done_chunks()
-    n_chunks = run_config["n_chunks"]
-    mine = [c for c in range(n_chunks) if c % cluster.size == cluster.rank]
-    where = f" (process {cluster.rank} of {cluster.size}: {len(mine)} chunk(s))" if cluster.size > 1 else ""
-    print(f"{model.spec.arch}: {sweep.size} grid points x {engine.steps} steps in {n_chunks} chunk(s) of "
-          f"{run_config['chunk_size']} on {len(engine.devices)} device(s){where}; "
-          f"{len(done)} chunk(s) already done.")
     start = time.time()
     try:
-        engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
-                   chunks=mine, on_chunk=rundir.save_chunk)
+        with space_guard(rundir, plan, "a chunk file"):
+            engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
+                       chunks=mine, on_chunk=rundir.save_chunk)
     except KeyboardInterrupt:
         finished = len(rundir.done_chunks())
         print(f"\ninterrupted: {finished} of {n_chunks} chunks are saved in {out}; continue with --resume.",
@@ -226,11 +272,12 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
         print(f"process {cluster.rank}: my chunks are done in {time.time() - start:.1f} s; process 0 writes the outputs.")
         return None
     settings_shown = {k: settings.get(k) for k in SETTINGS if k != "out"}
-    index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names, settings_shown,
-                               display=settings["display"])
+    plan.check_assembly()
+    with space_guard(rundir, plan, "the assembled outputs"):
+        index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,
+                                   settings_shown, display=settings["display"], pngs=settings.get("pngs", True))
     elapsed = time.time() - start
-    n_div = sum(json.loads(line)["diverged"] for line in open(os.path.join(out, "results.jsonl")))
+    with open(os.path.join(out, "results.jsonl")) as f:
+        n_div = sum(json.loads(line)["diverged"] for line in f)
     print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
     return index
-
-
