@@ -471,19 +471,17 @@ def first_step_child(path: str) -> dict:
 
 def memory_child(points: int) -> dict:
     """A VGG16 sweep of ``points`` points, one step each, through the launcher's run directory."""
-    from jaxvis import sweeps
-    from jaxvis import models, params as params_io
+    from jaxvis import models, params as params_io, sweeps
+    from jaxvis.settings import SweepSettings
 
     model = _random_model(models.arch_spec("vgg16").replace(input_size=(64, 64) if FLAGS.tiny else (224, 224)))
     folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
     path = os.path.join(folder, "vgg16.safetensors")
     params_io.save(path, model.params, model.spec)
-    settings = {"model": None, "params": path, "categories": [str(i % 1000) for i in range(points)], "lrs": ["1"],
-                "steps": 1, "objective": None, "penalty": ["sq=1"], "loss": [], "term_options": [], "optimizer": "sgd",
-                "momentum": 0.9, "jitter": 0, "clip": False, "init": ["0"], "seeds": ["0"], "boxes": [],
-                "snapshots": [], "chunk_size": None, "display": "stretch", "out": os.path.join(folder, "run")}
+    settings = SweepSettings.create(params=path, categories=[str(i % 1000) for i in range(points)], steps=1,
+                                    penalty=("sq=1",))
     t = time.time()
-    sweeps.run(settings, progress=False)
+    sweeps.run(settings, os.path.join(folder, "run"), progress=False)
     seconds = time.time() - t
     shutil.rmtree(folder, ignore_errors=True)
     return {"workload": f"memory_{points}_points", "peak_rss_gb": max_rss_gb(), "seconds": seconds}

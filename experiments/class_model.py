@@ -5,6 +5,11 @@ r"""Class-model visualisation sweeps (Simonyan et al. 2013, section 2): gradient
   python -m experiments.class_model --config experiments/configs/vgg_goose.py --params vgg16.safetensors \
       --out runs/goose
 
+Every setting (jaxvis/settings.py) is a field of the config, experiments/configs/default.py unless
+--config names a study, and a flag of its own: ``--steps 50`` and ``--config.steps=50`` do the same;
+``--helpfull`` lists them with their help. A study config starts from default.py and changes only
+what differs.
+
 The loss is an objective term plus penalties (``--objective score --penalty sq=0.1,1,10`` sweeps the
 penalty's weight), or explicit variants on one axis (``--loss score --loss score+sq --loss inv_score``).
 Terms: score, log_prob, inv_score, activation (classifiers); biggest_box, box_loc, all_boxes, multibox
@@ -24,70 +29,70 @@ hidden unless --verbosity is given (--verbosity=0 shows them).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxvis.sweeps import SETTINGS
+from jaxvis import settings as settings_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "A study config (experiments/configs/*.py); flags given on the "
-                                "command line override its fields.", lock_config=False)
-flags.DEFINE_string("model", None, "Architecture expected in --params (e.g. vgg16); checked against the file.")
-flags.DEFINE_string("params", None, "jaxvis params file (.safetensors).")
-flags.DEFINE_list("categories", None, "Class names or indices (channel indices for the activation objective).")
-flags.DEFINE_list("lrs", ["1"], "Learning rates.")
-flags.DEFINE_integer("steps", 200, "Gradient steps.")
-flags.DEFINE_string("objective", None, "Objective term (default: score for classifiers, multibox for detectors).")
-flags.DEFINE_multi_string("penalty", [], "Penalty term and weight(s): sq=1 or sq=0.1,1,10 (a sweep axis).")
-flags.DEFINE_multi_string("loss", [], "A loss variant such as score+sq or score+0.1*sq; repeat for a loss axis.")
-flags.DEFINE_multi_string("term_options", [], "Static term options: activation:layer=conv5_3_pre, "
-                          "activation:position=3,4, inv_score:eps=0.5, all_boxes:reduce=sum.")
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "momentum", "adam"], "optax optimiser.")
-flags.DEFINE_float("momentum", 0.9, "Momentum for --optimizer momentum.")
-flags.DEFINE_integer("jitter", 0, "Shift the image by up to this many pixels at random before each step.")
-flags.DEFINE_bool("clip", False, "Keep the image within the values of a real image (black to white).")
-flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Precision of the network's computation "
-                  "(bfloat16 for GPUs and TPUs; the image and the optimiser stay float32).")
-flags.DEFINE_enum("conv_backend", "auto", ["auto", "onednn", "xla"], "Convolutions: oneDNN's on CPUs where "
-                  "its kernels are built (auto), or XLA's (see jaxvis.conv).")
-flags.DEFINE_enum("loop", "auto", ["auto", "scan", "host"], "Steps loop: on the host on CPUs, one lax.scan on "
-                  "accelerators (auto), or either.")
-flags.DEFINE_list("init", ["0"], "Initialisations: 0 = zeros (the paper), s > 0 = Gaussian noise of std s.")
-flags.DEFINE_list("seeds", ["0"], "Noise seeds.")
-flags.DEFINE_multi_string("boxes", [], "Target box set: whole, centre_quarter, or x1,y1,x2,y2;... (input pixels).")
-flags.DEFINE_list("snapshots", [], "Iterations at which to keep the image (0 is always kept).")
-flags.DEFINE_integer("chunk_size", None, "Grid points per compiled chunk (default: what fits in memory).")
-flags.DEFINE_enum("display", "stretch", ["stretch", "clip"], "How PNGs show the images.")
-flags.DEFINE_bool("pngs", True, "Write PNGs (per point, per snapshot, curves, grids); --nopngs writes only the "
-                  "arrays, results.jsonl and index.html, for grids too large to look at point by point.")
-flags.DEFINE_bool("check_space", True, "Refuse to start a run whose outputs exceed the free space of --out's "
-                  "disk; --nocheck_space starts it anyway.")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+config_flags.DEFINE_config_file(
+    "config", DEFAULT_CONFIG,
+    "A config file (experiments/configs/*.py, with :arg for a variant): its fields are the settings listed "
+    "below, each also a flag of its own; --config.FIELD=value overrides one (lists as '(a, b)'). A setting "
+    "given as a flag overrides the config. Default: experiments/configs/default.py, every setting at its "
+    "default.", lock_config=True)
+
+
+def _define_setting_flags() -> None:
+    """One flag per setting of jaxvis.settings.SweepSettings, with its help; the default shown is the
+    setting's, and a flag overrides the config only when it is given."""
+    for f in settings_lib.fields():
+        kind, choices, text = f.metadata["kind"], f.metadata["choices"], f.metadata["help"]
+        if choices:
+            flags.DEFINE_enum(f.name, f.default, list(choices), text)
+        elif kind == "str":
+            flags.DEFINE_string(f.name, f.default, text)
+        elif kind == "int":
+            flags.DEFINE_integer(f.name, f.default, text)
+        elif kind == "float":
+            flags.DEFINE_float(f.name, f.default, text)
+        elif kind == "bool":
+            flags.DEFINE_bool(f.name, f.default, text)
+        elif kind == "multi":
+            flags.DEFINE_multi_string(f.name, list(f.default), text)
+        else:  # floats, ints, strs: comma-separated
+            flags.DEFINE_list(f.name, [str(v) for v in f.default], text)
+
+
+_define_setting_flags()
+# Process flags: where and how this process runs, not what the run is.
 flags.DEFINE_string("out", None, "Run directory.")
 flags.DEFINE_bool("resume", False, "Continue the run in --out (same configuration), skipping finished chunks.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("check_space", True, "Refuse to start a run whose outputs exceed the free space of --out's "
+                  "disk; --nocheck_space starts it anyway.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run one sweep on several processes "
                     "through jax.distributed (each process takes its share of the chunks).")
 flags.DEFINE_integer("num_processes", 1, "Number of processes in the jax.distributed run.")
 flags.DEFINE_integer("process_id", 0, "This process's index, 0 .. num_processes - 1.")
+PROCESS_FLAGS = ("out", "resume", "progress", "check_space", "coordinator_address", "num_processes", "process_id")
 
 
-
-def settings_from_flags() -> dict:
-    """The run's settings: the config file's fields, overridden by flags given on the command line."""
+def settings_from_flags() -> settings_lib.SweepSettings:
+    """The run's settings: the config's fields, overridden by the setting flags given on the command line."""
     from jaxvis import sweeps
 
-    settings = {name: FLAGS[name].value for name in SETTINGS}
-    if FLAGS.config is not None:
-        cfg = FLAGS.config.to_dict()
-        unknown = sorted(set(cfg) - set(SETTINGS))
-        if unknown:
-            raise sweeps.UsageError(f"config has unknown fields {unknown}; known: {', '.join(SETTINGS)}")
-        for name, value in cfg.items():
-            if not FLAGS[name].present:
-                settings[name] = value
-    return settings
+    try:
+        settings = settings_lib.SweepSettings.from_mapping(FLAGS.config)
+        given = {f.name: FLAGS[f.name].value for f in settings_lib.fields() if FLAGS[f.name].present}
+        return settings.replace(**given)
+    except settings_lib.SettingsError as e:
+        raise sweeps.UsageError(str(e)) from None
 
 
 def main(argv):
@@ -101,7 +106,8 @@ def main(argv):
     try:
         settings = settings_from_flags()
         cluster = Cluster(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-        run(settings, resume=FLAGS.resume, progress=FLAGS.progress, cluster=cluster, check_space=FLAGS.check_space)
+        run(settings, FLAGS.out, resume=FLAGS.resume, progress=FLAGS.progress, cluster=cluster,
+            check_space=FLAGS.check_space)
     except (UsageError, OutputError) as e:
         sys.exit(f"error: {e}")
     except ValueError as e:  # the library's errors about settings, files and run directories

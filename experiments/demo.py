@@ -32,22 +32,19 @@ flags.DEFINE_integer("scenes", 12, "Generated scenes for the saliency part.")
 flags.DEFINE_bool("resume", False, "Continue an earlier demo run in --out.")
 
 
-ROBUST = {"loss": ["score+sq+3*tv"], "lrs": [0.1], "seeds": [0, 1], "jitter": 8, "clip": True}
+ROBUST = {"loss": ("score+sq+3*tv",), "lrs": (0.1,), "seeds": (0, 1), "jitter": 8, "clip": True}
 
 
-def _classifier_settings(out: str, steps: int, **changes) -> dict:
+def _classifier_settings(steps: int):
+    """The lab's study on the shipped classifier: every class, the three losses, three learning rates
+    (the other settings at their defaults)."""
     from jaxvis import assets
     from jaxvis.data import shapes
+    from jaxvis.settings import SweepSettings
 
-    settings = {
-        "model": "shapes_vgg", "params": assets.path("classifier"), "categories": list(shapes.CLASSES),
-        "lrs": [0.1, 1.0, 10.0], "steps": steps, "objective": None, "penalty": [],
-        "loss": ["score", "score+sq", "inv_score"], "term_options": [], "optimizer": "sgd", "momentum": 0.9,
-        "jitter": 0, "clip": False, "init": [0.0], "seeds": [0], "boxes": [], "snapshots": [10, 50, steps],
-        "chunk_size": None, "display": "stretch", "out": out,
-    }
-    settings.update(changes)
-    return settings
+    return SweepSettings.create(model="shapes_vgg", params=assets.path("classifier"), categories=shapes.CLASSES,
+                                lrs=(0.1, 1.0, 10.0), steps=steps, loss=("score", "score+sq", "inv_score"),
+                                snapshots=(10, 50, steps))
 
 
 def class_models(out: str, steps: int, resume: bool) -> dict:
@@ -55,12 +52,13 @@ def class_models(out: str, steps: int, resume: bool) -> dict:
     jitter (8 px), images kept within valid pixel values, and a total-variation term."""
     from jaxvis import sweeps
 
-    lab = _classifier_settings(os.path.join(out, "classifier"), steps)
-    robust = _classifier_settings(os.path.join(out, "classifier_robust"), steps, **ROBUST)
-    lab_index = sweeps.run(lab, resume=resume)
-    robust_index = sweeps.run(robust, resume=resume)
+    lab = _classifier_settings(steps)
+    robust = lab.replace(**ROBUST)
+    lab_out, robust_out = os.path.join(out, "classifier"), os.path.join(out, "classifier_robust")
+    lab_index = sweeps.run(lab, lab_out, resume=resume)
+    robust_index = sweeps.run(robust, robust_out, resume=resume)
     return {"index": os.path.relpath(lab_index, out), "robust_index": os.path.relpath(robust_index, out),
-            "judge": {**judge(lab["out"], {"score": 1.0, "sq": 1.0}), **judge(robust["out"], None, "robust ")}}
+            "judge": {**judge(lab_out, {"score": 1.0, "sq": 1.0}), **judge(robust_out, None, "robust ")}}
 
 
 def judge(run: str, loss: dict | None, prefix: str = "") -> dict:
@@ -89,17 +87,14 @@ def judge(run: str, loss: dict | None, prefix: str = "") -> dict:
 
 
 def detector_objectives(out: str, steps: int, resume: bool) -> dict:
-    from jaxvis import sweeps
-    from jaxvis import assets
+    from jaxvis import assets, sweeps
+    from jaxvis.settings import SweepSettings
 
-    settings = {
-        "model": "shapes_ssd", "params": assets.path("detector"), "categories": ["circle", "star", "cross"],
-        "lrs": [0.05], "steps": steps, "objective": None, "penalty": [],
-        "loss": ["biggest_box+box_loc", "all_boxes", "multibox"], "term_options": [], "optimizer": "adam",
-        "momentum": 0.9, "jitter": 0, "clip": True, "init": [0.0], "seeds": [0], "boxes": ["whole", "centre_quarter"],
-        "snapshots": [10, steps], "chunk_size": None, "display": "stretch", "out": os.path.join(out, "detector"),
-    }
-    return {"index": os.path.relpath(sweeps.run(settings, resume=resume), out)}
+    settings = SweepSettings.create(
+        model="shapes_ssd", params=assets.path("detector"), categories=("circle", "star", "cross"), lrs=(0.05,),
+        steps=steps, loss=("biggest_box+box_loc", "all_boxes", "multibox"), optimizer="adam", clip=True,
+        boxes=("whole", "centre_quarter"), snapshots=(10, steps))
+    return {"index": os.path.relpath(sweeps.run(settings, os.path.join(out, "detector"), resume=resume), out)}
 
 
 def saliency_part(out: str, scenes: int) -> dict:

@@ -321,11 +321,41 @@ class Engine:
     ``loop``: ``"scan"`` runs a chunk's steps as one ``lax.scan`` on the device; ``"host"`` loops over a
     compiled step on the host, with the carry donated and no transfer until the chunk ends; ``"auto"``
     (default) takes ``"host"`` on CPUs, where XLA runs loop bodies slowly, and ``"scan"`` elsewhere.
+
+    Everything the compiled programs depend on (model, terms, optimiser, steps, snapshots, jitter, clip,
+    compute dtype, loop, devices) is fixed when the engine is built: assigning one is an error, and
+    ``replace(steps=...)`` builds another engine, with programs of its own.
     """
+
+    _CONSTRUCTOR = ("model", "terms", "optimizer", "steps", "snapshots", "devices", "step_progress", "jitter",
+                    "clip", "compute_dtype", "loop")
+
+    def __setattr__(self, name, value):
+        if not name.startswith("_") and getattr(self, "_built", False):
+            raise AttributeError(
+                f"Engine.{name} is fixed once the engine is built: its compiled programs depend on it. Use "
+                f"engine.replace({name}=...) for an engine with another value.")
+        object.__setattr__(self, name, value)
+
+    def replace(self, **changes) -> "Engine":
+        """A new engine with some constructor arguments changed (and programs compiled afresh)."""
+        unknown = sorted(set(changes) - set(self._CONSTRUCTOR))
+        if unknown:
+            raise TypeError(f"Engine.replace takes {', '.join(self._CONSTRUCTOR)}; got {unknown}.")
+        return Engine(**{**self._arguments, **changes})
+
+    @property
+    def trace_count(self) -> int:
+        """How many times the chunk program was traced (compiled)."""
+        return self._trace_count
 
     def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
                  jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto"):
+        object.__setattr__(self, "_arguments", dict(
+            model=model, terms=tuple(terms), optimizer=optimizer, steps=steps, snapshots=tuple(snapshots),
+            devices=devices, step_progress=step_progress, jitter=jitter, clip=clip, compute_dtype=compute_dtype,
+            loop=loop))
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -365,11 +395,12 @@ class Engine:
         self.mesh = Mesh(np.array(self.devices), ("points",))
         self.step_progress = step_progress
         self._report_every = max(1, self.steps // 50)  # steps between progress updates
-        self.trace_count = 0
+        self._trace_count = 0
         self._progress: Progress | None = None
         self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
         self._fn = jax.jit(self._chunk)
         self._host_fns = None
+        self._built = True
 
     @property
     def term_names(self) -> list[str]:
@@ -398,7 +429,7 @@ class Engine:
 
     def _init_chunk(self, pts):
         """Starting images, optimiser states, divergence flags and snapshot buffer of a chunk."""
-        self.trace_count += 1
+        self._trace_count += 1
         h, w = self.model.spec.input_size
         lo, hi = self._bounds()
 

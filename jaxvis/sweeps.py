@@ -1,12 +1,10 @@
-"""Class-model sweeps from plain settings: parse them, build the model, sweep and engine, run the
-chunks into a run directory (resumable, optionally spread over processes with jax.distributed) and
-write the outputs. The ``experiments.class_model`` launcher and the demo call ``run``.
+"""Class-model sweeps from settings: build the model, sweep and engine, run the chunks into a run
+directory (resumable, optionally spread over processes with jax.distributed) and write the outputs.
+The ``experiments.class_model`` launcher and the demo call ``run``.
 
-Settings are a dict with the launcher's flag names: model, params, categories, lrs, steps, objective,
-penalty, loss, term_options, optimizer, momentum, jitter, clip, compute_dtype, init, seeds, boxes,
-snapshots, chunk_size, display, out; and, optional, conv_backend and loop (how the engine computes:
-they do not change what a run is, so a run may resume under other values) and pngs (False: write no
-PNG, for grids too large to look at point by point).
+The settings are a ``jaxvis.settings.SweepSettings`` (every field, its default and its meaning are
+there); a plain mapping of some of its fields is read into one. conv_backend and loop say how the
+engine computes, not what a run is, so a run may resume under other values.
 """
 
 from __future__ import annotations
@@ -17,15 +15,24 @@ import re
 import sys
 import time
 
-from jaxvis.fileio import sha256
+from typing import Any, Mapping
 
-SETTINGS = ("model", "params", "categories", "lrs", "steps", "objective", "penalty", "loss", "term_options",
-            "optimizer", "momentum", "jitter", "clip", "compute_dtype", "init", "seeds", "boxes", "snapshots",
-            "chunk_size", "display", "out", "conv_backend", "loop", "pngs")
+from jaxvis.fileio import sha256
+from jaxvis.settings import SettingsError, SweepSettings
 
 
 class UsageError(ValueError):
     """Settings that cannot be read or do not go together."""
+
+
+def as_settings(settings: SweepSettings | Mapping[str, Any]) -> SweepSettings:
+    """``settings`` as a SweepSettings (a mapping is read field by field; unknown fields are an error)."""
+    if isinstance(settings, SweepSettings):
+        return settings
+    try:
+        return SweepSettings.from_mapping(settings)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
 
 
 def _floats(values, what) -> list[float]:
@@ -80,29 +87,28 @@ def parse_boxes(entries, input_size) -> list[list[list[float]]]:
     return sets or [[]]
 
 
-def build(settings: dict, step_progress: bool = False):
+def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = False):
     """(model, sweep, engine, run config) from the settings."""
     import jaxvis
     from jaxvis import engine as eng
     from jaxvis import labels as lab
 
-    if not settings["params"]:
+    settings = as_settings(settings)
+    if not settings.params:
         raise UsageError("--params is required: a jaxvis params file (convert one with python -m converters.torchvision).")
-    if not settings["out"]:
-        raise UsageError("--out is required: the run directory.")
-    model = jaxvis.load(settings["params"], arch=settings["model"] or None)
-    model = model.with_conv_backend(settings.get("conv_backend") or "auto")
+    model = jaxvis.load(settings.params, arch=settings.model or None)
+    model = model.with_conv_backend(settings.conv_backend)
     detector = model.spec.is_detector
-    if settings["loss"]:
-        if settings["objective"] or settings["penalty"]:
+    if settings.loss:
+        if settings.objective or settings.penalty:
             raise UsageError("give either --loss variants or --objective/--penalty, not both.")
-        losses = [parse_loss(text) for text in settings["loss"]]
+        losses = [parse_loss(text) for text in settings.loss]
         factors = {}
     else:
-        objective = settings["objective"] or ("multibox" if detector else "score")
+        objective = settings.objective or ("multibox" if detector else "score")
         loss = {objective: 1.0}
         factors = {}
-        for entry in settings["penalty"]:
+        for entry in settings.penalty:
             name, _, values = entry.partition("=")
             if not values:
                 raise UsageError(f"--penalty reads name=weight(s), e.g. sq=1 or sq=0.1,1,10; got {entry!r}")
@@ -110,32 +116,27 @@ def build(settings: dict, step_progress: bool = False):
             loss[name] = 1.0
             factors[name] = weights
         losses = [loss]
-    options = parse_term_options(settings["term_options"])
+    options = parse_term_options(settings.term_options)
     probe = eng.Sweep(targets=[0], lrs=[1.0], losses=losses)
     terms = eng.terms_for(model, probe, options)
-    if not settings["categories"]:
+    if not settings.categories:
         raise UsageError("--categories is required: class names or indices.")
-    categories = settings["categories"]
-    if isinstance(categories, str):
-        categories = categories.split(",")
     if "activation" in probe.term_names:
-        targets = [int(c) for c in categories]
+        targets = [int(c) for c in settings.categories]
     else:
-        targets = lab.resolve(categories, model.spec.labels)
+        targets = lab.resolve(list(settings.categories), model.spec.labels)
     sweep = eng.Sweep(
-        targets=targets, lrs=_floats(settings["lrs"], "--lrs"), losses=losses, weights=factors,
-        init_scales=_floats(settings["init"], "--init"), seeds=[int(s) for s in _floats(settings["seeds"], "--seeds")],
-        boxes=parse_boxes(settings["boxes"], model.spec.input_size))
-    optimizer = eng.Optimizer(settings["optimizer"], momentum=settings["momentum"])
-    engine = eng.Engine(model, terms, optimizer=optimizer, steps=int(settings["steps"]),
-                        snapshots=[int(s) for s in _floats(settings["snapshots"], "--snapshots")] if settings["snapshots"] else (),
-                        devices=eng.env_devices(), step_progress=step_progress,
-                        jitter=int(settings.get("jitter") or 0), clip=bool(settings.get("clip")),
-                        compute_dtype=settings.get("compute_dtype") or "float32", loop=settings.get("loop") or "auto")
+        targets=targets, lrs=list(settings.lrs), losses=losses, weights=factors,
+        init_scales=list(settings.init), seeds=list(settings.seeds),
+        boxes=parse_boxes(settings.boxes, model.spec.input_size))
+    optimizer = eng.Optimizer(settings.optimizer, momentum=settings.momentum)
+    engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
+                        devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,
+                        clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop)
     sweep.validate(model, terms, engine.steps)
-    size, n_chunks = engine.n_chunks(sweep, settings["chunk_size"])
+    size, n_chunks = engine.n_chunks(sweep, settings.chunk_size or None)
     run_config = {
-        "arch": model.spec.arch, "params_sha256": sha256(settings["params"]),
+        "arch": model.spec.arch, "params_sha256": sha256(settings.params),
         "terms": [[t.name, dict(t.options)] for t in terms], "optimizer": optimizer.__dict__,
         "steps": engine.steps, "snapshots": list(engine.snapshots), "axes": sweep.axes(),
         "jitter": engine.jitter, "clip": engine.clip, "compute_dtype": engine.compute_dtype,
@@ -178,9 +179,10 @@ class Cluster:
             multihost_utils.sync_global_devices(name)
 
 
-def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cluster | None = None,
-        check_space: bool = True) -> str | None:
-    """Runs (or resumes) a sweep and writes its outputs; returns the index.html path (on process 0).
+def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = False, progress: bool = True,
+        cluster: Cluster | None = None, check_space: bool = True) -> str | None:
+    """Runs (or resumes) a sweep into the run directory ``out`` and writes its outputs; returns the
+    index.html path (on process 0).
 
     Process 0 first takes the run directory's lock (one writer per directory; a second run on it is
     refused at once), then states what the run will write and refuses it when that exceeds the disk's
@@ -193,7 +195,7 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
     from jaxvis.fileio import DirLock, OutputError
 
     cluster = cluster or Cluster()
-    out = settings["out"]
+    settings = as_settings(settings)
     if not out:
         raise UsageError("--out is required: the run directory.")
     lock, problem = None, ""
@@ -208,7 +210,7 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
         raise SystemExit(1)
     finished = False
     try:
-        index = _run(settings, resume, progress, cluster, check_space)
+        index = _run(settings, str(out), resume, progress, cluster, check_space)
         finished = True
         return index
     finally:
@@ -216,7 +218,7 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
             lock.release(remove=not finished)  # a directory made for a refused run goes again
 
 
-def _run(settings, resume, progress, cluster, check_space):
+def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_space):
     from jaxvis import render
     from jaxvis.rundir import OutputPlan, RunDir, RunDirError, space_guard
 
@@ -225,10 +227,9 @@ def _run(settings, resume, progress, cluster, check_space):
         # Every process must cut the grid the same way: process 0's chunk size wins.
         size = cluster.broadcast(run_config["chunk_size"])
         run_config["chunk_size"], run_config["n_chunks"] = size, (sweep.size + size - 1) // size
-    out = settings["out"]
     plan = OutputPlan.make(out, model.spec.input_size, [(name, len(v)) for name, v in sweep.axes()],
                            run_config["chunk_size"], engine.steps, len(engine.snapshots), len(engine.terms),
-                           engine.loop, pngs=settings.get("pngs", True))
+                           engine.loop, pngs=settings.pngs)
     n_chunks = run_config["n_chunks"]
     mine = [c for c in range(n_chunks) if c % cluster.size == cluster.rank]
     where = f" (process {cluster.rank} of {cluster.size}: {len(mine)} chunk(s))" if cluster.size > 1 else ""
@@ -271,11 +272,11 @@ def _run(settings, resume, progress, cluster, check_space):
     if cluster.rank != 0:
         print(f"process {cluster.rank}: my chunks are done in {time.time() - start:.1f} s; process 0 writes the outputs.")
         return None
-    settings_shown = {k: settings.get(k) for k in SETTINGS if k != "out"}
+    settings_shown = settings.to_dict()
     plan.check_assembly()
     with space_guard(rundir, plan, "the assembled outputs"):
         index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,
-                                   settings_shown, display=settings["display"], pngs=settings.get("pngs", True))
+                                   settings_shown, display=settings.display, pngs=settings.pngs)
     elapsed = time.time() - start
     with open(os.path.join(out, "results.jsonl")) as f:
         n_div = sum(json.loads(line)["diverged"] for line in f)

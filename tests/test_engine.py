@@ -112,6 +112,28 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
     assert not np.allclose(again.images, grid.images)
 
 
+@pytest.mark.parametrize("name, value", [("steps", 4), ("jitter", 2), ("clip", True), ("loop", "scan"),
+                                         ("compute_dtype", "bfloat16"), ("snapshots", (0, 2))])
+def test_settings_are_fixed_after_a_run_and_replace_builds_a_new_program(vgg, name, value):
+    """What a compiled program depends on cannot change under it: assigning is refused, replace() makes an
+    engine whose first run compiles its own program and follows the new value."""
+    eng = lab_engine(vgg, steps=6)
+    sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[LAB])
+    first = eng.run(sweep, progress=False)
+    with pytest.raises(AttributeError, match=rf"Engine.{name} is fixed once the engine is built.*replace"):
+        setattr(eng, name, value)
+    other = eng.replace(**{name: value})
+    assert getattr(eng, name) != getattr(other, name) or name == "snapshots"
+    second = other.run(sweep, progress=False)
+    assert other.trace_count <= 1 and eng.trace_count <= 1  # the host loop traces its own step functions
+    if name == "steps":
+        assert second.loss.shape == (4, 1) and first.loss.shape == (6, 1)
+    if name == "snapshots":
+        assert sorted(second.snapshots) == [0, 2] and sorted(first.snapshots) == [0]
+    # The first engine's program is untouched: a rerun gives its first result bit for bit.
+    np.testing.assert_array_equal(eng.run(sweep, progress=False).images, first.images)
+
+
 def test_snapshots_are_the_images_after_k_steps(vgg):
     sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[LAB])
     full = lab_engine(vgg, steps=12, snapshots=[4, 12]).run(sweep, progress=False)

@@ -167,20 +167,17 @@ def test_a_second_lock_on_a_directory_is_refused_naming_the_holder(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Full disk mid-run.
 
-def _settings(params, out, steps=3):
-    from jaxvis.sweeps import SETTINGS
+def _settings(params, steps=3):
+    from jaxvis.settings import SweepSettings
 
-    s = {name: None for name in SETTINGS}
-    s.update(params=str(params), categories="0,1,2,3", lrs="0.5", steps=steps, init="0.3", seeds="1",
-             objective=None, penalty=["sq=1"], loss=[], term_options=[], optimizer="sgd", momentum=0.9,
-             snapshots="2", chunk_size=1, display="stretch", out=str(out), boxes=[])
-    return s
+    return SweepSettings.create(params=str(params), categories="0,1,2,3", lrs="0.5", steps=steps, init="0.3",
+                                seeds="1", penalty=["sq=1"], snapshots="2", chunk_size=1)
 
 
 def test_injected_enospc_stops_the_run_keeps_chunks_and_resume_matches(tmp_files_vgg, tmp_path, monkeypatch, capsys):
     from jaxvis import rundir, sweeps
 
-    sweeps.run(_settings(tmp_files_vgg, tmp_path / "whole"), progress=False)
+    sweeps.run(_settings(tmp_files_vgg), tmp_path / "whole", progress=False)
     real, calls = rundir.atomic_write, []
 
     def full_after_two(path, write, sync=True):
@@ -193,7 +190,7 @@ def test_injected_enospc_stops_the_run_keeps_chunks_and_resume_matches(tmp_files
     monkeypatch.setattr(rundir, "atomic_write", full_after_two)
     out = tmp_path / "full"
     with pytest.raises(rundir.DiskFullError) as e:
-        sweeps.run(_settings(tmp_files_vgg, out), progress=False)
+        sweeps.run(_settings(tmp_files_vgg), out, progress=False)
     message = str(e.value)
     assert f"no space left on the disk of {out} while writing a chunk file" in message
     assert "more are needed to finish" in message and "The 2 of 4 chunks saved so far are intact" in message
@@ -206,7 +203,7 @@ def test_injected_enospc_stops_the_run_keeps_chunks_and_resume_matches(tmp_files
         (sl, got), (_, want) = part.load_chunk(i), whole.load_chunk(i)
         assert sl == slice(i, i + 1)
         np.testing.assert_array_equal(got.images, want.images)
-    sweeps.run(_settings(tmp_files_vgg, out), resume=True, progress=False)
+    sweeps.run(_settings(tmp_files_vgg), out, resume=True, progress=False)
     assert "2 chunk(s) already done" in capsys.readouterr().out
     assert outputs(out) == outputs(tmp_path / "whole")
 

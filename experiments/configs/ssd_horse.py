@@ -19,17 +19,14 @@ structures; (c) the clearest horse, similar for the whole-image and the quarter-
 
 from ml_collections import ConfigDict
 
+from experiments.configs import default
+
 
 def get_config(arg: str = "voc") -> ConfigDict:
-    c = ConfigDict()
+    c = default.get_config()
     c.model = {"voc": "ssd300_vgg16_voc", "coco": "ssd300_vgg16"}.get(arg, "")
-    c.params = ""
-    c.categories = ["circle"] if arg == "shapes" else ["horse"]
-    c.loss = ["biggest_box+box_loc", "all_boxes", "multibox"]
-    c.boxes = ["whole", "centre_quarter"]
-    c.lrs = [1.0]
-    c.steps = 200
-    c.snapshots = [10, 50, 200]
-    c.optimizer = "sgd"
-    c.init = [0.0]
+    c.categories = ("circle",) if arg == "shapes" else ("horse",)
+    c.loss = ("biggest_box+box_loc", "all_boxes", "multibox")
+    c.boxes = ("whole", "centre_quarter")
+    c.snapshots = (10, 50, 200)
     return c

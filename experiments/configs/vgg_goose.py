@@ -17,16 +17,14 @@ or saturates; -score alone drifts to large, noisy values.
 
 from ml_collections import ConfigDict
 
+from experiments.configs import default
+
 
 def get_config(arg: str = "vgg16") -> ConfigDict:
-    c = ConfigDict()
+    c = default.get_config()
     c.model = "" if arg == "shapes" else arg
-    c.params = ""
-    c.categories = ["star"] if arg == "shapes" else ["goose"]
-    c.loss = ["score", "score+sq", "inv_score"]
-    c.lrs = [0.01, 0.1, 1.0, 10.0, 100.0]
-    c.steps = 200
-    c.snapshots = [10, 50, 200]
-    c.optimizer = "sgd"
-    c.init = [0.0]
+    c.categories = ("star",) if arg == "shapes" else ("goose",)
+    c.loss = ("score", "score+sq", "inv_score")
+    c.lrs = (0.01, 0.1, 1.0, 10.0, 100.0)
+    c.snapshots = (10, 50, 200)
     return c
