@@ -212,10 +212,20 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
     print(f"{model.spec.arch}: {sweep.size} grid points x {engine.steps} steps in {n_chunks} chunk(s) of "
           f"{run_config['chunk_size']} on {len(engine.devices)} device(s){where}; "
           f"{len(done)} chunk(s) already done.")
+    settings_shown = {k: settings.get(k) for k in SETTINGS if k != "out"}
+    if cluster.rank == 0:  # the report page from the start; each finished chunk appears on it
+        render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config)
+
+    def on_chunk(index, points, result):
+        rundir.save_chunk(index, points, result)
+        render.write_chunk(out, model.spec, sweep, engine.term_names, index, points, result, settings["display"])
+        if cluster.rank == 0:
+            render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config)
+
     start = time.time()
     try:
         engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
-                   chunks=mine, on_chunk=rundir.save_chunk)
+                   chunks=mine, on_chunk=on_chunk)
     except KeyboardInterrupt:
         finished = len(rundir.done_chunks())
         print(f"\ninterrupted: {finished} of {n_chunks} chunks are saved in {out}; continue with --resume.",
@@ -225,7 +235,6 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
     if cluster.rank != 0:
         print(f"process {cluster.rank}: my chunks are done in {time.time() - start:.1f} s; process 0 writes the outputs.")
         return None
-    settings_shown = {k: settings.get(k) for k in SETTINGS if k != "out"}
     index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names, settings_shown,
                                display=settings["display"])
     elapsed = time.time() - start
