@@ -161,7 +161,7 @@
       var lines = ["#" + p.index + "  " + p.label];
       A.axes.forEach(function (a) { lines.push(a.name + ": " + axisLabel(a.name, p)); });
       lines.push("final score: " + fmt(p.final_score), "probability: " + fmt(p.final_prob),
-                 "loss: " + fmt(p.final_loss),
+                 "final loss: " + fmt(p.final_loss),
                  "diverged: " + (p.diverged ? "at step " + p.diverged_step : "no"));
       return lines.join("\n");
     }
