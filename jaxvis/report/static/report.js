@@ -155,7 +155,7 @@
     function fileOf(p) { return (p.files && p.files[state.mode]) || p.file; }
     function caption(p) {
       return p.diverged ? "diverged at step " + p.diverged_step
-        : "S=" + fmt(p.final_score, 3) + "  p=" + fmt(p.final_prob, 2);
+        : "S=" + fmt(p.final_score, 3) + "  p=" + (p.final_prob === null || p.final_prob === undefined ? "–" : p.final_prob.toFixed(2));
     }
     function describe(p) {
       var lines = ["#" + p.index + "  " + p.label];
