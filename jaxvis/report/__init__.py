@@ -104,6 +104,7 @@ def sweep_axes(spec, sweep, term_names, settings: dict, run_config: dict | None 
     run_config = run_config or {}
     return {
         "format": FORMAT, "kind": "sweep", "arch": spec.arch, "n_points": int(sweep.size),
+        "input_size": list(spec.input_size),
         "axes": axes, "varying": [a["name"] for a in axes if len(a["values"]) > 1],
         "term_names": list(term_names), "settings": settings,
         "steps": run_config.get("steps", settings.get("steps")), "snapshots": run_config.get("snapshots"),

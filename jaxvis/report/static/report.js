@@ -151,6 +151,9 @@
       delete curveWaiters[chunk];
     };
 
+    // width and height attributes give lazily loaded images their shape before they load
+    var IW = A.input_size ? A.input_size[1] : 128, IH = A.input_size ? A.input_size[0] : 128;
+    function sized(extra) { return Object.assign({ width: IW, height: IH }, extra); }
     function axisLabel(name, p) { return axes[name].labels[p.at[name]]; }
     function fileOf(p) { return (p.files && p.files[state.mode]) || p.file; }
     function caption(p) {
@@ -199,7 +202,8 @@
     (D.figures || []).forEach(function (f) { links.push([f, f]); });
     var s = A.settings || {};
     clear(app);
-    app.className = "sweep";
+    // small images are enlarged with visible pixels; large ones are smoothed when shown smaller
+    app.className = "sweep" + (A.input_size && Math.max(A.input_size[0], A.input_size[1]) < 160 ? " pixelated" : "");
     app.appendChild(header(D.title, D.status, links));
     app.appendChild(el("p", { class: "summary", text: A.n_points + " points (" +
       (varying.length ? varying.map(function (n) { return axes[n].values.length + " " + n; }).join(" × ") : "one point") +
@@ -266,7 +270,7 @@
       if (tileNodes[p.index]) return tileNodes[p.index];
       var node = el("a", { class: "tile" + (p.diverged ? " bad" : ""), href: "#point=" + p.index,
                            "data-index": p.index }, [
-        img(fileOf(p), { loading: "lazy", width: 128, height: 128, "data-point": p.index }),
+        img(fileOf(p), sized({ loading: "lazy", "data-point": p.index })),
         el("span", { class: "name", text: p.label }),
         el("span", { class: "cap", text: caption(p) }),
       ]);
@@ -319,7 +323,7 @@
           if (hits.length) {
             var p = hits[0];
             var a = el("a", { href: "#point=" + p.index, class: p.diverged ? "bad" : "", "data-index": p.index }, [
-              img(fileOf(p), { loading: "lazy", width: 160, height: 160, "data-point": p.index }),
+              img(fileOf(p), sized({ loading: "lazy", "data-point": p.index })),
               el("span", { class: "cap", text: caption(p) }),
               hits.length > 1 ? el("span", { class: "more", text: "+" + (hits.length - 1) + " more" }) : null,
             ]);
@@ -355,11 +359,11 @@
       box.appendChild(el("h2", { text: "#" + p.index + " " + p.label }));
       var strip = el("div", { class: "strip", id: "strip" });
       (p.snapshots || []).forEach(function (s) {
-        strip.appendChild(el("figure", null, [img(s[1], { width: 160, height: 160 }),
+        strip.appendChild(el("figure", null, [img(s[1], sized({})),
                                                el("figcaption", { text: "after " + s[0] + " steps" })]));
       });
       strip.appendChild(el("figure", { class: "final" }, [
-        img(fileOf(p), { width: 160, height: 160, "data-point": p.index }),
+        img(fileOf(p), sized({ "data-point": p.index })),
         el("figcaption", { text: "final (" + (state.mode === "clip" ? "clipped" : "stretched") + ")" })]));
       box.appendChild(strip);
       var charts = el("div", { class: "charts", id: "charts" }, [el("span", { text: "loading curves…" })]);
