@@ -238,7 +238,8 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
     index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names, settings_shown,
                                display=settings["display"])
     elapsed = time.time() - start
-    n_div = sum(json.loads(line)["diverged"] for line in open(os.path.join(out, "results.jsonl")))
+    with open(os.path.join(out, "results.jsonl")) as f:
+        n_div = sum(json.loads(line)["diverged"] for line in f)
     print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
     return index
 

@@ -450,3 +450,65 @@ def test_folder_page_with_a_partial_run(browser, tmp_path, saliency_run):
     assert visible_tiles(browser) == list(range(8)) + list(range(16, 24))
     assert browser.find_element("id", "status").text == "partial: 16 of 24 points, 1 diverged"
     assert all_images_loaded(browser) == [] and errors(browser) == []
+
+
+def test_interrupted_sweep_shows_its_finished_chunks_then_all(browser, tmp_path, monkeypatch):
+    """A real sweep stopped after its first chunk: the page exists and shows that chunk's points; resumed,
+    the page shows all of them."""
+    from experiments.demo import _classifier_settings
+    from jaxvis import sweeps
+    from jaxvis.rundir import RunDir
+
+    out = tmp_path / "run"
+    settings = _classifier_settings(str(out), 3, categories=["circle", "star"], lrs=[0.1, 1.0], loss=["score"],
+                                    snapshots=[1, 3], chunk_size=2)
+    save = RunDir.save_chunk
+
+    def stop_at_second(self, index, points, result):
+        if index == 1:
+            raise KeyboardInterrupt
+        save(self, index, points, result)
+
+    monkeypatch.setattr(RunDir, "save_chunk", stop_at_second)
+    with pytest.raises(SystemExit):
+        sweeps.run(settings, progress=False)
+    assert not (out / "results.jsonl").exists()
+    open_page(browser, out / "index.html")
+    assert visible_tiles(browser) == [0, 1]
+    assert browser.find_element("id", "status").text == "partial: 2 of 4 points"
+    assert all_images_loaded(browser) == [] and errors(browser) == []
+    monkeypatch.setattr(RunDir, "save_chunk", save)
+    sweeps.run(settings, resume=True, progress=False)
+    open_page(browser, out / "index.html")
+    assert visible_tiles(browser) == [0, 1, 2, 3]
+    assert browser.find_element("id", "status").text == "finished"
+    assert all_images_loaded(browser) == [] and errors(browser) == []
+
+
+def test_page_works_over_http(browser, sweep_run):
+    """The same page from a static web server (python -m http.server)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(sweep_run))
+
+    class Quiet(handler.func):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(sweep_run)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get_log("browser")
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/index.html#point=3")
+        for _ in range(200):
+            if browser.find_elements("css selector", "#charts svg polyline"):
+                break
+            time.sleep(0.05)
+        assert len(browser.find_elements("css selector", "#charts svg polyline")) == 2
+        assert all_images_loaded(browser) == [] and errors(browser) == []
+    finally:
+        server.shutdown()
+        server.server_close()

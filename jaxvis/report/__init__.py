@@ -77,6 +77,7 @@ def _write_page(folder: str, html_name: str, data_name: str, title: str, data: d
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{PAGE_DIR}/report.css">
 </head><body>
 <noscript>This report is drawn by JavaScript; the data are in results.jsonl and axes.json.</noscript>
