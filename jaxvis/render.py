@@ -1,4 +1,5 @@
-"""Turning results into files: display images, labelled PNG grids, curves and an HTML index.
+"""Turning results into files: display images, labelled PNG grids (for papers), curves, a sweep's
+files chunk by chunk, and the records and axes that the run report (``jaxvis.report``) shows.
 
 Nothing here computes what the engine or saliency should: it only lays out what they return.
 """

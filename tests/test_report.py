@@ -430,7 +430,9 @@ def test_folder_page_with_a_partial_run(browser, tmp_path, saliency_run):
     make_sweep(runs / "stopped", chunks_done=[0, 2])
     shutil.copytree(saliency_run, runs / "nested" / "sal")
     proc = run_module("experiments.report", str(runs))
-    assert "3 run(s)" in proc.stdout
+    assert "3 run(s)" in proc.stdout and "stopped: class models, toy_vgg" in proc.stdout
+    bad = run_module("experiments.report", str(runs / "missing"), check=False)
+    assert bad.returncode != 0 and "is not a folder; give the folder that holds the run directories" in bad.stderr
     open_page(browser, runs / "runs.html")
     assert errors(browser) == []
     rows = browser.execute_script(
