@@ -457,13 +457,14 @@ def test_folder_page_with_a_partial_run(browser, tmp_path, saliency_run):
 def test_interrupted_sweep_shows_its_finished_chunks_then_all(browser, tmp_path, monkeypatch):
     """A real sweep stopped after its first chunk: the page exists and shows that chunk's points; resumed,
     the page shows all of them."""
-    from experiments.demo import _classifier_settings
-    from jaxvis import sweeps
+    from jaxvis import assets, sweeps
     from jaxvis.rundir import RunDir
 
     out = tmp_path / "run"
-    settings = _classifier_settings(str(out), 3, categories=["circle", "star"], lrs=[0.1, 1.0], loss=["score"],
-                                    snapshots=[1, 3], chunk_size=2)
+    settings = {"model": "shapes_vgg", "params": assets.path("classifier"), "categories": ["circle", "star"],
+                "lrs": [0.1, 1.0], "steps": 3, "objective": None, "penalty": [], "loss": ["score"], "term_options": [],
+                "optimizer": "sgd", "momentum": 0.9, "jitter": 0, "clip": False, "init": [0.0], "seeds": [0],
+                "boxes": [], "snapshots": [1, 3], "chunk_size": 2, "display": "stretch", "out": str(out)}
     save = RunDir.save_chunk
 
     def stop_at_second(self, index, points, result):

@@ -362,9 +362,18 @@
         strip.appendChild(el("figure", null, [img(s[1], sized({})),
                                                el("figcaption", { text: "after " + s[0] + " steps" })]));
       });
-      strip.appendChild(el("figure", { class: "final" }, [
-        img(fileOf(p), sized({ "data-point": p.index })),
-        el("figcaption", { text: "final (" + (state.mode === "clip" ? "clipped" : "stretched") + ")" })]));
+      var finalImage = img(fileOf(p), sized({ "data-point": p.index }));
+      if (p.boxes && p.boxes.length) {             // a detector's target boxes, in network-input pixels
+        var frame = svg("svg", { viewBox: "0 0 " + IW + " " + IH, class: "boxes", preserveAspectRatio: "none" });
+        p.boxes.forEach(function (b) {
+          frame.appendChild(svg("rect", { x: b[0], y: b[1], width: b[2] - b[0], height: b[3] - b[1], class: "target",
+                                          "vector-effect": "non-scaling-stroke" }));
+        });
+        finalImage = el("div", { class: "stack" }, [finalImage, frame]);
+      }
+      strip.appendChild(el("figure", { class: "final" }, [finalImage,
+        el("figcaption", { text: "final (" + (state.mode === "clip" ? "clipped" : "stretched") + ")" +
+                                 (p.boxes && p.boxes.length ? ", target box" + (p.boxes.length > 1 ? "es" : "") : "") })]));
       box.appendChild(strip);
       var charts = el("div", { class: "charts", id: "charts" }, [el("span", { text: "loading curves…" })]);
       box.appendChild(charts);
