@@ -367,6 +367,16 @@ def test_detail_view_draws_the_curves(browser, sweep_run):
     assert len(browser.find_elements("css selector", "#strip img")) == len(SNAPSHOTS) + 1
     assert "diverged" in browser.find_element("id", "detail").text
     assert all_images_loaded(browser) == [] and errors(browser) == []
+    # the arrow keys step to the neighbours in the current order
+    from selenium.webdriver.common.keys import Keys
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_RIGHT)
+    shown = None
+    for _ in range(100):
+        shown = browser.execute_script("const d = document.getElementById('detail'); return d && d.dataset.index")
+        if shown == "6":
+            break
+        time.sleep(0.02)
+    assert shown == "6" and browser.execute_script("return location.hash") == "#point=6"
 
 
 def test_two_thousand_points_are_interactive_within_two_seconds(browser, tmp_path):

@@ -352,8 +352,9 @@
       var prev = at > 0 ? order[at - 1] : null, next = at >= 0 && at < order.length - 1 ? order[at + 1] : null;
       view.appendChild(el("div", { class: "detail-nav" }, [
         el("a", { href: "#tiles", text: "← all points" }),
-        prev ? el("a", { href: "#point=" + prev.index, text: "‹ previous" }) : null,
-        next ? el("a", { href: "#point=" + next.index, text: "next ›" }) : null,
+        prev ? el("a", { href: "#point=" + prev.index, id: "detail-prev", text: "‹ previous" }) : null,
+        next ? el("a", { href: "#point=" + next.index, id: "detail-next", text: "next ›" }) : null,
+        el("span", { class: "hint", text: "(← → keys)" }),
       ]));
       var box = el("section", { class: "detail", id: "detail", "data-index": p.index });
       box.appendChild(el("h2", { text: "#" + p.index + " " + p.label }));
@@ -436,6 +437,13 @@
 
     buildControls();
     window.addEventListener("hashchange", route);
+    // in the detail view, the arrow keys step through the points in the current filter and sort order
+    document.addEventListener("keydown", function (e) {
+      if (view.getAttribute("data-view") !== "detail" || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+      var link = e.key === "ArrowLeft" ? "prev" : e.key === "ArrowRight" ? "next" : null;
+      var a = link && document.getElementById("detail-" + link);
+      if (a) location.hash = a.getAttribute("href");
+    });
     route();
     ready();
   }
