@@ -91,11 +91,15 @@ def make_big_sweep(path, n_targets=10, n_lrs=10, n_seeds=20) -> str:
     with open(path / "results.jsonl", "w") as f:
         for i, p in enumerate(sweep.point_axes()):
             file = f"points/p{i % 8}.png"
+            # records of the size the library writes (every key of render.write_chunk's records)
             f.write(json.dumps({
-                "index": i, "file": file, "files": {"stretch": file, "clip": file}, "snapshots": [], "chunk": i // 100,
-                "label": f"{i}", "at": report.point_at(p, axes), "target": p["target"], "lr": p["lr"], "seed": p["seed"],
-                "loss": p["loss"], "final_score": float(rng.normal()), "final_prob": float(rng.uniform()),
-                "final_loss": float(rng.normal()), "diverged": False, "diverged_step": None}) + "\n")
+                "index": i, "file": file, "files": {"stretch": file, "clip": file}, "display": "stretch",
+                "snapshots": [[k, file] for k in SNAPSHOTS], "curve_png": file, "chunk": i // 100,
+                "label": render.point_label(p, spec, ["target", "lr", "seed"]), "at": report.point_at(p, axes),
+                "target": p["target"], "target_name": spec.labels[p["target"]], "lr": p["lr"], "seed": p["seed"],
+                "loss": p["loss"], "weights": {"score": 1.0}, "init": p["init"], "boxes": p["boxes"],
+                "final_score": float(rng.normal()), "final_prob": float(rng.uniform()),
+                "final_loss": float(rng.normal()), "diverged": False, "diverged_step": None}, sort_keys=True) + "\n")
     return report.write_sweep_page(str(path))
 
 
@@ -241,15 +245,17 @@ def errors(driver):
 
 
 def all_images_loaded(driver):
-    """Scrolls through the page so lazy images load; returns the sources of images that did not."""
-    driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        pending = driver.execute_script(
-            "return Array.from(document.images).filter(i => !i.complete).length")
-        if not pending:
-            break
-        time.sleep(0.05)
+    """Scrolls through the page, a screen at a time, so that every lazy image loads; returns the sources
+    of the images that did not load (broken, or still pending after a few seconds)."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    screen = driver.execute_script("return window.innerHeight")
+    for y in list(range(0, height, screen)) + [height]:
+        driver.execute_script("window.scrollTo(0, arguments[0])", y)
+        deadline = time.time() + 5
+        while driver.execute_script("return Array.from(document.images).some("
+                                    "i => !i.complete && i.getBoundingClientRect().top < window.innerHeight"
+                                    " && i.getBoundingClientRect().bottom > 0)") and time.time() < deadline:
+            time.sleep(0.02)
     driver.execute_script("window.scrollTo(0, 0)")
     return driver.execute_script(
         "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
