@@ -126,6 +126,8 @@ def make_saliency(path, images_dir) -> str:
     field, h, w = sources[1]
     np.save(path / "field.npy", rng.random((h, w)).astype(np.float32))
     records.append({"image": field, "target": "goose", "map": "field.npy", "score": 3.0})   # minimal record
+    np.save(path / "gone.npy", rng.random((30, 20)).astype(np.float32))
+    records.append({"image": str(images_dir / "moved_away.png"), "map": "gone.npy"})        # its image is gone
     with open(path / "results.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
@@ -408,7 +410,12 @@ def saliency_run(tmp_path_factory):
 def test_saliency_page(browser, saliency_run):
     open_page(browser, saliency_run / "index.html")
     assert all_images_loaded(browser) == [] and errors(browser) == []
-    assert browser.find_element("id", "count").text == "7 maps shown"
+    assert browser.find_element("id", "count").text == "8 maps shown"
+    # a map whose image is gone is shown alone, at full opacity, in the map's shape
+    gone = browser.find_element("css selector", "section.image-group[data-image='2'] figure.card:not(.source)")
+    assert [i.get_attribute("class") for i in gone.find_elements("css selector", ".stack img")] == ["heat"]
+    assert gone.find_element("css selector", "img.heat").value_of_css_property("opacity") == "1"
+    assert gone.find_element("css selector", ".stack").get_attribute("style").replace(" ", "") == "aspect-ratio:20/30;"
     rows = browser.execute_script(
         "return Array.from(document.querySelectorAll('.method-row')).map(r => [r.dataset.method,"
         " Array.from(r.querySelectorAll('figure.card:not(.source) strong')).map(s => s.textContent)])")
@@ -424,7 +431,7 @@ def test_saliency_page(browser, saliency_run):
     slider = browser.find_element("id", "opacity")
     browser.execute_script("arguments[0].value = 0.25; arguments[0].dispatchEvent(new Event('input'))", slider)
     opacities = browser.execute_script("return Array.from(document.querySelectorAll('img.heat')).map(i => i.style.opacity)")
-    assert opacities == ["0.25"] * 3
+    assert opacities == ["0.25"] * 3                            # the odam maps of the street scene
     assert errors(browser) == []
 
 

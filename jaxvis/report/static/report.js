@@ -472,7 +472,7 @@
     slider.addEventListener("input", function () {
       state.opacity = Number(slider.value);
       shownValue.textContent = Math.round(state.opacity * 100) + "%";
-      Array.prototype.forEach.call(document.querySelectorAll("img.heat"), function (n) { n.style.opacity = state.opacity; });
+      Array.prototype.forEach.call(document.querySelectorAll("img.heat.over"), function (n) { n.style.opacity = state.opacity; });
     });
     controls.appendChild(el("div", { class: "group" }, [
       el("strong", { text: "Filter" }),
@@ -499,7 +499,7 @@
       var box = el("div", { class: "stack", style: "aspect-ratio: " + w + " / " + h });
       if (g.file) box.appendChild(img(g.file, { class: "base", loading: "lazy" }));
       if (withMap && r && r.map_png) {
-        var heat = img(r.map_png, { class: "heat", loading: "lazy" });
+        var heat = img(r.map_png, { class: g.file ? "heat over" : "heat", loading: "lazy" });
         heat.style.opacity = g.file ? state.opacity : 1;
         box.appendChild(heat);
       }
