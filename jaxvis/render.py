@@ -274,11 +274,16 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
 
 
 def start_report(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], settings: dict,
-                 run_config: dict | None = None) -> str:
-    """Writes axes.json and the run's page (showing the chunks finished so far); returns index.html."""
+                 run_config: dict | None = None, rundir=None, display: str = "stretch") -> str:
+    """Writes axes.json and the run's page (showing the chunks finished so far); returns index.html.
+    With ``rundir`` (a resumed run), finished chunks whose records are missing (a run stopped between
+    saving a chunk and writing its files) are written first, so the page shows every finished chunk."""
     from jaxvis import report
 
     report.write_axes(path, report.sweep_axes(spec, sweep, term_names, settings, run_config))
+    for chunk in sorted(rundir.done_chunks()) if rundir is not None else ():
+        if not os.path.exists(os.path.join(report.parts_dir(path), f"{chunk:05d}.jsonl")):
+            write_chunk(path, spec, sweep, term_names, chunk, *rundir.load_chunk(chunk), display=display)
     return report.write_sweep_page(path)
 
 

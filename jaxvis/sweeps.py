@@ -214,7 +214,8 @@ def run(settings: dict, resume: bool = False, progress: bool = True, cluster: Cl
           f"{len(done)} chunk(s) already done.")
     settings_shown = {k: settings.get(k) for k in SETTINGS if k != "out"}
     if cluster.rank == 0:  # the report page from the start; each finished chunk appears on it
-        render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config)
+        render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config, rundir,
+                            settings["display"])
 
     def on_chunk(index, points, result):
         rundir.save_chunk(index, points, result)

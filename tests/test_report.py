@@ -503,8 +503,18 @@ def test_interrupted_sweep_shows_its_finished_chunks_then_all(browser, tmp_path,
     assert visible_tiles(browser) == [0, 1]
     assert browser.find_element("id", "status").text == "partial: 2 of 4 points"
     assert all_images_loaded(browser) == [] and errors(browser) == []
-    monkeypatch.setattr(RunDir, "save_chunk", save)
+    # a chunk saved whose files were never written (the run killed in between) is on the page once resumed
+    shutil.rmtree(out / "report" / "parts")
+    assert not report.sweep_records(str(out), 4)[0]
+    seen = []
+
+    def look_at_the_page(self, index, points, result):
+        seen.append(len(report.sweep_records(str(out), 4)[0]))
+        save(self, index, points, result)
+
+    monkeypatch.setattr(RunDir, "save_chunk", look_at_the_page)
     sweeps.run(settings, resume=True, progress=False)
+    assert seen == [2]
     open_page(browser, out / "index.html")
     assert visible_tiles(browser) == [0, 1, 2, 3]
     assert browser.find_element("id", "status").text == "finished"
