@@ -179,9 +179,9 @@
     }
     var SORTS = {
       index: { label: "grid order", key: function (p) { return p.index; }, desc: false },
-      score: { label: "final score", key: function (p) { return p.final_score; }, desc: true },
-      prob: { label: "probability", key: function (p) { return p.final_prob; }, desc: true },
-      loss: { label: "loss", key: function (p) { return p.final_loss; }, desc: false },
+      score: { label: "final score (highest first)", key: function (p) { return p.final_score; }, desc: true },
+      prob: { label: "probability (highest first)", key: function (p) { return p.final_prob; }, desc: true },
+      loss: { label: "final loss (lowest first)", key: function (p) { return p.final_loss; }, desc: false },
       divergence: { label: "divergence (earliest first)", desc: false,
                     key: function (p) { return p.diverged ? p.diverged_step : Infinity; } },
     };
