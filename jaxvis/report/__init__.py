@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-from typing import Any
 
 from jaxvis.fileio import atomic_write
 
