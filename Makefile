@@ -16,6 +16,13 @@ $(VENV)/.installed: pyproject.toml jaxvis/native/conv_onednn.cc
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[test]'
+	# The report's browser tests drive Debian's chromium; without it (no apt, no root) they are skipped.
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  ( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver ) >/dev/null 2>&1 \
+	    || echo "jaxvis: chromium not installed; the report's browser tests will be skipped"; \
+	else echo "jaxvis: no apt-get; the report's browser tests will be skipped without chromium"; fi
 	touch $@
 
 # The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo

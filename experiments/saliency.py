@@ -198,6 +198,7 @@ def run() -> str:
     with open(out, "a") as f:
         for record in lines:
             f.write(json.dumps(record) + "\n")
+    print(f"Open {jaxvis.report.write_saliency(FLAGS.out)}")
     return out
 
 

@@ -1,4 +1,5 @@
-"""Turning results into files: display images, labelled PNG grids, curves and an HTML index.
+"""Turning results into files: display images, labelled PNG grids (for papers), curves, a sweep's
+files chunk by chunk, and the records and axes that the run report (``jaxvis.report``) shows.
 
 Nothing here computes what the engine or saliency should: it only lays out what they return.
 """
@@ -16,17 +17,23 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxvis import preprocess as pre
+from jaxvis import report  # noqa: F401  (the run report's pages; ``jaxvis.report`` is loaded with render)
 from jaxvis.fileio import atomic_write
 from jaxvis.spec import ModelSpec
 
-_FONT = None
+_FONTS: dict = {}
+FONT_SIZE = 13
 
 
-def font():
-    global _FONT
-    if _FONT is None:
-        _FONT = ImageFont.load_default()
-    return _FONT
+def font(size: int | None = None):
+    """Pillow's built-in scalable font at ``size`` pixels (its bitmap font where FreeType is missing)."""
+    size = int(size or FONT_SIZE)
+    if size not in _FONTS:
+        try:
+            _FONTS[size] = ImageFont.load_default(size=size)
+        except (TypeError, ImportError, OSError):
+            _FONTS[size] = ImageFont.load_default()
+    return _FONTS[size]
 
 
 def safe_name(text: str, limit: int = 60) -> str:
@@ -59,8 +66,8 @@ def save_png(path: str, image: np.ndarray) -> None:
     atomic_write(path, lambda f: Image.fromarray(np.asarray(image)).save(f, format="PNG"), sync=False)
 
 
-def _text_size(draw: ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
-    box = draw.textbbox((0, 0), text, font=font())
+def _text_size(draw: ImageDraw.ImageDraw, text: str, face=None) -> tuple[int, int]:
+    box = draw.textbbox((0, 0), text, font=face or font())
     return box[2] - box[0], box[3] - box[1]
 
 
@@ -75,9 +82,11 @@ def grid(images: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str
     if cell:
         scale = cell / max(h, w)
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    # The text scales with the cells, so the labels stay readable however large the figure is printed.
+    face = font(max(FONT_SIZE, round(max(h, w) / 11)))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line = _text_size(probe, "Ag")[1] + 4
-    left = max([_text_size(probe, t)[0] for t in row_labels] + [0]) + 10
+    line = _text_size(probe, "Ag", face)[1] + 6
+    left = max([_text_size(probe, t, face)[0] for t in row_labels] + [0]) + 10
     top = line + (line if title else 0) + 4
     cap = line if captions else 0
     pad = 6
@@ -86,12 +95,12 @@ def grid(images: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad, 2), title, fill="black", font=font())
+        draw.text((pad, 2), title, fill="black", font=face)
     for j, label in enumerate(col_labels):
-        draw.text((left + j * (w + pad) + pad, top - line), label, fill="black", font=font())
+        draw.text((left + j * (w + pad) + pad, top - line), label, fill="black", font=face)
     for i, label in enumerate(row_labels):
         y = top + i * (h + cap + pad) + pad
-        draw.text((4, y + h // 2 - line // 2), label, fill="black", font=font())
+        draw.text((4, y + h // 2 - line // 2), label, fill="black", font=face)
         for j in range(cols):
             im = images[i][j] if j < len(images[i]) else None
             x = left + j * (w + pad) + pad
@@ -104,7 +113,7 @@ def grid(images: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str
             if marks is not None and marks[i][j]:
                 draw.rectangle([x - 2, y - 2, x + w + 1, y + h + 1], outline=(220, 0, 0), width=2)
             if captions:
-                draw.text((x, y + h + 1), captions[i][j], fill=(60, 60, 60), font=font())
+                draw.text((x, y + h + 1), captions[i][j], fill=(60, 60, 60), font=face)
     return np.asarray(canvas)
 
 
@@ -208,6 +217,104 @@ def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[
     return row, col, rest[1:]
 
 
+def point_names(spec: ModelSpec, points: Sequence[dict], first: int = 0) -> list[str]:
+    """File stems of points ``first``, ``first + 1``, ...: ``NNNNN_<target label>``."""
+    return [f"{first + k:05d}_{safe_name(axis_value_label('target', p['target'], spec))}" for k, p in enumerate(points)]
+
+
+def _points_of(sweep, sl: slice) -> list[dict]:
+    names = [n for n, _ in sweep.axes()]
+    combos = itertools.islice(itertools.product(*(v for _, v in sweep.axes())), sl.start, sl.stop)
+    return [dict(zip(names, combo)) for combo in combos]
+
+
+def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], chunk: int, sl: slice, result,
+                display: str = "stretch", pngs: bool = True) -> list[str]:
+    """Writes one finished chunk's files and returns its results.jsonl lines: points/NNNNN_<label>.png in
+    the ``display`` mode and ..._<other mode>.png in the other, _itK.png per snapshot, curves/NNNNN.png,
+    the chunk's curves for the page (report/curves/CCCCC.js) and its records (report/parts/CCCCC.jsonl),
+    so the page of an unfinished run shows every finished chunk. ``pngs=False`` writes no PNG (the
+    records then name no image files)."""
+    from jaxvis import report
+
+    axes = sweep.axes()
+    varying = [name for name, v in axes if len(v) > 1]
+    points = _points_of(sweep, sl)
+    names = point_names(spec, points, sl.start)
+    other = "clip" if display == "stretch" else "stretch"
+    steps_snap = sorted(result.snapshots)
+    if pngs:
+        shown = {display: to_display(spec, result.images, display), other: to_display(spec, result.images, other)}
+        snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap}
+    lines = []
+    for local, (i, p, name) in enumerate(zip(range(sl.start, sl.stop), points, names)):
+        label = point_label(p, spec, varying)
+        d = int(result.diverged_step[local])
+        files, snapshots, curve_png = {}, [], None
+        if pngs:
+            files = {display: f"points/{name}.png", other: f"points/{name}_{other}.png"}
+            for mode, rel in files.items():
+                save_png(os.path.join(path, rel), shown[mode][local])
+            for k in steps_snap:
+                rel = f"points/{name}_it{k}.png"
+                save_png(os.path.join(path, rel), snaps_shown[k][local])
+                snapshots.append([k, rel])
+            curve_png = f"curves/{i:05d}.png"
+            save_png(os.path.join(path, curve_png), curves({"loss": result.loss[:, local], "score": result.score[:, local]},
+                                                          title=label[:48], mark=d))
+        lines.append(json.dumps({
+            "index": i, "file": files.get(display), "files": files, "display": display, "snapshots": snapshots,
+            "curve_png": curve_png, "chunk": chunk, "label": label, "at": report.point_at(p, axes),
+            "target": p["target"], "target_name": axis_value_label("target", p["target"], spec),
+            "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, sweep.point_weights(p, term_names))),
+            "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
+            "final_loss": float(result.final_loss[local]), "final_score": float(result.final_score[local]),
+            "final_prob": float(result.final_prob[local]),
+            "diverged": d >= 0, "diverged_step": d if d >= 0 else None,
+        }, sort_keys=True))
+    report.write_curves(path, chunk, sl.start, result.loss, result.score, result.diverged_step)
+    report.write_part(path, chunk, lines)
+    return lines
+
+
+def start_report(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], settings: dict,
+                 run_config: dict | None = None, rundir=None, display: str = "stretch", pngs: bool = True) -> str:
+    """Writes axes.json and the run's page (showing the chunks finished so far); returns index.html.
+    With ``rundir`` (a resumed run), finished chunks whose records are missing (a run stopped between
+    saving a chunk and writing its files) are written first, so the page shows every finished chunk."""
+    from jaxvis import report
+
+    report.write_axes(path, report.sweep_axes(spec, sweep, term_names, settings, run_config))
+    for chunk in sorted(rundir.done_chunks()) if rundir is not None else ():
+        if not os.path.exists(os.path.join(report.parts_dir(path), f"{chunk:05d}.jsonl")):
+            write_chunk(path, spec, sweep, term_names, chunk, *rundir.load_chunk(chunk), display=display, pngs=pngs)
+    return report.write_sweep_page(path)
+
+
+def _reusable_part(path: str, chunk: int, sl: slice, display: str, pngs: bool) -> list[str] | None:
+    """The lines of a chunk already written by ``write_chunk`` during the run (same points, same display)."""
+    from jaxvis import report
+
+    part = os.path.join(report.parts_dir(path), f"{chunk:05d}.jsonl")
+    curves_js = os.path.join(path, report.PAGE_DIR, "curves", f"{chunk:05d}.js")
+    if not (os.path.exists(part) and os.path.exists(curves_js)):
+        return None
+    with open(part, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    try:
+        records = [json.loads(line) for line in lines]
+    except json.JSONDecodeError:
+        return None
+    if [r.get("index") for r in records] != list(range(sl.start, sl.stop)):
+        return None
+    if any(r.get("display") != display or r.get("chunk") != chunk or bool(r.get("files")) != pngs
+           for r in records):
+        return None
+    if not all(os.path.exists(os.path.join(path, rel)) for r in records for rel in r["files"].values()):
+        return None
+    return lines
+
+
 def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[str], settings: dict,
                 display: str = "stretch", pngs: bool = True) -> str:
     """Writes a sweep's outputs into ``path`` and returns the index.html path.
@@ -215,23 +322,24 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     ``chunks`` yields ``(points slice, Result)`` in grid order (e.g. from a RunDir); they are written one
     at a time, so memory stays bounded by a chunk whatever the size of the grid: images.npy
     (P, H, W, 3 float32, network input space) and snapshots.npy (S, P, H, W, 3) are filled through memory
-    maps, with snapshot_steps.json; points/NNNNN_<label>.png (and _itK.png per snapshot); curves/NNNNN.png;
-    results.jsonl; then grid*.png and iterations.png read back from images.npy; and index.html. With
-    ``pngs=False`` no PNG is written (grids too large to look at point by point) and the page has none."""
+    maps, with snapshot_steps.json; each chunk's PNGs and records (``write_chunk``; kept if the run wrote
+    them already); results.jsonl; then grid*.png and iterations.png read back from images.npy; axes.json
+    (if the run did not write it at its start) and the report page, index.html. With ``pngs=False`` no
+    PNG is written (grids too large to look at point by point); the page then shows the numbers."""
+    from jaxvis import report
+
     axes = sweep.axes()
     points = sweep.point_axes()
     n = len(points)
     varying = [name for name, v in axes if len(v) > 1]
     h, w = spec.input_size
-    names = [f"{i:05d}_{safe_name(axis_value_label('target', p['target'], spec))}" for i, p in enumerate(points)]
     os.makedirs(path, exist_ok=True)
     tmp_images, tmp_snaps = os.path.join(path, ".images.npy.part"), os.path.join(path, ".snapshots.npy.part")
     images = snaps = None
     steps_snap: list[int] = []
     lines: list[str] = []
-    final = {"score": np.zeros(n, np.float32), "prob": np.zeros(n, np.float32), "loss": np.zeros(n, np.float32),
-             "diverged": np.full(n, -1, np.int64)}
-    for sl, result in chunks:
+    final = {"score": np.zeros(n, np.float32), "prob": np.zeros(n, np.float32), "diverged": np.full(n, -1, np.int64)}
+    for chunk, (sl, result) in enumerate(chunks):
         if images is None:
             steps_snap = sorted(result.snapshots)
             images = np.lib.format.open_memmap(tmp_images, "w+", np.float32, (n, h, w, 3))
@@ -239,29 +347,12 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
         images[sl] = result.images
         for j, k in enumerate(steps_snap):
             snaps[j, sl] = result.snapshots[k]
-        shown = to_display(spec, result.images, display) if pngs else None
-        snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap} if pngs else {}
-        for local, i in enumerate(range(sl.start, sl.stop)):
-            p = points[i]
-            label = point_label(p, spec, varying)
-            d = int(result.diverged_step[local])
-            if pngs:
-                save_png(os.path.join(path, "points", names[i] + ".png"), shown[local])
-                for k in steps_snap:
-                    save_png(os.path.join(path, "points", f"{names[i]}_it{k}.png"), snaps_shown[k][local])
-                save_png(os.path.join(path, "curves", f"{i:05d}.png"),
-                         curves({"loss": result.loss[:, local], "score": result.score[:, local]}, title=label[:48], mark=d))
-            final["score"][i], final["prob"][i] = result.final_score[local], result.final_prob[local]
-            final["loss"][i], final["diverged"][i] = result.final_loss[local], d
-            lines.append(json.dumps({
-                "index": i, "file": f"points/{names[i]}.png", "label": label,
-                "target": p["target"], "target_name": axis_value_label("target", p["target"], spec),
-                "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, sweep.point_weights(p, term_names))),
-                "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
-                "final_loss": float(result.final_loss[local]), "final_score": float(result.final_score[local]),
-                "final_prob": float(result.final_prob[local]),
-                "diverged": d >= 0, "diverged_step": d if d >= 0 else None,
-            }, sort_keys=True))
+        chunk_lines = _reusable_part(path, chunk, sl, display, pngs)
+        if chunk_lines is None:
+            chunk_lines = write_chunk(path, spec, sweep, term_names, chunk, sl, result, display, pngs)
+        lines += chunk_lines
+        final["score"][sl], final["prob"][sl] = result.final_score, result.final_prob
+        final["diverged"][sl] = result.diverged_step
     if images is None or len(lines) != n:
         raise ValueError(f"the chunks cover {len(lines)} of the grid's {n} points")
     images.flush(), snaps.flush()
@@ -281,7 +372,6 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     row, col, others = _layout(axes)
     index = {tuple((a, json.dumps(p[a])) for a in varying): i for i, p in enumerate(points)}
     values = dict(axes)
-    grid_files = []
     other_combos = list(itertools.product(*(values[a] for a in others))) or [()]
     for g, combo in enumerate(other_combos[:50] if pngs else []):
         fixed = dict(zip(others, combo))
@@ -308,7 +398,6 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
                      captions=caps, title=title, marks=marks, cell=160)
         name = "grid.png" if len(other_combos) == 1 else f"grid_{g:03d}.png"
         save_png(os.path.join(path, name), image)
-        grid_files.append((name, title))
 
     # Iteration study: rows = points (up to 32), columns = snapshot iterations.
     if pngs:
@@ -318,30 +407,9 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
                           cell=112, title="images after k iterations")
         save_png(os.path.join(path, "iterations.png"), iter_image)
 
-    table = ["<table><tr><th>#</th><th>image</th><th>point</th><th>final score</th><th>probability</th>"
-             "<th>loss</th><th>curves</th></tr>"]
-    thumb = "<img class=thumb src='points/{name}.png'>" if pngs else ""
-    chart = "<img src='curves/{i:05d}.png' width=240>" if pngs else ""
-    for i, p in enumerate(points):
-        d = int(final["diverged"][i])
-        status = f'<span class="diverged">diverged at step {d}</span>' if d >= 0 else ""
-        table.append(
-            f"<tr><td>{i}</td><td>{thumb.format(name=names[i])}</td>"
-            f"<td>{html.escape(point_label(p, spec, varying))} {status}</td>"
-            f"<td>{final['score'][i]:.4g}</td><td>{final['prob'][i]:.4f}</td>"
-            f"<td>{final['loss'][i]:.4g}</td><td>{chart.format(i=i)}</td></tr>")
-    table.append("</table>")
-    diverged = int(np.sum(final["diverged"] >= 0))
-    summary = (f"<p>{n} grid points, {settings.get('steps')} steps, optimiser {html.escape(str(settings.get('optimizer')))}; "
-               f"{diverged} diverged.</p><pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>")
-    sections = [("Settings", summary)]
-    sections += [(t or "Grid", f"<img class=grid src='{name}'>") for name, t in grid_files]
-    sections += [("Iterations", "<img class=grid src='iterations.png'>")] if pngs else []
-    sections += [("Points", "\n".join(table))]
-    page = html_page(f"jaxvis class models: {spec.arch}", sections)
-    out = os.path.join(path, "index.html")
-    atomic_write(out, lambda f: f.write(page.encode()))
-    return out
+    if not os.path.exists(os.path.join(path, report.AXES_FILE)):
+        report.write_axes(path, report.sweep_axes(spec, sweep, term_names, settings))
+    return report.write_sweep_page(path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -386,5 +454,6 @@ def draw_boxes(image: np.ndarray, boxes, colours=None, labels=None, width: int =
         # PIL includes the last pixel; a box thinner than a pixel is drawn as a line
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=tuple(colours[k]), width=width)
         if labels and labels[k]:
-            draw.text((x1 + 2, max(0, y1 - 11)), labels[k], fill=tuple(colours[k]), font=font())
+            face = font(max(11, min(canvas.size) // 24))
+            draw.text((x1 + 2, max(0, y1 - face.size - 2)), labels[k], fill=tuple(colours[k]), font=face)
     return np.asarray(canvas)

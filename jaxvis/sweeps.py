@@ -258,11 +258,24 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
         rundir = RunDir(out, run_config, resume=True)  # created and checked by process 0
         state(rundir.done_chunks())
     done = rundir.done_chunks()
+    settings_shown = settings.to_dict()
+    if cluster.rank == 0:  # the report page from the start; each finished chunk appears on it
+        render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config, rundir,
+                            settings.display, pngs=settings.pngs)
+
+    def on_chunk(index, points, result):
+        rundir.save_chunk(index, points, result)
+        render.write_chunk(out, model.spec, sweep, engine.term_names, index, points, result, settings.display,
+                           pngs=settings.pngs)
+        if cluster.rank == 0:
+            render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config,
+                                pngs=settings.pngs)
+
     start = time.time()
     try:
         with space_guard(rundir, plan, "a chunk file"):
             engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
-                       chunks=mine, on_chunk=rundir.save_chunk)
+                       chunks=mine, on_chunk=on_chunk)
     except KeyboardInterrupt:
         finished = len(rundir.done_chunks())
         print(f"\ninterrupted: {finished} of {n_chunks} chunks are saved in {out}; continue with --resume.",
@@ -272,7 +285,6 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
     if cluster.rank != 0:
         print(f"process {cluster.rank}: my chunks are done in {time.time() - start:.1f} s; process 0 writes the outputs.")
         return None
-    settings_shown = settings.to_dict()
     plan.check_assembly()
     with space_guard(rundir, plan, "the assembled outputs"):
         index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,

@@ -39,8 +39,9 @@ def test_vgg_goose_config_runs_end_to_end(files, tmp_path):
     for r in results:
         assert (run / r["file"]).stat().st_size > 0
     assert (run / "grid.png").exists() and (run / "iterations.png").exists()
-    html = (run / "index.html").read_text()
-    assert "grid.png" in html and "curves/00014.png" in html
+    assert "report/data.js" in (run / "index.html").read_text()
+    data = (run / "report" / "data.js").read_text()
+    assert '"grid.png"' in data and '"curves/00014.png"' in data
     # lr 1 with the sq penalty raises the score above what the zero image gives.
     lab = [r for r in results if r["lr"] == 1.0 and r["loss"] == {"score": 1.0, "sq": 1.0}][0]
     assert lab["final_score"] > 1.0 and not lab["diverged"]

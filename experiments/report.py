@@ -1,0 +1,41 @@
+r"""Report pages for a folder of runs.
+
+  python -m experiments.report runs/             # runs/runs.html: every run under runs/, with its status
+  python -m experiments.report runs/x            # a single run directory: rewrites runs/x/index.html too
+
+Each run directory (a class-model sweep, finished or not, or a saliency run) gets its page rewritten from
+its data (axes.json, results.jsonl); the folder page lists the runs (model, grid, date, status: finished,
+partial, diverged points) with links to their pages. Open the pages from disk; no server is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "runs.html", "Name of the folder page, written inside the folder.")
+flags.DEFINE_bool("refresh", True, "Rewrite each run's own page from its data first.")
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise app.UsageError("give one folder: python -m experiments.report runs/")
+    from jaxvis import report
+
+    folder = argv[1]
+    if not os.path.isdir(folder):
+        sys.exit(f"error: {folder} is not a folder; give the folder that holds the run directories.")
+    if os.path.basename(FLAGS.out) != FLAGS.out or not FLAGS.out.endswith(".html"):
+        sys.exit(f"error: --out is a file name ending in .html, written inside {folder}; got {FLAGS.out!r}.")
+    runs = report.list_runs(folder, refresh=FLAGS.refresh)
+    page = report.write_folder(folder, out=FLAGS.out, refresh=False)
+    for r in runs:
+        print(f"{r['path']}: {r['kind']}, {r['model'] or '?'}, {r['grid']}, {r['status']['text']}")
+    print(f"{len(runs)} run(s). Open {page}")
+
+
+if __name__ == "__main__":
+    app.run(main)
