@@ -26,6 +26,28 @@ def quiet_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
+def progress_bar():
+    """A progress callback for ``Engine.run`` and ``sweeps.run``: a tqdm bar on stderr counting the
+    point-steps of the run (chunks x points x steps), closed when the run ends."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(event) -> None:
+        nonlocal bar
+        total = event.chunks * event.steps * event.points_per_chunk
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, unit="point-step", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+        bar.set_postfix_str(f"chunk {min(event.chunks_done + 1, event.chunks)}/{event.chunks}", refresh=False)
+        bar.update((event.chunks_done * event.steps + event.step) * event.points_per_chunk - bar.n)
+        if event.chunks_done >= event.chunks:
+            bar.close()
+
+    return update
+
+
 def start(out: str | None, what: str = "--out") -> None:
     """quiet_logs(), then exits with one line when ``out`` cannot be written (an absent ``out`` is left to
     the launcher's own message)."""

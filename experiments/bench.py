@@ -203,8 +203,8 @@ def engine_side(model, steps: int, compute_dtype: str = "float32"):
 
     x0 = jnp.zeros((h, w, 3), jnp.float32)
     twin = engine.Engine(model.with_conv_backend("xla"), eng.terms, steps=steps, compute_dtype=compute_dtype)
-    grad = jax.jit(jax.grad(lambda x, p: twin._loss(model.params, x, p)[0]))
-    used = convs_in(jax.jit(jax.grad(lambda x, p: eng._loss(model.params, x, p)[0])), x0, one)
+    grad = jax.jit(jax.grad(lambda x, p: twin.loss(model.params, x, p)[0]))
+    used = convs_in(jax.jit(jax.grad(lambda x, p: eng.loss(model.params, x, p)[0])), x0, one)
     return run, xla_flops(grad, x0, one), used
 
 

@@ -106,7 +106,8 @@ def main(argv):
     try:
         settings = settings_from_flags()
         cluster = Cluster(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-        run(settings, FLAGS.out, resume=FLAGS.resume, progress=FLAGS.progress, cluster=cluster,
+        run(settings, FLAGS.out, resume=FLAGS.resume, progress=_launch.progress_bar() if FLAGS.progress else None,
+            cluster=cluster,
             check_space=FLAGS.check_space)
     except (UsageError, OutputError) as e:
         sys.exit(f"error: {e}")

@@ -24,6 +24,8 @@ import time
 
 from absl import app, flags
 
+from experiments import _launch
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/demo", "Output folder.")
 flags.DEFINE_integer("steps", 200, "Gradient steps of the class-model sweeps.")
@@ -55,8 +57,8 @@ def class_models(out: str, steps: int, resume: bool) -> dict:
     lab = _classifier_settings(steps)
     robust = lab.replace(**ROBUST)
     lab_out, robust_out = os.path.join(out, "classifier"), os.path.join(out, "classifier_robust")
-    lab_index = sweeps.run(lab, lab_out, resume=resume)
-    robust_index = sweeps.run(robust, robust_out, resume=resume)
+    lab_index = sweeps.run(lab, lab_out, resume=resume, progress=_launch.progress_bar())
+    robust_index = sweeps.run(robust, robust_out, resume=resume, progress=_launch.progress_bar())
     return {"index": os.path.relpath(lab_index, out), "robust_index": os.path.relpath(robust_index, out),
             "judge": {**judge(lab_out, {"score": 1.0, "sq": 1.0}), **judge(robust_out, None, "robust ")}}
 
@@ -94,7 +96,8 @@ def detector_objectives(out: str, steps: int, resume: bool) -> dict:
         model="shapes_ssd", params=assets.path("detector"), categories=("circle", "star", "cross"), lrs=(0.05,),
         steps=steps, loss=("biggest_box+box_loc", "all_boxes", "multibox"), optimizer="adam", clip=True,
         boxes=("whole", "centre_quarter"), snapshots=(10, steps))
-    return {"index": os.path.relpath(sweeps.run(settings, os.path.join(out, "detector"), resume=resume), out)}
+    index = sweeps.run(settings, os.path.join(out, "detector"), resume=resume, progress=_launch.progress_bar())
+    return {"index": os.path.relpath(index, out)}
 
 
 def saliency_part(out: str, scenes: int) -> dict:
@@ -179,7 +182,6 @@ def summary_picture(out: str, saliency: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from experiments import _launch
     from jaxvis import render
 
     _launch.start(FLAGS.out)

@@ -56,6 +56,15 @@ class Model:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    @property
+    def is_detector(self) -> bool:
+        return self.spec.is_detector
+
+    def class_logits(self, outputs) -> jax.Array:
+        """The class scores in ``outputs`` of ``apply``: (N, classes) for a classifier; a detector
+        overrides this with its per-default-box scores (N, boxes, classes)."""
+        return outputs
+
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         h, w = self.spec.input_size
         return (batch, h, w, 3)
@@ -93,6 +102,10 @@ class Detector(Model):
     @property
     def loss_config(self) -> multibox.LossConfig:
         return multibox.LossConfig(**self.spec.detection.get("loss", {}))
+
+    def class_logits(self, outputs) -> jax.Array:
+        """The class scores of every default box, (N, boxes, classes), background in column 0."""
+        return outputs["cls_logits"]
 
     def postprocess(self, outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Batched head outputs -> fixed-size detections in network-input pixels (see jaxvis.detect)."""

@@ -66,15 +66,10 @@ class Term:
     name: str
     fn: TermFn = dataclasses.field(compare=False)
     options: tuple = ()
-    kind: str = "any"       # "classifier", "detector" or "any"
 
 
 def _logits(ctx: Context) -> jax.Array:
-    out = ctx.outputs
-    if isinstance(out, dict):
-        raise ValueError("this term is for classifiers; the model is a detector (use biggest_box, all_boxes, "
-                         "box_loc or multibox)")
-    return out[0]
+    return ctx.outputs[0]  # make_term gives classifier terms to classifiers only
 
 
 def score(ctx: Context) -> jax.Array:
@@ -124,9 +119,7 @@ def tv(ctx: Context) -> jax.Array:
 
 
 def _detector_outputs(ctx: Context) -> dict[str, jax.Array]:
-    if not isinstance(ctx.outputs, dict):
-        raise ValueError("this term is for detectors; the model is a classifier (use score, log_prob or inv_score)")
-    return ctx.outputs
+    return ctx.outputs  # make_term gives detector terms to detectors only
 
 
 def biggest_box(anchors: np.ndarray) -> TermFn:
@@ -174,7 +167,6 @@ CLASSIFIER_TERMS = ("score", "log_prob", "inv_score")
 DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox")
 ANY_TERMS = ("activation", "sq", "l2", "tv")
 TERMS = CLASSIFIER_TERMS + DETECTOR_TERMS + ANY_TERMS
-PENALTIES = ("sq", "l2", "tv")
 
 
 def make_term(name: str, model, **options) -> Term:
@@ -205,14 +197,13 @@ def make_term(name: str, model, **options) -> Term:
     if options and name not in ("inv_score", "activation", "all_boxes"):
         raise ObjectiveError(f"term {name!r} takes no options, got {sorted(options)}")
     fn = builders[name]()
-    return Term(name=name, fn=fn, options=tuple(sorted(options.items())),
-                kind="detector" if name in DETECTOR_TERMS else "classifier" if name in CLASSIFIER_TERMS else "any")
+    return Term(name=name, fn=fn, options=tuple(sorted(options.items())))
 
 
-def target_score(model, outputs, target) -> tuple[jax.Array, jax.Array]:
+def target_score(outputs, target, detector: bool) -> tuple[jax.Array, jax.Array]:
     """(score, probability) reported for a grid point: the class logit and its softmax probability for a
     classifier; for a detector, the highest logit and softmax probability of the class over all boxes."""
-    if isinstance(outputs, dict):
+    if detector:
         logits = outputs["cls_logits"][0]
         probs = jax.nn.softmax(logits, axis=-1)[:, target]
         return jnp.max(logits[:, target]), jnp.max(probs)

@@ -113,24 +113,12 @@ class RunDir:
         return {int(name[:-4]) for name in os.listdir(self.chunk_dir) if name.endswith(".npz") and name[:-4].isdigit()}
 
     def save_chunk(self, index: int, points: slice, result: Result) -> None:
-        arrays = {
-            "start": np.array(points.start), "stop": np.array(points.stop),
-            "images": result.images, "snapshot_steps": np.array(sorted(result.snapshots)),
-            "snapshots": np.stack([result.snapshots[k] for k in sorted(result.snapshots)]),
-            "loss": result.loss, "score": result.score, "prob": result.prob, "terms": result.terms,
-            "final_loss": result.final_loss, "final_score": result.final_score, "final_prob": result.final_prob,
-            "diverged_step": result.diverged_step,
-        }
+        arrays = {"start": np.array(points.start), "stop": np.array(points.stop), **result.to_arrays()}
         atomic_write(self.chunk_path(index), lambda f: np.savez(f, **arrays))
 
     def load_chunk(self, index: int) -> tuple[slice, Result]:
         with np.load(self.chunk_path(index)) as z:
-            steps = [int(s) for s in z["snapshot_steps"]]
-            result = Result(
-                images=z["images"], snapshots=dict(zip(steps, z["snapshots"])), loss=z["loss"], score=z["score"],
-                prob=z["prob"], terms=z["terms"], final_loss=z["final_loss"], final_score=z["final_score"],
-                final_prob=z["final_prob"], diverged_step=z["diverged_step"])
-            return slice(int(z["start"]), int(z["stop"])), result
+            return slice(int(z["start"]), int(z["stop"])), Result.from_arrays({k: z[k] for k in z.files})
 
     def chunks(self, n_chunks: int):
         """Yields (points slice, Result) for every chunk in grid order, one file at a time (all must exist)."""

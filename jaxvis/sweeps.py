@@ -179,10 +179,11 @@ class Cluster:
             multihost_utils.sync_global_devices(name)
 
 
-def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = False, progress: bool = True,
+def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = False, progress=None,
         cluster: Cluster | None = None, check_space: bool = True) -> str | None:
     """Runs (or resumes) a sweep into the run directory ``out`` and writes its outputs; returns the
-    index.html path (on process 0).
+    index.html path (on process 0). ``progress``: None, or a callback of ``jaxvis.engine.ProgressEvent``
+    (told of chunks and of the steps within them; the launchers pass a progress bar).
 
     Process 0 first takes the run directory's lock (one writer per directory; a second run on it is
     refused at once), then states what the run will write and refuses it when that exceeds the disk's
@@ -222,7 +223,8 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
     from jaxvis import render
     from jaxvis.rundir import OutputPlan, RunDir, RunDirError, space_guard
 
-    model, sweep, engine, run_config = build(settings, step_progress=progress)
+    progress = progress or None
+    model, sweep, engine, run_config = build(settings, step_progress=progress is not None)
     if cluster.size > 1:
         # Every process must cut the grid the same way: process 0's chunk size wins.
         size = cluster.broadcast(run_config["chunk_size"])

@@ -1,0 +1,218 @@
+"""The engine's numeric core: pure functions of a frozen, hashable ``EngineConfig``.
+
+``loss`` is one grid point's loss (and its terms, score and probability) on one image; ``init_chunk``
+the starting images and optimiser states of a chunk of points; ``step`` one optimiser step of every
+point of a chunk; ``final`` the final evaluation; ``chunk`` the whole chunk with the steps in one
+``lax.scan``. The point arrays (``pts``) hold the numbers of each point (target, learning rate, term
+weights, initialisation scale, seed, target boxes): new values never recompile, while everything in
+the config is compiled in, so an engine with other settings is a new config and a new program.
+
+``Result`` holds a sweep's results as a pytree: concatenating chunks, taking points and flattening
+for a file are tree maps over its fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxvis import objectives as obj
+from jaxvis.engine.grid import Optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Everything a compiled chunk program depends on. Frozen and hashable: it is the static argument
+    of the compiled functions.
+
+    Attributes:
+      module: the Flax module (in the compute dtype, with the convolutions it runs).
+      terms: the loss terms, in the order of the points' weights.
+      optimizer: the optax optimiser, built per point with its learning rate.
+      steps: gradient steps per point.
+      snapshots: iterations whose images are kept (0 included).
+      jitter: random cyclic shift of up to this many pixels before each forward pass (0: none).
+      clip: project the image onto [lo, hi] (the network-input values of black and white) after each step.
+      lo, hi: per-channel bounds of a valid image in the network's input space.
+      compute_dtype: "float32" or "bfloat16" (the network's arithmetic; image and optimiser stay float32).
+      detector: whether the module is a detector (what score and probability are reported).
+      input_size: (height, width) of the network input.
+    """
+
+    module: Any
+    terms: tuple
+    optimizer: Optimizer
+    steps: int
+    snapshots: tuple[int, ...]
+    jitter: int
+    clip: bool
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    compute_dtype: str
+    detector: bool
+    input_size: tuple[int, int]
+
+
+def loss(cfg: EngineConfig, params, x, p, shift=None):
+    """One point's (loss, (terms, score, probability)) on image ``x`` (H, W, 3), seen shifted by ``shift``."""
+    seen = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
+    outputs, acts = cfg.module.apply(params, seen[None])
+    if cfg.compute_dtype != "float32":
+        outputs, acts = jax.tree.map(lambda a: a.astype(jnp.float32), (outputs, acts))
+    ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
+                      box_valid=p["box_valid"])
+    values = jnp.stack([t.fn(ctx) for t in cfg.terms])
+    total = jnp.dot(p["weights"], values, precision=jax.lax.Precision.HIGHEST)
+    score, prob = obj.target_score(outputs, p["target"], detector=cfg.detector)
+    return total, (values, score, prob)
+
+
+def _bounds(cfg: EngineConfig):
+    return jnp.asarray(cfg.lo, jnp.float32), jnp.asarray(cfg.hi, jnp.float32)
+
+
+def init_chunk(cfg: EngineConfig, pts):
+    """Starting images, optimiser states, divergence flags and snapshot buffer of a chunk."""
+    h, w = cfg.input_size
+    lo, hi = _bounds(cfg)
+
+    def init(p):
+        noise = jax.random.normal(jax.random.key(p["seed"]), (h, w, 3), jnp.float32)
+        x0 = jnp.where(p["init"] > 0, p["init"] * noise, jnp.zeros_like(noise))
+        if cfg.clip:
+            x0 = jnp.clip(x0, lo, hi)
+        with jax.numpy_dtype_promotion("standard"):
+            return x0, cfg.optimizer.build(p["lr"]).init(x0)
+
+    x, state = jax.vmap(init)(pts)
+    diverged = jnp.full((x.shape[0],), -1, jnp.int32)
+    snaps = jnp.zeros((len(cfg.snapshots),) + x.shape, x.dtype).at[0].set(x)
+    return x, state, diverged, snaps
+
+
+def step(cfg: EngineConfig, params, pts, carry, t):
+    """One step of every point of a chunk: (new carry, (loss, score, prob, terms) before the step). A point
+    whose loss, gradient or new image is not finite keeps its last image and records the step."""
+    opt = cfg.optimizer.build(0.0)  # the learning rate lives in each point's state
+    lo, hi = _bounds(cfg)
+
+    def point_step(x, state, diverged, p):
+        shift = None
+        if cfg.jitter:
+            key = jax.random.fold_in(jax.random.key(p["seed"] + jnp.uint32(1)), t)
+            shift = tuple(jax.random.randint(key, (2,), -cfg.jitter, cfg.jitter + 1))
+        (value, aux), g = jax.value_and_grad(loss, argnums=2, has_aux=True)(cfg, params, x, p, shift)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and floats
+            updates, new_state = opt.update(g, state, x)
+        new_x = optax.apply_updates(x, updates)
+        if cfg.clip:
+            new_x = jnp.clip(new_x, lo, hi)
+        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(new_x))
+        ok = (diverged < 0) & finite
+        x = jnp.where(ok, new_x, x)
+        state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+        diverged = jnp.where((diverged < 0) & ~finite, t, diverged)
+        return x, state, diverged, (value, *aux)
+
+    x, state, diverged, snaps = carry
+    x, state, diverged, (values, terms, score, prob) = jax.vmap(point_step)(x, state, diverged, pts)
+    snap_steps = jnp.asarray(cfg.snapshots, jnp.int32)
+    j = jnp.clip(jnp.searchsorted(snap_steps, t + 1), 0, len(cfg.snapshots) - 1)
+    snaps = jax.lax.cond(snap_steps[j] == t + 1, lambda s: s.at[j].set(x), lambda s: s, snaps)
+    return (x, state, diverged, snaps), (values, score, prob, terms)
+
+
+def final(cfg: EngineConfig, params, pts, carry) -> dict[str, jax.Array]:
+    """The final images with their loss, score and probability, the snapshots and divergence steps."""
+    x, _, diverged, snaps = carry
+    final_loss, (_, final_score, final_prob) = jax.vmap(lambda xi, p: loss(cfg, params, xi, p))(x, pts)
+    return {"images": x, "snapshots": snaps, "final_loss": final_loss, "final_score": final_score,
+            "final_prob": final_prob, "diverged_step": diverged}
+
+
+CURVES = ("loss", "score", "prob", "terms")
+
+
+def chunk(cfg: EngineConfig, params, pts, on_step: Callable[[Any], None] | None = None, every: int = 1):
+    """The whole chunk as one program: the steps in a ``lax.scan``; ``on_step(t)`` is called from the
+    device every ``every`` steps (progress)."""
+
+    def body(carry, t):
+        carry, curves = step(cfg, params, pts, carry, t)
+        if on_step is not None:
+            jax.lax.cond((t + 1) % every == 0, lambda: jax.debug.callback(on_step, t + 1), lambda: None)
+        return carry, curves
+
+    carry, curves = jax.lax.scan(body, init_chunk(cfg, pts), jnp.arange(cfg.steps, dtype=jnp.int32))
+    return {**final(cfg, params, pts, carry), **dict(zip(CURVES, curves))}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results.
+
+_POINTS_AXIS_1 = frozenset(CURVES)  # curves are (steps, points, ...); every other field is (points, ...)
+
+
+def _points_axis(path) -> int:
+    return 1 if path[0].name in _POINTS_AXIS_1 else 0
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Result:
+    """Results of a sweep (numpy, points in grid order), a pytree.
+
+    Attributes:
+      images: (P, H, W, 3) final images in the network's input space.
+      snapshots: iteration -> (P, H, W, 3); iteration 0 is the starting image.
+      loss, score, prob: (steps, P) curves, each measured on the image before that step's update.
+      terms: (steps, P, T) the unweighted terms.
+      final_loss, final_score, final_prob: (P,) on the final images.
+      diverged_step: (P,) the step at which a point turned non-finite, -1 if it never did.
+    """
+
+    images: np.ndarray
+    snapshots: dict[int, np.ndarray]
+    loss: np.ndarray
+    score: np.ndarray
+    prob: np.ndarray
+    terms: np.ndarray
+    final_loss: np.ndarray
+    final_score: np.ndarray
+    final_prob: np.ndarray
+    diverged_step: np.ndarray
+
+    @classmethod
+    def from_outputs(cls, out: dict[str, Any], snapshot_steps: Sequence[int]) -> "Result":
+        """From a chunk program's outputs (snapshots stacked in the order of ``snapshot_steps``)."""
+        return cls(**{**out, "snapshots": dict(zip(snapshot_steps, out["snapshots"]))})
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Result"]) -> "Result":
+        """The points of ``parts`` one after another."""
+        return jax.tree_util.tree_map_with_path(
+            lambda path, *xs: np.concatenate(xs, _points_axis(path)), parts[0], *parts[1:])
+
+    def take(self, index) -> "Result":
+        """The points ``index`` (a slice or indices) of every field."""
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: x[(slice(None),) * _points_axis(path) + (index,)], self)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat named arrays (for a file): the fields, with the snapshots stacked as ``snapshots`` in the
+        order of ``snapshot_steps``."""
+        steps = sorted(self.snapshots)
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "snapshots"}
+        return {**arrays, "snapshot_steps": np.asarray(steps), "snapshots": np.stack([self.snapshots[k] for k in steps])}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Result":
+        """The inverse of ``to_arrays``."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "snapshots"]
+        steps = [int(s) for s in arrays["snapshot_steps"]]
+        return cls(snapshots=dict(zip(steps, arrays["snapshots"])), **{n: arrays[n] for n in names})

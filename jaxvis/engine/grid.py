@@ -1,0 +1,190 @@
+"""The grid of a sweep: its axes (Sweep), the optimiser (Optimizer), the loss terms of a sweep
+(terms_for), and the errors of an invalid sweep (SweepError)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxvis import objectives as obj
+
+
+class SweepError(ValueError):
+    """An invalid sweep: empty or out-of-range axes, bad learning rates, steps or boxes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """optax optimiser with a per-point learning rate: ``sgd`` (the lab's), ``momentum`` or ``adam``."""
+
+    name: str = "sgd"
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.name not in ("sgd", "momentum", "adam"):
+            raise SweepError(f"optimizer must be sgd, momentum or adam, got {self.name!r}")
+
+    def build(self, learning_rate) -> optax.GradientTransformation:
+        if self.name == "sgd":
+            return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
+        if self.name == "momentum":
+            return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate, momentum=self.momentum)
+        return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
+
+
+def loss_label(loss: dict[str, float]) -> str:
+    """A loss variant as text: ``score+sq`` for unit weights, ``score+0.1*sq`` otherwise."""
+    parts = []
+    for name, w in loss.items():
+        parts.append(name if w == 1 else f"{w:g}*{name}")
+    return "+".join(parts) if parts else "0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The grid: every combination of the axes' values is one point.
+
+    Attributes:
+      targets: class indices (or channel indices for ``activation`` terms).
+      lrs: learning rates (> 0).
+      losses: loss variants, each ``{term: weight}``, e.g. ``[{"score": 1}, {"score": 1, "sq": 1},
+        {"inv_score": 1}]`` (the lab's three losses). The engine's terms are the union of their terms.
+      weights: term -> factors that scale that term's weight in every variant (a penalty-strength
+        sweep: ``{"sq": [0.1, 1, 10]}``); terms not named keep factor 1.
+      init_scales: 0 starts from zeros (the paper), s > 0 from Gaussian noise of std s.
+      seeds: seeds of the noise.
+      boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
+    """
+
+    targets: Sequence[int]
+    lrs: Sequence[float]
+    losses: Sequence[dict[str, float]]
+    weights: dict[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    init_scales: Sequence[float] = (0.0,)
+    seeds: Sequence[int] = (0,)
+    boxes: Sequence[Sequence[Sequence[float]]] = ((),)
+
+    @property
+    def term_names(self) -> list[str]:
+        names: list[str] = []
+        for loss in self.losses:
+            names += [n for n in loss if n not in names]
+        return names
+
+    def axes(self) -> list[tuple[str, list]]:
+        """(name, values) per axis, outermost first; weight-factor axes are named ``w:<term>``."""
+        out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
+               ("loss", [{k: float(v) for k, v in loss.items()} for loss in self.losses])]
+        out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
+        out += [("init", [float(v) for v in self.init_scales]), ("seed", [int(s) for s in self.seeds]),
+                ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
+        return out
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for _, v in self.axes())
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def point_axes(self) -> list[dict[str, Any]]:
+        """Each point's axis values, in grid order (the last axis varies fastest)."""
+        names = [n for n, _ in self.axes()]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in self.axes()))]
+
+    def point_weights(self, point: dict[str, Any], term_names: Sequence[str]) -> list[float]:
+        return [point["loss"].get(n, 0.0) * point.get(f"w:{n}", 1.0) for n in term_names]
+
+    def validate(self, model, terms: Sequence[obj.Term], steps: int) -> None:
+        for name, values in self.axes():
+            if len(values) == 0:
+                raise SweepError(f"sweep axis {name!r} is empty; give it at least one value.")
+        if steps <= 0:
+            raise SweepError(f"steps must be a positive number of iterations, got {steps}.")
+        bad = [v for v in self.lrs if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise SweepError(f"learning rates must be positive and finite, got {bad}.")
+        bad = [v for v in self.init_scales if not (math.isfinite(v) and v >= 0)]
+        if bad:
+            raise SweepError(f"initialisation scales must be >= 0 (0 = zeros), got {bad}.")
+        names = [t.name for t in terms]
+        if self.term_names != names:
+            raise SweepError(f"the losses use terms {self.term_names} but the engine was built with {names}; "
+                             "build the engine from the sweep's terms.")
+        unknown = sorted(set(self.weights) - set(names))
+        if unknown:
+            raise SweepError(f"weight factors are given for {unknown}, which no loss uses (terms: {names}).")
+        for loss in self.losses:
+            bad = {k: v for k, v in loss.items() if not math.isfinite(v)}
+            if bad:
+                raise SweepError(f"loss weights must be finite, got {bad}.")
+        for name, values in self.weights.items():
+            bad = [v for v in values if not math.isfinite(v)]
+            if bad:
+                raise SweepError(f"weight factors of {name!r} must be finite, got {bad}.")
+        activation = [t for t in terms if t.name == "activation"]
+        if activation:
+            layer = dict(activation[0].options)["layer"]
+            _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+            if layer not in acts:
+                raise SweepError(f"no layer named {layer!r}; the model has {', '.join(sorted(acts))}.")
+            limit, what = acts[layer].shape[-1], f"channels of {layer}"
+        else:
+            limit, what = len(model.spec.labels), f"classes of {model.spec.arch}"
+        bad = [t for t in self.targets if not 0 <= int(t) < limit]
+        if bad:
+            raise SweepError(f"target index {bad[0]} is out of range: the {what} are numbered 0 to {limit - 1}.")
+        box_terms = [t.name for t in terms if t.name in ("box_loc", "multibox")]
+        h, w = model.spec.input_size
+        for box_set in self.boxes:
+            if box_terms and not box_set:
+                raise SweepError(f"terms {box_terms} need target boxes; give at least one box per set.")
+            for b in box_set:
+                if len(b) != 4:
+                    raise SweepError(f"a target box has 4 numbers x1,y1,x2,y2, got {list(b)}.")
+                x1, y1, x2, y2 = b
+                if not (x2 > x1 and y2 > y1):
+                    raise SweepError(f"target box {list(b)} has zero or negative area; expected x1 < x2 and y1 < y2.")
+                if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+                    raise SweepError(f"target box {list(b)} lies outside the {w}x{h} network input; boxes are in "
+                                     "input pixels, within 0..width and 0..height.")
+
+    def arrays(self, term_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-point arrays with a leading points axis, as the compiled step takes them."""
+        points = self.point_axes()
+        m = max([len(p["boxes"]) for p in points] + [1])
+        boxes = np.zeros((len(points), m, 4), np.float32)
+        boxes[..., 2:] = 1.0  # padding: a unit box keeps the box coding finite
+        valid = np.zeros((len(points), m), bool)
+        for i, p in enumerate(points):
+            if p["boxes"]:
+                boxes[i, :len(p["boxes"])] = p["boxes"]
+                valid[i, :len(p["boxes"])] = True
+        return {
+            "target": np.array([p["target"] for p in points], np.int32),
+            "lr": np.array([p["lr"] for p in points], np.float32),
+            "weights": np.array([self.point_weights(p, term_names) for p in points], np.float32).reshape(len(points), -1),
+            "init": np.array([p["init"] for p in points], np.float32),
+            "seed": np.array([p["seed"] for p in points], np.uint32),
+            "boxes": boxes,
+            "box_valid": valid,
+        }
+
+
+def terms_for(model, sweep: Sweep, options: dict[str, dict[str, Any]] | None = None) -> list[obj.Term]:
+    """The terms of a sweep's losses, with static options per term (e.g. ``{"activation": {"layer": ...}}``)."""
+    options = options or {}
+    return [obj.make_term(name, model, **options.get(name, {})) for name in sweep.term_names]
+
+
