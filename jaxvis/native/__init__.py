@@ -130,9 +130,11 @@ def load(*, build: bool = True) -> tuple[ctypes.CDLL, Path]:
     path = library_path(want)
     stamp = read_stamp(path)
     if stamp != want:
-        problem = ("is not built" if stamp is None else
-                   f"carries the stamp {stamp!r}, not this environment's {want!r} (a stale or foreign "
-                   "library: it was not loaded)")
+        if stamp is None:
+            problem = "is not built"
+        else:
+            problem = (f"carries the stamp {stamp!r}, not this environment's {want!r}" if stamp else
+                       "carries no jaxvis stamp") + " (a stale or foreign library: it was not loaded)"
         reason = builder.cannot_build(prefix) if build else "building on load is turned off"
         if reason:
             raise Unavailable(f"the oneDNN kernel library {path} {problem}, and it cannot be built here: "
