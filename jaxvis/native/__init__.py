@@ -135,7 +135,7 @@ def load(*, build: bool = True) -> tuple[ctypes.CDLL, Path]:
         else:
             problem = (f"carries the stamp {stamp!r}, not this environment's {want!r}" if stamp else
                        "carries no jaxvis stamp") + " (a stale or foreign library: it was not loaded)"
-        reason = builder.cannot_build(prefix) if build else "building on load is turned off"
+        reason = builder.cannot_build(prefix) if build else "this load was asked not to build"
         if reason:
             raise Unavailable(f"the oneDNN kernel library {path} {problem}, and it cannot be built here: "
                               f"{reason}. XLA's convolutions are used; for oneDNN's, fix that and run "
