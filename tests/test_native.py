@@ -104,6 +104,16 @@ def test_a_failing_compiler_fails_the_build_loudly(tmp_path):
     assert left == [".build.lock"], left  # no library, no temporary file left behind
 
 
+@needs_onednn
+def test_an_unwritable_cache_fails_with_what_to_do(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXVIS_NATIVE_DIR", str(blocker / "native"))
+    monkeypatch.setenv("CXX", "true")  # never reached: the cache folder fails first
+    assert build.main([]) == 1
+    assert "set JAXVIS_NATIVE_DIR to a writable folder" in capsys.readouterr().err
+
+
 def _foreign(path, stamp):
     """A file under the expected name whose stamp is ``stamp`` (it is never loaded: a stamp that differs
     is caught before, so any bytes serve)."""

@@ -144,8 +144,12 @@ def load(*, build: bool = True) -> tuple[ctypes.CDLL, Path]:
                     "source).", path, problem)
         try:
             builder.build(verbose=False)
-        except builder.BuildError as err:
-            raise Unavailable(f"building the oneDNN kernels failed: {err}\nFix the build and run {HOW_TO_BUILD}.") from err
+        except (builder.BuildError, builder.Skip) as err:
+            raise Unavailable(f"building the oneDNN kernels failed: {err}\nFix the build and run "
+                              f"{HOW_TO_BUILD}.") from err
+        except OSError as err:
+            raise Unavailable(f"the oneDNN kernels cannot be built into {cache_dir()}: {err}; set JAXVIS_NATIVE_DIR "
+                              "to a writable folder.") from err
         stamp = read_stamp(path)
         if stamp != want:
             raise Unavailable(f"the freshly built {path} carries the stamp {stamp!r}, not {want!r}; "

@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as err:
         print(f"jaxvis.native.build: FAILED: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the cache folder cannot be made or written
+        print(f"jaxvis.native.build: FAILED: {err}; set JAXVIS_NATIVE_DIR to a writable folder.", file=sys.stderr)
+        return 1
     print(f"jaxvis.native.build: oneDNN kernels ready: {path}")
     return 0
 
