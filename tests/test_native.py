@@ -232,3 +232,37 @@ def test_models_take_the_convolution_as_a_function():
     got, _ = jax.eval_shape(custom.apply, model.params, x)
     assert len(calls) == 8 and got.shape == (1, 10)  # tiny VGG: 8 conv layers
     assert conv.backend_of(counting) is None and conv.backend_of(lax.conv_general_dilated) == "xla"
+
+
+def test_sharded_engines_swap_the_injected_convolution_for_xlas():
+    # XLA cannot partition oneDNN's kernels: an engine over several devices runs XLA's convolutions
+    # under "auto", refuses "onednn", and keeps a convolution that is not jaxvis.conv's as given.
+    script = textwrap.dedent("""
+        import sys, jax
+        sys.path.insert(0, "tests")
+        from jax import lax
+        from jaxvis import conv, engine
+        from tiny import tiny_vgg
+        model = tiny_vgg(0)
+        sweep = engine.Sweep(targets=[0], lrs=[1.0], losses=[{"score": 1.0}], init_scales=[0.2], seeds=[0])
+        terms = engine.terms_for(model, sweep)
+        two, one = jax.devices()[:2], jax.devices()[:1]
+        assert engine.Engine(model, terms, steps=1, devices=two)._module.conv_general_dilated == conv.Convolution("xla")
+        assert engine.Engine(model, terms, steps=1, devices=one)._module.conv_general_dilated == conv.Convolution("auto")
+        assert model.module.conv_general_dilated == conv.Convolution("auto")
+        if conv.onednn_available():
+            try:
+                engine.Engine(model.with_conv_backend("onednn"), terms, steps=1, devices=two)
+                raise SystemExit("onednn over two devices was accepted")
+            except engine.SweepError as err:
+                assert "cannot shard" in str(err)
+        custom = type(model)(spec=model.spec, params=model.params,
+                             module=model.module.clone(conv_general_dilated=lax.conv_general_dilated))
+        assert engine.Engine(custom, terms, steps=1, devices=two)._module.conv_general_dilated is lax.conv_general_dilated
+        print("ok")
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
