@@ -255,7 +255,7 @@ ffi::Error Run(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
     if (!plan) {
       return ffi::Error(ffi::ErrorCode::kUnimplemented,
                         "jaxvis onednn conv: oneDNN has no direct kernel for this convolution; "
-                        "run the model with conv_backend='xla'");
+                        "use model.with_conv_backend('xla')");
     }
     auto& eng = Engine();
     dnnl::stream stream(eng);
