@@ -4,15 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-fast clean native
 
-$(VENV)/.installed: pyproject.toml jaxvis/native/conv_onednn.cc
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[onednn]'
-	# oneDNN convolutions for CPUs; without them (no compiler, another platform) XLA's are used.
-	$(PY) -m jaxvis.native.build || echo "jaxvis: oneDNN kernels not built; convolutions run through XLA"
 	touch $@
+
+# oneDNN convolutions for CPUs, built into the per-user cache under a name keyed by jax, oneDNN and the
+# source (a second run finds it up to date). Fails when the compiler fails; where it cannot build (no
+# compiler, not x86-64 Linux, no oneDNN) it says that it skips, and XLA's convolutions are used.
+native: $(VENV)/.installed
+	$(PY) -m jaxvis.native.build
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[test]'
@@ -27,17 +31,21 @@ $(VENV)/.test-installed: $(VENV)/.installed
 
 # The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo
 # (made afresh on each call).
-demo: $(VENV)/.installed
+demo: native
 	rm -rf runs/demo
 	$(PY) -m experiments.demo --out runs/demo
 
 # The whole suite, the slow marker included.
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed native
 	$(PY) -m pytest -m '' -q
 
 # The default (fast) suite.
-test-fast: $(VENV)/.test-installed
+test-fast: $(VENV)/.test-installed native
 	$(PY) -m pytest -q
 
+# The oneDNN kernels live outside the tree, in a cache shared by every checkout of this user; clear it
+# by hand with the command echoed.
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache jaxvis/native/_conv_onednn.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache jaxvis/native/*.so jaxvis/native/*.tmp
+	@echo "make clean leaves the oneDNN kernels in the per-user cache; to clear it:" \
+	  "rm -rf \"$${JAXVIS_NATIVE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/jaxvis/native}\""

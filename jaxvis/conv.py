@@ -8,8 +8,15 @@ lowers for a platform (``lax.platform_dependent``), so one traced model serves C
 The kernel's gradient is XLA's in both cases (it is dropped when only the input gradient is needed,
 as in class-model visualisation and saliency).
 
-Backends: ``"auto"`` (oneDNN on CPUs when the kernels are built, else XLA), ``"onednn"`` (the same,
-but an error when they are not built) and ``"xla"``.
+Backends: ``"auto"`` (oneDNN on CPUs where the kernels can be used, else XLA; which of the two is
+logged once per process, at INFO on the ``jaxvis.conv`` logger), ``"onednn"`` (the same, but an error
+where they cannot be used) and ``"xla"``. Models take the convolution as a function, a
+``Convolution(backend)`` (``Model.with_conv_backend`` builds and injects one).
+
+The kernels live in a versioned library in a per-user cache (``jaxvis.native``): it is loaded on first
+use when its stamp matches this environment (jax, oneDNN, the source), built there first when it is
+missing or stale and a compiler is present, and refused otherwise (XLA's convolutions are used, with a
+warning that says what to do).
 
 Reverse-mode derivatives (``grad``, ``vjp``) of any order-one use work through the oneDNN path;
 forward mode (``jvp``, ``jacfwd``) and derivatives of derivatives do not: use ``"xla"`` for those.
@@ -18,7 +25,9 @@ forward mode (``jvp``, ``jacfwd``) and derivatives of derivatives do not: use ``
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
+import logging
 import threading
 from typing import Sequence
 
@@ -27,17 +36,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxvis.native import LIBRARY
+from jaxvis import native
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onednn", "xla")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _lock = threading.Lock()
 _registered: bool | None = None
-_library: ctypes.CDLL | None = None
+_library = None
+_library_path = None
+_unavailable = ""  # why the kernels are not used, when they are not
+_auto_logged = False
 
 
 def onednn_available() -> bool:
-    """Whether the oneDNN kernels are built and registered with XLA (registering them on first call)."""
+    """Whether the oneDNN kernels are built and registered with XLA (loading them on first call, and
+    building them into the cache first where they are missing or stale and a compiler is present)."""
     global _registered
     with _lock:
         if _registered is None:
@@ -45,19 +60,27 @@ def onednn_available() -> bool:
         return _registered
 
 
+def unavailable_reason() -> str:
+    """Why the oneDNN kernels are not used ("" when they are, or before ``onednn_available``)."""
+    return _unavailable
+
+
 def _register() -> bool:
-    global _library
-    if not LIBRARY.is_file():
-        return False
+    global _library, _library_path, _unavailable
     try:
-        lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
+        lib, path = native.load()
         supported, forward, backward = (
             lib.JaxvisConvSupported, lib.JaxvisConvForward, lib.JaxvisConvBackwardData)
-    except (OSError, AttributeError):  # unloadable, or built from another version of the source
+    except (native.Unavailable, OSError, AttributeError) as err:
+        _unavailable = str(err)
+        # A library that should be there but is refused deserves a warning; no oneDNN at all (another
+        # platform, the extra not installed) is an ordinary set-up.
+        quiet = not native.supported_platform() or native.onednn_prefix() is None
+        (log.info if quiet else log.warning)("jaxvis.conv: oneDNN kernels not used: %s", err)
         return False
     supported.restype = ctypes.c_int
     supported.argtypes = [ctypes.c_int64] * 15
-    _library = lib
+    _library, _library_path = lib, path
     jax.ffi.register_ffi_target("jaxvis_conv_forward", jax.ffi.pycapsule(forward), platform="cpu")
     jax.ffi.register_ffi_target(
         "jaxvis_conv_backward_data", jax.ffi.pycapsule(backward), platform="cpu"
@@ -70,10 +93,61 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"conv backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "onednn" and not onednn_available():
         raise RuntimeError(
-            "conv backend 'onednn' asked for, but the oneDNN kernels are not built: install the "
-            "extra (`pip install 'jaxvis[onednn]'`) and run `python -m jaxvis.native.build`, or use "
-            "backend 'auto' or 'xla'."
+            f"conv backend 'onednn' asked for, but the oneDNN kernels cannot be used: {_unavailable} "
+            "Or use backend 'auto' or 'xla'."
         )
+
+
+def _log_auto_choice() -> None:
+    """Says once per process which convolutions backend "auto" runs."""
+    global _auto_logged
+    if _auto_logged:
+        return
+    _auto_logged = True
+    if onednn_available():
+        log.info("jaxvis.conv: backend 'auto' runs float32 NHWC convolutions on CPUs through oneDNN (%s), "
+                 "every other convolution and every other platform through XLA.", _library_path)
+    else:
+        log.info("jaxvis.conv: backend 'auto' runs every convolution through XLA (%s).", _unavailable)
+
+
+@dataclasses.dataclass(frozen=True)
+class Convolution:
+    """A ``lax.conv_general_dilated`` for the models, through ``backend`` ("auto", "onednn", "xla").
+
+    Models take it as their ``conv_general_dilated`` field and hand it to ``nn.Conv``; it compares
+    and hashes by its backend, so modules built with it do too.
+    """
+
+    backend: str = "auto"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"conv backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    def __call__(self, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                 preferred_element_type=None):
+        return conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type, backend=self.backend)
+
+    def with_backend(self, backend: str) -> "Convolution":
+        return dataclasses.replace(self, backend=backend)
+
+
+def for_backend(backend: str) -> Convolution:
+    """The convolution function for ``backend``, checked (an error for "onednn" where it is unavailable)."""
+    check_backend(backend)
+    return Convolution(backend)
+
+
+def backend_of(fn) -> str | None:
+    """The backend of a convolution function: its ``backend`` for a ``Convolution``, "xla" for
+    ``lax.conv_general_dilated``, None for anything else."""
+    if fn is lax.conv_general_dilated:
+        return "xla"
+    return getattr(fn, "backend", None)
 
 
 def _is_nhwc(dimension_numbers) -> bool:
@@ -183,6 +257,8 @@ def conv_general_dilated(
 ) -> jax.Array:
     """``lax.conv_general_dilated``, through oneDNN on CPUs where it can (see the module docstring)."""
     check_backend(backend)
+    if backend == "auto":
+        _log_auto_choice()
     xla = functools.partial(
         lax.conv_general_dilated,
         window_strides=window_strides,

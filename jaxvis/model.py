@@ -38,11 +38,19 @@ class Model:
 
     def with_conv_backend(self, backend: str) -> "Model":
         """The same model with its convolutions through ``backend``: "auto" (oneDNN on CPUs where its
-        kernels are built, XLA elsewhere), "onednn" or "xla" (see ``jaxvis.conv``)."""
+        kernels can be used, XLA elsewhere), "onednn" or "xla" (see ``jaxvis.conv``). The module takes
+        the convolution as a function (its ``conv_general_dilated`` field); this builds and injects it."""
         from jaxvis import conv
 
-        conv.check_backend(backend)
-        return dataclasses.replace(self, module=self.module.clone(conv_backend=backend))
+        return dataclasses.replace(self, module=self.module.clone(conv_general_dilated=conv.for_backend(backend)))
+
+    @property
+    def conv_backend(self) -> str | None:
+        """The backend of the module's convolution function ("auto", "onednn", "xla"; None for a function
+        that is not one of ``jaxvis.conv``'s)."""
+        from jaxvis import conv
+
+        return conv.backend_of(getattr(self.module, "conv_general_dilated", None))
 
     def preprocess(self, images) -> jax.Array:
         """RGB images in [0, 1], (N, H, W, 3) or (H, W, 3), any size -> the model's input."""

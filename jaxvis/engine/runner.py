@@ -147,13 +147,14 @@ class Engine:
         # image, the loss terms and the optimiser stay in float32.
         self._module = model.module if compute_dtype == "float32" else model.module.clone(dtype=jnp.bfloat16)
         self.devices = list(devices) if devices is not None else jax.local_devices()
-        if len(self.devices) > 1 and getattr(self._module, "conv_backend", "xla") != "xla":
+        conv_backend = getattr(model, "conv_backend", None)  # None: a convolution not of jaxvis.conv, kept
+        if len(self.devices) > 1 and conv_backend not in ("xla", None):
             # XLA's partitioner cannot split oneDNN's kernels over the points: it would gather every
             # point onto every device. Sharded chunks keep XLA's convolutions, which it partitions.
-            if self._module.conv_backend == "onednn":
+            if conv_backend == "onednn":
                 raise SweepError(f"conv_backend 'onednn' cannot shard a chunk over {len(self.devices)} devices; "
                                  "use 'auto' (XLA's convolutions when sharded) or 'xla', or one device.")
-            self._module = self._module.clone(conv_backend="xla")
+            self._module = self._module.clone(conv_general_dilated=self._module.conv_general_dilated.with_backend("xla"))
         self.model = model
         self.terms = tuple(terms)
         self.optimizer = optimizer

@@ -13,13 +13,13 @@ class counts, other input sizes.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvis.conv import conv_general_dilated
+from jaxvis.conv import Convolution
 from jaxvis.models.pooling import max_pool_2x2
 from jaxvis.models.vgg import BLOCKS
 
@@ -51,7 +51,9 @@ class SSD(nn.Module):
     l2norm: str = "max"
     l2norm_init: float = 20.0
     dtype: jnp.dtype = jnp.float32
-    conv_backend: str = "auto"  # jaxvis.conv: "auto" (oneDNN on CPUs where built), "onednn" or "xla"
+    # The convolution nn.Conv runs (lax.conv_general_dilated's signature), injected: jaxvis.conv's
+    # (oneDNN on CPUs where usable, else XLA) unless Model.with_conv_backend or the caller give another.
+    conv_general_dilated: Callable = Convolution("auto")
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -66,7 +68,7 @@ class SSD(nn.Module):
         conv = functools.partial(
             nn.Conv,
             dtype=self.dtype,
-            conv_general_dilated=functools.partial(conv_general_dilated, backend=self.conv_backend),
+            conv_general_dilated=self.conv_general_dilated,
         )
         maps = []
         for b, widths in enumerate(self.blocks, start=1):

@@ -13,14 +13,14 @@ Unused activations cost nothing under ``jit``: XLA drops what the caller does no
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvis.conv import conv_general_dilated
+from jaxvis.conv import Convolution
 from jaxvis.models.pooling import max_pool_2x2
 
 # Channel widths per block; every block ends with a 2x2 max-pool (torchvision's cfgs A, B, D, E).
@@ -68,7 +68,9 @@ class VGG(nn.Module):
     fc_width: int = 4096
     pool_size: tuple[int, int] = (7, 7)
     dtype: jnp.dtype = jnp.float32
-    conv_backend: str = "auto"  # jaxvis.conv: "auto" (oneDNN on CPUs where built), "onednn" or "xla"
+    # The convolution nn.Conv runs (lax.conv_general_dilated's signature), injected: jaxvis.conv's
+    # (oneDNN on CPUs where usable, else XLA) unless Model.with_conv_backend or the caller give another.
+    conv_general_dilated: Callable = Convolution("auto")
 
     @property
     def min_input_size(self) -> int:
@@ -89,13 +91,11 @@ class VGG(nn.Module):
             )
         x = x.astype(self.dtype)
         acts: dict[str, jax.Array] = {}
-        conv_fn = functools.partial(conv_general_dilated, backend=self.conv_backend)
         for b, widths in enumerate(self.blocks, start=1):
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
-                x = nn.Conv(
-                    width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, conv_general_dilated=conv_fn, name=name
-                )(x)
+                x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                            conv_general_dilated=self.conv_general_dilated, name=name)(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(
                         use_running_average=True, epsilon=1e-5, dtype=self.dtype, name=f"bn{b}_{i}"

@@ -25,6 +25,12 @@
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
+// The key of the environment this library is built for (machine, jax, jaxlib and oneDNN versions, a
+// hash of this source and the flags), given by jaxvis/native/build.py; jaxvis checks it before use.
+#ifndef JAXVIS_NATIVE_KEY
+#error "JAXVIS_NATIVE_KEY is not defined: build this file with `python -m jaxvis.native.build`"
+#endif
+
 namespace ffi = xla::ffi;
 using dnnl::memory;
 
@@ -249,7 +255,7 @@ ffi::Error Run(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
     if (!plan) {
       return ffi::Error(ffi::ErrorCode::kUnimplemented,
                         "jaxvis onednn conv: oneDNN has no direct kernel for this convolution; "
-                        "run the model with conv_backend='xla'");
+                        "use model.with_conv_backend('xla')");
     }
     auto& eng = Engine();
     dnnl::stream stream(eng);
@@ -307,6 +313,12 @@ ffi::Error Run(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
 }
 
 }  // namespace
+
+// The stamp: jaxvis reads it from the file before loading it (after the marker) and again through
+// JaxvisNativeKey() once loaded.
+static const char kStamp[] = "jaxvis-native-key:" JAXVIS_NATIVE_KEY;
+
+extern "C" const char* JaxvisNativeKey() { return kStamp + sizeof("jaxvis-native-key:") - 1; }
 
 // Whether oneDNN has direct kernels (forward and backward data) for a geometry: asked when a
 // convolution is traced, so that the others go to XLA.
