@@ -1,10 +1,11 @@
-# The two commands: `make test` (set-up and the whole test suite) and `make demo`.
+# The two commands: `make test` (set-up and the default test suite, minutes) and `make demo`;
+# `make test-all` adds the heavy cases (the slow marker: full-size VGG16 and SSD300, the fault tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-fast clean native
+.PHONY: demo test test-all clean native
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,13 +36,13 @@ demo: native
 	rm -rf runs/demo
 	$(PY) -m experiments.demo --out runs/demo
 
-# The whole suite, the slow marker included.
+# The default suite: every behaviour, on small models and images.
 test: $(VENV)/.test-installed native
-	$(PY) -m pytest -m '' -q
-
-# The default (fast) suite.
-test-fast: $(VENV)/.test-installed native
 	$(PY) -m pytest -q
+
+# The whole suite, the slow marker included (CI runs it after `make test`).
+test-all: $(VENV)/.test-installed native
+	$(PY) -m pytest -m '' -q
 
 # The oneDNN kernels live outside the tree, in a cache shared by every checkout of this user; clear it
 # by hand with the command echoed.

@@ -482,12 +482,11 @@ def test_interrupted_sweep_shows_its_finished_chunks_then_all(browser, tmp_path,
     the page shows all of them."""
     from jaxvis import assets, sweeps
     from jaxvis.rundir import RunDir
+    from jaxvis.settings import SweepSettings
 
     out = tmp_path / "run"
-    settings = {"model": "shapes_vgg", "params": assets.path("classifier"), "categories": ["circle", "star"],
-                "lrs": [0.1, 1.0], "steps": 3, "objective": None, "penalty": [], "loss": ["score"], "term_options": [],
-                "optimizer": "sgd", "momentum": 0.9, "jitter": 0, "clip": False, "init": [0.0], "seeds": [0],
-                "boxes": [], "snapshots": [1, 3], "chunk_size": 2, "display": "stretch", "out": str(out)}
+    settings = SweepSettings.create(model="shapes_vgg", params=assets.path("classifier"), categories="circle,star",
+                                    lrs="0.1,1", steps=3, loss=["score"], snapshots="1,3", chunk_size=2)
     save = RunDir.save_chunk
 
     def stop_at_second(self, index, points, result):
@@ -497,7 +496,7 @@ def test_interrupted_sweep_shows_its_finished_chunks_then_all(browser, tmp_path,
 
     monkeypatch.setattr(RunDir, "save_chunk", stop_at_second)
     with pytest.raises(SystemExit):
-        sweeps.run(settings, progress=False)
+        sweeps.run(settings, out, progress=False)
     assert not (out / "results.jsonl").exists()
     open_page(browser, out / "index.html")
     assert visible_tiles(browser) == [0, 1]
@@ -513,7 +512,7 @@ def test_interrupted_sweep_shows_its_finished_chunks_then_all(browser, tmp_path,
         save(self, index, points, result)
 
     monkeypatch.setattr(RunDir, "save_chunk", look_at_the_page)
-    sweeps.run(settings, resume=True, progress=False)
+    sweeps.run(settings, out, resume=True, progress=False)
     assert seen == [2]
     open_page(browser, out / "index.html")
     assert visible_tiles(browser) == [0, 1, 2, 3]

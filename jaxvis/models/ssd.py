@@ -127,5 +127,3 @@ class SSD(nn.Module):
             raise ValueError(f"l2norm must be 'max' or 'add', got {self.l2norm!r}")
         return scale.astype(self.dtype) * (x / norm)
 
-
-SSD300 = functools.partial(SSD)

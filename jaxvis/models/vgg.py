@@ -126,9 +126,3 @@ VGG11_BN = functools.partial(VGG, blocks=BLOCKS["A"], batch_norm=True)
 VGG13_BN = functools.partial(VGG, blocks=BLOCKS["B"], batch_norm=True)
 VGG16_BN = functools.partial(VGG, blocks=BLOCKS["D"], batch_norm=True)
 VGG19_BN = functools.partial(VGG, blocks=BLOCKS["E"], batch_norm=True)
-
-
-def layer_names(blocks: Sequence[Sequence[int]]) -> list[str]:
-    """Names of the parameterised layers in forward order (``conv1_1`` … ``fc8``)."""
-    names = [f"conv{b}_{i}" for b, widths in enumerate(blocks, 1) for i in range(1, len(widths) + 1)]
-    return names + ["fc6", "fc7", "fc8"]
