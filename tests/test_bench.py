@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from conftest import run_module
 from jaxvis import conv
 
 
+@pytest.mark.slow  # three workloads, each in processes of its own with PyTorch beside
 def test_bench_smoke_run_prints_the_table():
     proc = run_module("experiments.bench", "--tiny", "--reps", "1", "--steps", "1", "--workloads",
                       "shapes,vgg16,saliency", "--nofirst_step")

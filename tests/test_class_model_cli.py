@@ -47,6 +47,7 @@ def test_vgg_goose_config_runs_end_to_end(files, tmp_path):
     assert lab["final_score"] > 1.0 and not lab["diverged"]
 
 
+@pytest.mark.slow  # six SSD points at 300x300 through the launcher
 def test_ssd_horse_config_runs_end_to_end(files, tmp_path):
     _, ssd = files
     run = tmp_path / "horse"
@@ -77,6 +78,7 @@ def test_rerun_and_resume_rules(files, tmp_path):
     assert proc.returncode == 1 and "another configuration; differing: steps (3 on disk, 4 now)" in proc.stderr
 
 
+@pytest.mark.slow  # four launcher runs
 def test_conv_backend_and_loop_change_how_not_what(files, tmp_path):
     vgg, _ = files
     args = ["--params", str(vgg), "--categories", "0,1,2", "--lrs", "1", "--steps", "4", "--chunk_size", "1",

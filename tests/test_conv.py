@@ -168,6 +168,7 @@ def test_bad_backend_is_refused():
 
 
 @needs_onednn
+@pytest.mark.slow  # VGG11 at full size
 def test_vgg_logits_through_onednn_match_torchvision(converted_vgg):
     import jaxvis
     from torch_ref import nchw

@@ -45,7 +45,9 @@ def torch_targets(items, dtype=torch.float32):
             for b, lab in items]
 
 
-@pytest.mark.parametrize("which", [[0], [1], [2], [0, 1, 2]], ids=["one", "several", "none", "batch"])
+@pytest.mark.parametrize("which", [pytest.param([0], marks=pytest.mark.slow), pytest.param([1], marks=pytest.mark.slow),
+                                   pytest.param([2], marks=pytest.mark.slow), [0, 1, 2]],
+                         ids=["one", "several", "none", "batch"])  # the batch holds the other three cases
 def test_loss_equals_torchvision_compute_loss(ssd, which):
     tmodel, model = ssd
     rng = np.random.default_rng(0)
@@ -68,6 +70,7 @@ def test_loss_equals_torchvision_compute_loss(ssd, which):
         assert float(got["bbox_regression"]) > 0 and float(got["classification"]) > 0
 
 
+@pytest.mark.slow  # SSD300 at full size in float64
 def test_input_gradient_matches_torch_autograd(ssd):
     """d(MultiBox loss)/d(image) through the whole network, against torch autograd. In float64 on both
     sides: a float32 backward pass through max-pools routes the gradient of near-ties by rounding (see

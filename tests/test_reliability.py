@@ -48,6 +48,7 @@ def wait_for(path, proc, timeout=300):
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # three launcher runs; the injected-ENOSPC resume test checks byte-identical resumes in the default suite
 def test_sigkill_then_resume_equals_an_uninterrupted_run(model_file, tmp_path):
     whole = tmp_path / "whole"
     run_module("experiments.class_model", *sweep_args(model_file, whole))

@@ -38,6 +38,7 @@ def test_assets_fit_the_budget():
     assert total <= 20 * 2**20
 
 
+@pytest.mark.slow  # 200 training steps of each model
 @pytest.mark.parametrize("kind", ["classifier", "detector"])
 def test_training_loss_falls_on_a_short_budget(kind):
     if kind == "classifier":
