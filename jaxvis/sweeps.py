@@ -172,6 +172,14 @@ class Cluster:
 
         return int(multihost_utils.broadcast_one_to_all(np.array(value, np.int64)))
 
+    def stop_if(self, problem: str, error: type[Exception]) -> None:
+        """Process 0's ``problem`` (empty: none) stops every process: ``error(problem)`` is raised on
+        process 0, the others exit with status 1."""
+        if self.broadcast(1 if problem else 0):
+            if problem:
+                raise error(problem)
+            raise SystemExit(1)
+
     def barrier(self, name: str) -> None:
         if self.size > 1:
             from jax.experimental import multihost_utils
@@ -205,10 +213,7 @@ def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = Fa
             lock = DirLock(out)
         except OutputError as e:
             problem = str(e)
-    if cluster.broadcast(1 if problem else 0):
-        if problem:
-            raise OutputError(problem)
-        raise SystemExit(1)
+    cluster.stop_if(problem, OutputError)
     finished = False
     try:
         index = _run(settings, str(out), resume, progress, cluster, check_space)
@@ -252,10 +257,7 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
             rundir = RunDir(out, run_config, resume=resume)
         except RunDirError as e:
             problem = str(e)
-    if cluster.broadcast(1 if problem else 0):
-        if problem:
-            raise RunDirError(problem)
-        raise SystemExit(1)
+    cluster.stop_if(problem, RunDirError)
     if rundir is None:
         rundir = RunDir(out, run_config, resume=True)  # created and checked by process 0
         state(rundir.done_chunks())
