@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxvis.models.pooling import max_pool_2x2
+from jaxvis.models.pooling import max_pool_2x2, max_pool_2x2_ceil, max_pool_3x3_s1
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 4), (3, 5, 4, 2)])
@@ -43,3 +43,30 @@ def test_nan_windows_route_like_torch():
     assert np.isnan(np.asarray(out)).any()
     np.testing.assert_array_equal(np.asarray(out), want.detach().numpy().transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(np.asarray(vjp(g)[0]), xt.grad.numpy().transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 3), (1, 6, 5, 2), (1, 19, 19, 4)])
+@pytest.mark.parametrize("nan", [False, True])
+def test_ssd_pools_equal_torch_with_ties_odd_sizes_and_nan(shape, nan):
+    """SSD's ceil-mode 2x2 pool (pool3) and 3x3 stride-1 pool (pool5): torch's values and gradients."""
+    rng = np.random.default_rng(sum(shape) + nan)
+    x = rng.integers(0, 3, shape).astype(np.float32)  # three values: most windows hold a tie
+    if nan:
+        x[rng.random(x.shape) < 0.1] = np.nan
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    for ours, theirs in [(max_pool_2x2_ceil, lambda t: torch.nn.functional.max_pool2d(t, 2, 2, ceil_mode=True)),
+                         (max_pool_3x3_s1, lambda t: torch.nn.functional.max_pool2d(t, 3, 1, padding=1))]:
+        out, vjp = jax.vjp(ours, x)
+        want = theirs(xt)
+        np.testing.assert_array_equal(np.asarray(out), want.detach().numpy().transpose(0, 2, 3, 1))
+        # Unit gradients count how many windows route to each pixel: integers, so the routing must be
+        # torch's exactly; random gradients then agree to float32 rounding (overlapping 3x3 windows add
+        # their gradients in another order).
+        for g in (np.ones(want.shape, np.float32), rng.standard_normal(want.shape).astype(np.float32)):
+            xt.grad = None
+            theirs(xt).backward(torch.tensor(g))
+            got, ref = np.asarray(vjp(g.transpose(0, 2, 3, 1))[0]), xt.grad.numpy().transpose(0, 2, 3, 1)
+            if (g == 1).all():
+                np.testing.assert_array_equal(got, ref)
+            else:
+                np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)

@@ -20,18 +20,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxvis.conv import Convolution
-from jaxvis.models.pooling import max_pool_2x2
+from jaxvis.models.pooling import max_pool_2x2, max_pool_2x2_ceil, max_pool_3x3_s1
 from jaxvis.models.vgg import BLOCKS
 
 # (1x1 width, 3x3 width, stride, padding) of the extra blocks conv8 … conv11 of SSD300.
 SSD300_EXTRAS = ((256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0))
 
 
-def _max_pool(x, window, stride, pad):
-    """Max-pool with explicit (low, high) padding per spatial axis, padded with -inf as torch does."""
-    if (window, stride, pad) == (2, 2, "VALID"):
-        return max_pool_2x2(x)
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pad)
 
 
 class SSD(nn.Module):
@@ -73,7 +68,7 @@ class SSD(nn.Module):
         maps = []
         for b, widths in enumerate(self.blocks, start=1):
             if b == 5:
-                x = _max_pool(x, 2, 2, "VALID")                    # pool4
+                x = max_pool_2x2(x)                                # pool4
                 acts["pool4"] = x
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
@@ -81,13 +76,12 @@ class SSD(nn.Module):
                 acts[name] = x
             if b <= 3:
                 # pool3 runs in ceil mode: an odd side keeps its last row/column.
-                pad = "VALID" if b < 3 else ((0, x.shape[1] % 2), (0, x.shape[2] % 2))
-                x = _max_pool(x, 2, 2, pad)
+                x = max_pool_2x2(x) if b < 3 else max_pool_2x2_ceil(x)
                 acts[f"pool{b}"] = x
             elif b == 4:
                 maps.append(self._l2norm(x))
                 acts["conv4_3_norm"] = maps[-1]
-        x = _max_pool(x, 3, 1, ((1, 1), (1, 1)))                   # pool5 of SSD: 3x3, stride 1
+        x = max_pool_3x3_s1(x)                                     # pool5 of SSD: 3x3, stride 1
         acts["pool5"] = x
         d = self.fc_dilation
         x = nn.relu(conv(self.fc_width, (3, 3), padding=((d, d), (d, d)), kernel_dilation=(d, d), name="fc6")(x))
