@@ -62,6 +62,17 @@ def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
     return jnp.where(ax < beta, 0.5 * x * x / beta, ax - 0.5 * beta)
 
 
+def _first_ranks(values: jax.Array, k) -> jax.Array:
+    """Whether each entry is among the ``k`` largest, ties going to the lower index: the first ``k`` of a
+    stable descending sort, as torchvision's two argsorts select them, from one sort of the values and
+    a running count of the entries tied at the threshold."""
+    n = values.shape[0]
+    threshold = -jnp.sort(-values)[jnp.clip(k - 1, 0, n - 1)]
+    above = values > threshold
+    tied = values == threshold
+    return (above | (tied & (jnp.cumsum(tied) <= k - jnp.sum(above)))) & (k > 0)
+
+
 def _image_terms(cls_logits, bbox_regression, anchors, gt_boxes, gt_labels, gt_valid, cfg: LossConfig):
     """Per-image sums: (box loss, classification loss, number of positives)."""
     matches = match(gt_boxes, gt_valid, anchors, cfg.iou_threshold)
@@ -81,9 +92,7 @@ def _image_terms(cls_logits, bbox_regression, anchors, gt_boxes, gt_labels, gt_v
         num_neg = jnp.minimum(num_neg, anchors.shape[0] - 1)
     # Hard negatives: rank anchors by loss with positives last, keep the first num_neg ranks.
     ranking = jax.lax.stop_gradient(jnp.where(foreground, -jnp.inf, ce))
-    order = jnp.argsort(-ranking, stable=True)
-    rank = jnp.argsort(order, stable=True)
-    hard = rank < num_neg
+    hard = _first_ranks(ranking, num_neg)
     if cfg.union:
         cls_loss = jnp.sum(jnp.where(foreground | hard, ce, 0.0))
     else:

@@ -158,3 +158,16 @@ def test_amdegroot_variant_differs_only_where_documented():
     none = mb.pad_targets([[]], [[]])
     assert float(mb.multibox_loss(cls, reg, anchors, *none, tv)["total"]) == 0.0
     assert np.isnan(float(mb.multibox_loss(cls, reg, anchors, *none, am)["total"]))  # 0 / 0, as amdegroot
+
+
+@pytest.mark.parametrize("values", ["random", "ties", "constant"])
+def test_hard_negative_selection_is_the_first_k_of_a_stable_descending_sort(values):
+    """One sort and a count of ties select what two stable argsorts select, ties by index (a zero image's
+    losses tie at every anchor), positives (-inf) last."""
+    rng = np.random.default_rng(3)
+    v = {"random": rng.standard_normal(500), "ties": np.round(rng.standard_normal(500), 1),
+         "constant": np.ones(500)}[values].astype(np.float32)
+    v[rng.random(500) < 0.1] = -np.inf
+    for k in (0, 1, 7, 120, 499, 500, 900):
+        rank = np.argsort(np.argsort(-v, kind="stable"), kind="stable")
+        np.testing.assert_array_equal(np.asarray(mb._first_ranks(jnp.asarray(v), k)), rank < k, err_msg=str(k))
