@@ -148,3 +148,39 @@ def test_methods_and_targets_as_values():
         sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.drise())
     with pytest.raises(sal.SaliencyError, match="need a layer"):
         sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.odam())
+
+
+def test_detection_metric_units():
+    m = np.zeros((20, 20))
+    m[2:6, 2:6] = 1.0       # 16 in the first box
+    m[12:14, 12:14] = 2.0   # 8 in the second
+    m[0, 19] = -5.0         # negative mass is ignored
+    assert met.energy_pointing(m, (2, 2, 6, 6)) == pytest.approx(16 / 24)
+    assert met.energy_pointing(np.zeros((4, 4)), (0, 0, 2, 2)) == 0.0
+    spec = met.instance_specificity(m, (2, 2, 6, 6), [(12, 12, 14, 14), (15, 0, 20, 5)])
+    assert spec["hit"] == 1.0 and spec["share"] == pytest.approx(16 / 24)
+    assert met.instance_specificity(m, (12, 12, 14, 14), [(2, 2, 6, 6)])["hit"] == 0.0
+    assert met.instance_specificity(m, (2, 2, 6, 6), [])["hit"] == 1.0
+
+
+def test_detection_deletion_insertion_and_randomisation(shipped):
+    """Deletion starts, and insertion ends, at the detection's D-RISE similarity on the clean input (as
+    D-RISE reports it), and deleting every pixel lowers it; the cascading randomisation of the detector
+    decorrelates ODAM maps."""
+    model, images, _, det = shipped
+    t = sal.detections(det, np.zeros((3, 1), int))
+    x = np.asarray(model.preprocess(images))
+    e = sal.saliency(model, x, t, sal.drise(masks=8), space="input")
+    odam = sal.saliency(model, x, t, sal.odam(), space="input").attributions
+    target = {"anchor": t.fields["anchor"][0, 0], "class": t.fields["class"][0, 0]}
+    deletion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="deletion", steps=8)
+    insertion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="insertion", steps=8)
+    assert deletion.scores[0] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)
+    assert insertion.scores[-1] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)
+    assert 0 <= deletion.auc <= 1 and insertion.scores.shape == (9,)
+    assert deletion.scores[-1] < deletion.scores[0]
+    two = sal.detection(t.fields["anchor"][:2], t.fields["class"][:2])
+    steps = met.cascading_randomisation(model, images[:2], two, method=sal.odam(),
+                                        layers=["cls_head_3", "conv9_2", "conv3_1"])
+    assert [s[0] for s in steps] == ["cls_head_3", "conv9_2", "conv3_1"]
+    assert steps[-1][1] < 0.5, steps
