@@ -184,3 +184,17 @@ def test_detection_deletion_insertion_and_randomisation(shipped):
                                         layers=["cls_head_3", "conv9_2", "conv3_1"])
     assert [s[0] for s in steps] == ["cls_head_3", "conv9_2", "conv3_1"]
     assert steps[-1][1] < 0.5, steps
+
+
+def test_chunks_follow_the_memory_budget(monkeypatch):
+    """With a budget below one pass, samples and targets go one at a time, and the maps do not change."""
+    model = tiny_ssd(0)
+    images = np.random.default_rng(7).random((1, 300, 300, 3), dtype=np.float32)
+    target = sal.detection([[5, 900, 2000]], [[1, 2, 3]])
+    method = sal.smoothgrad(samples=3, noise=0.1)
+    whole = sal.saliency(model, images, target, method).attributions
+    assert sal.chunk_sizes(model, 3, 3, (300, 300)) == (3, 3)
+    monkeypatch.setattr(sal, "MEMORY_BUDGET", 1)
+    assert sal.chunk_sizes(model, 3, 3, (300, 300)) == (1, 1)
+    small = sal.saliency(model, images, target, method).attributions
+    np.testing.assert_allclose(small, whole, rtol=1e-5, atol=1e-6 * np.abs(whole).max())
