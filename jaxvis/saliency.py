@@ -664,7 +664,11 @@ def explain(model, images, targets: Target, method=None, *, params=None, space: 
         baseline = jnp.zeros_like(z) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, z.dtype), z.shape)
         keys = jax.random.split(jax.random.key(seed), n)
         noise = jnp.asarray(getattr(method, "noise", 0.0), z.dtype)
-        key_method = dataclasses.replace(method, baseline=None) if isinstance(method, Integrated) else method
+        key_method = method  # the program's static part: noise and baseline are data
+        if isinstance(method, Integrated):
+            key_method = dataclasses.replace(method, baseline=None, chunk=None)
+        elif isinstance(method, SmoothGrad):
+            key_method = dataclasses.replace(method, noise=0.0, chunk=None)
         fn = _gradient_program(model, targets.kind, targets.score, key_method, space, chunk, tchunk)
         scores, g = fn(params, z, fields, baseline, keys, noise)
         return Explanation(np.asarray(g), np.asarray(scores), method)

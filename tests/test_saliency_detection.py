@@ -136,6 +136,10 @@ def test_methods_and_targets_as_values():
     gx = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(sal.grad_x_input(), samples=3, noise=0.0))
     plain = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.grad_x_input())
     np.testing.assert_allclose(gx.attributions, plain.attributions, rtol=1e-5, atol=1e-8)
+    before = sal.TRACES
+    a = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(samples=2, noise=0.1))
+    b = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(samples=2, noise=0.3))
+    assert sal.TRACES == before + 1 and not np.allclose(a.attributions, b.attributions)  # noise is data
     cam = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradcam("conv4_1"))
     assert cam.attributions.shape == (2, 1, 64, 64)
     with pytest.raises(sal.SaliencyError, match="no submodule of tiny_vgg reads 'conv5_2'"):
