@@ -1,6 +1,6 @@
 r"""Every saliency method on generated scenes of the shipped shapes detector, measured against ground truth.
 
-  python -m experiments.detection_study --out docs       # 200 scenes; about 20 minutes on 2 CPU cores
+  python -m experiments.detection_study --out docs       # 200 scenes; about 15 minutes on 2 CPU cores
 
 Scenes come from ``jaxvis.data.shapes`` (one to four shapes, one per quadrant, with tight boxes). A
 detection is explained when its score is at least --min_score and it overlaps a ground-truth box with
