@@ -6,10 +6,14 @@ r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifie
   python -m experiments.saliency --params ssd300.safetensors --image street.jpg --detection 0,1 --out runs/d
   python -m experiments.saliency --params ssd300_voc.safetensors --image field.jpg \
       --box 40,60,300,280 --category horse --out runs/h
+  python -m experiments.saliency --params DET --image a.png --detection 0,1 --method odam --out runs/o
+      (--method gradient, grad_x_input, smoothgrad, integrated, gradcam, odam or drise)
 
 For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
 with the heat map over the image and the detection's or the derived box drawn, and a line of
-``results.jsonl`` (target, score, derived box, metrics when asked). ``--localize`` derives a box from the
+``results.jsonl``: ``image``, ``target``, ``kind``, ``score`` (the target's value; D-RISE: the similarity on
+the unmasked image), ``method``, ``map``, ``png``, ``box``, ``derived_box``, ``metrics``, and for detections
+``detection`` (its rank), ``label``, ``det_score`` and ``gt_box`` (with --gt_box). ``--localize`` derives a box from the
 map (GrabCut on saliency seeds); ``--metrics deletion,insertion`` measures the map.
 """
 
@@ -30,17 +34,48 @@ flags.DEFINE_integer("top_k", None, "Explain each image's k best classes (classi
 flags.DEFINE_list("detection", [], "Detections to explain, by rank in each image's detections (detectors).")
 flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why is there a <category> here' "
                           "(detectors).")
-flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input"], "Attribution.")
-flags.DEFINE_enum("reduce", "max", ["max", "sum", "l2", "signed"], "Channel reduction (the paper: max of |grad|).")
+flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "gradcam", "odam",
+                                         "drise"], "Attribution method (see jaxvis.saliency).")
+flags.DEFINE_list("layer", [], "gradcam/odam: layer name(s) (default for detectors: the source feature maps).")
+flags.DEFINE_integer("samples", 25, "smoothgrad: noisy copies.")
+flags.DEFINE_float("noise", 0.15, "smoothgrad: noise std as a fraction of the input's range.")
+flags.DEFINE_integer("steps", 64, "integrated: path steps.")
+flags.DEFINE_integer("masks", 1000, "drise: number of masks.")
+flags.DEFINE_integer("cell", 16, "drise: mask cell size in image pixels.")
+flags.DEFINE_float("p", 0.5, "drise: probability that a cell is kept.")
+flags.DEFINE_integer("seed", 0, "smoothgrad/drise: random seed.")
+flags.DEFINE_enum("reduce", "max", ["max", "sum", "l2", "signed"], "Channel reduction of the gradient family "
+                  "(the paper: max of |grad|).")
 flags.DEFINE_enum("score", "logit", ["logit", "prob", "log_prob"], "Which score of the class is differentiated.")
 flags.DEFINE_bool("localize", True, "Derive a box from the map (GrabCut from saliency seeds).")
-flags.DEFINE_list("metrics", [], "deletion, insertion (and pointing with --gt_box).")
+flags.DEFINE_list("metrics", [], "deletion, insertion (and pointing with --gt_box: the pointing game and the "
+                  "energy-based pointing game). For detections the deletion/insertion score is the D-RISE "
+                  "similarity to the detection.")
 flags.DEFINE_string("gt_box", None, "x1,y1,x2,y2 of the object, for the pointing game.")
 flags.DEFINE_string("out", None, "Output folder.")
 
 
 class UsageError(ValueError):
     pass
+
+
+def method_value(name: str):
+    """The jaxvis.saliency method value the flags describe."""
+    from jaxvis import saliency as sal
+
+    if name == "gradient":
+        return sal.gradient()
+    if name == "grad_x_input":
+        return sal.grad_x_input()
+    if name == "smoothgrad":
+        return sal.smoothgrad(samples=FLAGS.samples, noise=FLAGS.noise)
+    if name == "integrated":
+        return sal.integrated(steps=FLAGS.steps)
+    if name == "gradcam":
+        return sal.gradcam(FLAGS.layer or None)
+    if name == "odam":
+        return sal.odam(FLAGS.layer or None)
+    return sal.drise(masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
 
 
 def _box(text: str) -> list[float]:
@@ -107,7 +142,7 @@ def run() -> str:
     for path, image in zip(FLAGS.image, images):
         h, w = image.shape[:2]
         batch = image[None]
-        shown_boxes, box_labels = [], []
+        shown_boxes, box_labels, det_info = [], [], []
         if not detector:
             if FLAGS.detection or FLAGS.box:
                 raise UsageError(f"{model.spec.arch} is a classifier: --detection and --box are for detectors.")
@@ -118,6 +153,7 @@ def run() -> str:
             else:
                 raise UsageError("give --category or --top_k.")
             kind, targets = "class", {"class": classes}
+            target = sal.class_score(classes, FLAGS.score)
             names = [model.spec.labels[c] for c in classes[0]]
         else:
             if FLAGS.top_k:
@@ -138,6 +174,7 @@ def run() -> str:
                 kind = "box_label"
                 targets = {"box": np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32),
                            "class": np.asarray([cats])}
+                target = sal.box_label(targets["box"], targets["class"])
                 names = [f"{model.spec.labels[c]} in box" for c in cats]
                 shown_boxes += boxes
                 box_labels += [model.spec.labels[c] for c in cats]
@@ -151,22 +188,30 @@ def run() -> str:
                                      f"does not exist (ranks start at 0).")
                 kind = "detection"
                 targets = sal.detection_targets(det, np.asarray([ranks]))
+                target = sal.detection(targets["anchor"], targets["class"], FLAGS.score)
                 names = [f"{model.spec.labels[det['labels'][0, r]]} #{r} ({det['scores'][0, r]:.2f})" for r in ranks]
+                det_info = [{"detection": r, "label": model.spec.labels[det["labels"][0, r]],
+                             "det_score": float(det["scores"][0, r])} for r in ranks]
                 shown_boxes += [det["boxes"][0, r] for r in ranks]
                 box_labels += names
-        maps = sal.saliency(model, batch, targets, kind=kind, method=FLAGS.method, reduce=FLAGS.reduce,
-                            score=FLAGS.score)
+        method = method_value(FLAGS.method)
+        explanation = sal.saliency(model, batch, target, method, seed=FLAGS.seed)
+        maps = explanation.reduce(FLAGS.reduce)
         stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])
         x = np.asarray(pre.preprocess(model.spec, batch))[0]
         need_input_maps = any(m in FLAGS.metrics for m in ("deletion", "insertion"))
-        input_maps = (sal.saliency(model, x[None], targets, kind=kind, method=FLAGS.method, reduce="max",
-                                   space="input", score=FLAGS.score).maps if need_input_maps else None)
+        input_maps = (sal.saliency(model, x[None], target, method, space="input", seed=FLAGS.seed).reduce("max")
+                      if need_input_maps else None)
         for k, name in enumerate(names):
-            m = maps.maps[0, k].astype(np.float32)
+            m = maps[0, k].astype(np.float32)
             base = f"{stem}_{k}_{render.safe_name(name)}"
             np.save(os.path.join(FLAGS.out, base + ".npy"), m)
-            record = {"image": path, "target": name, "kind": kind, "score": float(maps.scores[0, k]),
+            record = {"image": path, "target": name, "kind": kind, "score": float(explanation.scores[0, k]),
                       "method": FLAGS.method, "map": base + ".npy"}
+            if k < len(det_info):
+                record.update(det_info[k])
+            if FLAGS.gt_box:
+                record["gt_box"] = _box(FLAGS.gt_box)
             drawn, colours, texts = [], [], []
             if k < len(shown_boxes):
                 drawn.append(shown_boxes[k]), colours.append((0, 255, 0)), texts.append(box_labels[k])
@@ -181,10 +226,15 @@ def run() -> str:
             score = "prob" if kind in ("class", "detection") else "logit"
             for mode in ("deletion", "insertion"):
                 if mode in FLAGS.metrics:
-                    curve = met.deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode, kind=kind, score=score)
+                    if detector:
+                        curve = met.detection_deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode)
+                    else:
+                        curve = met.deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode, kind=kind,
+                                                       score=score)
                     metrics[f"{mode}_auc"] = curve.auc
             if "pointing" in FLAGS.metrics:
                 metrics["pointing_hit"] = met.pointing_hit(m, _box(FLAGS.gt_box))
+                metrics["energy_pointing"] = met.energy_pointing(m, _box(FLAGS.gt_box))
             if metrics:
                 record["metrics"] = metrics
             picture = render.draw_boxes(render.overlay(image, m), drawn, colours, texts)

@@ -9,6 +9,16 @@ model-randomisation sanity check.
 - Pointing game (Zhang et al. 2016): a hit when the map's maximum falls inside the object's box.
 - Sanity check (Adebayo et al. 2018): the model's layers are randomised one after another from the top;
   a map that explains the model must change, so its Spearman rank correlation with the original falls.
+
+For detections:
+
+- Energy-based pointing game (Wang et al. 2020, Score-CAM): the share of the map's positive mass that
+  lies inside the ground-truth box.
+- Instance specificity: the map's mass inside the explained detection's own box against its mass inside
+  each other detected object's box; a hit when the own box holds more than any other one.
+- Deletion and insertion for a detection: the score of each perturbed image is the D-RISE similarity of
+  its best pre-NMS proposal to the explained detection (IoU x cosine of class probabilities x
+  objectness, ``jaxvis.saliency.drise_similarity``), so the box may move as pixels go.
 """
 
 from __future__ import annotations
@@ -103,6 +113,89 @@ def pointing_hit(saliency_map, box, tolerance: float = 0.0) -> bool:
     return bool(x1 - tolerance <= cx <= x2 + tolerance and y1 - tolerance <= cy <= y2 + tolerance)
 
 
+def _box_mask(shape, box) -> np.ndarray:
+    """Pixels (row, column) whose centres lie inside ``box`` (x1, y1, x2, y2 pixels)."""
+    h, w = shape
+    ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
+    x1, y1, x2, y2 = box
+    return ((ys >= y1) & (ys <= y2))[:, None] & ((xs >= x1) & (xs <= x2))[None, :]
+
+
+def box_energy(saliency_map, box) -> float:
+    """Sum of the map's positive part over the pixels whose centres lie inside ``box``."""
+    m = np.maximum(np.asarray(saliency_map, np.float64), 0.0)
+    return float(m[_box_mask(m.shape, box)].sum())
+
+
+def energy_pointing(saliency_map, box) -> float:
+    """Share of the map's positive mass inside ``box`` (0 for a map with no positive mass)."""
+    m = np.maximum(np.asarray(saliency_map, np.float64), 0.0)
+    total = m.sum()
+    return float(m[_box_mask(m.shape, box)].sum() / total) if total > 0 else 0.0
+
+
+def instance_specificity(saliency_map, own_box, other_boxes) -> dict[str, float]:
+    """How much more of the map lies in the explained detection's box than in the other detected objects'
+    boxes. ``hit``: the own box holds more positive mass than every other box (1.0 when there is none);
+    ``share``: own / (own + the largest other)."""
+    own = box_energy(saliency_map, own_box)
+    others = [box_energy(saliency_map, b) for b in other_boxes]
+    top = max(others, default=0.0)
+    return {"hit": float(own > top), "share": own / (own + top) if own + top > 0 else 0.0, "own": own,
+            "other_max": top}
+
+
+@functools.lru_cache(maxsize=32)
+def _detection_perturbation_fn(model, mode: str, steps: int, sigma: float, batch: int):
+    @jax.jit
+    def run(params, x, saliency_map, target):
+        h, w = saliency_map.shape
+        tb, tv = sal.drise_reference(model, params, x, target)
+        order = jnp.argsort(-saliency_map.ravel(), stable=True)
+        rank = jnp.zeros(h * w, jnp.int32).at[order].set(jnp.arange(h * w, dtype=jnp.int32)).reshape(h, w)
+        counts = jnp.round(jnp.arange(steps + 1) * (h * w) / steps).astype(jnp.int32)
+        substrate = jnp.zeros_like(x) if mode == "deletion" else _blur(x, sigma)
+        start, end = (x, substrate) if mode == "deletion" else (substrate, x)
+
+        def score(k):
+            moved = (rank < counts[k])[..., None]
+            out, _ = model.apply(params, jnp.where(moved, end, start)[None])
+            return sal.drise_similarity(*sal.proposals(model, out), tb, tv)
+
+        values = jax.lax.map(score, jnp.arange(steps + 1), batch_size=batch)
+        return counts / (h * w), values
+
+    return run
+
+
+def detection_deletion_insertion(model, x, saliency_map, target: dict, *, mode: str = "deletion", steps: int = 50,
+                                 blur_sigma: float = 5.0, batch: int = 17, params=None) -> Curve:
+    """Deletion or insertion curve of one detection in the network's input space, scored by the D-RISE
+    similarity of the perturbed image's best proposal to the detection (found on the unperturbed input).
+
+    Args:
+      x: (h, w, 3) network input; saliency_map: (H, W) map, resized bilinearly to (h, w) when it differs
+        (a squash-resizing detector's image-space map).
+      target: one detection, ``{"anchor": a, "class": c}``, or ``{"box": xyxy input pixels, "class": c}``.
+    """
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    x = jnp.asarray(x, jnp.float32)
+    m = jnp.asarray(saliency_map, jnp.float32)
+    if m.ndim != 2:
+        raise ValueError(f"the map must be (H, W), got shape {m.shape}; reduce the channels first")
+    if m.shape != x.shape[:2]:
+        m = jax.image.resize(m, x.shape[:2], method="bilinear")
+    t = {k: jnp.asarray(v)[None] for k, v in target.items()}
+    if "box" in t:
+        t["box"] = t["box"].astype(jnp.float32)
+    fn = _detection_perturbation_fn(model, mode, int(steps), float(blur_sigma), int(batch))
+    fractions, values = fn(model.params if params is None else params, x, m, t)
+    values = np.asarray(values, np.float64)[:, 0]
+    auc = float((values.sum() - 0.5 * (values[0] + values[-1])) / steps)
+    return Curve(fractions=np.asarray(fractions), scores=values, auc=auc)
+
+
 def spearman(a, b) -> float:
     """Spearman rank correlation of two arrays (ranks by order; ties are broken by position)."""
     ra = np.argsort(np.argsort(np.ravel(a), kind="stable"), kind="stable").astype(np.float64)
@@ -133,18 +226,29 @@ def randomise_layer(params, layer: str, rng: np.random.Generator):
     return out
 
 
-def cascading_randomisation(model, images, targets: dict, *, kind: str = "class", method: str = "gradient",
-                            space: str = "image", seed: int = 0, layers=None) -> list[tuple[str, float]]:
+def cascading_randomisation(model, images, targets, *, kind: str = "class", method="gradient",
+                            space: str = "image", seed: int = 0, layers=None, reduce: str = "max"
+                            ) -> list[tuple[str, float]]:
     """Maps after randomising the layers cumulatively from the top; for each step, the layer just
-    randomised and the mean Spearman correlation of the maps with the original ones."""
+    randomised and the mean Spearman correlation of the maps with the original ones.
+
+    ``targets`` and ``method``: a ``jaxvis.saliency`` Target and method value (any method, detectors
+    included: the targets stay the same default boxes and classes), or the keyword form's dict and string."""
     rng = np.random.default_rng(seed)
-    original = sal.saliency(model, images, targets, kind=kind, method=method, space=space).maps
+
+    def maps(params):
+        if isinstance(targets, sal.Target):
+            e = sal.saliency(model, images, targets, method, space=space, params=params, seed=seed)
+            return e.reduce(reduce)
+        return sal.saliency(model, images, targets, kind=kind, method=method, space=space, params=params).maps
+
+    original = maps(None)
     params = model.params
     out = []
     for layer in layers or layer_order(params):
         params = randomise_layer(params, layer, rng)
-        maps = sal.saliency(model, images, targets, kind=kind, method=method, space=space, params=params).maps
+        randomised = maps(params)
         rhos = [spearman(o, m) for o, m in zip(original.reshape(-1, *original.shape[2:]),
-                                               maps.reshape(-1, *maps.shape[2:]))]
+                                               randomised.reshape(-1, *randomised.shape[2:]))]
         out.append((layer, float(np.mean(rhos))))
     return out

@@ -1,32 +1,61 @@
-"""Image-specific saliency (Simonyan et al. 2013, section 3) for classifiers and for single detections.
+"""Saliency for classifiers and for single detections: methods and targets as values.
 
-The paper's map is max over colour channels of |dS_c/dI|. Gradients are taken either with respect to
-the network input (``space="input"``) or with respect to the input image's own pixels
-(``space="image"``, the default): the preprocessing (resize, crop, normalisation) is differentiated
-through, so the map has the image's height and width.
+    from jaxvis import saliency as sal
+    e = sal.saliency(model, images, sal.class_score([[3, 17]]), sal.smoothgrad(samples=32))
+    maps = sal.reduce_channels(e.attributions, "max")       # the paper's max over colour channels
+    det = jax.jit(ssd.detect)(ssd.params, images)
+    e = sal.saliency(ssd, images, sal.detections(det, [[0, 1, 2]]), sal.odam())   # (N, 3, H, W)
 
-A target is a scalar read off the model's outputs:
+**Targets** are scalars read off the model's outputs, with a leading (images, targets-per-image) shape:
 
-| kind | score | per-target values |
+| target | score | fields |
 |---|---|---|
-| ``class`` | logit S_c (``score="logit"``), ``"prob"`` or ``"log_prob"`` of class c | ``class`` |
-| ``detection`` | the class score (logit or probability) of the pre-NMS default box behind a detection | ``anchor``, ``class`` |
-| ``box_coord`` | one decoded coordinate (x1, y1, x2, y2 = 0..3, input pixels) of that default box | ``anchor``, ``coord`` |
-| ``box_label`` | sum over all default boxes of IoU(decoded box, given box) x probability of the class | ``box`` (input pixels), ``class`` |
+| ``class_score(classes, score)`` | logit S_c (``"logit"``), ``"prob"`` or ``"log_prob"`` of class c | ``classes`` |
+| ``detection(anchors, classes, score)`` / ``detections(det, index)`` | the class score of the pre-NMS default box behind a detection | ``anchors``, ``classes`` |
+| ``box_coordinate(anchors, coords)`` | one decoded coordinate (x1, y1, x2, y2 = 0..3, input pixels) of that default box | ``anchors``, ``coords`` |
+| ``box_label(boxes, classes)`` | sum over all default boxes of IoU(decoded box, given box) x probability of the class | ``boxes`` (input pixels), ``classes`` |
 
-Targets come with a leading (images, targets-per-image) shape; one compiled call computes every map of a
-batch: one forward pass per image (and per noise sample or path step) and one backward pass per target.
-Methods: ``gradient`` (the paper), ``smoothgrad`` (gradients averaged over noisy copies), ``integrated``
-(Integrated Gradients: (x - baseline) times the gradient averaged along the straight path, midpoint
-rule) and ``grad_x_input``.
+**Methods** are small frozen dataclasses; what changes the program's shape (number of samples, layers) is
+static, the rest (noise level, baseline, keep probability) is data:
+
+- ``gradient()``: dS/dI (Simonyan et al. 2013); ``grad_x_input()``: dS/dI x I.
+- ``smoothgrad(method, samples, noise)``: the inner method averaged over noisy copies (noise std a fraction
+  of the input's range); ``integrated(steps, baseline)``: Integrated Gradients, (x - baseline) times the
+  gradient averaged along the straight path (midpoint rule). Samples and steps run in chunks sized to the
+  free memory (``chunk`` overrides), so memory does not grow with their number.
+- ``gradcam(layers)``: per layer, ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of dS/dA_k;
+  ``odam(layers)`` (Zhao & Chan 2023): per layer, ReLU(sum_k dS/dA_k * A_k), element-wise. For SSD the
+  default layers are the six maps the heads read (conv4_3 after the L2 norm, fc7, the extra layers);
+  classifiers name theirs. Each layer's map is up-sampled bilinearly (half-pixel centres, as
+  ``F.interpolate(align_corners=False)``) to the output grid and the layers are combined: with
+  ``combine="normalised_sum"`` (default) each map is divided by its own maximum (an all-zero map stays
+  zero) and the maps are summed, so that every scale counts alike; ``"sum"`` adds them as they are.
+- ``drise(masks, cell, p)`` (Petsiuk et al. 2021), detectors only: random binary grids with cells of
+  ``cell`` pixels kept with probability ``p``, up-sampled bilinearly and shifted at random by up to a cell
+  (as RISE); for each masked image, the detector's pre-NMS proposals (decoded boxes and class
+  probabilities of every default box) and the similarity of the best proposal to the target:
+  max over proposals of IoU(boxes) x cosine(foreground class probabilities) x (1 - background
+  probability). The map is sum_i s_i M_i / (N p). Masks run in chunks inside one compiled program; the
+  masks depend on the seed and the mask index only, so the chunk size does not change the map.
+
+Gradients are taken with respect to the image's own pixels (``space="image"``, through the
+preprocessing) or the network input (``space="input"``). ``saliency`` returns an ``Explanation``:
+``attributions`` (N, K, H, W, 3) for the gradient family, (N, K, H, W) for the CAMs and D-RISE, and
+``scores`` (N, K), the target values (D-RISE: the similarity on the unmasked image). The channel
+reduction is a separate step, ``reduce_channels``.
+
+The earlier keyword form ``saliency(model, images, {"class": ...}, kind=..., method="gradient",
+reduce="max", ...)`` still works and returns ``Maps``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import math
+from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,38 +67,232 @@ KINDS = ("class", "detection", "box_coord", "box_label")
 METHODS = ("gradient", "smoothgrad", "integrated", "grad_x_input")
 REDUCTIONS = ("max", "sum", "l2", "signed", "none")
 SCORES = ("logit", "prob", "log_prob")
+COMBINE = ("normalised_sum", "sum")
 
-
-TRACES = 0  # compilations of the batched saliency program (tests check that a batch is one call)
+TRACES = 0  # compilations of the batched gradient program (tests check that a batch is one call)
+MEMORY_BUDGET = 2 * 2**30  # most bytes a chunk of samples, steps, masks or targets may take
 
 
 class SaliencyError(ValueError):
     """A saliency request that does not fit the model or its inputs."""
 
 
+# ----------------------------------------------------------------------------------------------- methods
+
+
+@dataclasses.dataclass(frozen=True)
+class Gradient:
+    name = "gradient"
+
+
+@dataclasses.dataclass(frozen=True)
+class GradXInput:
+    name = "grad_x_input"
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothGrad:
+    method: Gradient | GradXInput = Gradient()
+    samples: int = 25
+    noise: float = 0.15
+    chunk: int | None = None
+    name = "smoothgrad"
+
+
+@dataclasses.dataclass(frozen=True)
+class Integrated:
+    steps: int = 64
+    baseline: Any = dataclasses.field(default=None, compare=False, hash=False)  # None: zeros
+    chunk: int | None = None
+    name = "integrated"
+
+
+@dataclasses.dataclass(frozen=True)
+class GradCAM:
+    layers: tuple[str, ...] | None = None
+    combine: str = "normalised_sum"
+    chunk: int | None = None  # targets per backward batch
+    name = "gradcam"
+
+
+@dataclasses.dataclass(frozen=True)
+class ODAM:
+    layers: tuple[str, ...] | None = None
+    combine: str = "normalised_sum"
+    chunk: int | None = None
+    name = "odam"
+
+
+@dataclasses.dataclass(frozen=True)
+class DRISE:
+    masks: int = 1000
+    cell: int = 16
+    p: float = 0.5
+    chunk: int | None = None
+    name = "drise"
+
+
+def _layers(layers) -> tuple[str, ...] | None:
+    if layers is None:
+        return None
+    return (layers,) if isinstance(layers, str) else tuple(layers)
+
+
+def gradient() -> Gradient:
+    return Gradient()
+
+
+def grad_x_input() -> GradXInput:
+    return GradXInput()
+
+
+def smoothgrad(method=None, samples: int = 25, noise: float = 0.15, chunk: int | None = None) -> SmoothGrad:
+    method = Gradient() if method is None else method
+    if not isinstance(method, (Gradient, GradXInput)):
+        raise SaliencyError(f"smoothgrad averages gradient() or grad_x_input(), got {method!r}")
+    if int(samples) < 1:
+        raise SaliencyError(f"smoothgrad needs samples >= 1, got {samples}")
+    return SmoothGrad(method, int(samples), float(noise), chunk)
+
+
+def integrated(steps: int = 64, baseline=None, chunk: int | None = None) -> Integrated:
+    if int(steps) < 1:
+        raise SaliencyError(f"integrated needs steps >= 1, got {steps}")
+    return Integrated(int(steps), baseline, chunk)
+
+
+def gradcam(layer=None, combine: str = "normalised_sum", chunk: int | None = None) -> GradCAM:
+    """Grad-CAM on ``layer`` (a name or several; None: a detector's source feature maps)."""
+    if combine not in COMBINE:
+        raise SaliencyError(f"combine must be one of {COMBINE}, got {combine!r}")
+    return GradCAM(_layers(layer), combine, chunk)
+
+
+def odam(layers=None, combine: str = "normalised_sum", chunk: int | None = None) -> ODAM:
+    """ODAM on ``layers`` (None: a detector's source feature maps)."""
+    if combine not in COMBINE:
+        raise SaliencyError(f"combine must be one of {COMBINE}, got {combine!r}")
+    return ODAM(_layers(layers), combine, chunk)
+
+
+def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None = None) -> DRISE:
+    if int(masks) < 1 or int(cell) < 1 or not 0.0 < float(p) < 1.0:
+        raise SaliencyError(f"drise needs masks >= 1, cell >= 1 and 0 < p < 1; got {masks}, {cell}, {p}")
+    return DRISE(int(masks), int(cell), float(p), chunk)
+
+
+GRADIENT_FAMILY = (Gradient, GradXInput, SmoothGrad, Integrated)
+CAMS = (GradCAM, ODAM)
+
+# ----------------------------------------------------------------------------------------------- targets
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Target:
+    """Targets of one kind with a leading (images, targets-per-image) shape; ``fields`` maps the legacy
+    field names (``class``, ``anchor``, ``coord``, ``box``) to arrays."""
+
+    kind: str
+    fields: dict
+    score: str = "logit"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(next(iter(self.fields.values())).shape[:2])
+
+
+_NEEDS = {"class": ("class",), "detection": ("anchor", "class"), "box_coord": ("anchor", "coord"),
+          "box_label": ("box", "class")}
+
+
+def _target(kind: str, fields: dict, score: str = "logit") -> Target:
+    if score not in SCORES:
+        raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
+    t = {}
+    for k, v in fields.items():
+        a = np.asarray(v)
+        t[k] = a.astype(np.int32) if k in ("class", "anchor", "coord") else a.astype(np.float32)
+    lead = {k: a.shape[:2] for k, a in t.items()}
+    if any(a.ndim < 2 for a in t.values()) or len(set(lead.values())) != 1:
+        raise SaliencyError(f"targets need a leading (images, targets) shape; got "
+                            f"{ {k: tuple(v.shape) for k, v in t.items()} }")
+    return Target(kind, t, score)
+
+
+def class_score(classes, score: str = "logit") -> Target:
+    """Class ``classes[n, k]`` of a classifier for image n."""
+    return _target("class", {"class": classes}, score)
+
+
+def detection(anchors, classes, score: str = "logit") -> Target:
+    """The class score of default box ``anchors[n, k]`` for class ``classes[n, k]``."""
+    return _target("detection", {"anchor": anchors, "class": classes}, score)
+
+
+def box_coordinate(anchors, coords) -> Target:
+    """Decoded coordinate ``coords[n, k]`` (0..3: x1, y1, x2, y2, input pixels) of a default box."""
+    return _target("box_coord", {"anchor": anchors, "coord": coords})
+
+
+def box_label(boxes, classes) -> Target:
+    """Why a ``classes[n, k]`` in box ``boxes[n, k]`` (xyxy, network-input pixels)."""
+    return _target("box_label", {"box": boxes, "class": classes})
+
+
+def detections(det: dict[str, Any], index, score: str = "logit") -> Target:
+    """Detections chosen by ``index`` ((N, K) ranks) from ``Detector.detect``'s output."""
+    t = detection_targets(det, index)
+    return detection(t["anchor"], t["class"], score)
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
 @dataclasses.dataclass
 class Maps:
-    """Saliency results (numpy). ``maps``: (N, K, H, W) (or (N, K, H, W, 3) for ``reduce="none"``);
-    ``gradients``: (N, K, H, W, 3) attributions before the channel reduction; ``scores``: (N, K) the target
-    values on the images."""
+    """Results of the keyword form (numpy). ``maps``: (N, K, H, W) (or (N, K, H, W, 3) for
+    ``reduce="none"``); ``gradients``: (N, K, H, W, 3) attributions before the channel reduction; ``scores``:
+    (N, K) the target values on the images."""
 
     maps: np.ndarray
     gradients: np.ndarray
     scores: np.ndarray
 
 
-def reduce_channels(g: jax.Array, how: str) -> jax.Array:
-    if how == "max":
-        return jnp.max(jnp.abs(g), axis=-1)
-    if how == "sum":
-        return jnp.sum(jnp.abs(g), axis=-1)
-    if how == "l2":
-        return jnp.sqrt(jnp.sum(jnp.square(g), axis=-1))
-    if how == "signed":
-        return jnp.sum(g, axis=-1)
-    if how == "none":
+@dataclasses.dataclass
+class Explanation:
+    """``attributions``: (N, K, H, W, 3) (gradient family) or (N, K, H, W) (CAMs, D-RISE); ``scores`` (N, K)."""
+
+    attributions: np.ndarray
+    scores: np.ndarray
+    method: Any
+
+    def reduce(self, how: str = "max") -> np.ndarray:
+        return np.asarray(reduce_channels(self.attributions, how))
+
+    @property
+    def has_channels(self) -> bool:
+        return self.attributions.ndim == 5
+
+
+def reduce_channels(g, how: str = "max"):
+    """The channel reduction of (..., H, W, 3) attributions: ``max`` of |g| (the paper), ``sum`` of |g|,
+    ``l2``, ``signed`` (sum) or ``none``. Maps without a channel axis (CAMs, D-RISE; ndim 4) pass through."""
+    if how not in REDUCTIONS:
+        raise SaliencyError(f"reduce must be one of {REDUCTIONS}, got {how!r}")
+    if getattr(g, "ndim", 5) == 4 or how == "none":
         return g
-    raise SaliencyError(f"reduce must be one of {REDUCTIONS}, got {how!r}")
+    xp = np if isinstance(g, np.ndarray) else jnp
+    if how == "max":
+        return xp.max(xp.abs(g), axis=-1)
+    if how == "sum":
+        return xp.sum(xp.abs(g), axis=-1)
+    if how == "l2":
+        return xp.sqrt(xp.sum(xp.square(g), axis=-1))
+    return xp.sum(g, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------- scores
 
 
 def _score(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> jax.Array:
@@ -105,13 +328,69 @@ def _score(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> ja
     raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(model, kind: str, score: str, method: str, reduce: str, space: str, samples: int, steps: int):
-    """One jitted function computing all maps of a batch, cached per static configuration."""
+# ----------------------------------------------------------------------------------------------- memory
 
+
+def _per_image_bytes(model, out_hw) -> int:
+    """A conservative estimate of one forward and backward pass's memory (as jaxvis.engine estimates it),
+    plus the image-sized buffers of the output grid."""
+    from jaxvis.engine import bytes_per_point
+
+    return bytes_per_point(model, 0) + 8 * int(np.prod(out_hw)) * 3 * 4
+
+
+def _budget() -> int:
+    from jaxvis.engine import available_memory
+
+    return int(min(MEMORY_BUDGET, available_memory(jax.devices()[0]) // 4))
+
+
+def chunk_sizes(model, n_points: int, n_targets: int, out_hw, backward: bool = True) -> tuple[int, int]:
+    """(points per chunk, targets per backward batch) that fit the memory budget: each point (a noisy
+    copy, a path step, a masked image) costs one pass, each target in flight one more backward pass."""
+    per = _per_image_bytes(model, out_hw)
+    budget = _budget()
+    targets = int(np.clip(budget // (2 * per), 1, max(n_targets, 1))) if backward else n_targets
+    points = int(np.clip(budget // (per * (1 + (targets if backward else 0))), 1, max(n_points, 1)))
+    return points, targets
+
+
+# ----------------------------------------------------------------------------------------------- programs
+
+
+def _forward(model, space):
     def forward(params, z):
         x = pre.preprocess(model.spec, z) if space == "image" else z
         return model.apply(params, x[None])[0]
+
+    return forward
+
+
+def _map(fn, xs, batch: int):
+    """lax.map over the leading axis in batches of ``batch`` (vmap when one batch holds all)."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    if batch >= n:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=batch)
+
+
+def _accumulate(fn, n: int, chunk: int, like):
+    """sum_i fn(i) for i < n, computed ``chunk`` indices at a time inside one loop."""
+    count = -(-n // chunk)
+
+    def body(c, acc):
+        idx = c * chunk + jnp.arange(chunk)
+        values = jax.vmap(fn)(jnp.minimum(idx, n - 1))
+        w = (idx < n).astype(acc.dtype)
+        return acc + jnp.tensordot(w, values, axes=1)
+
+    return jax.lax.fori_loop(0, count, body, jnp.zeros(like.shape, like.dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _gradient_program(model, kind: str, score: str, method, space: str, chunk: int, tchunk: int):
+    """One jitted function computing every gradient-family attribution of a batch."""
+    forward = _forward(model, space)
 
     def grads_at(params, z, targets):
         """Scores and gradients of every target of one image at one point z: one forward, K backward."""
@@ -121,92 +400,361 @@ def _compiled(model, kind: str, score: str, method: str, reduce: str, space: str
             value, g_out = jax.value_and_grad(lambda o: _score(model, o, t, kind, score))(outputs)
             return value, vjp(g_out)[0]
 
-        return jax.vmap(one)(targets)
+        return _map(one, targets, tchunk)
 
     def per_image(params, z, targets, baseline, key, noise):
         scores, g = grads_at(params, z, targets)
-        if method == "smoothgrad":
+        if isinstance(method, SmoothGrad):
             sigma = noise * (jnp.max(z) - jnp.min(z))
-            noise = sigma * jax.random.normal(key, (samples,) + z.shape, z.dtype)
-            _, gs = jax.vmap(lambda n: grads_at(params, z + n, targets))(noise)
-            g = jnp.mean(gs, axis=0)
-        elif method == "integrated":
-            alphas = (jnp.arange(steps, dtype=z.dtype) + 0.5) / steps  # midpoint rule
-            points = baseline[None] + alphas[:, None, None, None] * (z - baseline)[None]
-            _, gs = jax.vmap(lambda p: grads_at(params, p, targets))(points)
-            g = jnp.mean(gs, axis=0) * (z - baseline)[None]
-        elif method == "grad_x_input":
+
+            def sample(i):
+                zi = z + sigma * jax.random.normal(jax.random.fold_in(key, i), z.shape, z.dtype)
+                gi = grads_at(params, zi, targets)[1]
+                return gi * zi[None] if isinstance(method.method, GradXInput) else gi
+
+            g = _accumulate(sample, method.samples, chunk, g) / method.samples
+        elif isinstance(method, Integrated):
+            steps = method.steps
+
+            def step(i):
+                alpha = (i.astype(z.dtype) + 0.5) / steps  # midpoint rule
+                return grads_at(params, baseline + alpha * (z - baseline), targets)[1]
+
+            g = _accumulate(step, steps, chunk, g) / steps * (z - baseline)[None]
+        elif isinstance(method, GradXInput):
             g = g * z[None]
-        elif method != "gradient":
-            raise SaliencyError(f"method must be one of {METHODS}, got {method!r}")
         return scores, g
 
     @jax.jit
     def run(params, z, targets, baseline, keys, noise):
         global TRACES
         TRACES += 1
-        scores, g = jax.vmap(lambda zi, ti, bi, ki: per_image(params, zi, ti, bi, ki, noise))(z, targets, baseline, keys)
-        return scores, g, reduce_channels(g, reduce)
+        return jax.vmap(lambda zi, ti, bi, ki: per_image(params, zi, ti, bi, ki, noise))(z, targets, baseline, keys)
 
     return run
 
 
-def saliency(model, images, targets: dict[str, Any], *, kind: str = "class", params=None, method: str = "gradient",
-             reduce: str = "max", space: str = "image", score: str = "logit", samples: int = 25,
-             noise: float = 0.15, steps: int = 64, baseline=None, seed: int = 0) -> Maps:
-    """Saliency maps of ``targets`` for a batch of images.
+def default_layers(model) -> tuple[str, ...]:
+    """A detector's source feature maps (``map0`` … ``map5`` for SSD300: conv4_3 after the L2 norm, fc7,
+    conv8_2 … conv11_2)."""
+    if not model.spec.is_detector:
+        raise SaliencyError("Grad-CAM and ODAM on a classifier need a layer: e.g. gradcam('conv5_2')")
+    return tuple(f"map{i}" for i in range(len(model.spec.config["anchors_per_location"])))
 
-    Args:
-      model: a jaxvis Model (classifier) or Detector.
-      images: for ``space="image"``, RGB images in [0, 1], (N, H, W, 3) of one size; for ``space="input"``,
-        network inputs (N, h, w, 3) (already preprocessed).
-      targets: arrays with leading shape (N, K): ``class`` (int), ``anchor`` (int), ``coord`` (int 0..3),
-        ``box`` ((N, K, 4) xyxy network-input pixels), as the ``kind`` needs (see the module docstring).
-      method, reduce, space, score: see the module docstring.
-      samples, noise: SmoothGrad's number of noisy copies and noise std as a fraction of the input's range.
-      steps, baseline: Integrated Gradients' path steps and baseline (default: zeros in the chosen space:
-        a black image in image space, the mean image in input space), shape (N, H, W, 3) or (H, W, 3).
-    """
-    if kind not in KINDS:
-        raise SaliencyError(f"target kind must be one of {KINDS}, got {kind!r}")
-    if kind != "class" and not model.spec.is_detector:
-        raise SaliencyError(f"target kind {kind!r} is for detectors; {model.spec.arch} is a classifier")
-    if kind == "class" and model.spec.is_detector:
+
+@functools.lru_cache(maxsize=32)
+def layer_consumers(model, layers: tuple[str, ...]) -> dict[str, str]:
+    """The submodules that read each named activation (module name -> layer name).
+
+    dS/dA for an activation A is computed by adding a zero tensor to A where every consumer reads it, so a
+    layer is usable when the modules that read it are submodules (convolutions, dense layers): the feature
+    maps of SSD (heads and extra layers read them) and a VGG's conv layers other than the last of a block."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and context.module.name is not None and args:
+            seen.append((context.module.name, args[0]))
+        return next_fun(*args, **kwargs)
+
+    found: dict[str, str] = {}
+    names: list[str] = []
+
+    def trace(params, x):
+        seen.clear()
+        with nn.intercept_methods(record):
+            _, acts = model.apply(params, x)
+        names[:] = list(acts)
+        for layer in layers:
+            if layer not in acts:
+                continue
+            for module, arg in seen:
+                if arg is acts[layer]:
+                    found[module] = layer
+        return 0
+
+    jax.eval_shape(trace, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+    for layer in layers:
+        if layer not in names:
+            raise SaliencyError(f"{model.spec.arch} has no activation {layer!r}; it has {names}")
+        if layer not in found.values():
+            raise SaliencyError(f"no submodule of {model.spec.arch} reads {layer!r} directly (a function such as a "
+                                "pooling reads it), so its gradient cannot be taken; choose a layer that a "
+                                "convolution reads, e.g. one of the SSD feature maps or a conv before the last of "
+                                "its block")
+    return found
+
+
+def upsample(m: jax.Array, hw) -> jax.Array:
+    """Bilinear up-sampling of (h, w) to ``hw`` with half-pixel centres (torch's align_corners=False)."""
+    if tuple(m.shape) == tuple(hw):
+        return m
+    return jax.image.resize(m, tuple(hw), method="bilinear", antialias=False)
+
+
+def combine_scales(maps: Sequence[jax.Array], how: str) -> jax.Array:
+    if how == "normalised_sum":
+        maps = [m / jnp.where(jnp.max(m) > 0, jnp.max(m), 1.0) for m in maps]
+    return functools.reduce(jnp.add, maps)
+
+
+@functools.lru_cache(maxsize=64)
+def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], space: str, out_hw, tchunk: int):
+    owner = layer_consumers(model, layers)
+
+    def forward(params, z, deltas):
+        x = pre.preprocess(model.spec, z) if space == "image" else z
+
+        def add(next_fun, args, kwargs, context):
+            name = context.module.name
+            if context.method_name == "__call__" and name in owner and args:
+                args = (args[0] + deltas[owner[name]],) + tuple(args[1:])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(add):
+            outputs, acts = model.apply(params, x[None])
+        return outputs, {k: acts[k] for k in layers}
+
+    def per_image(params, z, targets):
+        shapes = jax.eval_shape(lambda: forward(params, z, {k: 0.0 for k in layers})[1])
+        zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+        outputs, vjp, acts = jax.vjp(lambda d: forward(params, z, d), zeros, has_aux=True)
+
+        def one(t):
+            value, g_out = jax.value_and_grad(lambda o: _score(model, o, t, kind, score))(outputs)
+            grads = vjp(g_out)[0]
+            maps = []
+            for k in layers:
+                g, a = grads[k][0], acts[k][0]
+                if isinstance(method, GradCAM):
+                    cam = jnp.einsum("hwc,c->hw", a, jnp.mean(g, axis=(0, 1)))
+                else:
+                    cam = jnp.sum(g * a, axis=-1)
+                maps.append(upsample(jax.nn.relu(cam), out_hw))
+            return value, combine_scales(maps, method.combine)
+
+        return _map(one, targets, tchunk)
+
+    @jax.jit
+    def run(params, z, targets):
+        return jax.vmap(lambda zi, ti: per_image(params, zi, ti))(z, targets)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- D-RISE
+
+
+def rise_mask(key, hw, cell: int, p) -> jax.Array:
+    """One RISE mask (H, W) in [0, 1]: a grid of ceil(H/cell)+1 x ceil(W/cell)+1 cells kept with probability
+    p, up-sampled bilinearly by ``cell`` and cropped at a random shift of 0 … cell-1 pixels."""
+    h, w = hw
+    gh, gw = -(-h // cell) + 1, -(-w // cell) + 1
+    k1, k2, k3 = jax.random.split(key, 3)
+    grid = (jax.random.uniform(k1, (gh, gw)) < p).astype(jnp.float32)
+    up = jax.image.resize(grid, (gh * cell, gw * cell), method="bilinear", antialias=False)
+    dy = jax.random.randint(k2, (), 0, cell)
+    dx = jax.random.randint(k3, (), 0, cell)
+    return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
+
+
+def proposals(model, outputs) -> tuple[jax.Array, jax.Array]:
+    """Pre-NMS proposals of one image's outputs (batch axis of 1): decoded boxes (A, 4) clipped to the input
+    and class probabilities (A, K)."""
+    cfg = model.postprocess_config
+    th, tw = model.spec.input_size
+    anchors = jnp.asarray(model.anchors, outputs["bbox_regression"].dtype)
+    boxes = bx.clip_to_image(bx.decode(outputs["bbox_regression"][0], anchors, cfg.box_weights, cfg.clamp_decode),
+                             th, tw)
+    return boxes, jax.nn.softmax(outputs["cls_logits"][0], axis=-1)
+
+
+def drise_similarity(boxes, probs, target_boxes, target_vectors) -> jax.Array:
+    """(K,) max over proposals of IoU x cosine(foreground probabilities) x (1 - background probability)."""
+    fg = probs[:, 1:]
+    overlap = bx.iou(target_boxes, boxes)                                            # (K, A)
+    tv = target_vectors / jnp.maximum(jnp.linalg.norm(target_vectors, axis=-1, keepdims=True), 1e-12)
+    cos = tv @ (fg / jnp.maximum(jnp.linalg.norm(fg, axis=-1, keepdims=True), 1e-12)).T
+    return jnp.max(overlap * cos * (1.0 - probs[:, 0])[None], axis=-1)
+
+
+def drise_reference(model, params, x, target: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Target boxes (K, 4) and foreground class vectors (K, C-1) of one image's targets in network input
+    ``x`` (H, W, 3): a detection's decoded, clipped box and its class probabilities; for ``box_label``
+    targets, the given box and the one-hot class."""
+    outputs, _ = model.apply(params, x[None])
+    boxes, probs = proposals(model, outputs)
+    if "anchor" in target:
+        return boxes[target["anchor"]], probs[target["anchor"], 1:]
+    c = probs.shape[-1]
+    return target["box"], jax.nn.one_hot(target["class"] - 1, c - 1, dtype=probs.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _drise_program(model, method: DRISE, space: str, out_hw, chunk: int):
+    def per_image(params, z, target, key, p):
+        x = pre.preprocess(model.spec, z) if space == "image" else z
+        tb, tv = drise_reference(model, params, x, target)
+        clean = drise_similarity(*proposals(model, model.apply(params, x[None])[0]), tb, tv)
+
+        def one(i):
+            m = rise_mask(jax.random.fold_in(key, i), out_hw, method.cell, p)
+            zi = z * m[..., None]
+            xi = pre.preprocess(model.spec, zi) if space == "image" else zi
+            s = drise_similarity(*proposals(model, model.apply(params, xi[None])[0]), tb, tv)
+            return s[:, None, None] * m[None]
+
+        like = jnp.zeros((tb.shape[0],) + tuple(out_hw), z.dtype)
+        total = _accumulate(one, method.masks, chunk, like)
+        return clean, total / (method.masks * p)
+
+    @jax.jit
+    def run(params, z, targets, keys, p):
+        return jax.vmap(lambda zi, ti, ki: per_image(params, zi, ti, ki, p))(z, targets, keys)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+
+
+def _check(model, z, target: Target):
+    if target.kind not in KINDS:
+        raise SaliencyError(f"target kind must be one of {KINDS}, got {target.kind!r}")
+    if target.kind != "class" and not model.spec.is_detector:
+        raise SaliencyError(f"target kind {target.kind!r} is for detectors; {model.spec.arch} is a classifier")
+    if target.kind == "class" and model.spec.is_detector:
         raise SaliencyError(f"{model.spec.arch} is a detector: use kind 'detection', 'box_coord' or 'box_label'")
+    missing = [k for k in _NEEDS[target.kind] if k not in target.fields]
+    if missing:
+        raise SaliencyError(f"{target.kind} targets need {list(_NEEDS[target.kind])}; missing {missing}")
+    n = z.shape[0]
+    if target.shape[0] != n:
+        raise SaliencyError(f"targets need a leading (images, targets) shape with {n} images; got "
+                            f"{ {k: tuple(v.shape) for k, v in target.fields.items()} }")
+
+
+def _images(images, space: str) -> jax.Array:
     if space not in ("image", "input"):
         raise SaliencyError(f"space must be 'image' or 'input', got {space!r}")
-    if method not in METHODS:
-        raise SaliencyError(f"method must be one of {METHODS}, got {method!r}")
-    if reduce not in REDUCTIONS:
-        raise SaliencyError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    if score not in SCORES:
-        raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
     z = jnp.asarray(images)
     z = z if z.dtype == jnp.float64 else z.astype(jnp.float32)
     if z.ndim != 4 or z.shape[-1] != 3:
         raise SaliencyError(f"images must be shaped (N, H, W, 3), got {tuple(z.shape)}")
-    needs = {"class": ("class",), "detection": ("anchor", "class"), "box_coord": ("anchor", "coord"),
-             "box_label": ("box", "class")}[kind]
+    return z
+
+
+def explain(model, images, targets: Target, method=None, *, params=None, space: str = "image",
+            seed: int = 0) -> Explanation:
+    """Attributions of ``targets`` (a ``Target``) for a batch of images by ``method`` (a method value)."""
+    method = Gradient() if method is None else method
+    if not isinstance(targets, Target):
+        raise SaliencyError("targets must be a Target: class_score(...), detection(...), detections(det, index), "
+                            "box_coordinate(...) or box_label(...)")
+    z = _images(images, space)
+    _check(model, z, targets)
+    params = model.params if params is None else params
+    n, k = targets.shape
+    out_hw = tuple(z.shape[1:3])
+    fields = {name: jnp.asarray(v) for name, v in targets.fields.items() if name in _NEEDS[targets.kind]}
+    if isinstance(method, GRADIENT_FAMILY):
+        points = method.samples if isinstance(method, SmoothGrad) else method.steps if isinstance(method, Integrated) else 1
+        chunk, tchunk = chunk_sizes(model, points, k, out_hw)
+        chunk = int(getattr(method, "chunk", None) or chunk)
+        baseline = getattr(method, "baseline", None)
+        baseline = jnp.zeros_like(z) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, z.dtype), z.shape)
+        keys = jax.random.split(jax.random.key(seed), n)
+        noise = jnp.asarray(getattr(method, "noise", 0.0), z.dtype)
+        key_method = method  # the program's static part: noise and baseline are data
+        if isinstance(method, Integrated):
+            key_method = dataclasses.replace(method, baseline=None, chunk=None)
+        elif isinstance(method, SmoothGrad):
+            key_method = dataclasses.replace(method, noise=0.0, chunk=None)
+        fn = _gradient_program(model, targets.kind, targets.score, key_method, space, chunk, tchunk)
+        scores, g = fn(params, z, fields, baseline, keys, noise)
+        return Explanation(np.asarray(g), np.asarray(scores), method)
+    if isinstance(method, CAMS):
+        if space == "image" and model.spec.resize != "squash":
+            raise SaliencyError(f"{method.name} maps in image space need a model that squashes the image to its input "
+                                f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
+        layers = method.layers or default_layers(model)
+        _, tchunk = chunk_sizes(model, 1, k, out_hw)
+        fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(method, layers=layers), layers,
+                          space, out_hw, int(method.chunk or tchunk))
+        scores, maps = fn(params, z, fields)
+        return Explanation(np.asarray(maps), np.asarray(scores), method)
+    if isinstance(method, DRISE):
+        if not model.spec.is_detector:
+            raise SaliencyError("D-RISE explains detections; for a classifier use gradient(), gradcam(layer), ...")
+        if targets.kind not in ("detection", "box_label"):
+            raise SaliencyError(f"D-RISE explains a detection or a box with a label, not a {targets.kind} target; "
+                                "use detection(...)/detections(...) or box_label(...)")
+        chunk, _ = chunk_sizes(model, method.masks, 1, out_hw, backward=False)
+        chunk = int(method.chunk or chunk)
+        keys = jax.random.split(jax.random.key(seed), n)
+        fn = _drise_program(model, dataclasses.replace(method, chunk=None, p=0.5), space, out_hw, chunk)
+        scores, maps = fn(params, z, fields, keys, jnp.asarray(method.p, z.dtype))
+        return Explanation(np.asarray(maps), np.asarray(scores), method)
+    raise SaliencyError(f"unknown method {method!r}: use gradient(), grad_x_input(), smoothgrad(...), "
+                        "integrated(...), gradcam(layer), odam(layers) or drise(...)")
+
+
+def saliency(model, images, targets, method=None, *, params=None, space: str = "image", seed: int = 0,
+             kind: str | None = None, reduce: str | None = None, score: str | None = None,
+             samples: int | None = None, noise: float | None = None, steps: int | None = None, baseline=None):
+    """Saliency of ``targets`` for a batch of images.
+
+    New form: ``saliency(model, images, target, method)`` with a ``Target`` (``class_score``,
+    ``detection``, ``detections``, ``box_coordinate``, ``box_label``) and a method value (``gradient()``,
+    ``smoothgrad(...)``, ``gradcam(...)``, ...); returns an ``Explanation`` (see the module docstring).
+
+    Keyword form (earlier releases): ``targets`` a dict of arrays with leading shape (N, K) (``class``,
+    ``anchor``, ``coord``, ``box``), ``kind`` one of KINDS, ``method`` one of METHODS as a string,
+    ``reduce``, ``score``, ``samples``, ``noise``, ``steps``, ``baseline``; returns ``Maps``.
+    """
+    if isinstance(targets, Target):
+        legacy = {k: v for k, v in dict(kind=kind, reduce=reduce, score=score, samples=samples, noise=noise,
+                                        steps=steps, baseline=baseline).items() if v is not None}
+        if legacy or isinstance(method, str):
+            raise SaliencyError(f"with a Target, give the method as a value and reduce separately: "
+                                f"saliency(model, images, target, smoothgrad(samples=..., noise=...)) then "
+                                f"reduce_channels(e.attributions, 'max'); got keywords {sorted(legacy)}")
+        return explain(model, images, targets, method, params=params, space=space, seed=seed)
+    if not isinstance(targets, dict):
+        raise SaliencyError("targets must be a Target (class_score(...), detections(det, index), ...) or, in the "
+                            "keyword form, a dict of arrays")
+    # the keyword form, computed through the new API
+    kind = kind or "class"
+    method = method or "gradient"
+    reduce = reduce or "max"
+    score = score or "logit"
+    if kind not in KINDS:
+        raise SaliencyError(f"target kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise SaliencyError(f"method must be one of {METHODS}, got {method!r}; for Grad-CAM, ODAM and D-RISE call "
+                            "saliency(model, images, target, gradcam(layer) / odam() / drise())")
+    if reduce not in REDUCTIONS:
+        raise SaliencyError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    if score not in SCORES:
+        raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
+    z = _images(images, space)
+    needs = _NEEDS[kind]
     missing = [k for k in needs if k not in targets]
     if missing:
         raise SaliencyError(f"{kind} targets need {list(needs)}; missing {missing}")
-    t = {k: jnp.asarray(targets[k]) for k in needs}
-    n = z.shape[0]
-    lead = t[needs[0]].shape[:2]
-    if len(lead) != 2 or lead[0] != n or any(v.shape[:2] != lead for v in t.values()):
-        raise SaliencyError(f"targets need a leading (images, targets) shape with {n} images; got "
-                            f"{ {k: tuple(v.shape) for k, v in t.items()} }")
-    for k in ("class", "anchor", "coord"):
-        if k in t:
-            t[k] = t[k].astype(jnp.int32)
-    if baseline is None:
-        baseline = jnp.zeros_like(z)
-    baseline = jnp.broadcast_to(jnp.asarray(baseline, z.dtype), z.shape)
-    keys = jax.random.split(jax.random.key(seed), n)
-    fn = _compiled(model, kind, score, method, reduce, space, int(samples), int(steps))
-    scores, grads, maps = fn(model.params if params is None else params, z, t, baseline, keys,
-                             jnp.asarray(noise, z.dtype))
-    return Maps(maps=np.asarray(maps), gradients=np.asarray(grads), scores=np.asarray(scores))
+    shapes = {k: np.shape(targets[k]) for k in needs}
+    lead = shapes[needs[0]][:2]
+    if len(lead) != 2 or lead[0] != z.shape[0] or any(s[:2] != lead for s in shapes.values()):
+        raise SaliencyError(f"targets need a leading (images, targets) shape with {z.shape[0]} images; got {shapes}")
+    fields = {k: targets[k] for k in needs}
+    t = _target(kind, fields, score)
+    if kind == "box_label" or any(np.asarray(v).dtype == np.float64 for v in fields.values()):
+        t = Target(kind, {k: (v.astype(np.asarray(z).dtype) if v.dtype.kind == "f" else v) for k, v in t.fields.items()},
+                   score)
+    m = {"gradient": Gradient(), "grad_x_input": GradXInput(),
+         "smoothgrad": SmoothGrad(Gradient(), 25 if samples is None else int(samples), 0.15 if noise is None else noise),
+         "integrated": Integrated(64 if steps is None else int(steps), baseline)}[method]
+    e = explain(model, z, t, m, params=params, space=space, seed=seed)
+    return Maps(maps=np.asarray(reduce_channels(e.attributions, reduce)), gradients=e.attributions, scores=e.scores)
 
 
 def top_k_classes(model, images, k: int, params=None, space: str = "image") -> np.ndarray:
@@ -220,6 +768,8 @@ def detection_targets(detections: dict[str, Any], index) -> dict[str, np.ndarray
     """Targets for detections chosen by ``index`` ((N, K) ints into each image's detection list) from the
     output of ``Detector.detect``: the anchor behind each one and its label."""
     index = np.asarray(index)
+    if index.ndim != 2:
+        raise SaliencyError(f"detection index must be (images, detections) ints, got shape {index.shape}")
     anchors = np.take_along_axis(np.asarray(detections["anchor"]), index, axis=1)
     labels = np.take_along_axis(np.asarray(detections["labels"]), index, axis=1)
     valid = np.take_along_axis(np.asarray(detections["valid"]), index, axis=1)

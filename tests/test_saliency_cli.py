@@ -64,3 +64,22 @@ def test_bad_input(setup, tmp_path, args, message):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, proc.stderr
+
+
+@pytest.mark.parametrize("method", ["odam", "gradcam", "drise", "smoothgrad"])
+def test_detection_methods(setup, tmp_path, method):
+    """Per detection: the map (.npy, float32, the image's size) named in results.jsonl beside the
+    detection's rank, box, label and score, and the ground-truth box with its pointing metrics."""
+    out = tmp_path / method
+    run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
+               "--detection", "0,1", "--method", method, "--masks", "16", "--samples", "2", "--gt_box", "10,10,60,50",
+               "--metrics", "pointing", "--localize=false", "--out", str(out))
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["detection"] for r in records] == [0, 1]
+    for r in records:
+        assert r["method"] == method and r["kind"] == "detection"
+        assert {"image", "target", "score", "map", "png", "box", "label", "det_score", "gt_box", "metrics"} <= set(r)
+        assert r["gt_box"] == [10.0, 10.0, 60.0, 50.0] and len(r["box"]) == 4 and r["label"] in "abcd"
+        assert set(r["metrics"]) == {"pointing_hit", "energy_pointing"}
+        m = np.load(out / r["map"])
+        assert m.dtype == np.float32 and m.shape == (90, 120) and np.isfinite(m).all()

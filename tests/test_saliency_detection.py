@@ -1,0 +1,204 @@
+"""Grad-CAM, ODAM and D-RISE for detections: against torch autograd, determinism, chunking, localisation,
+and the method/target values of jaxvis.saliency."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import jaxvis
+from jaxvis import assets
+from jaxvis import metrics as met
+from jaxvis import saliency as sal
+from jaxvis.data import shapes
+from jaxvis.model import Detector
+from tiny import tiny_ssd, tiny_vgg
+
+
+def float64(model):
+    return Detector(spec=model.spec, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
+                    module=model.module.clone(dtype=jnp.float64))
+
+
+def torch_cam(tmodel, x, anchor, cls, method, size, combine="normalised_sum"):
+    """The same formulas with torch autograd on torchvision's SSD: dS/dA of each source feature map A
+    (the total derivative, read by retain_grad), per map ReLU(sum_k mean(dS/dA_k) A_k) (Grad-CAM) or
+    ReLU(sum_k dS/dA_k * A_k) (ODAM), up-sampled bilinearly, each divided by its maximum and summed."""
+    xt = torch.tensor(x.transpose(2, 0, 1)[None])
+    feats = list(tmodel.backbone(xt).values())
+    for f in feats:
+        f.retain_grad()
+    head = tmodel.head(feats)
+    head["cls_logits"][0, anchor, cls].backward()
+    total = torch.zeros(size, dtype=torch.float64)
+    for f in feats:
+        g, a = f.grad[0], f[0].detach()
+        cam = (g.mean((1, 2))[:, None, None] * a).sum(0) if method == "gradcam" else (g * a).sum(0)
+        cam = F.interpolate(torch.relu(cam)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        if combine == "normalised_sum" and cam.max() > 0:
+            cam = cam / cam.max()
+        total += cam
+    return total.numpy()
+
+
+@pytest.mark.slow
+def test_gradcam_and_odam_equal_torch_autograd_on_ssd300(converted_ssd):
+    """Several detections of one image, in float64, over SSD300's six source maps; relative error 1e-4."""
+    tmodel, _, path = converted_ssd
+    model = jaxvis.load(path)
+    image = np.random.default_rng(1).random((300, 300, 3), dtype=np.float32)
+    det = jax.device_get(jax.jit(model.detect)(model.params, image[None]))
+    assert det["valid"][0].sum() >= 4
+    targets = sal.detections(det, np.array([[0, 1, 3]]))
+    x = np.asarray(model.preprocess(image))[None].astype(np.float64)
+    t64 = tmodel.double()
+    try:
+        with jax.enable_x64(True):
+            m64 = float64(model)
+            got = {m.name: sal.saliency(m64, x, targets, m, space="input").attributions for m in (sal.gradcam(), sal.odam())}
+        for name, maps in got.items():
+            assert maps.shape == (1, 3, 300, 300)
+            for k in range(3):
+                a, c = int(targets.fields["anchor"][0, k]), int(targets.fields["class"][0, k])
+                want = torch_cam(t64, x[0], a, c, name, (300, 300))
+                assert want.max() > 0
+                np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
+    finally:
+        tmodel.float()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model = jaxvis.load(assets.path("detector"))
+    images, boxes, labels, valid = shapes.detection_set(11, 3, size=128, max_objects=1)
+    det = jax.device_get(jax.jit(model.detect)(model.params, images))
+    return model, images, boxes, det
+
+
+def test_drise_is_deterministic_and_chunking_does_not_change_it(shipped):
+    model, images, _, det = shipped
+    t = sal.detections(det, np.zeros((3, 1), int))
+    a = sal.saliency(model, images, t, sal.drise(masks=40, cell=16, chunk=40), seed=3).attributions
+    b = sal.saliency(model, images, t, sal.drise(masks=40, cell=16, chunk=40), seed=3).attributions
+    c = sal.saliency(model, images, t, sal.drise(masks=40, cell=16, chunk=7), seed=3).attributions
+    d = sal.saliency(model, images, t, sal.drise(masks=40, cell=16, chunk=40), seed=4).attributions
+    assert a.shape == (3, 1, 128, 128) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6 * a.max())
+    assert not np.allclose(d, a)
+
+
+def test_drise_map_peaks_inside_the_detection_box():
+    """Generated scenes with one object each, the shipped detector's top detection: the D-RISE map is
+    denser inside the detection's box than outside on every scene, and its maximum falls inside the box
+    (pointing game with a tolerance of half a mask cell, 8 px: the detector reads the object's outline, so
+    the map peaks on its edge) on at least five of six scenes."""
+    model = jaxvis.load(assets.path("detector"))
+    images, _, _, _ = shapes.detection_set(11, 6, size=128, max_objects=1)
+    det = jax.device_get(jax.jit(model.detect)(model.params, images))
+    t = sal.detections(det, np.zeros((6, 1), int))
+    maps = sal.saliency(model, images, t, sal.drise(masks=1000, cell=16)).attributions
+    hits = 0
+    for i in range(6):
+        x1, y1, x2, y2 = np.round(det["boxes"][i, 0]).astype(int)
+        inside = np.zeros((128, 128), bool)
+        inside[y1:y2, x1:x2] = True
+        assert maps[i, 0][inside].mean() > maps[i, 0][~inside].mean()
+        hits += met.pointing_hit(maps[i, 0], det["boxes"][i, 0], tolerance=8)
+    assert hits >= 5, hits
+
+
+def test_cam_target_chunks_and_layers(shipped):
+    """Targets in batches of one equal all targets at once; a single named layer with plain sum works; the
+    ODAM map of a detection on the shipped detector peaks inside its box."""
+    model, images, _, det = shipped
+    t = sal.detections(det, np.array([[0, 1]] * 3))
+    for method in (sal.odam, sal.gradcam):
+        whole = sal.saliency(model, images, t, method()).attributions
+        one = sal.saliency(model, images, t, method(chunk=1)).attributions
+        np.testing.assert_allclose(one, whole, rtol=1e-5, atol=1e-6)
+    single = sal.saliency(model, images, t, sal.odam("map1", combine="sum")).attributions
+    assert single.shape == (3, 2, 128, 128) and (single >= 0).all()
+    with pytest.raises(sal.SaliencyError, match="has no activation 'nope'"):
+        sal.saliency(model, images, t, sal.odam("nope"))
+
+
+def test_methods_and_targets_as_values():
+    vgg = tiny_vgg(0)
+    images = np.random.default_rng(2).random((2, 64, 64, 3), dtype=np.float32)
+    legacy = sal.saliency(vgg, images, {"class": [[1], [2]]}, method="integrated", steps=8)
+    e = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.integrated(steps=8))
+    np.testing.assert_array_equal(e.reduce("max"), legacy.maps)
+    chunked = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.integrated(steps=8, chunk=3))
+    np.testing.assert_allclose(chunked.attributions, e.attributions, rtol=1e-5, atol=1e-7 * np.abs(e.attributions).max())
+    gx = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(sal.grad_x_input(), samples=3, noise=0.0))
+    plain = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.grad_x_input())
+    np.testing.assert_allclose(gx.attributions, plain.attributions, rtol=1e-5, atol=1e-8)
+    before = sal.TRACES
+    a = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(samples=2, noise=0.1))
+    b = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(samples=2, noise=0.3))
+    assert sal.TRACES == before + 1 and not np.allclose(a.attributions, b.attributions)  # noise is data
+    cam = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradcam("conv4_1"))
+    assert cam.attributions.shape == (2, 1, 64, 64)
+    with pytest.raises(sal.SaliencyError, match="no submodule of tiny_vgg reads 'conv5_2'"):
+        sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradcam("conv5_2"))
+    with pytest.raises(sal.SaliencyError, match=r"saliency\(model, images, target, smoothgrad"):
+        sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradient(), reduce="max")
+    with pytest.raises(sal.SaliencyError, match=r"gradcam\(layer\)"):
+        sal.saliency(vgg, images, {"class": [[1], [2]]}, method="odam")
+    with pytest.raises(sal.SaliencyError, match="D-RISE explains detections"):
+        sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.drise())
+    with pytest.raises(sal.SaliencyError, match="need a layer"):
+        sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.odam())
+
+
+def test_detection_metric_units():
+    m = np.zeros((20, 20))
+    m[2:6, 2:6] = 1.0       # 16 in the first box
+    m[12:14, 12:14] = 2.0   # 8 in the second
+    m[0, 19] = -5.0         # negative mass is ignored
+    assert met.energy_pointing(m, (2, 2, 6, 6)) == pytest.approx(16 / 24)
+    assert met.energy_pointing(np.zeros((4, 4)), (0, 0, 2, 2)) == 0.0
+    spec = met.instance_specificity(m, (2, 2, 6, 6), [(12, 12, 14, 14), (15, 0, 20, 5)])
+    assert spec["hit"] == 1.0 and spec["share"] == pytest.approx(16 / 24)
+    assert met.instance_specificity(m, (12, 12, 14, 14), [(2, 2, 6, 6)])["hit"] == 0.0
+    assert met.instance_specificity(m, (2, 2, 6, 6), [])["hit"] == 1.0
+
+
+def test_detection_deletion_insertion_and_randomisation(shipped):
+    """Deletion starts, and insertion ends, at the detection's D-RISE similarity on the clean input (as
+    D-RISE reports it), and deleting every pixel lowers it; the cascading randomisation of the detector
+    decorrelates ODAM maps."""
+    model, images, _, det = shipped
+    t = sal.detections(det, np.zeros((3, 1), int))
+    x = np.asarray(model.preprocess(images))
+    e = sal.saliency(model, x, t, sal.drise(masks=8), space="input")
+    odam = sal.saliency(model, x, t, sal.odam(), space="input").attributions
+    target = {"anchor": t.fields["anchor"][0, 0], "class": t.fields["class"][0, 0]}
+    deletion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="deletion", steps=8)
+    insertion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="insertion", steps=8)
+    assert deletion.scores[0] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)
+    assert insertion.scores[-1] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)
+    assert 0 <= deletion.auc <= 1 and insertion.scores.shape == (9,)
+    assert deletion.scores[-1] < deletion.scores[0]
+    two = sal.detection(t.fields["anchor"][:2], t.fields["class"][:2])
+    steps = met.cascading_randomisation(model, images[:2], two, method=sal.odam(),
+                                        layers=["cls_head_3", "conv9_2", "conv3_1"])
+    assert [s[0] for s in steps] == ["cls_head_3", "conv9_2", "conv3_1"]
+    assert steps[-1][1] < 0.5, steps
+
+
+def test_chunks_follow_the_memory_budget(monkeypatch):
+    """With a budget below one pass, samples and targets go one at a time, and the maps do not change."""
+    model = tiny_ssd(0)
+    images = np.random.default_rng(7).random((1, 300, 300, 3), dtype=np.float32)
+    target = sal.detection([[5, 900, 2000]], [[1, 2, 3]])
+    method = sal.smoothgrad(samples=3, noise=0.1)
+    whole = sal.saliency(model, images, target, method).attributions
+    assert sal.chunk_sizes(model, 3, 3, (300, 300)) == (3, 3)
+    monkeypatch.setattr(sal, "MEMORY_BUDGET", 1)
+    assert sal.chunk_sizes(model, 3, 3, (300, 300)) == (1, 1)
+    small = sal.saliency(model, images, target, method).attributions
+    np.testing.assert_allclose(small, whole, rtol=1e-5, atol=1e-6 * np.abs(whole).max())
