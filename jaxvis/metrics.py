@@ -70,7 +70,7 @@ def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma:
             imgs = jax.vmap(image)(ks)
             out, _ = model.apply(params, imgs)
             outs = jax.tree.map(lambda a: a[:, None], out)  # per-image outputs with a batch axis of 1
-            return jax.vmap(lambda o: sal._score(model, o, target, kind, score))(outs)
+            return jax.vmap(lambda o: sal.target_value(model, o, target, kind, score))(outs)
 
         ks = jnp.arange(steps + 1)
         pad = (-len(ks)) % batch

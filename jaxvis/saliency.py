@@ -295,13 +295,14 @@ def reduce_channels(g, how: str = "max"):
 # ----------------------------------------------------------------------------------------------- scores
 
 
-def _score(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> jax.Array:
-    """The scalar target ``t`` of one image's outputs (batch axis of 1)."""
+def target_value(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> jax.Array:
+    """The scalar target ``t`` (one image's entries of a Target's arrays) of one image's outputs (batch
+    axis of 1); what every method differentiates, and what the metrics measure."""
     if kind == "class":
-        logits = outputs[0]
+        logits = model.class_logits(outputs)[0]
         c = t["class"]
     elif kind in ("detection", "box_coord", "box_label"):
-        logits = outputs["cls_logits"][0]
+        logits = model.class_logits(outputs)[0]
         if kind == "box_coord":
             anchors = jnp.asarray(model.anchors, outputs["bbox_regression"].dtype)
             cfg = model.postprocess_config
@@ -397,7 +398,7 @@ def _gradient_program(model, kind: str, score: str, method, space: str, chunk: i
         outputs, vjp = jax.vjp(lambda z_: forward(params, z_), z)
 
         def one(t):
-            value, g_out = jax.value_and_grad(lambda o: _score(model, o, t, kind, score))(outputs)
+            value, g_out = jax.value_and_grad(lambda o: target_value(model, o, t, kind, score))(outputs)
             return value, vjp(g_out)[0]
 
         return _map(one, targets, tchunk)
@@ -520,7 +521,7 @@ def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], 
         outputs, vjp, acts = jax.vjp(lambda d: forward(params, z, d), zeros, has_aux=True)
 
         def one(t):
-            value, g_out = jax.value_and_grad(lambda o: _score(model, o, t, kind, score))(outputs)
+            value, g_out = jax.value_and_grad(lambda o: target_value(model, o, t, kind, score))(outputs)
             grads = vjp(g_out)[0]
             maps = []
             for k in layers:
