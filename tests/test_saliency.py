@@ -63,6 +63,7 @@ def test_classifier_maps_equal_torch_autograd(vgg):
         tmodel.float()
 
 
+@pytest.mark.slow  # SSD300 at full size in float64; the CAM test on it is slow too
 def test_detection_maps_equal_torch_autograd(converted_ssd):
     """The class score (logit) of the default box behind a detection, and one decoded box coordinate,
     differentiated with respect to the input, against torch autograd through torchvision's SSD."""
