@@ -64,6 +64,8 @@ class Sweep:
       init_scales: 0 starts from zeros (the paper), s > 0 from Gaussian noise of std s.
       seeds: seeds of the noise.
       boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
+      decays: Fourier decays of the fourier parameterisation (an axis only when given; else the
+        parameterisation's own).
     """
 
     targets: Sequence[int]
@@ -73,6 +75,7 @@ class Sweep:
     init_scales: Sequence[float] = (0.0,)
     seeds: Sequence[int] = (0,)
     boxes: Sequence[Sequence[Sequence[float]]] = ((),)
+    decays: Sequence[float] = ()
 
     @property
     def term_names(self) -> list[str]:
@@ -86,7 +89,9 @@ class Sweep:
         out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
                ("loss", [{k: float(v) for k, v in loss.items()} for loss in self.losses])]
         out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
-        out += [("init", [float(v) for v in self.init_scales]), ("seed", [int(s) for s in self.seeds]),
+        out += [("init", [float(v) for v in self.init_scales])]
+        out += [("decay", [float(v) for v in self.decays])] if len(self.decays) else []
+        out += [("seed", [int(s) for s in self.seeds]),
                 ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
         return out
 
@@ -125,6 +130,9 @@ class Sweep:
         unknown = sorted(set(self.weights) - set(names))
         if unknown:
             raise SweepError(f"weight factors are given for {unknown}, which no loss uses (terms: {names}).")
+        bad = [v for v in self.decays if not math.isfinite(v)]
+        if bad:
+            raise SweepError(f"Fourier decays must be finite, got {bad}.")
         for loss in self.losses:
             bad = {k: v for k, v in loss.items() if not math.isfinite(v)}
             if bad:
@@ -171,7 +179,7 @@ class Sweep:
             if p["boxes"]:
                 boxes[i, :len(p["boxes"])] = p["boxes"]
                 valid[i, :len(p["boxes"])] = True
-        return {
+        out = {
             "target": np.array([p["target"] for p in points], np.int32),
             "lr": np.array([p["lr"] for p in points], np.float32),
             "weights": np.array([self.point_weights(p, term_names) for p in points], np.float32).reshape(len(points), -1),
@@ -180,6 +188,9 @@ class Sweep:
             "boxes": boxes,
             "box_valid": valid,
         }
+        if len(self.decays):
+            out["decay"] = np.array([p["decay"] for p in points], np.float32)
+        return out
 
 
 def terms_for(model, sweep: Sweep, options: dict[str, dict[str, Any]] | None = None) -> list[obj.Term]:
