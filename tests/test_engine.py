@@ -257,7 +257,7 @@ def test_invalid_steps_boxes_and_terms_are_refused(vgg, ssd):
 def test_inv_score_continues_below_eps_with_the_right_slope():
     ctx = lambda s: obj.Context(outputs=jax.numpy.reshape(s, (1, 1)), acts={}, x=None, target=0,  # noqa: E731
                                 boxes=None, box_valid=None)
-    f = obj.inv_score(1.0)
+    f = obj.inv_score_term(1.0)
     value = lambda s: float(f(ctx(np.float32(s))))  # noqa: E731
     assert value(4.0) == pytest.approx(0.25) and value(1.0) == pytest.approx(1.0)
     assert value(0.0) == pytest.approx(2.0) and value(-3.0) == pytest.approx(5.0)
