@@ -212,20 +212,17 @@ _BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "cr
 
 def parse(text: str) -> tuple[Transform, ...]:
     """``"pad(4),jitter(8),scale(0.9,1.1),rotate(10)"`` -> the transforms, in that order."""
+    if not re.fullmatch(r"\s*(?:[a-z]+\s*\([^)]*\)\s*(?:,\s*|$))*", text):
+        raise TransformError(f"cannot read transforms {text!r}; write e.g. pad(4),jitter(8),scale(0.9,1.1).")
     out = []
-    for m in re.finditer(r"\s*([a-z]+)\s*\(([^)]*)\)\s*(,|$)", text):
+    for m in re.finditer(r"([a-z]+)\s*\(([^)]*)\)", text):
         name, args = m.group(1), [a for a in m.group(2).replace(" ", "").split(",") if a]
         if name not in _BUILDERS:
             raise TransformError(f"unknown transform {name!r}; transforms: {', '.join(_BUILDERS)}.")
         try:
             out.append(_BUILDERS[name](*[float(a) for a in args]))
+        except TransformError:
+            raise
         except (TypeError, ValueError) as e:
-            if isinstance(e, TransformError):
-                raise
-            raise TransformError(f"cannot read transform {m.group(0).strip(', ')!r}: {e}") from None
-    if "".join(t.name for t in out) == "" and text.strip():
-        raise TransformError(f"cannot read transforms {text!r}; write e.g. pad(4),jitter(8),scale(0.9,1.1).")
-    rebuilt = ",".join(tr.name for tr in out)
-    if len(re.sub(r"\s", "", text)) and not re.fullmatch(r"(\s*[a-z]+\s*\([^)]*\)\s*,?)*", text):
-        raise TransformError(f"cannot read transforms {text!r} (read {rebuilt!r}); write e.g. pad(4),jitter(8).")
+            raise TransformError(f"cannot read transform {m.group(0)!r}: {e}") from None
     return tuple(out)

@@ -2,7 +2,6 @@
 two activation objectives on different layers in one loss, and every objective improves over 20 steps
 (objectives x models: a tiny VGG, the shipped shapes classifier and detector)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -139,3 +139,16 @@ def test_bad_parameterisations_are_refused(vgg):
         par.parse("maco+clip", vgg)
     shapes_like = par.parse("maco+clip", vgg, stats=par.__file__.replace("parameterizations.py", "assets/shapes_image_stats.npz"))
     assert shapes_like.basis == "maco" and shapes_like.spectrum.array.shape == (64, 33, 3)
+
+
+@pytest.mark.slow
+def test_shipped_statistics_are_what_the_script_writes(tmp_path):
+    """The shipped shapes statistics are reproduced by their documented command (about 40 s on 2 cores)."""
+    from conftest import run_module
+
+    out = tmp_path / "stats.npz"
+    run_module("experiments.image_statistics", "--shapes", "2048", "--sizes", "64,128", "--out", str(out))
+    fresh, shipped = par.load_stats(str(out)), par.load_stats("shapes")
+    assert sorted(fresh) == sorted(shipped)
+    for k in fresh:
+        np.testing.assert_allclose(fresh[k], shipped[k], rtol=1e-5, atol=1e-6, err_msg=k)
