@@ -118,7 +118,7 @@ class Parameterization:
 
     @property
     def name(self) -> str:
-        parts = [self.basis if self.basis != "fourier" else "fourier"]
+        parts = [f"fourier({self.decay:g})" if self.basis == "fourier" and self.decay != 1 else self.basis]
         if self.colour is not None:
             parts.append("decorrelated")
         if self.range != "none":

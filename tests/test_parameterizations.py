@@ -52,6 +52,7 @@ def test_fourier_decorrelated_sigmoid_equals_numpy():
     size = (20, 24)
     p = par.fourier(1.0) + par.decorrelated() + par.sigmoid()
     assert p.name == "fourier+decorrelated+sigmoid" and p.basis == "fourier" and p.range == "sigmoid"
+    assert (par.fourier(1.5) + par.clip()).name == "fourier(1.5)+clip" and par.parse("fourier(1.5)+clip").decay == 1.5
     v = np.random.default_rng(1).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
     t = numpy_decorrelate(numpy_fourier(v, size, 1.0), par.IMAGENET_COLOUR_SQRT).reshape(*size, 3)
     want = 1.0 / (1.0 + np.exp(-t))
