@@ -27,18 +27,6 @@ flags.DEFINE_string("out", None, "Output .npz file.")
 FLAGS = flags.FLAGS
 
 
-def statistics(images_at: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """``images_at``: size -> (N, size, size, 3) RGB in [0, 1]. The colour matrix comes from all of them."""
-    from jaxvis.parameterizations import covariance_sqrt
-
-    pixels = np.concatenate([im.reshape(-1, 3) for im in images_at.values()]).astype(np.float64)
-    out = {"colour_sqrt": covariance_sqrt(np.cov(pixels, rowvar=False)).astype(np.float32)}
-    for size, images in images_at.items():
-        amplitude = np.abs(np.fft.rfft2(images.astype(np.float64) - 0.5, axes=(1, 2)))
-        out[f"spectrum_{size}x{size}"] = amplitude.mean(0).astype(np.float32)
-    return out
-
-
 def shapes_images(n: int, sizes, seed: int) -> dict[int, np.ndarray]:
     from jaxvis.data import shapes
 
@@ -73,7 +61,9 @@ def main(argv):
         raise app.UsageError("give --out and one of --shapes N or --folder DIR.")
     sizes = [int(s) for s in FLAGS.sizes]
     images = shapes_images(FLAGS.shapes, sizes, FLAGS.seed) if FLAGS.shapes else folder_images(FLAGS.folder, sizes)
-    stats = statistics(images)
+    from jaxvis.parameterizations import image_statistics
+
+    stats = image_statistics(images)
     np.savez(FLAGS.out, **stats)
     print(f"wrote {FLAGS.out}: " + ", ".join(f"{k} {v.shape}" for k, v in stats.items()))
 

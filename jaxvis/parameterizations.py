@@ -198,6 +198,18 @@ def covariance_sqrt(cov) -> np.ndarray:
     return u * np.sqrt(s)[None, :]
 
 
+def image_statistics(images_at: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """The statistics ``experiments/image_statistics.py`` writes, from ``images_at``: size -> (N, size,
+    size, 3) RGB in [0, 1]. ``colour_sqrt``: Lucid's square root of the colour covariance of all the
+    pixels; ``spectrum_SxS``: the mean over images of |rfft2(image - 0.5)| per channel."""
+    pixels = np.concatenate([im.reshape(-1, 3) for im in images_at.values()]).astype(np.float64)
+    out = {"colour_sqrt": covariance_sqrt(np.cov(pixels, rowvar=False)).astype(np.float32)}
+    for size, images in images_at.items():
+        amplitude = np.abs(np.fft.rfft2(np.asarray(images, np.float64) - 0.5, axes=(1, 2)))
+        out[f"spectrum_{size}x{size}"] = amplitude.mean(0).astype(np.float32)
+    return out
+
+
 def hermitian_magnitude(m: np.ndarray, w: int) -> np.ndarray:
     """``m`` made symmetric along the rows in the columns whose real FFT bins are their own mirror
     (column 0 and, for an even width ``w``, column w/2), as the amplitude spectrum of a real image is."""

@@ -89,11 +89,9 @@ def test_maco_amplitude_is_the_given_magnitude_for_any_phase(size):
 
 
 def test_statistics_script_formula_and_shipped_file():
-    from experiments.image_statistics import statistics
-
     rng = np.random.default_rng(4)
     images = {8: rng.random((5, 8, 8, 3)).astype(np.float32)}
-    stats = statistics(images)
+    stats = par.image_statistics(images)
     cov = np.cov(images[8].reshape(-1, 3).astype(np.float64), rowvar=False)
     np.testing.assert_allclose(stats["colour_sqrt"] @ stats["colour_sqrt"].T, cov, rtol=1e-5)
     np.testing.assert_allclose(stats["spectrum_8x8"], np.abs(np.fft.rfft2(images[8] - 0.5, axes=(1, 2))).mean(0),
