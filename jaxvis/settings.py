@@ -50,6 +50,19 @@ class SweepSettings:
     momentum: float = _field(0.9, "Momentum of the momentum optimiser.", "float")
     jitter: int = _field(0, "Shift the image by up to this many pixels at random before each step.", "int")
     clip: bool = _field(False, "Keep the image within the values of a real image (black to white).", "bool")
+    parameterization: str = _field("pixels", "How the image is made from the optimised variable, parts joined by "
+                                   "'+': pixels (alone: the network-input image itself), fourier or fourier(DECAY) "
+                                   "(1/f^decay spectrum), maco (Fourier phase only, magnitude of the image "
+                                   "statistics), decorrelated (colour), sigmoid or clip (into the valid range); "
+                                   "e.g. fourier+decorrelated+sigmoid.", "str")
+    decays: tuple = _field((), "Fourier decays of the fourier parameterisation: a sweep axis (empty: the "
+                           "parameterisation's own, 1).", "floats")
+    image_stats: str = _field("", "Image statistics file (.npz from python -m experiments.image_statistics) for "
+                              "decorrelated and maco; empty: the shipped shapes statistics for the shapes models, "
+                              "ImageNet's colour matrix for others.", "str")
+    transforms: str = _field("", "Random transforms before each step, in order: pad(N), jitter(N), scale(LO,HI), "
+                             "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD); e.g. "
+                             "pad(4),jitter(4),scale(0.9,1.1),rotate(10). Each point draws its own.", "str")
     compute_dtype: str = _field("float32", "Precision of the network's computation (bfloat16 for GPUs and TPUs; "
                                 "the image and the optimiser stay float32).", "str", ("float32", "bfloat16"))
     conv_backend: str = _field("auto", "Convolutions: oneDNN's on CPUs where its kernels are built (auto), or "

@@ -46,9 +46,10 @@ def parse_loss(text: str) -> dict[str, float]:
     """``score+0.1*sq`` -> {"score": 1.0, "sq": 0.1}."""
     loss = {}
     for part in text.replace(" ", "").split("+"):
-        m = re.fullmatch(r"(?:([0-9.eE-]+)\*)?([a-z_0-9]+)", part)
+        m = re.fullmatch(r"(?:([0-9.eE-]+)\*)?([a-z_0-9]+(?::[A-Za-z_0-9.]+)?(?:@\d+,\d+)?(?:\[\d+\])?)", part)
         if not m:
-            raise UsageError(f"cannot read loss {text!r}: write terms joined by '+', e.g. score+0.1*sq")
+            raise UsageError(f"cannot read loss {text!r}: write terms joined by '+', e.g. score+0.1*sq or "
+                             "channel:conv4_3+channel:conv5_1[3]")
         loss[m.group(2)] = float(m.group(1)) if m.group(1) else 1.0
     return loss
 
@@ -92,6 +93,9 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     import jaxvis
     from jaxvis import engine as eng
     from jaxvis import labels as lab
+    from jaxvis import objectives as obj
+    from jaxvis import parameterizations as par
+    from jaxvis import transforms as tfm
 
     settings = as_settings(settings)
     if not settings.params:
@@ -121,18 +125,30 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     terms = eng.terms_for(model, probe, options)
     if not settings.categories:
         raise UsageError("--categories is required: class names or indices.")
-    if "activation" in probe.term_names:
-        targets = [int(c) for c in settings.categories]
+    if any(obj.uses_point_channel(t) is not None for t in terms):
+        try:
+            targets = [int(c) for c in settings.categories]
+        except ValueError:
+            raise UsageError(f"the objective's target is a channel: give channel indices as categories, got "
+                             f"{list(settings.categories)}.") from None
     else:
         targets = lab.resolve(list(settings.categories), model.spec.labels)
     sweep = eng.Sweep(
         targets=targets, lrs=list(settings.lrs), losses=losses, weights=factors,
         init_scales=list(settings.init), seeds=list(settings.seeds),
-        boxes=parse_boxes(settings.boxes, model.spec.input_size))
+        boxes=parse_boxes(settings.boxes, model.spec.input_size), decays=list(settings.decays))
+    try:
+        parameterization = par.parse(settings.parameterization, model, settings.image_stats)
+        transforms = tfm.parse(settings.transforms)
+    except (par.ParameterizationError, tfm.TransformError) as e:
+        raise UsageError(str(e)) from None
+    if settings.decays and parameterization.basis != "fourier":
+        raise UsageError(f"decays sweep the fourier parameterisation's decay; {parameterization.name} has none.")
     optimizer = eng.Optimizer(settings.optimizer, momentum=settings.momentum)
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
                         devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,
-                        clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop)
+                        clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop,
+                        parameterization=parameterization, transforms=transforms)
     sweep.validate(model, terms, engine.steps)
     size, n_chunks = engine.n_chunks(sweep, settings.chunk_size or None)
     run_config = {
@@ -142,6 +158,10 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         "jitter": engine.jitter, "clip": engine.clip, "compute_dtype": engine.compute_dtype,
         "chunk_size": size, "n_chunks": n_chunks,
     }
+    if not parameterization.identity or transforms:  # runs of the historical engine keep their identity
+        run_config["parameterization"] = settings.parameterization
+        run_config["image_stats"] = settings.image_stats
+        run_config["transforms"] = [t.name for t in engine.transforms]
     return model, sweep, engine, run_config
 
 

@@ -13,6 +13,8 @@ import torch
 
 from jaxvis import engine
 from jaxvis import objectives as obj
+from jaxvis import parameterizations as par
+from jaxvis import transforms as tfm
 from tiny import tiny_ssd, tiny_vgg
 from torch_ref import torch_model_from
 
@@ -113,7 +115,9 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
 
 
 @pytest.mark.parametrize("name, value", [("steps", 4), ("jitter", 2), ("clip", True), ("loop", "scan"),
-                                         ("compute_dtype", "bfloat16"), ("snapshots", (0, 2))])
+                                         ("compute_dtype", "bfloat16"), ("snapshots", (0, 2)),
+                                         ("transforms", (tfm.rotate(10),)),
+                                         ("parameterization", par.fourier() + par.sigmoid())])
 def test_settings_are_fixed_after_a_run_and_replace_builds_a_new_program(vgg, name, value):
     """What a compiled program depends on cannot change under it: assigning is refused, replace() makes an
     engine whose first run compiles its own program and follows the new value."""
@@ -257,7 +261,7 @@ def test_invalid_steps_boxes_and_terms_are_refused(vgg, ssd):
 def test_inv_score_continues_below_eps_with_the_right_slope():
     ctx = lambda s: obj.Context(outputs=jax.numpy.reshape(s, (1, 1)), acts={}, x=None, target=0,  # noqa: E731
                                 boxes=None, box_valid=None)
-    f = obj.inv_score(1.0)
+    f = obj.inv_score_term(1.0)
     value = lambda s: float(f(ctx(np.float32(s))))  # noqa: E731
     assert value(4.0) == pytest.approx(0.25) and value(1.0) == pytest.approx(1.0)
     assert value(0.0) == pytest.approx(2.0) and value(-3.0) == pytest.approx(5.0)

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 from absl import flags
 
@@ -110,3 +111,62 @@ def test_config_override_and_flag_reach_the_settings(tmp_path):
     assert config["steps"] == 2 and config["axes"][1] == ["lr", [0.5]]
     proc = run_module("experiments.class_model", "--config.stepz=2", *common, "--out", str(tmp_path / "b"), check=False)
     assert proc.returncode != 0 and "stepz" in proc.stderr
+
+
+def test_parameterisation_transforms_and_decays_reach_the_engine():
+    from jaxvis import assets, sweeps
+    from jaxvis import parameterizations as par
+    from jaxvis import transforms as tfm
+
+    base = dict(params=assets.path("classifier"), categories="star,ring", steps=2)
+    _, sweep, eng, run_config = sweeps.build(SweepSettings.create(
+        **base, parameterization="fourier+decorrelated+sigmoid", decays="0.5,1.5", transforms="pad(4),jitter(4),rotate(10)"))
+    stats = par.load_stats("shapes")
+    assert eng.parameterization == par.fourier() + par.decorrelated(stats["colour_sqrt"]) + par.sigmoid()
+    assert eng.transforms == (tfm.pad(4), tfm.jitter(4), tfm.rotate(10))
+    assert ("decay", [0.5, 1.5]) in sweep.axes() and sweep.size == 4
+    assert run_config["transforms"] == ["pad(4)", "jitter(4)", "rotate(10)"]
+    _, _, eng, _ = sweeps.build(SweepSettings.create(**base, parameterization="maco+clip", jitter=2))
+    np.testing.assert_array_equal(eng.parameterization.spectrum.array, stats["spectrum_64x64"])
+    assert eng.transforms == (tfm.jitter(2),)
+    # the defaults build today's engine, with today's run identity
+    _, sweep, eng, run_config = sweeps.build(SweepSettings.create(**base))
+    assert eng.parameterization.identity and eng.transforms == () and "transforms" not in run_config
+    assert [name for name, _ in sweep.axes()] == ["target", "lr", "loss", "init", "seed", "boxes"]
+    for changes, message in [({"parameterization": "fourier+sigmod"}, "unknown parameterisation part 'sigmod'"),
+                             ({"transforms": "jiter(3)"}, "unknown transform 'jiter'"),
+                             ({"decays": "1", "parameterization": "pixels+sigmoid"}, "decays sweep the fourier"),
+                             ({"loss": "channel:conv9_9"}, "no layer named 'conv9_9'")]:
+        with pytest.raises(ValueError, match=message):
+            sweeps.build(SweepSettings.create(**base, **changes))
+
+
+def test_channels_of_two_layers_from_the_command_line_form():
+    from jaxvis import assets, sweeps
+
+    _, sweep, eng, _ = sweeps.build(SweepSettings.create(
+        params=assets.path("classifier"), categories="3,5", steps=2, loss="channel:conv3_2_pre+0.5*channel:conv5_1_pre[7]"))
+    assert eng.term_names == ["channel:conv3_2_pre", "channel:conv5_1_pre[7]"]
+    assert sweep.losses == ({"channel:conv3_2_pre": 1.0, "channel:conv5_1_pre[7]": 0.5},) and list(sweep.targets) == [3, 5]
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+def test_feature_vis_config_runs_from_the_launcher(tmp_path):
+    """The documented command, shortened to 3 steps: every class x 4 seeds, network-input images, targets."""
+    from jaxvis import assets
+
+    out = tmp_path / "fv"
+    run_module("experiments.class_model", "--config", os.path.join(ROOT, "experiments/configs/feature_vis.py") + ":shapes",
+               "--params", assets.path("classifier"), "--steps", "3", "--snapshots", "", "--noprogress", "--nopngs",
+               "--out", str(out))
+    images = np.load(out / "images.npy")
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert images.shape == (24, 64, 64, 3) and len(records) == 24
+    assert sorted({r["target"] for r in records}) == list(range(6))
+    lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25  # the shapes models' network-input values of black and white
+    assert images.min() > lo and images.max() < hi  # a sigmoid image lies inside the valid range
+    for arg in ("maco", "lucid"):
+        config = importlib.util.spec_from_file_location("fv", os.path.join(ROOT, "experiments/configs/feature_vis.py"))
+        module = importlib.util.module_from_spec(config)
+        config.loader.exec_module(module)
+        SweepSettings.from_mapping(module.get_config(arg))

@@ -9,8 +9,13 @@ runs the steps inside the same compiled call; on CPUs, where XLA runs loop bodie
 over the compiled step without moving data (``Engine(loop=...)``). Snapshots (image after k steps) and
 per-step curves are collected on the device. Each chunk is sharded over the devices along the points axis.
 
-The optimised variable is the zero-centred image in the network's input space (the normalised input),
-started from zeros unless an initialisation scale is given; ``model.to_image`` adds the mean back.
+By default the optimised variable is the zero-centred image in the network's input space (the
+normalised input), started from zeros unless an initialisation scale is given; ``model.to_image`` adds
+the mean back. ``parameterization`` (``jaxvis.parameterizations``: Fourier, decorrelated colour, MACO,
+sigmoid or clip) makes the image a function of the variable instead; whatever it is, the images
+reported (final and snapshots) are network-input images. ``transforms`` (``jaxvis.transforms``) are
+random transformations of the image before each forward pass, keyed per point by its seed, the step
+and the transform's index, so a point alone equals the point inside a sweep.
 
 Two robustness options, static per engine: ``jitter`` shifts the image by a random offset of up to that
 many pixels (cyclically) before each forward pass, so the visualisation cannot rely on exact pixel

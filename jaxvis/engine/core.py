@@ -22,6 +22,8 @@ import numpy as np
 import optax
 
 from jaxvis import objectives as obj
+from jaxvis import parameterizations as par
+from jaxvis import transforms as tfm
 from jaxvis.engine.grid import Optimizer
 
 
@@ -36,12 +38,17 @@ class EngineConfig:
       optimizer: the optax optimiser, built per point with its learning rate.
       steps: gradient steps per point.
       snapshots: iterations whose images are kept (0 included).
-      jitter: random cyclic shift of up to this many pixels before each forward pass (0: none).
-      clip: project the image onto [lo, hi] (the network-input values of black and white) after each step.
+      jitter: random cyclic shift of up to this many pixels before each forward pass (0: none); it is
+        the first of ``transforms`` when set.
+      clip: project the image onto [lo, hi] (the network-input values of black and white) after each step
+        (the pixels parameterisation only; the others map into the valid range themselves).
       lo, hi: per-channel bounds of a valid image in the network's input space.
       compute_dtype: "float32" or "bfloat16" (the network's arithmetic; image and optimiser stay float32).
       detector: whether the module is a detector (what score and probability are reported).
       input_size: (height, width) of the network input.
+      parameterization: how the image is made from the optimised variable (``jaxvis.parameterizations``).
+      transforms: random transformations before each forward pass (``jaxvis.transforms``), in order.
+      to_input: RGB [0, 1] -> network input (for parameterisations other than plain pixels).
     """
 
     module: Any
@@ -56,12 +63,28 @@ class EngineConfig:
     compute_dtype: str
     detector: bool
     input_size: tuple[int, int]
+    parameterization: par.Parameterization = par.Parameterization()
+    transforms: tuple = ()
+    to_input: par.InputMap | None = None
 
 
-def loss(cfg: EngineConfig, params, x, p, shift=None):
-    """One point's (loss, (terms, score, probability)) on image ``x`` (H, W, 3), seen shifted by ``shift``."""
-    seen = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
-    outputs, acts = cfg.module.apply(params, seen[None])
+def render(cfg: EngineConfig, v, p):
+    """One point's network-input image from its variable ``v``."""
+    return par.render(cfg.parameterization, v, cfg.input_size, cfg.to_input, p.get("decay"))
+
+
+def seen(cfg: EngineConfig, x, p, t):
+    """What the network sees of image ``x`` at step ``t``: the point's random transforms of it."""
+    ctx = tfm.Context(steps=cfg.steps, fill=tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi)))
+    return tfm.apply(cfg.transforms, x, p["seed"], t, ctx)
+
+
+def loss(cfg: EngineConfig, params, x, p, shift=None, view=None):
+    """One point's (loss, (terms, score, probability)) on image ``x`` (H, W, 3), seen shifted by ``shift``
+    or as ``view`` (its transformed form); penalties read ``x`` itself."""
+    if view is None:
+        view = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
+    outputs, acts = cfg.module.apply(params, view[None])
     if cfg.compute_dtype != "float32":
         outputs, acts = jax.tree.map(lambda a: a.astype(jnp.float32), (outputs, acts))
     ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
@@ -77,59 +100,62 @@ def _bounds(cfg: EngineConfig):
 
 
 def init_chunk(cfg: EngineConfig, pts):
-    """Starting images, optimiser states, divergence flags and snapshot buffer of a chunk."""
+    """Starting variables, optimiser states, divergence flags and snapshot buffer (images) of a chunk."""
     h, w = cfg.input_size
     lo, hi = _bounds(cfg)
 
     def init(p):
-        noise = jax.random.normal(jax.random.key(p["seed"]), (h, w, 3), jnp.float32)
-        x0 = jnp.where(p["init"] > 0, p["init"] * noise, jnp.zeros_like(noise))
+        v0 = cfg.parameterization.init(jax.random.key(p["seed"]), (h, w), p["init"])
         if cfg.clip:
-            x0 = jnp.clip(x0, lo, hi)
+            v0 = jnp.clip(v0, lo, hi)
         with jax.numpy_dtype_promotion("standard"):
-            return x0, cfg.optimizer.build(p["lr"]).init(x0)
+            return v0, cfg.optimizer.build(p["lr"]).init(v0), render(cfg, v0, p)
 
-    x, state = jax.vmap(init)(pts)
-    diverged = jnp.full((x.shape[0],), -1, jnp.int32)
+    v, state, x = jax.vmap(init)(pts)
+    diverged = jnp.full((v.shape[0],), -1, jnp.int32)
     snaps = jnp.zeros((len(cfg.snapshots),) + x.shape, x.dtype).at[0].set(x)
-    return x, state, diverged, snaps
+    return v, state, diverged, snaps
 
 
 def step(cfg: EngineConfig, params, pts, carry, t):
-    """One step of every point of a chunk: (new carry, (loss, score, prob, terms) before the step). A point
-    whose loss, gradient or new image is not finite keeps its last image and records the step."""
+    """One step of every point of a chunk: (new carry, (loss, score, prob, terms) before the step). The
+    gradient is taken with respect to each point's variable through its parameterisation and random
+    transforms. A point whose loss, gradient or new variable is not finite keeps its last one and
+    records the step."""
     opt = cfg.optimizer.build(0.0)  # the learning rate lives in each point's state
     lo, hi = _bounds(cfg)
 
-    def point_step(x, state, diverged, p):
-        shift = None
-        if cfg.jitter:
-            key = jax.random.fold_in(jax.random.key(p["seed"] + jnp.uint32(1)), t)
-            shift = tuple(jax.random.randint(key, (2,), -cfg.jitter, cfg.jitter + 1))
-        (value, aux), g = jax.value_and_grad(loss, argnums=2, has_aux=True)(cfg, params, x, p, shift)
+    def objective(v, p):
+        x = render(cfg, v, p)
+        return loss(cfg, params, x, p, view=seen(cfg, x, p, t))
+
+    def point_step(v, state, diverged, p):
+        (value, aux), g = jax.value_and_grad(objective, has_aux=True)(v, p)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and floats
-            updates, new_state = opt.update(g, state, x)
-        new_x = optax.apply_updates(x, updates)
+            updates, new_state = opt.update(g, state, v)
+        new_v = optax.apply_updates(v, updates)
         if cfg.clip:
-            new_x = jnp.clip(new_x, lo, hi)
-        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(new_x))
+            new_v = jnp.clip(new_v, lo, hi)
+        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(new_v))
         ok = (diverged < 0) & finite
-        x = jnp.where(ok, new_x, x)
+        v = jnp.where(ok, new_v, v)
         state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
         diverged = jnp.where((diverged < 0) & ~finite, t, diverged)
-        return x, state, diverged, (value, *aux)
+        return v, state, diverged, (value, *aux)
 
-    x, state, diverged, snaps = carry
-    x, state, diverged, (values, terms, score, prob) = jax.vmap(point_step)(x, state, diverged, pts)
+    v, state, diverged, snaps = carry
+    v, state, diverged, (values, terms, score, prob) = jax.vmap(point_step)(v, state, diverged, pts)
     snap_steps = jnp.asarray(cfg.snapshots, jnp.int32)
     j = jnp.clip(jnp.searchsorted(snap_steps, t + 1), 0, len(cfg.snapshots) - 1)
-    snaps = jax.lax.cond(snap_steps[j] == t + 1, lambda s: s.at[j].set(x), lambda s: s, snaps)
-    return (x, state, diverged, snaps), (values, score, prob, terms)
+    snaps = jax.lax.cond(snap_steps[j] == t + 1,
+                         lambda s: s.at[j].set(jax.vmap(lambda vi, p: render(cfg, vi, p))(v, pts)), lambda s: s, snaps)
+    return (v, state, diverged, snaps), (values, score, prob, terms)
 
 
 def final(cfg: EngineConfig, params, pts, carry) -> dict[str, jax.Array]:
     """The final images with their loss, score and probability, the snapshots and divergence steps."""
-    x, _, diverged, snaps = carry
+    v, _, diverged, snaps = carry
+    x = jax.vmap(lambda vi, p: render(cfg, vi, p))(v, pts)
     final_loss, (_, final_score, final_prob) = jax.vmap(lambda xi, p: loss(cfg, params, xi, p))(x, pts)
     return {"images": x, "snapshots": snaps, "final_loss": final_loss, "final_score": final_score,
             "final_prob": final_prob, "diverged_step": diverged}

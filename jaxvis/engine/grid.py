@@ -64,6 +64,8 @@ class Sweep:
       init_scales: 0 starts from zeros (the paper), s > 0 from Gaussian noise of std s.
       seeds: seeds of the noise.
       boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
+      decays: Fourier decays of the fourier parameterisation (an axis only when given; else the
+        parameterisation's own).
     """
 
     targets: Sequence[int]
@@ -73,6 +75,20 @@ class Sweep:
     init_scales: Sequence[float] = (0.0,)
     seeds: Sequence[int] = (0,)
     boxes: Sequence[Sequence[Sequence[float]]] = ((),)
+    decays: Sequence[float] = ()
+
+    def __post_init__(self):
+        # Objective values (jaxvis.objectives.Objective) are loss variants too: their {term: weight}, with
+        # their terms kept to build the engine's (terms_for).
+        specs: dict[str, obj.TermSpec] = {}
+        losses = []
+        for loss in self.losses:
+            if isinstance(loss, obj.Objective):
+                specs.update(loss.specs)
+                loss = loss.loss
+            losses.append(dict(loss))
+        object.__setattr__(self, "losses", tuple(losses))
+        object.__setattr__(self, "_specs", specs)
 
     @property
     def term_names(self) -> list[str]:
@@ -86,7 +102,9 @@ class Sweep:
         out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
                ("loss", [{k: float(v) for k, v in loss.items()} for loss in self.losses])]
         out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
-        out += [("init", [float(v) for v in self.init_scales]), ("seed", [int(s) for s in self.seeds]),
+        out += [("init", [float(v) for v in self.init_scales])]
+        out += [("decay", [float(v) for v in self.decays])] if len(self.decays) else []
+        out += [("seed", [int(s) for s in self.seeds]),
                 ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
         return out
 
@@ -125,6 +143,9 @@ class Sweep:
         unknown = sorted(set(self.weights) - set(names))
         if unknown:
             raise SweepError(f"weight factors are given for {unknown}, which no loss uses (terms: {names}).")
+        bad = [v for v in self.decays if not math.isfinite(v)]
+        if bad:
+            raise SweepError(f"Fourier decays must be finite, got {bad}.")
         for loss in self.losses:
             bad = {k: v for k, v in loss.items() if not math.isfinite(v)}
             if bad:
@@ -133,18 +154,23 @@ class Sweep:
             bad = [v for v in values if not math.isfinite(v)]
             if bad:
                 raise SweepError(f"weight factors of {name!r} must be finite, got {bad}.")
-        activation = [t for t in terms if t.name == "activation"]
-        if activation:
-            layer = dict(activation[0].options)["layer"]
+        channel_layers = [layer for t in terms if (layer := obj.uses_point_channel(t)) is not None]
+        limits = []
+        if channel_layers:
             _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
-            if layer not in acts:
-                raise SweepError(f"no layer named {layer!r}; the model has {', '.join(sorted(acts))}.")
-            limit, what = acts[layer].shape[-1], f"channels of {layer}"
-        else:
-            limit, what = len(model.spec.labels), f"classes of {model.spec.arch}"
-        bad = [t for t in self.targets if not 0 <= int(t) < limit]
-        if bad:
-            raise SweepError(f"target index {bad[0]} is out of range: the {what} are numbered 0 to {limit - 1}.")
+            for layer in channel_layers:
+                if layer not in acts:
+                    raise SweepError(f"no layer named {layer!r}; the model has {', '.join(sorted(acts))}.")
+                limits.append((acts[layer].shape[-1], f"channels of {layer}"))
+        if len(channel_layers) < len(terms) and any(t.name.split(":")[0].split("[")[0] in obj.CLASSIFIER_TERMS + obj.DETECTOR_TERMS
+                                                   and dict(t.options).get("target") is None for t in terms):
+            limits.append((len(model.spec.labels), f"classes of {model.spec.arch}"))
+        if not limits:
+            limits.append((len(model.spec.labels), f"classes of {model.spec.arch}"))
+        for limit, what in limits:
+            bad = [t for t in self.targets if not 0 <= int(t) < limit]
+            if bad:
+                raise SweepError(f"target index {bad[0]} is out of range: the {what} are numbered 0 to {limit - 1}.")
         box_terms = [t.name for t in terms if t.name in ("box_loc", "multibox")]
         h, w = model.spec.input_size
         for box_set in self.boxes:
@@ -171,7 +197,7 @@ class Sweep:
             if p["boxes"]:
                 boxes[i, :len(p["boxes"])] = p["boxes"]
                 valid[i, :len(p["boxes"])] = True
-        return {
+        out = {
             "target": np.array([p["target"] for p in points], np.int32),
             "lr": np.array([p["lr"] for p in points], np.float32),
             "weights": np.array([self.point_weights(p, term_names) for p in points], np.float32).reshape(len(points), -1),
@@ -180,11 +206,16 @@ class Sweep:
             "boxes": boxes,
             "box_valid": valid,
         }
+        if len(self.decays):
+            out["decay"] = np.array([p["decay"] for p in points], np.float32)
+        return out
 
 
 def terms_for(model, sweep: Sweep, options: dict[str, dict[str, Any]] | None = None) -> list[obj.Term]:
     """The terms of a sweep's losses, with static options per term (e.g. ``{"activation": {"layer": ...}}``)."""
     options = options or {}
-    return [obj.make_term(name, model, **options.get(name, {})) for name in sweep.term_names]
+    specs = getattr(sweep, "_specs", {})
+    return [obj.build_term(specs[name], model) if name in specs else obj.make_term(name, model, **options.get(name, {}))
+            for name in sweep.term_names]
 
 

@@ -18,7 +18,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxvis import objectives as obj
+from jaxvis import parameterizations as par
 from jaxvis import preprocess as pre
+from jaxvis import transforms as tfm
 from jaxvis.engine import core
 from jaxvis.engine.core import Result
 from jaxvis.engine.grid import Optimizer, Sweep, SweepError
@@ -74,7 +76,7 @@ class Engine:
     (default) takes ``"host"`` on CPUs, where XLA runs loop bodies slowly, and ``"scan"`` elsewhere.
 
     Everything the compiled programs depend on (model, terms, optimiser, steps, snapshots, jitter, clip,
-    compute dtype, loop, devices) is fixed when the engine is built: it is the frozen ``config``
+    compute dtype, loop, devices, parameterisation, transforms) is fixed when the engine is built: it is the frozen ``config``
     (``jaxvis.engine.core.EngineConfig``) that the compiled functions take as a static argument.
     Assigning a setting is an error, and ``replace(steps=...)`` builds another engine, with programs of
     its own.
@@ -84,7 +86,7 @@ class Engine:
     """
 
     _CONSTRUCTOR = ("model", "terms", "optimizer", "steps", "snapshots", "devices", "step_progress", "jitter",
-                    "clip", "compute_dtype", "loop")
+                    "clip", "compute_dtype", "loop", "parameterization", "transforms")
 
     def __setattr__(self, name, value):
         if not name.startswith("_") and getattr(self, "_built", False):
@@ -107,11 +109,13 @@ class Engine:
 
     def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
-                 jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto"):
+                 jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto",
+                 parameterization: par.Parameterization = par.Parameterization(),
+                 transforms: Sequence[tfm.Transform] = ()):
         object.__setattr__(self, "_arguments", dict(
             model=model, terms=tuple(terms), optimizer=optimizer, steps=steps, snapshots=tuple(snapshots),
             devices=devices, step_progress=step_progress, jitter=jitter, clip=clip, compute_dtype=compute_dtype,
-            loop=loop))
+            loop=loop, parameterization=parameterization, transforms=tuple(transforms)))
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -123,6 +127,20 @@ class Engine:
             raise SweepError(f"jitter is a shift in pixels, 0 <= jitter < {min(model.spec.input_size)}; got {jitter}.")
         self.jitter = int(jitter)
         self.clip = bool(clip)
+        if not isinstance(parameterization, par.Parameterization):
+            raise SweepError(f"parameterization must be a jaxvis.parameterizations value (pixels(), fourier(), ...), "
+                             f"got {parameterization!r}.")
+        parameterization.check(tuple(model.spec.input_size))
+        if self.clip and not parameterization.identity:
+            raise SweepError(f"clip projects the pixels parameterisation; {parameterization.name} maps into the "
+                             "valid range itself (add sigmoid or clip to it).")
+        self.parameterization = parameterization
+        bad = [t for t in transforms if not isinstance(t, tfm.Transform)]
+        if bad:
+            raise SweepError(f"transforms must be jaxvis.transforms values (jitter(4), scale(0.9, 1.1), ...), got {bad}.")
+        # The historical jitter setting is the first transform.
+        self.transforms = ((tfm.jitter(self.jitter),) if self.jitter else ()) + tuple(transforms)
+        tfm.check(self.transforms, tuple(model.spec.input_size))
         if compute_dtype not in ("float32", "bfloat16"):
             raise SweepError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}.")
         self.compute_dtype = compute_dtype
@@ -156,7 +174,8 @@ class Engine:
         self.config = core.EngineConfig(
             module=self._module, terms=self.terms, optimizer=optimizer, steps=self.steps, snapshots=self.snapshots,
             jitter=self.jitter, clip=self.clip, lo=lo, hi=hi, compute_dtype=compute_dtype,
-            detector=model.spec.is_detector, input_size=tuple(model.spec.input_size))
+            detector=model.spec.is_detector, input_size=tuple(model.spec.input_size),
+            parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec))
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
         self._chunk_state = (0, 0)  # (chunks done, chunks to run) of the run in progress
@@ -172,9 +191,9 @@ class Engine:
     # ----------------------------------------------------------------------------------------------
     # The compiled programs: the core's pure functions of ``self.config``.
 
-    def loss(self, params, x, p, shift=None):
+    def loss(self, params, x, p, shift=None, view=None):
         """One point's (loss, (terms, score, probability)) on image ``x``: ``core.loss`` of this engine."""
-        return core.loss(self.config, params, x, p, shift)
+        return core.loss(self.config, params, x, p, shift, view)
 
     def _bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The network-input values of black and white pixels: the box a valid image lives in."""

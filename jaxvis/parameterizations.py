@@ -1,0 +1,362 @@
+"""Image parameterisations: the image as a function of the variable the optimiser changes.
+
+A ``Parameterization`` is a small frozen value with three parts, composed with ``+``:
+
+* the **basis** of the variable: ``pixels()`` (a value per pixel and channel), ``fourier(decay)`` (a
+  real FFT spectrum, real and imaginary parts, scaled by 1/f^decay: Olah et al. 2017, Lucid's
+  ``fft_image``) or ``maco(spectrum)`` (only the Fourier phase; the magnitude is fixed to a given
+  amplitude spectrum: Fel et al. 2023, "Unlocking feature visualization for deeper networks with
+  magnitude constrained optimization");
+* an optional **colour decorrelation** ``decorrelated(matrix)``: the basis gives colours in a
+  decorrelated space, mapped back to RGB by the square root of a 3x3 colour covariance;
+* the **map into the valid pixel range**: ``sigmoid()`` or ``clip()``.
+
+``fourier() + decorrelated(IMAGENET) + sigmoid()`` is Lucid's standard image.
+
+``pixels()`` alone is the engine's historical form: the variable *is* the image in the network's
+input space (the normalised input). Every other combination makes an RGB image in [0, 1] (zero-centred
+basis output plus 0.5, through decorrelation and the range map), which ``render`` then normalises into
+the network's input space, so what the engine reports is always the network-input image.
+
+Which parts a parameterisation has is static (it selects the compiled program); the Fourier decay is
+a per-point number (``render(..., decay=...)``), so a sweep over decays is one vmapped grid.
+
+Fourier convention (the same formula as Lucid's fft_image, written for numpy's FFT): with
+``f = sqrt(fy^2 + fx^2)`` the frequencies of ``numpy.fft.fftfreq(h)`` and ``rfftfreq(w)``,
+``scale = sqrt(h w) / max(f, 1 / max(h, w))^decay`` and the image ``irfft2(scale (re + i im), s=(h, w)) / 4``.
+
+Colour decorrelation: for a covariance ``C = U diag(s) U^T`` the square root used is Lucid's
+``U diag(sqrt(s))``, divided by its largest column norm; a colour ``t`` (row vector) maps to
+``t @ M^T``. ``IMAGENET_COLOUR_SQRT`` is the ImageNet matrix published with Lucid
+(``lucid/optvis/param/color.py``, ``color_correlation_svd_sqrt``); the shapes models' matrix is
+estimated from the shapes generator by ``experiments/image_statistics.py`` and ships in
+``jaxvis/assets/shapes_image_stats.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class ParameterizationError(ValueError):
+    """A parameterisation that cannot be built or does not fit the model."""
+
+
+# Lucid's published square root of ImageNet's colour correlation (lucid/optvis/param/color.py).
+IMAGENET_COLOUR_SQRT = ((0.26, 0.09, 0.02),
+                        (0.27, 0.00, -0.05),
+                        (0.27, -0.09, 0.03))
+
+
+class Frozen:
+    """A numpy array as a hashable, comparable constant (by content), so a value holding one can be a
+    static argument of a compiled function."""
+
+    def __init__(self, array):
+        self.array = np.ascontiguousarray(np.asarray(array, np.float32))
+        self.array.setflags(write=False)
+        self._digest = hashlib.sha256(self.array.tobytes() + str(self.array.shape).encode()).hexdigest()
+
+    def __hash__(self):
+        return hash(self._digest)
+
+    def __eq__(self, other):
+        return isinstance(other, Frozen) and other._digest == self._digest
+
+    def __repr__(self):
+        return f"Frozen(shape={self.array.shape}, sha256={self._digest[:12]})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameterization:
+    """How the image is made from the variable (see the module's docstring).
+
+    Attributes:
+      basis: "pixels", "fourier" or "maco".
+      colour: the 3x3 decorrelation matrix (``Frozen``), or None.
+      range: "none", "sigmoid" or "clip".
+      spectrum: MACO's magnitude, (H, W // 2 + 1, 3) (``Frozen``), or None.
+      decay: the default Fourier decay (a point may give its own).
+    """
+
+    basis: str = "pixels"
+    colour: Frozen | None = None
+    range: str = "none"
+    spectrum: Frozen | None = None
+    decay: float = 1.0
+
+    def __post_init__(self):
+        if self.basis not in ("pixels", "fourier", "maco"):
+            raise ParameterizationError(f"basis must be pixels, fourier or maco, got {self.basis!r}.")
+        if self.range not in ("none", "sigmoid", "clip"):
+            raise ParameterizationError(f"range must be none, sigmoid or clip, got {self.range!r}.")
+        if (self.basis == "maco") != (self.spectrum is not None):
+            raise ParameterizationError("a maco parameterisation needs a magnitude spectrum, and only it has one.")
+
+    def __add__(self, other: "Parameterization") -> "Parameterization":
+        if not isinstance(other, Parameterization):
+            return NotImplemented
+        base = Parameterization()
+        merged = {}
+        for f in dataclasses.fields(self):
+            a, b, default = getattr(self, f.name), getattr(other, f.name), getattr(base, f.name)
+            if a != default and b != default and a != b:
+                raise ParameterizationError(f"cannot combine two different {f.name}s ({a!r} and {b!r}).")
+            merged[f.name] = b if b != default else a
+        return Parameterization(**merged)
+
+    @property
+    def identity(self) -> bool:
+        """The historical form: the variable is the network-input image itself."""
+        return self.basis == "pixels" and self.colour is None and self.range == "none"
+
+    @property
+    def name(self) -> str:
+        parts = [f"fourier({self.decay:g})" if self.basis == "fourier" and self.decay != 1 else self.basis]
+        if self.colour is not None:
+            parts.append("decorrelated")
+        if self.range != "none":
+            parts.append(self.range)
+        return "+".join(parts)
+
+    def variable_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
+        h, w = size
+        if self.basis == "pixels":
+            return (h, w, 3)
+        if self.basis == "fourier":
+            return (h, w // 2 + 1, 3, 2)
+        return (h, w // 2 + 1, 3)
+
+    def check(self, size: tuple[int, int]) -> None:
+        if self.spectrum is not None:
+            want = (size[0], size[1] // 2 + 1, 3)
+            if self.spectrum.array.shape != want:
+                raise ParameterizationError(
+                    f"the MACO magnitude spectrum has shape {self.spectrum.array.shape}, but a {size[0]}x{size[1]} "
+                    f"input needs {want}; estimate one at the model's input size with experiments/image_statistics.py.")
+
+    def init(self, key, size: tuple[int, int], scale) -> jax.Array:
+        """A starting variable: zeros for scale 0, else Gaussian noise of std ``scale``; MACO's phase is
+        uniform in [-pi, pi) whatever the scale."""
+        shape = self.variable_shape(size)
+        if self.basis == "maco":
+            return jax.random.uniform(key, shape, jnp.float32, -np.pi, np.pi)
+        noise = jax.random.normal(key, shape, jnp.float32)
+        return jnp.where(scale > 0, scale * noise, jnp.zeros_like(noise))
+
+
+def pixels() -> Parameterization:
+    """A value per pixel and channel (alone: the network-input image itself, the engine's default)."""
+    return Parameterization(basis="pixels")
+
+
+def fourier(decay: float = 1.0) -> Parameterization:
+    """The real FFT spectrum, scaled by 1/f^decay (Lucid's fft_image); ``decay`` is the default of the
+    points that give none."""
+    return Parameterization(basis="fourier", decay=float(decay))
+
+
+def maco(spectrum) -> Parameterization:
+    """The Fourier phase alone, the magnitude fixed to ``spectrum`` (H, W // 2 + 1, 3), an amplitude
+    spectrum of zero-centred images (``experiments/image_statistics.py`` estimates one)."""
+    s = np.asarray(spectrum, np.float32)
+    if s.ndim != 3 or s.shape[-1] != 3 or not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ParameterizationError(f"a MACO spectrum is a finite, non-negative (H, W // 2 + 1, 3) array; got shape "
+                                    f"{s.shape}.")
+    return Parameterization(basis="maco", spectrum=Frozen(s))
+
+
+def decorrelated(matrix=IMAGENET_COLOUR_SQRT) -> Parameterization:
+    """Colours in a decorrelated space, mapped to RGB by ``matrix`` (a covariance square root, made
+    unit by its largest column norm)."""
+    m = np.asarray(matrix, np.float64)
+    if m.shape != (3, 3) or not np.all(np.isfinite(m)):
+        raise ParameterizationError(f"a colour decorrelation matrix is 3x3 and finite; got shape {m.shape}.")
+    norm = np.max(np.linalg.norm(m, axis=0))
+    if norm == 0:
+        raise ParameterizationError("the colour decorrelation matrix is zero.")
+    return Parameterization(colour=Frozen(m / norm))
+
+
+def sigmoid() -> Parameterization:
+    return Parameterization(range="sigmoid")
+
+
+def clip() -> Parameterization:
+    return Parameterization(range="clip")
+
+
+def covariance_sqrt(cov) -> np.ndarray:
+    """Lucid's square root of a colour covariance: ``U diag(sqrt(s))`` of its SVD."""
+    u, s, _ = np.linalg.svd(np.asarray(cov, np.float64))
+    return u * np.sqrt(s)[None, :]
+
+
+def image_statistics(images_at: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """The statistics ``experiments/image_statistics.py`` writes, from ``images_at``: size -> (N, size,
+    size, 3) RGB in [0, 1]. ``colour_sqrt``: Lucid's square root of the colour covariance of all the
+    pixels; ``spectrum_SxS``: the mean over images of |rfft2(image - 0.5)| per channel."""
+    pixels = np.concatenate([im.reshape(-1, 3) for im in images_at.values()]).astype(np.float64)
+    out = {"colour_sqrt": covariance_sqrt(np.cov(pixels, rowvar=False)).astype(np.float32)}
+    for size, images in images_at.items():
+        amplitude = np.abs(np.fft.rfft2(np.asarray(images, np.float64) - 0.5, axes=(1, 2)))
+        out[f"spectrum_{size}x{size}"] = amplitude.mean(0).astype(np.float32)
+    return out
+
+
+def hermitian_magnitude(m: np.ndarray, w: int) -> np.ndarray:
+    """``m`` made symmetric along the rows in the columns whose real FFT bins are their own mirror
+    (column 0 and, for an even width ``w``, column w/2), as the amplitude spectrum of a real image is."""
+    m = np.array(m, np.float32)
+    mirror = (-np.arange(m.shape[0])) % m.shape[0]
+    for c in [0] + ([w // 2] if w % 2 == 0 else []):
+        m[:, c] = 0.5 * (m[:, c] + m[mirror, c])
+    return m
+
+
+def frequencies(size: tuple[int, int]) -> np.ndarray:
+    """|f| of the real FFT bins, (H, W // 2 + 1)."""
+    h, w = size
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+def _odd_phase(phase: jax.Array, w: int) -> jax.Array:
+    """The phase made odd along the rows in the self-mirrored columns (0, and w/2 for even w), so that
+    the spectrum is that of a real image and irfft2 keeps its magnitude exactly."""
+    h = phase.shape[0]
+    mirror = (-jnp.arange(h)) % h
+    cols = [0] + ([w // 2] if w % 2 == 0 else [])
+    for c in cols:
+        phase = phase.at[:, c].set(0.5 * (phase[:, c] - phase[mirror, c]))
+    return phase
+
+
+def basis_image(par: Parameterization, v: jax.Array, size: tuple[int, int], decay) -> jax.Array:
+    """The zero-centred image (H, W, 3) that the basis gives for variable ``v`` (before colour and range)."""
+    h, w = size
+    if par.basis == "pixels":
+        return v
+    if par.basis == "fourier":
+        f = jnp.asarray(np.maximum(frequencies(size), 1.0 / max(h, w)), jnp.float32)
+        scale = jnp.sqrt(jnp.float32(h * w)) * jnp.power(f, -jnp.asarray(decay, jnp.float32))
+        spectrum = jax.lax.complex(v[..., 0] * scale[..., None], v[..., 1] * scale[..., None])
+        return jnp.fft.irfft2(spectrum, s=(h, w), axes=(0, 1)) / 4.0
+    magnitude = jnp.asarray(hermitian_magnitude(par.spectrum.array, w))
+    phase = _odd_phase(v, w)
+    spectrum = jax.lax.complex(magnitude * jnp.cos(phase), magnitude * jnp.sin(phase))
+    return jnp.fft.irfft2(spectrum, s=(h, w), axes=(0, 1))
+
+
+def rgb_image(par: Parameterization, v: jax.Array, size: tuple[int, int], decay) -> jax.Array:
+    """RGB in [0, 1] (for range none: unbounded, centred on 0.5) from variable ``v``."""
+    t = basis_image(par, v, size, decay)
+    if par.colour is not None:
+        t = jnp.einsum("hwc,dc->hwd", t, jnp.asarray(par.colour.array), precision=jax.lax.Precision.HIGHEST)
+    if par.range == "sigmoid":
+        return jax.nn.sigmoid(t)
+    if par.range == "clip":
+        return jnp.clip(t + 0.5, 0.0, 1.0)
+    return t + 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class InputMap:
+    """RGB [0, 1] -> the network's input: ``black + rgb[..., order] * (white - black)`` per network channel."""
+
+    black: tuple[float, ...]
+    white: tuple[float, ...]
+    order: tuple[int, ...]
+
+    @classmethod
+    def of(cls, spec) -> "InputMap":
+        from jaxvis import preprocess as pre
+
+        black = np.asarray(pre.normalize(spec, np.zeros(3, np.float32)))
+        white = np.asarray(pre.normalize(spec, np.ones(3, np.float32)))
+        order = (2, 1, 0) if spec.channel_order == "BGR" else (0, 1, 2)
+        return cls(tuple(map(float, black)), tuple(map(float, white)), order)
+
+    def __call__(self, rgb: jax.Array) -> jax.Array:
+        black, white = jnp.asarray(self.black, jnp.float32), jnp.asarray(self.white, jnp.float32)
+        return black + rgb[..., list(self.order)] * (white - black)
+
+
+def render(par: Parameterization, v: jax.Array, size: tuple[int, int], to_input: InputMap, decay=None) -> jax.Array:
+    """The network-input image (H, W, 3) for variable ``v``."""
+    decay = par.decay if decay is None else decay
+    if par.identity:
+        return v
+    return to_input(rgb_image(par, v, size, decay))
+
+
+def load_stats(name_or_path: str = "shapes") -> dict[str, Any]:
+    """Image statistics written by ``experiments/image_statistics.py``: ``colour_sqrt`` (3x3) and
+    ``spectrum_<H>x<W>`` arrays. ``"shapes"`` is the file shipped for the shapes models."""
+    import os
+
+    from jaxvis import assets
+
+    path = assets.path("shapes_image_stats.npz") if name_or_path == "shapes" else name_or_path
+    if not os.path.exists(path):
+        raise ParameterizationError(f"no image statistics file {path!r}; write one with "
+                                    "python -m experiments.image_statistics --out FILE.npz.")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def spectrum_for(stats: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    key = f"spectrum_{size[0]}x{size[1]}"
+    if key not in stats:
+        have = sorted(k for k in stats if k.startswith("spectrum_"))
+        raise ParameterizationError(f"the image statistics have no spectrum for a {size[0]}x{size[1]} input "
+                                    f"(they have {have}); estimate one with experiments/image_statistics.py --sizes.")
+    return stats[key]
+
+
+def parse(text: str, model=None, stats: str = "") -> Parameterization:
+    """``"fourier+decorrelated+sigmoid"``, ``"maco+clip"``, ``"pixels"``: the launcher's form. The
+    decorrelation matrix and MACO spectrum are the shapes statistics for the shapes models (arch
+    ``shapes_*``), ImageNet's colour matrix otherwise; ``stats`` names another statistics file."""
+    parts = [p for p in text.replace(" ", "").split("+") if p] or ["pixels"]
+    shapes = model is not None and model.spec.arch.startswith("shapes")
+    size = tuple(model.spec.input_size) if model is not None else None
+    loaded: dict[str, Any] | None = None
+
+    def statistics():
+        nonlocal loaded
+        if loaded is None:
+            loaded = load_stats(stats or "shapes")
+        return loaded
+
+    out = Parameterization()
+    for part in parts:
+        if part == "pixels":
+            piece = pixels()
+        elif part == "fourier":
+            piece = fourier()
+        elif part.startswith("fourier(") and part.endswith(")"):
+            piece = fourier(float(part[8:-1]))
+        elif part == "decorrelated":
+            piece = decorrelated(statistics()["colour_sqrt"] if (shapes or stats) else IMAGENET_COLOUR_SQRT)
+        elif part == "maco":
+            if size is None:
+                raise ParameterizationError("maco needs the model (its input size) to find its spectrum.")
+            if not (shapes or stats):
+                raise ParameterizationError("maco needs a magnitude spectrum for this model: estimate one from "
+                                            "images with experiments/image_statistics.py and name it as stats.")
+            piece = maco(spectrum_for(statistics(), size))
+        elif part in ("sigmoid", "clip"):
+            piece = sigmoid() if part == "sigmoid" else clip()
+        else:
+            raise ParameterizationError(f"unknown parameterisation part {part!r}; parts: pixels, fourier, "
+                                        "fourier(DECAY), maco, decorrelated, sigmoid, clip, joined by '+'.")
+        out = out + piece
+    return out

@@ -1,0 +1,228 @@
+"""Random transformations the image must survive (Lucid's transforms; MACO's shrinking crops), applied
+to the network-input image before every forward pass of the optimisation.
+
+A transform is a small frozen value; a tuple of them runs in the order given:
+
+| transform | what it does at each step |
+|---|---|
+| ``pad(n)`` | pads n pixels of mid grey on every side (the chain is cropped back to the input size, centred, at the end) |
+| ``jitter(n)`` | shifts cyclically by a random offset of -n..n pixels in each direction |
+| ``scale(lo, hi)`` | zooms about the centre by a random factor in [lo, hi] (bilinear; grey where nothing is seen) |
+| ``rotate(degrees)`` | rotates about the centre by a random angle in [-degrees, degrees] |
+| ``crop(start, end)`` | a random square crop whose side is ``start`` of the image at the first step and ``end`` at the last (linear in between), resized back to the full size (MACO) |
+| ``blur(sigma)`` | a Gaussian blur of std sigma pixels |
+| ``noise(std)`` | adds Gaussian noise of std ``std`` (network-input units) |
+
+Randomness is keyed per point, never global: at step t a point with seed s draws the randomness of its
+transform i from ``k_t = fold_in(key(s + 1), t)`` (i = 0) or ``fold_in(k_t, i)`` (i > 0). A point alone
+therefore gives the same image as inside a sweep, and reruns are bit-identical. The first transform's
+key is the one the engine's historical ``jitter`` setting used, so ``jitter=n`` (which is
+``(jitter(n),)``) keeps its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class TransformError(ValueError):
+    """A transform with bad numbers, or a text form that cannot be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What transforms need besides the image: the run's steps (schedules) and the grey fill value in
+    the network's input space (per channel)."""
+
+    steps: int
+    fill: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    kind: str
+    a: float = 0.0
+    b: float = 0.0
+
+    @property
+    def name(self) -> str:
+        args = {"pad": (self.a,), "jitter": (self.a,), "scale": (self.a, self.b), "rotate": (self.a,),
+                "crop": (self.a, self.b), "blur": (self.a,), "noise": (self.a,)}[self.kind]
+        return f"{self.kind}({','.join(f'{v:g}' for v in args)})"
+
+    def __call__(self, x: jax.Array, key, t, ctx: Context) -> jax.Array:
+        return _APPLY[self.kind](self, x, key, t, ctx)
+
+
+def pad(n: int) -> Transform:
+    if int(n) != n or n < 0:
+        raise TransformError(f"pad takes a whole number of pixels >= 0, got {n}.")
+    return Transform("pad", float(n))
+
+
+def jitter(n: int) -> Transform:
+    if int(n) != n or n < 0:
+        raise TransformError(f"jitter takes a whole number of pixels >= 0, got {n}.")
+    return Transform("jitter", float(n))
+
+
+def scale(lo: float, hi: float) -> Transform:
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise TransformError(f"scale takes factors 0 < lo <= hi, got {lo}, {hi}.")
+    return Transform("scale", float(lo), float(hi))
+
+
+def rotate(degrees: float) -> Transform:
+    if not (math.isfinite(degrees) and degrees >= 0):
+        raise TransformError(f"rotate takes a maximum angle in degrees >= 0, got {degrees}.")
+    return Transform("rotate", float(degrees))
+
+
+def crop(start: float = 1.0, end: float = 0.5) -> Transform:
+    if not (0 < start <= 1 and 0 < end <= 1):
+        raise TransformError(f"crop takes side fractions in (0, 1] at the first and last step, got {start}, {end}.")
+    return Transform("crop", float(start), float(end))
+
+
+def blur(sigma: float) -> Transform:
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise TransformError(f"blur takes a std in pixels > 0, got {sigma}.")
+    return Transform("blur", float(sigma))
+
+
+def noise(std: float) -> Transform:
+    if not (math.isfinite(std) and std >= 0):
+        raise TransformError(f"noise takes a std >= 0, got {std}.")
+    return Transform("noise", float(std))
+
+
+def _centre(h, w):
+    return jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], jnp.float32)
+
+
+def _sample(x: jax.Array, coords: jax.Array, fill: jax.Array) -> jax.Array:
+    """Bilinear samples of ``x`` (H, W, C) at ``coords`` (2, H', W') (row, col), ``fill`` outside."""
+    def one(channel, value):
+        return jax.scipy.ndimage.map_coordinates(channel - value, [coords[0], coords[1]], order=1,
+                                                 mode="constant", cval=0.0) + value
+    return jax.vmap(one, in_axes=(2, 0), out_axes=2)(x, fill)
+
+
+def _grid(h, w):
+    rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    return jnp.stack([rows, cols])
+
+
+def _warp(x, matrix, ctx: Context):
+    """Output pixel p samples the input at matrix (p - c) + c, c the centre."""
+    h, w = x.shape[:2]
+    c = _centre(h, w)[:, None, None]
+    g = _grid(h, w) - c
+    coords = jnp.einsum("ij,jhw->ihw", matrix, g, precision=jax.lax.Precision.HIGHEST) + c
+    return _sample(x, coords, jnp.asarray(ctx.fill, jnp.float32))
+
+
+def _pad(tr, x, key, t, ctx):
+    n = int(tr.a)
+    fill = jnp.asarray(ctx.fill, jnp.float32)
+    out = jnp.broadcast_to(fill, (x.shape[0] + 2 * n, x.shape[1] + 2 * n, 3))
+    return out.at[n:n + x.shape[0], n:n + x.shape[1]].set(x)
+
+
+def _jitter(tr, x, key, t, ctx):
+    n = int(tr.a)
+    shift = jax.random.randint(key, (2,), -n, n + 1)
+    return jnp.roll(x, (shift[0], shift[1]), axis=(0, 1))
+
+
+def _scale(tr, x, key, t, ctx):
+    s = jax.random.uniform(key, (), jnp.float32, tr.a, tr.b)
+    return _warp(x, jnp.eye(2, dtype=jnp.float32) / s, ctx)
+
+
+def _rotate(tr, x, key, t, ctx):
+    theta = jnp.deg2rad(jax.random.uniform(key, (), jnp.float32, -tr.a, tr.a))
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    return _warp(x, jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])]), ctx)
+
+
+def _crop(tr, x, key, t, ctx):
+    h, w = x.shape[:2]
+    progress = jnp.asarray(t, jnp.float32) / max(ctx.steps - 1, 1)
+    f = tr.a + (tr.b - tr.a) * jnp.clip(progress, 0.0, 1.0)
+    corner = jax.random.uniform(key, (2,), jnp.float32) * (1.0 - f) * jnp.asarray([h, w], jnp.float32)
+    coords = corner[:, None, None] + (_grid(h, w) + 0.5) * f - 0.5
+    return _sample(x, coords, jnp.asarray(ctx.fill, jnp.float32))
+
+
+def _blur(tr, x, key, t, ctx):
+    radius = max(1, int(math.ceil(3 * tr.a)))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / tr.a) ** 2)
+    k = jnp.asarray(k / k.sum(), jnp.float32)
+    padded = jnp.pad(x, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+    rows = sum(k[i] * padded[i:i + x.shape[0]] for i in range(2 * radius + 1))
+    return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(2 * radius + 1))
+
+
+def _noise(tr, x, key, t, ctx):
+    return x + tr.a * jax.random.normal(key, x.shape, jnp.float32)
+
+
+_APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "crop": _crop, "blur": _blur,
+          "noise": _noise}
+
+
+def step_key(seed, t):
+    """A point's key at step ``t``: the first transform's; transform i > 0 folds in i."""
+    return jax.random.fold_in(jax.random.key(seed + jnp.uint32(1)), t)
+
+
+def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context) -> jax.Array:
+    """The image the network sees at step ``t``: ``transforms`` in order, then a centred crop back to
+    ``x``'s size when padding made it larger."""
+    if not transforms:
+        return x
+    h, w = x.shape[:2]
+    base = step_key(seed, t)
+    y = x
+    for i, tr in enumerate(transforms):
+        y = tr(y, base if i == 0 else jax.random.fold_in(base, i), t, ctx)
+    if y.shape[:2] != (h, w):
+        top, left = (y.shape[0] - h) // 2, (y.shape[1] - w) // 2
+        y = y[top:top + h, left:left + w]
+    return y
+
+
+def check(transforms: Sequence[Transform], size: tuple[int, int]) -> None:
+    for tr in transforms:
+        if tr.kind == "jitter" and tr.a >= min(size):
+            raise TransformError(f"jitter is a shift in pixels, 0 <= jitter < {min(size)}; got {int(tr.a)}.")
+
+
+_BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "crop": crop, "blur": blur,
+             "noise": noise}
+
+
+def parse(text: str) -> tuple[Transform, ...]:
+    """``"pad(4),jitter(8),scale(0.9,1.1),rotate(10)"`` -> the transforms, in that order."""
+    if not re.fullmatch(r"\s*(?:[a-z]+\s*\([^)]*\)\s*(?:,\s*|$))*", text):
+        raise TransformError(f"cannot read transforms {text!r}; write e.g. pad(4),jitter(8),scale(0.9,1.1).")
+    out = []
+    for m in re.finditer(r"([a-z]+)\s*\(([^)]*)\)", text):
+        name, args = m.group(1), [a for a in m.group(2).replace(" ", "").split(",") if a]
+        if name not in _BUILDERS:
+            raise TransformError(f"unknown transform {name!r}; transforms: {', '.join(_BUILDERS)}.")
+        try:
+            out.append(_BUILDERS[name](*[float(a) for a in args]))
+        except TransformError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise TransformError(f"cannot read transform {m.group(0)!r}: {e}") from None
+    return tuple(out)

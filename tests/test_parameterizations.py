@@ -1,0 +1,153 @@
+"""Image parameterisations: Fourier and decorrelated colour against a NumPy reference of the same
+formula, MACO's fixed magnitude for any phase, the statistics script, and the engine reporting the
+network-input image whatever the variable."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvis import engine
+from jaxvis import objectives as obj
+from jaxvis import parameterizations as par
+from tiny import tiny_vgg
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return tiny_vgg(0)
+
+
+def numpy_fourier(v, size, decay):
+    """Lucid's fft_image formula in NumPy: spectrum (re + i im) scaled by sqrt(hw)/max(f, 1/max(h,w))^decay."""
+    h, w = size
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fx ** 2 + fy ** 2)
+    scale = np.sqrt(h * w) / np.maximum(f, 1.0 / max(h, w)) ** decay
+    spectrum = (v[..., 0].astype(np.float64) + 1j * v[..., 1]) * scale[..., None]
+    return np.fft.irfft2(spectrum, s=(h, w), axes=(0, 1)) / 4.0
+
+
+def numpy_decorrelate(t, matrix):
+    m = np.asarray(matrix, np.float64)
+    m = m / np.max(np.sqrt((m ** 2).sum(0)))
+    return t.reshape(-1, 3) @ m.T
+
+
+@pytest.mark.parametrize("size, decay", [((16, 16), 1.0), ((12, 15), 0.5), ((64, 64), 1.7)])
+def test_fourier_equals_numpy(size, decay):
+    p = par.fourier(decay)
+    v = np.random.default_rng(0).standard_normal(p.variable_shape(size)).astype(np.float32)
+    got = np.asarray(par.basis_image(p, jnp.asarray(v), size, decay))
+    want = numpy_fourier(v, size, decay)
+    assert got.shape == (*size, 3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    # the decay is a per-point number: another decay, same program, the other image
+    other = np.asarray(jax.jit(lambda v, d: par.basis_image(p, v, size, d))(jnp.asarray(v), np.float32(decay + 0.5)))
+    np.testing.assert_allclose(other, numpy_fourier(v, size, decay + 0.5), rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_fourier_decorrelated_sigmoid_equals_numpy():
+    size = (20, 24)
+    p = par.fourier(1.0) + par.decorrelated() + par.sigmoid()
+    assert p.name == "fourier+decorrelated+sigmoid" and p.basis == "fourier" and p.range == "sigmoid"
+    assert (par.fourier(1.5) + par.clip()).name == "fourier(1.5)+clip" and par.parse("fourier(1.5)+clip").decay == 1.5
+    v = np.random.default_rng(1).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
+    t = numpy_decorrelate(numpy_fourier(v, size, 1.0), par.IMAGENET_COLOUR_SQRT).reshape(*size, 3)
+    want = 1.0 / (1.0 + np.exp(-t))
+    got = np.asarray(par.rgb_image(p, jnp.asarray(v), size, 1.0))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
+def test_decorrelated_pixels_with_clip_equals_numpy():
+    cov = np.array([[1.0, 0.6, 0.3], [0.6, 1.0, 0.5], [0.3, 0.5, 1.0]])
+    m = par.covariance_sqrt(cov)
+    np.testing.assert_allclose(m @ m.T, cov, atol=1e-12)  # a square root of the covariance
+    p = par.pixels() + par.decorrelated(m) + par.clip()
+    v = np.random.default_rng(2).standard_normal((8, 9, 3)).astype(np.float32)
+    want = np.clip(numpy_decorrelate(v, m).reshape(8, 9, 3) + 0.5, 0, 1)
+    np.testing.assert_allclose(np.asarray(par.rgb_image(p, jnp.asarray(v), (8, 9), 1.0)), want, atol=2e-6)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (16, 15), (9, 12)])
+def test_maco_amplitude_is_the_given_magnitude_for_any_phase(size):
+    rng = np.random.default_rng(3)
+    if size == (64, 64):
+        magnitude = par.load_stats("shapes")["spectrum_64x64"]  # the shipped spectrum of the shapes images
+    else:  # the amplitude spectrum of some real image
+        magnitude = np.abs(np.fft.rfft2(rng.random((*size, 3)) - 0.5, axes=(0, 1))).astype(np.float32)
+    p = par.maco(magnitude)
+    for trial in range(4):
+        phase = rng.uniform(-20, 20, p.variable_shape(size)).astype(np.float32)  # any phase, not only [-pi, pi)
+        image = np.asarray(par.basis_image(p, jnp.asarray(phase), size, 1.0), np.float64)
+        amplitude = np.abs(np.fft.rfft2(image, axes=(0, 1)))
+        np.testing.assert_allclose(amplitude, magnitude, rtol=0, atol=2e-5 * magnitude.max(), err_msg=str(trial))
+    # the phase does change the image
+    a = np.asarray(par.basis_image(p, jnp.zeros(p.variable_shape(size)), size, 1.0))
+    assert not np.allclose(a, image)
+
+
+def test_statistics_script_formula_and_shipped_file():
+    rng = np.random.default_rng(4)
+    images = {8: rng.random((5, 8, 8, 3)).astype(np.float32)}
+    stats = par.image_statistics(images)
+    cov = np.cov(images[8].reshape(-1, 3).astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(stats["colour_sqrt"] @ stats["colour_sqrt"].T, cov, rtol=1e-5)
+    np.testing.assert_allclose(stats["spectrum_8x8"], np.abs(np.fft.rfft2(images[8] - 0.5, axes=(1, 2))).mean(0),
+                               rtol=1e-5)
+    shipped = par.load_stats("shapes")
+    assert shipped["colour_sqrt"].shape == (3, 3)
+    assert shipped["spectrum_64x64"].shape == (64, 33, 3) and shipped["spectrum_128x128"].shape == (128, 65, 3)
+    # the shapes images' colours are correlated (a grey-ish first component): not the identity
+    assert np.all(np.abs(shipped["colour_sqrt"][:, 0]) > 0.1)
+
+
+def test_engine_reports_the_network_input_image(vgg):
+    terms = [obj.make_term("score", vgg)]
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.1], seeds=[0],
+                         decays=[0.5, 1.5])
+    p = par.fourier() + par.decorrelated() + par.sigmoid()
+    result = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=6, snapshots=[3],
+                           parameterization=p).run(sweep, progress=False)
+    lo = (0 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
+    hi = (1 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
+    for x in (result.images, result.snapshots[0], result.snapshots[3]):
+        assert np.all(x > lo) and np.all(x < hi)  # a sigmoid image lies strictly inside the valid range
+    # the reported image is what the network is scored on: the final loss is -score of that image
+    logits, _ = vgg.apply(vgg.params, result.images)
+    np.testing.assert_allclose(result.final_loss, -np.asarray(logits)[:, 1], rtol=1e-5)
+    # the starting image is the parameterisation of the seed's starting variable
+    v0 = p.init(jax.random.key(0), (64, 64), np.float32(0.1))
+    x0 = par.render(p, v0, (64, 64), par.InputMap.of(vgg.spec), np.float32(0.5))
+    np.testing.assert_allclose(result.snapshots[0][0], np.asarray(x0), atol=1e-6)
+    assert not np.allclose(result.snapshots[0][0], result.snapshots[0][1])  # the decay axis acts
+    assert np.all(result.final_loss < result.loss[0])
+
+
+def test_bad_parameterisations_are_refused(vgg):
+    with pytest.raises(par.ParameterizationError, match="unknown parameterisation part 'furier'"):
+        par.parse("furier+sigmoid", vgg)
+    with pytest.raises(par.ParameterizationError, match="cannot combine two different ranges"):
+        par.sigmoid() + par.clip()
+    with pytest.raises(par.ParameterizationError, match=r"needs \(64, 33, 3\)"):
+        engine.Engine(vgg, [obj.make_term("score", vgg)], parameterization=par.maco(np.ones((32, 17, 3))))
+    with pytest.raises(engine.SweepError, match="clip projects the pixels parameterisation"):
+        engine.Engine(vgg, [obj.make_term("score", vgg)], clip=True, parameterization=par.fourier() + par.sigmoid())
+    with pytest.raises(par.ParameterizationError, match="maco needs a magnitude spectrum for this model"):
+        par.parse("maco+clip", vgg)
+    shapes_like = par.parse("maco+clip", vgg, stats=par.__file__.replace("parameterizations.py", "assets/shapes_image_stats.npz"))
+    assert shapes_like.basis == "maco" and shapes_like.spectrum.array.shape == (64, 33, 3)
+
+
+@pytest.mark.slow
+def test_shipped_statistics_are_what_the_script_writes(tmp_path):
+    """The shipped shapes statistics are reproduced by their documented command (about 40 s on 2 cores)."""
+    from conftest import run_module
+
+    out = tmp_path / "stats.npz"
+    run_module("experiments.image_statistics", "--shapes", "2048", "--sizes", "64,128", "--out", str(out))
+    fresh, shipped = par.load_stats(str(out)), par.load_stats("shapes")
+    assert sorted(fresh) == sorted(shipped)
+    for k in fresh:
+        np.testing.assert_allclose(fresh[k], shipped[k], rtol=1e-5, atol=1e-6, err_msg=k)

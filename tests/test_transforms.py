@@ -1,0 +1,147 @@
+"""Random transforms: each against a reference of its formula, per-point keys (a point alone equals the
+point inside a sweep; reruns are bit-identical), the historical jitter kept, bad transforms refused."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from jaxvis import engine
+from jaxvis import objectives as obj
+from jaxvis import parameterizations as par
+from jaxvis import transforms as tfm
+from tiny import tiny_vgg
+
+CTX = tfm.Context(steps=10, fill=(0.1, -0.2, 0.3))
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return tiny_vgg(0)
+
+
+def image(h=16, w=16, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal((h, w, 3)).astype(np.float32))
+
+
+def test_identity_settings_leave_the_image():
+    x = image()
+    key = jax.random.key(0)
+    for tr in (tfm.scale(1.0, 1.0), tfm.rotate(0.0), tfm.crop(1.0, 1.0), tfm.jitter(0), tfm.noise(0.0)):
+        np.testing.assert_allclose(np.asarray(tr(x, key, 3, CTX)), np.asarray(x), atol=1e-5, err_msg=tr.name)
+    np.testing.assert_array_equal(np.asarray(tfm.apply((tfm.pad(5),), x, np.uint32(0), 0, CTX)), np.asarray(x))
+
+
+def test_pad_fills_grey_and_jitter_after_pad_reveals_it():
+    x = image(8, 8)
+    padded = np.asarray(tfm.pad(3)(x, None, 0, CTX))
+    assert padded.shape == (14, 14, 3)
+    np.testing.assert_array_equal(padded[:3, :, 1], np.float32(-0.2))
+    np.testing.assert_array_equal(padded[3:11, 3:11], np.asarray(x))
+    seen = np.asarray(tfm.apply((tfm.pad(3), tfm.jitter(3)), x, np.uint32(4), 2, CTX))
+    key = jax.random.fold_in(tfm.step_key(np.uint32(4), 2), 1)
+    dy, dx = np.asarray(jax.random.randint(key, (2,), -3, 4))
+    want = np.roll(padded, (dy, dx), axis=(0, 1))[3:11, 3:11]
+    np.testing.assert_array_equal(seen, want)
+
+
+def test_jitter_keeps_the_engines_historical_shift():
+    """The jitter setting drew fold_in(key(seed + 1), t) and rolled by randint(-n, n + 1): same images."""
+    x = image(12, 12)
+    for seed, t in [(0, 0), (7, 5), (123, 199)]:
+        key = jax.random.fold_in(jax.random.key(np.uint32(seed) + np.uint32(1)), t)
+        shift = tuple(jax.random.randint(key, (2,), -4, 5))
+        want = np.asarray(jnp.roll(x, shift, axis=(0, 1)))
+        np.testing.assert_array_equal(np.asarray(tfm.apply((tfm.jitter(4),), x, np.uint32(seed), t, CTX)), want)
+
+
+def test_scale_rotate_and_crop_sample_where_their_formula_says():
+    x = image(15, 17, seed=1)
+    key = jax.random.key(3)
+    fill = np.asarray(CTX.fill)
+    c = np.array([(15 - 1) / 2, (17 - 1) / 2])
+    rows, cols = np.meshgrid(np.arange(15.0), np.arange(17.0), indexing="ij")
+
+    def ref(coords):
+        return np.stack([scipy.ndimage.map_coordinates(np.asarray(x)[..., k] - fill[k], coords, order=1, mode="grid-constant",
+                                                       cval=0.0) + fill[k] for k in range(3)], -1)
+
+    s = float(jax.random.uniform(key, (), jnp.float32, 0.7, 1.3))
+    want = ref([(rows - c[0]) / s + c[0], (cols - c[1]) / s + c[1]])
+    np.testing.assert_allclose(np.asarray(tfm.scale(0.7, 1.3)(x, key, 0, CTX)), want, atol=1e-5)
+
+    theta = np.deg2rad(float(jax.random.uniform(key, (), jnp.float32, -30, 30)))
+    r, q = rows - c[0], cols - c[1]
+    want = ref([np.cos(theta) * r - np.sin(theta) * q + c[0], np.sin(theta) * r + np.cos(theta) * q + c[1]])
+    np.testing.assert_allclose(np.asarray(tfm.rotate(30)(x, key, 0, CTX)), want, atol=1e-5)
+
+    for t in (0, 4, 9):  # MACO's schedule: the side goes linearly from 1.0 to 0.4 of the image
+        f = 1.0 + (0.4 - 1.0) * t / 9
+        corner = np.asarray(jax.random.uniform(key, (2,), jnp.float32)) * (1 - f) * np.array([15, 17])
+        want = ref([corner[0] + (rows + 0.5) * f - 0.5, corner[1] + (cols + 0.5) * f - 0.5])
+        np.testing.assert_allclose(np.asarray(tfm.crop(1.0, 0.4)(x, key, t, CTX)), want, atol=1e-5, err_msg=str(t))
+
+
+def test_blur_is_a_gaussian_filter_and_noise_has_its_std():
+    x = image(20, 20, seed=2)
+    want = scipy.ndimage.gaussian_filter(np.asarray(x, np.float64), sigma=(1.0, 1.0, 0), mode="nearest", truncate=3.0)
+    np.testing.assert_allclose(np.asarray(tfm.blur(1.0)(x, None, 0, CTX)), want, atol=1e-5)
+    big = jnp.zeros((200, 200, 3), jnp.float32)
+    noisy = np.asarray(tfm.noise(0.3)(big, jax.random.key(1), 0, CTX))
+    assert abs(noisy.std() - 0.3) < 0.01
+
+
+STOCHASTIC = (tfm.pad(4), tfm.jitter(4), tfm.scale(0.9, 1.1), tfm.rotate(10), tfm.crop(1.0, 0.6), tfm.noise(0.02))
+
+
+@pytest.mark.parametrize("parameterization", [par.pixels(), par.fourier() + par.decorrelated() + par.sigmoid()],
+                         ids=["pixels", "fourier"])
+def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(vgg, parameterization):
+    terms = [obj.make_term("score", vgg), obj.make_term("tv", vgg)]
+    kw = dict(optimizer=engine.Optimizer("adam"), steps=6, snapshots=[3], transforms=STOCHASTIC,
+              parameterization=parameterization)
+    loss = {"score": 1.0, "tv": 0.5}
+    sweep = engine.Sweep(targets=[1, 4], lrs=[0.05], losses=[loss], init_scales=[0.1], seeds=[3, 8])
+    eng = engine.Engine(vgg, terms, **kw)
+    grid = eng.run(sweep, chunk_size=4, progress=False)
+    again = engine.Engine(vgg, terms, **kw).run(sweep, chunk_size=4, progress=False)  # a fresh engine
+    for name in ("images", "loss", "final_loss"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(grid, name), err_msg=name)
+    np.testing.assert_array_equal(again.snapshots[3], grid.snapshots[3])
+    k = 3  # target 4, seed 8
+    assert sweep.point_axes()[k]["seed"] == 8 and sweep.point_axes()[k]["target"] == 4
+    alone_sweep = engine.Sweep(targets=[4], lrs=[0.05], losses=[loss], init_scales=[0.1], seeds=[8])
+    alone = eng.run(alone_sweep, chunk_size=4, progress=False)
+    # A chunk of the same size (the lone point padded with copies of itself) runs the same program: bit for bit.
+    np.testing.assert_array_equal(alone.images[0], grid.images[k])
+    np.testing.assert_array_equal(alone.loss[:, 0], grid.loss[:, k])
+    # In a chunk of another size XLA may order the sums differently: equal to float32 rounding.
+    single = eng.run(alone_sweep, chunk_size=1, progress=False)
+    np.testing.assert_allclose(single.images[0], grid.images[k], rtol=0, atol=1e-5 * np.abs(grid.images[k]).max())
+
+
+def test_jitter_setting_is_the_first_transform(vgg):
+    terms = [obj.make_term("score", vgg)]
+    sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[{"score": 1.0}], init_scales=[0.5], seeds=[1])
+    a = engine.Engine(vgg, terms, steps=4, jitter=3).run(sweep, progress=False)
+    b = engine.Engine(vgg, terms, steps=4, transforms=[tfm.jitter(3)]).run(sweep, progress=False)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert engine.Engine(vgg, terms, jitter=2, transforms=[tfm.blur(1.0)]).transforms == (tfm.jitter(2), tfm.blur(1.0))
+
+
+def test_text_form_and_bad_transforms():
+    assert tfm.parse("pad(4), jitter(8),scale(0.9,1.1),rotate(10),crop(1,0.5),blur(0.5),noise(0.02)") == (
+        tfm.pad(4), tfm.jitter(8), tfm.scale(0.9, 1.1), tfm.rotate(10), tfm.crop(1.0, 0.5), tfm.blur(0.5),
+        tfm.noise(0.02))
+    assert [t.name for t in tfm.parse("scale(0.9,1.1),crop(1,0.5)")] == ["scale(0.9,1.1)", "crop(1,0.5)"]
+    with pytest.raises(tfm.TransformError, match="unknown transform 'zoom'"):
+        tfm.parse("zoom(2)")
+    with pytest.raises(tfm.TransformError, match="scale takes factors 0 < lo <= hi"):
+        tfm.parse("scale(1.2,0.8)")
+    with pytest.raises(tfm.TransformError, match="cannot read transforms"):
+        tfm.parse("jitter 4")
+    with pytest.raises(tfm.TransformError, match="crop takes side fractions"):
+        tfm.crop(1.0, 0.0)
+    with pytest.raises(tfm.TransformError, match="cannot read transform 'rotate\\(1,2\\)'"):
+        tfm.parse("rotate(1,2)")
