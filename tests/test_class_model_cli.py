@@ -18,6 +18,7 @@ def read_results(run):
     return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # 15 points x 200 steps through the launcher; tests/test_settings.py loads every study config
 def test_vgg_goose_config_runs_end_to_end(files, tmp_path):
     vgg, _ = files
     run = tmp_path / "goose"

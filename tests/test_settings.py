@@ -7,6 +7,8 @@ import glob
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -40,20 +42,30 @@ def test_default_config_is_every_setting_at_its_default():
         config.stepz = 3
 
 
-# ml_collections loads the launcher's default config file with importlib's deprecated load_module.
-@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
-def test_launcher_flags_are_the_settings_with_their_defaults_and_help():
-    from experiments import class_model
+_LAUNCHER_FLAGS = """
+import json, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+from absl import flags
+from experiments import class_model
+print(json.dumps({"flags": {f.name: [f.default, f.help] for f in flags.FLAGS.get_flags_for_module(class_model)},
+                  "process": list(class_model.PROCESS_FLAGS)}, default=str))
+"""
 
-    registered = flags.FLAGS
+
+def test_launcher_flags_are_the_settings_with_their_defaults_and_help():
+    # In a process of its own: the launchers define absl flags globally (--out is defined by several).
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER_FLAGS], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    launcher = found["flags"]
     names = {f.name for f in settings_lib.fields()}
-    module_flags = {f.name for f in registered.get_flags_for_module(class_model)}
     # The launcher's flags: one per setting, the config, and the process flags; nothing else.
-    assert module_flags == names | {"config"} | set(class_model.PROCESS_FLAGS)
+    assert set(launcher) == names | {"config"} | set(found["process"])
     for f in settings_lib.fields():
-        flag = registered[f.name]
-        assert f.metadata["help"] in flag.help, f.name
-        parsed = SweepSettings.create(**{f.name: flag.default})
+        default, text = launcher[f.name]
+        assert f.metadata["help"] in text, f.name
+        parsed = SweepSettings.create(**{f.name: default})
         assert getattr(parsed, f.name) == f.default, f.name
 
 
