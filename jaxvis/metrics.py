@@ -51,20 +51,27 @@ def _blur(x: jax.Array, sigma: float) -> jax.Array:
                     in_axes=2, out_axes=2)(rows)
 
 
+def _perturbation(x, saliency_map, mode: str, steps: int, sigma: float):
+    """(shares, image): ``image(k)`` is ``x`` with its ``k``-th of ``steps`` shares of pixels, most salient
+    first, deleted (to zero, the mean image in input space) or inserted (into a blurred copy)."""
+    h, w = saliency_map.shape
+    order = jnp.argsort(-saliency_map.ravel(), stable=True)
+    rank = jnp.zeros(h * w, jnp.int32).at[order].set(jnp.arange(h * w, dtype=jnp.int32)).reshape(h, w)
+    counts = jnp.round(jnp.arange(steps + 1) * (h * w) / steps).astype(jnp.int32)
+    substrate = jnp.zeros_like(x) if mode == "deletion" else _blur(x, sigma)
+    start, end = (x, substrate) if mode == "deletion" else (substrate, x)
+
+    def image(k):
+        return jnp.where((rank < counts[k])[..., None], end, start)
+
+    return counts / (h * w), image
+
+
 @functools.lru_cache(maxsize=32)
 def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma: float, batch: int):
     @jax.jit
     def run(params, x, saliency_map, target):
-        h, w = saliency_map.shape
-        order = jnp.argsort(-saliency_map.ravel(), stable=True)
-        rank = jnp.zeros(h * w, jnp.int32).at[order].set(jnp.arange(h * w, dtype=jnp.int32)).reshape(h, w)
-        counts = jnp.round(jnp.arange(steps + 1) * (h * w) / steps).astype(jnp.int32)
-        substrate = jnp.zeros_like(x) if mode == "deletion" else _blur(x, sigma)
-        start, end = (x, substrate) if mode == "deletion" else (substrate, x)
-
-        def image(k):
-            moved = (rank < counts[k])[..., None]
-            return jnp.where(moved, end, start)
+        shares, image = _perturbation(x, saliency_map, mode, steps, sigma)
 
         def scores(ks):
             imgs = jax.vmap(image)(ks)
@@ -76,7 +83,7 @@ def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma:
         pad = (-len(ks)) % batch
         ks = jnp.concatenate([ks, jnp.full(pad, steps)]).reshape(-1, batch)
         values = jax.lax.map(scores, ks).reshape(-1)[: steps + 1]
-        return counts / (h * w), values
+        return shares, values
 
     return run
 
@@ -149,21 +156,15 @@ def instance_specificity(saliency_map, own_box, other_boxes) -> dict[str, float]
 def _detection_perturbation_fn(model, mode: str, steps: int, sigma: float, batch: int):
     @jax.jit
     def run(params, x, saliency_map, target):
-        h, w = saliency_map.shape
         tb, tv = sal.drise_reference(model, params, x, target)
-        order = jnp.argsort(-saliency_map.ravel(), stable=True)
-        rank = jnp.zeros(h * w, jnp.int32).at[order].set(jnp.arange(h * w, dtype=jnp.int32)).reshape(h, w)
-        counts = jnp.round(jnp.arange(steps + 1) * (h * w) / steps).astype(jnp.int32)
-        substrate = jnp.zeros_like(x) if mode == "deletion" else _blur(x, sigma)
-        start, end = (x, substrate) if mode == "deletion" else (substrate, x)
+        shares, image = _perturbation(x, saliency_map, mode, steps, sigma)
 
         def score(k):
-            moved = (rank < counts[k])[..., None]
-            out, _ = model.apply(params, jnp.where(moved, end, start)[None])
+            out, _ = model.apply(params, image(k)[None])
             return sal.drise_similarity(*sal.proposals(model, out), tb, tv)
 
         values = jax.lax.map(score, jnp.arange(steps + 1), batch_size=batch)
-        return counts / (h * w), values
+        return shares, values
 
     return run
 
