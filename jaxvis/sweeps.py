@@ -284,8 +284,9 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
     done = rundir.done_chunks()
     settings_shown = settings.to_dict()
     if cluster.rank == 0:  # the report page from the start; each finished chunk appears on it
-        render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config, rundir,
-                            settings.display, pngs=settings.pngs)
+        with space_guard(rundir, plan, "the report page"):
+            render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config, rundir,
+                                settings.display, pngs=settings.pngs)
 
     def on_chunk(index, points, result):
         rundir.save_chunk(index, points, result)

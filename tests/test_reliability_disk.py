@@ -232,7 +232,10 @@ def test_full_tmpfs_stops_the_run_and_resume_after_freeing_space_is_byte_identic
         proc = run_module("experiments.class_model", *args, "--out", str(out), "--resume", "--nocheck_space",
                           check=False)
         line = one_line_error(proc)
-        assert "while writing the assembled outputs" in line and "The 6 of 6 chunks saved so far are intact" in line
+        # The pages and each chunk's PNGs are written as the run goes, so what is left for the arrays may be
+        # found too little before assembly (the exact check) or run out while writing them.
+        assert ("while writing the assembled outputs" in line and "The 6 of 6 chunks saved so far are intact" in line) \
+            or ("too little for the run's assembled arrays" in line and "All 6 chunks are saved" in line), line
         subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
         resumed = run_module("experiments.class_model", *args, "--out", str(out), "--resume")
         assert "6 chunk(s) already done" in resumed.stdout
