@@ -63,6 +63,7 @@ def test_ssd_horse_config_runs_end_to_end(files, tmp_path):
     assert np.load(run / "images.npy").shape == (6, 300, 300, 3)
 
 
+@pytest.mark.slow  # five launcher runs
 def test_rerun_and_resume_rules(files, tmp_path):
     vgg, _ = files
     run = tmp_path / "r"

@@ -172,6 +172,7 @@ def test_locate_says_what_to_fetch_and_where(tmp_path, monkeypatch):
         ckpt.locate("vgg16", str(tmp_path / "missing.pth"))
 
 
+@pytest.mark.slow  # full-size VGG checkpoints through the CLI
 def test_cli_finds_the_hub_cache_and_reports_errors_in_one_line(tmp_path, good_state):
     hub = tmp_path / "th" / "hub" / "checkpoints"
     hub.mkdir(parents=True)

@@ -108,6 +108,7 @@ def test_input_gradient_matches_torch_autograd(ssd):
     np.testing.assert_allclose(grad, want, rtol=0, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.slow  # SSD300 head outputs at full size
 def test_vmap_over_target_boxes_equals_separate_calls(ssd):
     _, model = ssd
     x = model.preprocess(np.random.default_rng(5).random((300, 300, 3), dtype=np.float32))[None]

@@ -78,6 +78,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_chunks(model_file, tmp_path):
     assert len((run / "results.jsonl").read_text().splitlines()) == 6
 
 
+@pytest.mark.slow  # two launcher runs; tests/test_transforms.py checks bit-identical reruns in-process
 def test_same_configuration_gives_bit_identical_results(model_file, tmp_path):
     run_module("experiments.class_model", *sweep_args(model_file, tmp_path / "a", steps=20))
     run_module("experiments.class_model", *sweep_args(model_file, tmp_path / "b", steps=20))
@@ -90,6 +91,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three processes under jax.distributed
 def test_two_processes_with_jax_distributed_equal_one_process(model_file, tmp_path):
     one = tmp_path / "one"
     run_module("experiments.class_model", *sweep_args(model_file, one, steps=20))
