@@ -45,7 +45,6 @@ is how the launcher's ``--loss`` text names them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import numbers
 import re
 from typing import Any, Callable
@@ -56,6 +55,7 @@ import numpy as np
 
 from jaxvis import boxes as bx
 from jaxvis import multibox as mb
+from jaxvis.parameterizations import Frozen
 
 
 class ObjectiveError(ValueError):
@@ -282,7 +282,7 @@ def _no_target(options: dict) -> dict:
 
 
 def _array(value) -> np.ndarray:
-    return value.array if isinstance(value, Const) else np.asarray(value, np.float32)
+    return value.array if isinstance(value, Frozen) else np.asarray(value, np.float32)
 
 
 def _check_layer(model, layer: str) -> None:
@@ -302,24 +302,6 @@ def uses_point_channel(term: Term) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------
 # Objectives as values.
-
-class Const:
-    """An array constant (a direction, a reference image) held by value: hashable and comparable by content."""
-
-    def __init__(self, array):
-        self.array = np.ascontiguousarray(np.asarray(array, np.float32))
-        self.array.setflags(write=False)
-        self.digest = hashlib.sha256(self.array.tobytes() + str(self.array.shape).encode()).hexdigest()[:10]
-
-    def __hash__(self):
-        return hash(self.digest)
-
-    def __eq__(self, other):
-        return isinstance(other, Const) and other.digest == self.digest
-
-    def __repr__(self):
-        return f"Const({self.array.shape}, {self.digest})"
-
 
 @dataclasses.dataclass(frozen=True)
 class TermSpec:
@@ -482,7 +464,7 @@ def neuron(layer: str, c: int | None = None, position: tuple[int, int] = (0, 0))
 
 def direction(layer: str, vector) -> Objective:
     """Minus the spatial mean of the activations of ``layer`` projected on ``vector`` (one per channel)."""
-    return _value("direction", layer=layer, vector=Const(vector))
+    return _value("direction", layer=layer, vector=Frozen(vector))
 
 
 def sq() -> Objective:
@@ -499,7 +481,7 @@ def tv() -> Objective:
 
 def l2_to(image) -> Objective:
     """The mean squared distance to ``image`` (network-input space, H x W x 3): a pull towards it."""
-    return _value("l2_to", image=Const(image))
+    return _value("l2_to", image=Frozen(image))
 
 
 def term(name: str, **options) -> Objective:

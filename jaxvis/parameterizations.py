@@ -69,6 +69,11 @@ class Frozen:
     def __eq__(self, other):
         return isinstance(other, Frozen) and other._digest == self._digest
 
+    @property
+    def digest(self) -> str:
+        """A short content hash, for names (an objective's name reads back its constants by it)."""
+        return self._digest[:10]
+
     def __repr__(self):
         return f"Frozen(shape={self.array.shape}, sha256={self._digest[:12]})"
 
