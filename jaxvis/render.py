@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxvis import preprocess as pre
-from jaxvis import report  # noqa: F401  (the run report's pages; ``jaxvis.report`` is loaded with render)
+from jaxvis import report
 from jaxvis.fileio import atomic_write
 from jaxvis.spec import ModelSpec
 
@@ -235,8 +235,6 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
     the chunk's curves for the page (report/curves/CCCCC.js) and its records (report/parts/CCCCC.jsonl),
     so the page of an unfinished run shows every finished chunk. ``pngs=False`` writes no PNG (the
     records then name no image files)."""
-    from jaxvis import report
-
     axes = sweep.axes()
     varying = [name for name, v in axes if len(v) > 1]
     points = _points_of(sweep, sl)
@@ -282,8 +280,6 @@ def start_report(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], s
     """Writes axes.json and the run's page (showing the chunks finished so far); returns index.html.
     With ``rundir`` (a resumed run), finished chunks whose records are missing (a run stopped between
     saving a chunk and writing its files) are written first, so the page shows every finished chunk."""
-    from jaxvis import report
-
     report.write_axes(path, report.sweep_axes(spec, sweep, term_names, settings, run_config))
     for chunk in sorted(rundir.done_chunks()) if rundir is not None else ():
         if not os.path.exists(os.path.join(report.parts_dir(path), f"{chunk:05d}.jsonl")):
@@ -293,8 +289,6 @@ def start_report(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], s
 
 def _reusable_part(path: str, chunk: int, sl: slice, display: str, pngs: bool) -> list[str] | None:
     """The lines of a chunk already written by ``write_chunk`` during the run (same points, same display)."""
-    from jaxvis import report
-
     part = os.path.join(report.parts_dir(path), f"{chunk:05d}.jsonl")
     curves_js = os.path.join(path, report.PAGE_DIR, "curves", f"{chunk:05d}.js")
     if not (os.path.exists(part) and os.path.exists(curves_js)):
@@ -326,8 +320,6 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     them already); results.jsonl; then grid*.png and iterations.png read back from images.npy; axes.json
     (if the run did not write it at its start) and the report page, index.html. With ``pngs=False`` no
     PNG is written (grids too large to look at point by point); the page then shows the numbers."""
-    from jaxvis import report
-
     axes = sweep.axes()
     points = sweep.point_axes()
     n = len(points)

@@ -9,7 +9,6 @@ precision, so the comparisons that hold the accelerator to float32 tolerances ru
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

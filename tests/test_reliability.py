@@ -1,7 +1,6 @@
 """Sweeps that survive SIGKILL and Ctrl-C, run bit-identically, spread over processes with
 jax.distributed, and never write outside their run directory."""
 
-import json
 import os
 import signal
 import socket
@@ -9,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from conftest import ROOT, run_module

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-from absl import flags
 
 from conftest import ROOT, run_module
 from jaxvis import settings as settings_lib

@@ -4,7 +4,6 @@ recognised by an independent judge, and saliency points at the object."""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
