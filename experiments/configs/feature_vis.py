@@ -28,6 +28,7 @@ half of it over the run, and a little noise.
 from ml_collections import ConfigDict
 
 from experiments.configs import default
+from jaxvis import assets
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 ROBUST = "pad(8),jitter(8),scale(0.8,1.2),rotate(20),jitter(4)"
@@ -40,6 +41,7 @@ def get_config(arg: str = "shapes") -> ConfigDict:
     c.init = (0.01,)
     c.loss = ("score",)
     if arg == "shapes":
+        c.params = assets.path("classifier")
         c.categories = SHAPES
         c.seeds = (0, 1, 2, 3)
         c.steps = 256
@@ -47,6 +49,7 @@ def get_config(arg: str = "shapes") -> ConfigDict:
         c.transforms = ROBUST
         c.snapshots = (32, 256)
     elif arg == "maco":
+        c.params = assets.path("classifier")
         c.categories = SHAPES
         c.seeds = (0, 1, 2, 3)
         c.steps = 256
