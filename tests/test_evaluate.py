@@ -144,3 +144,36 @@ def test_summary_counts_per_class_and_the_table_shows_them():
     assert "| recipe x | 3/4 | 1/2 | 2/2 | 0.500 | 3/4 (>= 0.9) |" in text
     with pytest.raises(ev.EvaluationError, match="no verdicts"):
         ev.summary([])
+
+
+def test_the_launcher_writes_the_table_verdicts_and_grid_of_two_runs(tmp_path, tiny_files):
+    from conftest import run_module
+    from jaxvis.fileio import sha256
+
+    vgg_file, _ = tiny_files
+    vgg = jaxvis.load(vgg_file)
+    pics = np.random.default_rng(5).random((4, 64, 64, 3)).astype(np.float32)
+    top = np.asarray(vgg.apply(vgg.params, vgg.preprocess(pics))[0]).argmax(-1)
+    for name, targets in (("a", top), ("b", (top + 1) % 10)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_run(folder, vgg.preprocess(pics), [{"index": i, "target": int(t), "seed": i % 2}
+                                                 for i, t in enumerate(targets)])
+        (folder / "config.json").write_text(json.dumps({"params_sha256": sha256(vgg_file)}))
+    out = tmp_path / "eval"
+    proc = run_module("experiments.evaluate", "--run", f"self={tmp_path / 'a'}", "--run", f"other={tmp_path / 'b'}",
+                      "--params", str(vgg_file), "--judge", str(vgg_file), "--out", str(out))
+    # the model judging its own top classes agrees on all four images; on the next class on none
+    assert "| self | 4/4 |" in proc.stdout and "| other | 0/4 |" in proc.stdout
+    assert (out / "table.md").read_text().strip() == proc.stdout.strip()
+    lines = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
+    assert [(v["run"], v["agrees"]) for v in lines] == [("self", True)] * 4 + [("other", False)] * 4
+    from PIL import Image
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size[0] > 96
+    other = tmp_path / "other.safetensors"
+    from jaxvis import params as params_io
+    params_io.save(other, tiny_vgg(seed=9).params, vgg.spec)
+    refused = run_module("experiments.evaluate", "--run", str(tmp_path / "a"), "--params", str(other),
+                         "--out", str(out), check=False)
+    assert refused.returncode != 0 and "another params file" in refused.stderr
