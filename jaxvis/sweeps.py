@@ -148,7 +148,7 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
                         devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,
                         clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop,
-                        parameterization=parameterization, transforms=transforms)
+                        parameterization=parameterization, transforms=transforms, views=settings.views)
     sweep.validate(model, terms, engine.steps)
     size, n_chunks = engine.n_chunks(sweep, settings.chunk_size or None)
     run_config = {
@@ -162,6 +162,8 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         run_config["parameterization"] = settings.parameterization
         run_config["image_stats"] = settings.image_stats
         run_config["transforms"] = [t.name for t in engine.transforms]
+    if engine.views > 1:
+        run_config["views"] = engine.views
     return model, sweep, engine, run_config
 
 
