@@ -9,9 +9,12 @@ model is the shipped one whose file the run was made with (by the sha256 in its 
 detector run the judge reads the crop of each point's target box, resized to its input, and the own
 probability is the detector's at that box (``jaxvis.evaluate``).
 
-Writes into --out: ``table.md`` (one row per run: the judge's reads in all and per class, the lowest own
+A run whose points differ in more than target and seed (losses, target boxes, learning rates) is
+judged per group of points with equal values of those axes, named after them.
+
+Writes into --out: ``table.md`` (one row per run or group: the judge's reads in all and per class, the lowest own
 probability, how many reach --threshold), ``verdicts.jsonl`` (one line per image) and ``grid.png``
-(a row per run and seed, --seeds_shown seeds of each, a column per class; captions: what the judge read
+(a row per run or group and seed, --seeds_shown seeds of each, a column per class; captions: what the judge read
 and the own probability). The table is printed too. Seconds on a CPU for the shapes runs.
 """
 
@@ -99,25 +102,29 @@ def main(argv):
             verdicts, records = ev.run_verdicts(folder, model, judge)
         except ev.EvaluationError as e:
             raise app.UsageError(str(e)) from None
-        summaries[name] = ev.summary(verdicts, FLAGS.threshold)
         images, _ = ev.read_run(folder)
-        shown = sorted({v.seed for v in verdicts})
-        shown = shown[:FLAGS.seeds_shown] if FLAGS.seeds_shown > 0 else shown
         classes += [c for c in dict.fromkeys(v.target for v in verdicts) if c not in classes]
-        cells = {}
-        for v, r in zip(verdicts, records):
-            lines.append({"run": name, "index": r["index"], "target": v.target, "seed": v.seed,
-                          "judge_says": v.judge_says, "judge_prob": round(v.judge_prob, 6),
-                          "own_prob": round(v.own_prob, 6), "agrees": v.agrees,
-                          **({"box": r["boxes"][0]} if model.is_detector else {})})
-            if v.seed in shown:
-                picture = (ev.pictures(model, images[r["index"]][None])[0] * 255).round().astype(np.uint8)
-                if model.is_detector:
-                    picture = render.draw_boxes(picture, [r["boxes"][0]], [(255, 255, 255)], width=1)
-                cells[(v.seed, v.target)] = (picture, f"{v.judge_says} p={v.own_prob:.2f}")
-        for seed in shown:
-            row_labels.append(f"{name} s{seed}")
-            rows.append({c: cells.get((seed, c)) for c in classes})
+        for label, positions in ev.groups(records):
+            group = f"{name} {label}".strip()
+            chosen = [verdicts[i] for i in positions]
+            summaries[group] = ev.summary(chosen, FLAGS.threshold)
+            shown = sorted({v.seed for v in chosen})
+            shown = shown[:FLAGS.seeds_shown] if FLAGS.seeds_shown > 0 else shown
+            cells = {}
+            for i in positions:
+                v, r = verdicts[i], records[i]
+                lines.append({"run": name, "group": group, "index": r["index"], "target": v.target, "seed": v.seed,
+                              "judge_says": v.judge_says, "judge_prob": round(v.judge_prob, 6),
+                              "own_prob": round(v.own_prob, 6), "agrees": v.agrees,
+                              **({"box": r["boxes"][0]} if model.is_detector else {})})
+                if v.seed in shown:
+                    picture = (ev.pictures(model, images[r["index"]][None])[0] * 255).round().astype(np.uint8)
+                    if model.is_detector:
+                        picture = render.draw_boxes(picture, [r["boxes"][0]], [(255, 255, 255)], width=1)
+                    cells[(v.seed, v.target)] = (picture, f"{v.judge_says} p={v.own_prob:.2f}")
+            for seed in shown:
+                row_labels.append(f"{group} s{seed}")
+                rows.append({c: cells.get((seed, c)) for c in classes})
     grid = [[row[c][0] if row.get(c) else None for c in classes] for row in rows]
     caps = [[row[c][1] if row.get(c) else "" for c in classes] for row in rows]
     render.save_png(os.path.join(FLAGS.out, "grid.png"),

@@ -160,6 +160,28 @@ def run_verdicts(run: str, model, judge, iou: float = 0.5) -> tuple[list[Verdict
     return verdicts, records
 
 
+def _describe(axis: str, record: dict) -> str:
+    if axis == "loss":
+        return "+".join(k if w == 1 else f"{w:g}*{k}" for k, w in record["loss"].items())
+    if axis == "boxes":
+        return "box " + ";".join(",".join(f"{v:g}" for v in b) for b in record["boxes"])
+    return f"{axis}={record.get(axis)}"
+
+
+def groups(records: list[dict]) -> list[tuple[str, list[int]]]:
+    """A run's points grouped by the values of its axes other than target and seed (one group, labelled
+    "", when no other axis varies): (label, positions in ``records``), in the order of first appearance.
+    A label names the varying axes' values: the loss as written (``2*sq``), ``box x1,y1,x2,y2``, ``lr=0.1``."""
+    order = ("loss", "lr", "init", "decay", "boxes")
+    axes = sorted({a for r in records for a in r.get("at", {})} - {"target", "seed"},
+                  key=lambda a: (order.index(a) if a in order else len(order), a))
+    varying = [a for a in axes if len({r["at"].get(a) for r in records}) > 1]
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(tuple(r["at"].get(a) for a in varying), []).append(i)
+    return [(" ".join(_describe(a, records[idx[0]]) for a in varying), idx) for idx in groups.values()]
+
+
 @dataclasses.dataclass(frozen=True)
 class Summary:
     """Counts over verdicts: ``per_class`` maps a class to (judge agrees, images, lowest own
@@ -171,6 +193,16 @@ class Summary:
     min_own_prob: float
     confident: int
     threshold: float
+
+    @property
+    def classes_read(self) -> int:
+        """Classes of which the judge reads at least half the images as the class."""
+        return sum(2 * a >= n for a, n, _, _ in self.per_class.values())
+
+    @property
+    def classes_confident(self) -> int:
+        """Classes whose every image has an own probability >= the threshold."""
+        return sum(c == n for _, n, _, c in self.per_class.values())
 
 
 def summary(verdicts: Sequence[Verdict], threshold: float = 0.9) -> Summary:
@@ -187,15 +219,17 @@ def summary(verdicts: Sequence[Verdict], threshold: float = 0.9) -> Summary:
 
 def table(rows: dict[str, Summary]) -> str:
     """A Markdown table: one row per recipe, the judge's reads per class and in all, the lowest own
-    probability and how many images reach the threshold."""
+    probability, how many images reach the threshold, and how many classes the judge reads (at least
+    half their images) and the model is sure of (every image at the threshold)."""
     classes: list[str] = []
     for s in rows.values():
         classes += [c for c in s.per_class if c not in classes]
-    head = ["recipe", "judge reads"] + classes + ["own p min", "own p >= thr"]
+    head = ["recipe", "judge reads"] + classes + ["own p min", "own p >= thr", "classes read / sure"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in rows.items():
         cells = [name, f"{s.agree}/{s.total}"]
         cells += [f"{s.per_class[c][0]}/{s.per_class[c][1]}" if c in s.per_class else "" for c in classes]
-        cells += [f"{s.min_own_prob:.3f}", f"{s.confident}/{s.total} (>= {s.threshold:g})"]
+        cells += [f"{s.min_own_prob:.3f}", f"{s.confident}/{s.total} (>= {s.threshold:g})",
+                  f"{s.classes_read}/{len(s.per_class)} / {s.classes_confident}/{len(s.per_class)}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -141,7 +141,8 @@ def test_summary_counts_per_class_and_the_table_shows_them():
     assert s.per_class == {"a": (1, 2, 0.5, 1), "b": (2, 2, 0.91, 2)}
     assert s.min_own_prob == 0.5
     text = ev.table({"recipe x": s})
-    assert "| recipe x | 3/4 | 1/2 | 2/2 | 0.500 | 3/4 (>= 0.9) |" in text
+    assert (s.classes_read, s.classes_confident) == (2, 1)
+    assert "| recipe x | 3/4 | 1/2 | 2/2 | 0.500 | 3/4 (>= 0.9) | 2/2 / 1/2 |" in text
     with pytest.raises(ev.EvaluationError, match="no verdicts"):
         ev.summary([])
 
@@ -177,3 +178,17 @@ def test_the_launcher_writes_the_table_verdicts_and_grid_of_two_runs(tmp_path, t
     refused = run_module("experiments.evaluate", "--run", str(tmp_path / "a"), "--params", str(other),
                          "--out", str(out), check=False)
     assert refused.returncode != 0 and "another params file" in refused.stderr
+
+
+def test_points_are_grouped_by_the_axes_other_than_target_and_seed():
+    def record(i, loss, box, seed, target):
+        return {"index": i, "loss": loss, "boxes": [box], "seed": seed, "target": target, "lr": 0.05,
+                "at": {"loss": 0 if "multibox" in loss else 1, "boxes": 0 if box[0] == 0 else 1, "seed": seed,
+                       "target": target, "lr": 0}}
+
+    mb, bb = {"multibox": 1.0}, {"biggest_box": 1.0, "box_loc": 0.5}
+    records = [record(0, mb, [0, 0, 8, 8], 0, 1), record(1, mb, [2, 2, 6, 6], 0, 1), record(2, bb, [0, 0, 8, 8], 1, 2),
+               record(3, mb, [0, 0, 8, 8], 1, 2)]
+    assert ev.groups(records) == [("multibox box 0,0,8,8", [0, 3]), ("multibox box 2,2,6,6", [1]),
+                                  ("biggest_box+0.5*box_loc box 0,0,8,8", [2])]
+    assert ev.groups([r for r in records if r["loss"] is mb and r["boxes"][0][0] == 0]) == [("", [0, 1])]
