@@ -61,7 +61,8 @@ class SweepSettings:
                               "decorrelated and maco; empty: the shipped shapes statistics for the shapes models, "
                               "ImageNet's colour matrix for others.", "str")
     transforms: str = _field("", "Random transforms before each step, in order: pad(N), jitter(N), scale(LO,HI), "
-                             "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD); e.g. "
+                             "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD); scale and rotate take a last "
+                             "argument wrap (the image repeated instead of grey outside it); e.g. "
                              "pad(4),jitter(4),scale(0.9,1.1),rotate(10). Each point draws its own.", "str")
     views: int = _field(1, "Randomly transformed copies of the image per step, their losses averaged (a less "
                         "noisy gradient over the transforms; the step costs as many forward passes).", "int")

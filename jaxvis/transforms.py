@@ -8,7 +8,8 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 | ``pad(n)`` | pads n pixels of mid grey on every side (the chain is cropped back to the input size, centred, at the end) |
 | ``jitter(n)`` | shifts cyclically by a random offset of -n..n pixels in each direction |
 | ``scale(lo, hi)`` | zooms about the centre by a random factor in [lo, hi] (bilinear; grey where nothing is seen) |
-| ``rotate(degrees)`` | rotates about the centre by a random angle in [-degrees, degrees] |
+| ``rotate(degrees)`` | rotates about the centre by a random angle in [-degrees, degrees] (grey where nothing is seen) |
+| ``scale(lo, hi, wrap)``, ``rotate(degrees, wrap)`` | the same with the image repeated periodically instead of grey outside it (no grey corners for large rotations; a Fourier image is periodic anyway) |
 | ``crop(start, end)`` | a random square crop whose side is ``start`` of the image at the first step and ``end`` at the last (linear in between), resized back to the full size (MACO) |
 | ``blur(sigma)`` | a Gaussian blur of std sigma pixels |
 | ``noise(std)`` | adds Gaussian noise of std ``std`` (network-input units) |
@@ -51,12 +52,13 @@ class Transform:
     kind: str
     a: float = 0.0
     b: float = 0.0
+    wrap: bool = False  # scale, rotate: sample the image as periodic instead of grey outside it
 
     @property
     def name(self) -> str:
         args = {"pad": (self.a,), "jitter": (self.a,), "scale": (self.a, self.b), "rotate": (self.a,),
                 "crop": (self.a, self.b), "blur": (self.a,), "noise": (self.a,)}[self.kind]
-        return f"{self.kind}({','.join(f'{v:g}' for v in args)})"
+        return f"{self.kind}({','.join([f'{v:g}' for v in args] + (['wrap'] if self.wrap else []))})"
 
     def __call__(self, x: jax.Array, key, t, ctx: Context) -> jax.Array:
         return _APPLY[self.kind](self, x, key, t, ctx)
@@ -74,16 +76,16 @@ def jitter(n: int) -> Transform:
     return Transform("jitter", float(n))
 
 
-def scale(lo: float, hi: float) -> Transform:
+def scale(lo: float, hi: float, *, wrap: bool = False) -> Transform:
     if not (0 < lo <= hi and math.isfinite(hi)):
         raise TransformError(f"scale takes factors 0 < lo <= hi, got {lo}, {hi}.")
-    return Transform("scale", float(lo), float(hi))
+    return Transform("scale", float(lo), float(hi), bool(wrap))
 
 
-def rotate(degrees: float) -> Transform:
+def rotate(degrees: float, *, wrap: bool = False) -> Transform:
     if not (math.isfinite(degrees) and degrees >= 0):
         raise TransformError(f"rotate takes a maximum angle in degrees >= 0, got {degrees}.")
-    return Transform("rotate", float(degrees))
+    return Transform("rotate", float(degrees), 0.0, bool(wrap))
 
 
 def crop(start: float = 1.0, end: float = 0.5) -> Transform:
@@ -108,8 +110,13 @@ def _centre(h, w):
     return jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], jnp.float32)
 
 
-def _sample(x: jax.Array, coords: jax.Array, fill: jax.Array) -> jax.Array:
-    """Bilinear samples of ``x`` (H, W, C) at ``coords`` (2, H', W') (row, col), ``fill`` outside."""
+def _sample(x: jax.Array, coords: jax.Array, fill: jax.Array, wrap: bool = False) -> jax.Array:
+    """Bilinear samples of ``x`` (H, W, C) at ``coords`` (2, H', W') (row, col), ``fill`` outside, or
+    of ``x`` repeated periodically (period H, W) when ``wrap``."""
+    if wrap:
+        return jax.vmap(lambda channel: jax.scipy.ndimage.map_coordinates(
+            channel, [coords[0], coords[1]], order=1, mode="wrap"), in_axes=2, out_axes=2)(x)
+
     def one(channel, value):
         return jax.scipy.ndimage.map_coordinates(channel - value, [coords[0], coords[1]], order=1,
                                                  mode="constant", cval=0.0) + value
@@ -121,13 +128,13 @@ def _grid(h, w):
     return jnp.stack([rows, cols])
 
 
-def _warp(x, matrix, ctx: Context):
+def _warp(x, matrix, ctx: Context, wrap: bool = False):
     """Output pixel p samples the input at matrix (p - c) + c, c the centre."""
     h, w = x.shape[:2]
     c = _centre(h, w)[:, None, None]
     g = _grid(h, w) - c
     coords = jnp.einsum("ij,jhw->ihw", matrix, g, precision=jax.lax.Precision.HIGHEST) + c
-    return _sample(x, coords, jnp.asarray(ctx.fill, jnp.float32))
+    return _sample(x, coords, jnp.asarray(ctx.fill, jnp.float32), wrap)
 
 
 def _pad(tr, x, key, t, ctx):
@@ -145,13 +152,13 @@ def _jitter(tr, x, key, t, ctx):
 
 def _scale(tr, x, key, t, ctx):
     s = jax.random.uniform(key, (), jnp.float32, tr.a, tr.b)
-    return _warp(x, jnp.eye(2, dtype=jnp.float32) / s, ctx)
+    return _warp(x, jnp.eye(2, dtype=jnp.float32) / s, ctx, tr.wrap)
 
 
 def _rotate(tr, x, key, t, ctx):
     theta = jnp.deg2rad(jax.random.uniform(key, (), jnp.float32, -tr.a, tr.a))
     cos, sin = jnp.cos(theta), jnp.sin(theta)
-    return _warp(x, jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])]), ctx)
+    return _warp(x, jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])]), ctx, tr.wrap)
 
 
 def _crop(tr, x, key, t, ctx):
@@ -226,8 +233,13 @@ def parse(text: str) -> tuple[Transform, ...]:
         name, args = m.group(1), [a for a in m.group(2).replace(" ", "").split(",") if a]
         if name not in _BUILDERS:
             raise TransformError(f"unknown transform {name!r}; transforms: {', '.join(_BUILDERS)}.")
+        wrap = "wrap" in args
+        if wrap and (name not in ("scale", "rotate") or args[-1] != "wrap" or args.count("wrap") > 1):
+            raise TransformError(f"cannot read transform {m.group(0)!r}: only scale and rotate take wrap, as their "
+                                 "last argument, e.g. rotate(180,wrap).")
         try:
-            out.append(_BUILDERS[name](*[float(a) for a in args]))
+            numbers = [float(a) for a in args if a != "wrap"]
+            out.append(_BUILDERS[name](*numbers, wrap=True) if wrap else _BUILDERS[name](*numbers))
         except TransformError:
             raise
         except (TypeError, ValueError) as e:

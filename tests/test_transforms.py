@@ -75,6 +75,15 @@ def test_scale_rotate_and_crop_sample_where_their_formula_says():
     r, q = rows - c[0], cols - c[1]
     want = ref([np.cos(theta) * r - np.sin(theta) * q + c[0], np.sin(theta) * r + np.cos(theta) * q + c[1]])
     np.testing.assert_allclose(np.asarray(tfm.rotate(30)(x, key, 0, CTX)), want, atol=1e-5)
+    # wrap: the image repeated with period (15, 17) instead of grey outside it
+    coords = [np.cos(theta) * r - np.sin(theta) * q + c[0], np.sin(theta) * r + np.cos(theta) * q + c[1]]
+    want = np.stack([scipy.ndimage.map_coordinates(np.asarray(x)[..., k], coords, order=1, mode="grid-wrap")
+                     for k in range(3)], -1)
+    np.testing.assert_allclose(np.asarray(tfm.rotate(30, wrap=True)(x, key, 0, CTX)), want, atol=1e-5)
+    coords = [(rows - c[0]) / s + c[0], (cols - c[1]) / s + c[1]]
+    want = np.stack([scipy.ndimage.map_coordinates(np.asarray(x)[..., k], coords, order=1, mode="grid-wrap")
+                     for k in range(3)], -1)
+    np.testing.assert_allclose(np.asarray(tfm.scale(0.7, 1.3, wrap=True)(x, key, 0, CTX)), want, atol=1e-5)
 
     for t in (0, 4, 9):  # MACO's schedule: the side goes linearly from 1.0 to 0.4 of the image
         f = 1.0 + (0.4 - 1.0) * t / 9
@@ -145,6 +154,12 @@ def test_text_form_and_bad_transforms():
         tfm.crop(1.0, 0.0)
     with pytest.raises(tfm.TransformError, match="cannot read transform 'rotate\\(1,2\\)'"):
         tfm.parse("rotate(1,2)")
+    assert tfm.parse("scale(0.8,1.2,wrap),rotate(180, wrap)") == (tfm.scale(0.8, 1.2, wrap=True),
+                                                                   tfm.rotate(180, wrap=True))
+    assert [t.name for t in tfm.parse("rotate(180,wrap),rotate(5)")] == ["rotate(180,wrap)", "rotate(5)"]
+    for bad in ("jitter(4,wrap)", "rotate(wrap,10)", "scale(0.8,1.2,wrap,wrap)"):
+        with pytest.raises(tfm.TransformError, match="only scale and rotate take wrap"):
+            tfm.parse(bad)
 
 
 def test_views_average_the_loss_over_independent_copies_and_view_0_is_the_single_view(vgg):
