@@ -3,7 +3,9 @@
 
 On accelerators ``lax.scan`` runs a chunk's steps inside one compiled call; on CPUs, where XLA runs
 loop bodies slowly, the host loops over the compiled step without moving data (``Engine(loop=...)``).
-Each chunk is sharded over the devices along the points axis.
+Each chunk is sharded over the devices along the points axis: the numeric core is mapped over the
+devices' shares of the points (``shard_map``), so that each device runs the model's own convolutions
+(oneDNN's kernels on CPUs) on its share, with nothing gathered across devices.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from jaxvis import transforms as tfm
 from jaxvis.engine import core
 from jaxvis.engine.core import Result
 from jaxvis.engine.grid import Optimizer, Sweep, SweepError
+
+
+# How the core's arrays lie over the devices: the points axis split, everything else whole on each.
+_POINTS = PartitionSpec("points")  # (points, ...)
+_CURVE = PartitionSpec(None, "points")  # (steps or snapshots, points, ...)
+_REPLICATED = PartitionSpec()
+_CARRY = (_POINTS, _POINTS, _POINTS, _CURVE)  # variables, optimiser states, divergence steps, snapshots
+_FINAL = {"images": _POINTS, "snapshots": _CURVE, "final_loss": _POINTS, "final_score": _POINTS,
+          "final_prob": _POINTS, "diverged_step": _POINTS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,14 +159,6 @@ class Engine:
         # image, the loss terms and the optimiser stay in float32.
         self._module = model.module if compute_dtype == "float32" else model.module.clone(dtype=jnp.bfloat16)
         self.devices = list(devices) if devices is not None else jax.local_devices()
-        conv_backend = getattr(model, "conv_backend", None)  # None: a convolution not of jaxvis.conv, kept
-        if len(self.devices) > 1 and conv_backend not in ("xla", None):
-            # XLA's partitioner cannot split oneDNN's kernels over the points: it would gather every
-            # point onto every device. Sharded chunks keep XLA's convolutions, which it partitions.
-            if conv_backend == "onednn":
-                raise SweepError(f"conv_backend 'onednn' cannot shard a chunk over {len(self.devices)} devices; "
-                                 "use 'auto' (XLA's convolutions when sharded) or 'xla', or one device.")
-            self._module = self._module.clone(conv_general_dilated=self._module.conv_general_dilated.with_backend("xla"))
         self.model = model
         self.terms = tuple(terms)
         self.optimizer = optimizer
@@ -178,7 +181,7 @@ class Engine:
             parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec))
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
-        self._chunk_state = (0, 0)  # (chunks done, chunks to run) of the run in progress
+        self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress
         self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
         self._fn = jax.jit(self._chunk)
         self._host_fns = None
@@ -201,15 +204,25 @@ class Engine:
         hi = np.asarray(pre.normalize(self.model.spec, np.ones(3, np.float32)))
         return tuple(map(float, np.minimum(lo, hi))), tuple(map(float, np.maximum(lo, hi)))
 
+    def _per_device(self, fn, in_specs, out_specs):
+        """``fn`` of a chunk, run by each device on its share of the points when there are several."""
+        if len(self.devices) == 1:
+            return fn
+        # Points never interact, so each device's share is a chunk of its own; the replication check is
+        # off because the model's convolution may be a custom call (oneDNN) that declares no rule for it.
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
     def _init_chunk(self, pts):
         self._trace_count += 1
-        return core.init_chunk(self.config, pts)
+        return self._per_device(lambda pts: core.init_chunk(self.config, pts), (_POINTS,), _CARRY)(pts)
 
     def _chunk(self, params, pts):
         """The whole chunk as one program: the steps in a ``lax.scan`` (``loop="scan"``)."""
         self._trace_count += 1
         on_step = self._report_step if self.step_progress else None
-        return core.chunk(self.config, params, pts, on_step, self._report_every)
+        fn = lambda params, pts: core.chunk(self.config, params, pts, on_step, self._report_every)
+        return self._per_device(fn, (_REPLICATED, _POINTS), {**_FINAL, **{k: _CURVE for k in core.CURVES}})(
+            params, pts)
 
     def _host_loop(self, params, pts):
         """The chunk with the step loop on the host (``loop="host"``): one compiled step per iteration,
@@ -217,10 +230,11 @@ class Engine:
         to the host until the chunk ends (progress waits on a step's loss now and then)."""
         if self._host_fns is None:
             cfg = self.config
-            self._host_fns = (jax.jit(self._init_chunk),
-                              jax.jit(lambda params, pts, carry, t: (*core.step(cfg, params, pts, carry, t), t + 1),
-                                      donate_argnums=(2,)),
-                              jax.jit(lambda params, pts, carry: core.final(cfg, params, pts, carry)))
+            step = self._per_device(lambda params, pts, carry, t: (*core.step(cfg, params, pts, carry, t), t + 1),
+                                    (_REPLICATED, _POINTS, _CARRY, _REPLICATED), (_CARRY, _POINTS, _REPLICATED))
+            final = self._per_device(lambda params, pts, carry: core.final(cfg, params, pts, carry),
+                                     (_REPLICATED, _POINTS, _CARRY), _FINAL)
+            self._host_fns = (jax.jit(self._init_chunk), jax.jit(step, donate_argnums=(2,)), jax.jit(final))
         init_fn, step_fn, final_fn = self._host_fns
         carry = init_fn(pts)
         # The step index lives on the device and counts there: no transfer from the host per step.
@@ -236,8 +250,10 @@ class Engine:
         return {**final_fn(params, pts, carry), **dict(zip(core.CURVES, stacked))}
 
     def _report_step(self, step) -> None:
-        if self._progress is not None:
-            done, total = self._chunk_state
+        # With several devices each one calls back for the same step: a step is told once.
+        done, total, told = self._chunk_state
+        if self._progress is not None and int(step) > told:
+            self._chunk_state = (done, total, int(step))
             self._progress(ProgressEvent(done, total, int(step), self.steps, self._points_per_chunk))
 
     # ----------------------------------------------------------------------------------------------
@@ -303,7 +319,7 @@ class Engine:
         parts = []
         try:
             for done, c in enumerate(todo):
-                self._chunk_state = (done, len(todo))
+                self._chunk_state = (done, len(todo), 0)
                 if self._progress is not None:
                     self._progress(ProgressEvent(done, len(todo), 0, self.steps, size))
                 lo, hi = c * size, min((c + 1) * size, n)
