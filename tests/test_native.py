@@ -251,12 +251,15 @@ def test_sharded_engines_keep_the_models_convolution_on_each_devices_share():
         for backend in backends:
             m = model.with_conv_backend(backend)
             for loop in ("host", "scan"):
-                sharded = engine.Engine(m, terms, steps=4, snapshots=[2], devices=two, loop=loop)
+                sharded = engine.Engine(m, terms, steps=4, snapshots=[2], devices=two, loop=loop, step_progress=True)
                 assert sharded._module.conv_general_dilated == conv.Convolution(backend)
                 if loop == "scan" and backend == "onednn":
                     pts = {k: v[:6] for k, v in sweep.arrays(sharded.term_names).items()}
                     assert "jaxvis_conv_forward" in sharded._fn.lower(m.params, pts).as_text()
-                a = sharded.run(sweep, chunk_size=6, progress=None)
+                events = []
+                a = sharded.run(sweep, chunk_size=6, progress=events.append)
+                # Each device calls back from its share; every step is told once, in order.
+                assert [e.step for e in events] == [0, 1, 2, 3, 4, 0], [e.step for e in events]
                 b = engine.Engine(m, terms, steps=4, snapshots=[2], devices=one, loop=loop).run(
                     sweep, chunk_size=6, progress=None)
                 scale = np.abs(b.images).max()
