@@ -21,6 +21,7 @@ current image, the image itself (in the network's input space, zero-centred), an
 | ``neuron`` | minus one unit (``position`` = (row, col)) of a channel of ``layer`` | any model |
 | ``direction`` | minus the spatial mean of <activation, vector> at ``layer`` | any model |
 | ``l2_to`` | mean of (x - image)^2: the pull towards a given image (network-input space) | any model |
+| ``l2_start`` | mean of (x - start)^2: the pull towards the point's own start image (a sweep over start images: feature accentuation) | any model |
 | ``biggest_box`` | -S_c at the largest default box | SSD |
 | ``box_loc`` | smooth-L1 of the largest default box's regression against the first target box | SSD |
 | ``all_boxes`` | -S_c averaged (or summed) over all default boxes | SSD |
@@ -32,7 +33,7 @@ eps, which falls as S_c rises with slope -1/eps^2: for eps = 1 it acts like ``sc
 
 **Objectives as values.** ``score()``, ``log_prob()``, ``inv_score()``, ``channel(layer)``,
 ``neuron(layer, position=(row, col))``, ``direction(layer, vector)``, ``sq()``, ``l2()``, ``tv()``,
-``l2_to(image)`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
+``l2_to(image)``, ``l2_start()`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
 add, scale by numbers and negate, ``score() + 0.1 * sq()`` or ``channel("conv4_3", 7) +
 channel("conv5_1", 3)``, and know their name (``objective.name``: ``score+0.1*sq``). The class or
 channel is the grid point's target (a sweep axis) unless one is given (``score(3)``, ``channel(layer,
@@ -72,6 +73,7 @@ class Context:
     target: jax.Array       # int scalar: class or channel index
     boxes: jax.Array        # (M, 4) target boxes in input pixels (detectors)
     box_valid: jax.Array    # (M,) bool
+    start: jax.Array | None = None  # (H, W, 3) the point's start image (a sweep over start images), or None
 
 
 TermFn = Callable[[Context], jax.Array]
@@ -206,6 +208,13 @@ def l2_to_term(image) -> TermFn:
     return fn
 
 
+def l2_start_term(ctx: Context) -> jax.Array:
+    if ctx.start is None:
+        raise ObjectiveError("the l2_start term pulls towards each point's start image, and this sweep has none; "
+                             "give the sweep start images (Sweep(starts=...), --start_images).")
+    return jnp.mean(jnp.square(ctx.x - ctx.start))
+
+
 def _fixed_target(fn: TermFn, target: int) -> TermFn:
     def fixed(ctx: Context) -> jax.Array:
         return fn(dataclasses.replace(ctx, target=jnp.asarray(target, jnp.int32)))
@@ -214,7 +223,7 @@ def _fixed_target(fn: TermFn, target: int) -> TermFn:
 
 CLASSIFIER_TERMS = ("score", "log_prob", "inv_score")
 DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox")
-ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to")
+ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to", "l2_start")
 TERMS = CLASSIFIER_TERMS + DETECTOR_TERMS + ANY_TERMS
 
 
@@ -246,6 +255,7 @@ def make_term(name: str, model, **options) -> Term:
         "sq": lambda: sq_term,
         "l2": lambda: l2_term,
         "tv": lambda: tv_term,
+        "l2_start": lambda: l2_start_term,
         "biggest_box": lambda: biggest_box(model.anchors),
         "box_loc": lambda: box_loc(model.anchors, model.loss_config.box_weights),
         "all_boxes": lambda: all_boxes(**options),
@@ -477,6 +487,12 @@ def l2() -> Objective:
 
 def tv() -> Objective:
     return _value("tv")
+
+
+def l2_start() -> Objective:
+    """The mean squared distance to the point's own start image (a sweep over start images): feature
+    accentuation's pull towards the real image it starts from (Hamblin et al. 2024)."""
+    return _value("l2_start")
 
 
 def l2_to(image) -> Objective:

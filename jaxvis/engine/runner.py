@@ -324,7 +324,10 @@ class Engine:
                     self._progress(ProgressEvent(done, len(todo), 0, self.steps, size))
                 lo, hi = c * size, min((c + 1) * size, n)
                 idx = np.arange(lo, lo + size).clip(max=hi - 1)  # pad the last chunk with its last point
-                result = self.run_points({k: v[idx] for k, v in arrays.items()}).take(slice(0, hi - lo))
+                chunk = {k: v[idx] for k, v in arrays.items()}
+                if sweep.starts is not None:
+                    chunk["start_image"] = sweep.start_images(chunk["start"])
+                result = self.run_points(chunk).take(slice(0, hi - lo))
                 if on_chunk is not None:
                     on_chunk(c, slice(lo, hi), result)
                 else:
