@@ -98,3 +98,12 @@ def test_launcher_sweeps_over_start_image_files(tiny_files, tmp_path):
                       "--start_images", str(tmp_path / "missing.png"), "--out", str(tmp_path / "r2"), "--noprogress",
                       check=False)
     assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
+@pytest.mark.slow  # the shipped classifier, 36 points
+def test_accentuation_study_writes_its_figure_and_table(tmp_path):
+    out = tmp_path / "acc"
+    run_module("experiments.accentuate", "--out", str(out), "--steps", "3", "--pulls", "5")
+    table = json.loads((tmp_path / "acc.json").read_text())["pulls"]["5"]
+    assert table["of"] == 30 and 0 <= table["judge_reads_target"] <= 30 and table["rms_moved"] > 0
+    assert (tmp_path / "acc.png").stat().st_size > 0 and "| 5 |" in (tmp_path / "acc.md").read_text()
