@@ -38,7 +38,8 @@ class SweepSettings:
     lrs: tuple = _field((1.0,), "Learning rates: a sweep axis.", "floats")
     steps: int = _field(200, "Gradient steps per point.", "int")
     objective: str = _field("", "Objective term; empty: score for classifiers, multibox for detectors. Terms: "
-                            "score, log_prob, inv_score, activation; biggest_box, box_loc, all_boxes, multibox.",
+                            "score, log_prob, inv_score, activation; biggest_box, box_loc, all_boxes, multibox, head:mapK (one "
+                            "SSD head's boxes).",
                             "str")
     penalty: tuple = _field((), "Penalty term and weight(s), repeatable: sq=1, or sq=0.1,1,10 (a sweep axis "
                             "over its weight). Penalties: sq, l2, tv.", "multi")
