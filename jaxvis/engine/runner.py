@@ -11,6 +11,7 @@ devices' shares of the points (``shard_map``), so that each device runs the mode
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Sequence
 
@@ -166,10 +167,8 @@ class Engine:
         self.snapshots = tuple(sorted({0, *map(int, snapshots)}))
         if loop not in ("auto", "scan", "host"):
             raise SweepError(f"loop must be auto, scan or host, got {loop!r}.")
-        # XLA's CPU backend runs a while loop's body about 3x slower than the same ops outside a loop
-        # (BENCHMARKS.md), so on CPUs the steps loop on the host; accelerators scan on the device.
         self._on_cpu = all(d.platform == "cpu" for d in self.devices)
-        self.loop = ("host" if self._on_cpu else "scan") if loop == "auto" else loop
+        self.loop = self._auto_loop() if loop == "auto" else loop
         self.mesh = Mesh(np.array(self.devices), ("points",))
         self.step_progress = step_progress
         self._report_every = max(1, self.steps // 50)  # steps between progress updates
@@ -186,6 +185,17 @@ class Engine:
         self._fn = jax.jit(self._chunk)
         self._host_fns = None
         self._built = True
+
+    def _auto_loop(self) -> str:
+        """The steps loop that "auto" takes: the scan on accelerators, and on CPUs when every convolution of
+        the step is one of oneDNN's kernels; the host loop on CPUs where XLA's own convolutions run, which
+        XLA's CPU backend runs about 3x slower inside a loop body than outside one. With oneDNN's kernels the
+        scan is the faster of the two (one call per chunk: no per-step dispatch), see BENCHMARKS.md."""
+        if not self._on_cpu:
+            return "scan"
+        params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), self.model.params)
+        leaves, tree = jax.tree.flatten(params)
+        return "scan" if onednn_only(self._module, tuple(self.model.input_shape(1)), (tuple(leaves), tree)) else "host"
 
     @property
     def term_names(self) -> list[str]:
@@ -344,6 +354,27 @@ class Engine:
         """(chunk size, number of chunks) that ``run`` would use."""
         size = self.chunk_size(sweep.size, chunk_size)
         return size, (sweep.size + size - 1) // size
+
+
+@functools.lru_cache(maxsize=32)
+def onednn_only(module, input_shape: tuple[int, ...], params) -> bool:
+    """Whether every convolution of ``module``'s forward and input-gradient passes on a CPU runs in
+    oneDNN's kernels (``jaxvis.conv``), from a trace (no compilation) of one image's input gradient.
+    ``params``: (leaf shapes and dtypes, tree structure) of the parameters, hashable for the cache."""
+    from jaxvis import conv
+
+    if conv.backend_of(getattr(module, "conv_general_dilated", None)) not in ("auto", "onednn"):
+        return False
+    if not conv.onednn_available():
+        return False
+
+    def total(params, x):
+        return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves(module.apply(params, x)))
+
+    with conv.record_xla_convolutions() as xla_convs:
+        jax.eval_shape(jax.grad(total, argnums=1), jax.tree.unflatten(params[1], params[0]),
+                       jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    return not xla_convs
 
 
 def env_devices() -> list:
