@@ -64,6 +64,8 @@ class SweepSettings:
     transforms: str = _field("", "Random transforms before each step, in order: pad(N), jitter(N), scale(LO,HI), "
                              "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD); e.g. "
                              "pad(4),jitter(4),scale(0.9,1.1),rotate(10). Each point draws its own.", "str")
+    views: int = _field(1, "Randomly transformed copies of the image per step, their losses averaged (a less "
+                        "noisy gradient over the transforms; the step costs as many forward passes).", "int")
     compute_dtype: str = _field("float32", "Precision of the network's computation (bfloat16 for GPUs and TPUs; "
                                 "the image and the optimiser stay float32).", "str", ("float32", "bfloat16"))
     conv_backend: str = _field("auto", "Convolutions: oneDNN's on CPUs where its kernels are built (auto), or "

@@ -15,7 +15,8 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 
 Randomness is keyed per point, never global: at step t a point with seed s draws the randomness of its
 transform i from ``k_t = fold_in(key(s + 1), t)`` (i = 0) or ``fold_in(k_t, i)`` (i > 0). A point alone
-therefore gives the same image as inside a sweep, and reruns are bit-identical. The first transform's
+therefore gives the same image as inside a sweep, and reruns are bit-identical. With several views per
+step (the engine's ``views``), view k > 0 starts from ``fold_in(k_t, VIEW_KEYS + k)`` instead of k_t. The first transform's
 key is the one the engine's historical ``jitter`` setting used, so ``jitter=n`` (which is
 ``(jitter(n),)``) keeps its results.
 """
@@ -184,13 +185,19 @@ def step_key(seed, t):
     return jax.random.fold_in(jax.random.key(seed + jnp.uint32(1)), t)
 
 
-def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context) -> jax.Array:
+VIEW_KEYS = 0x7F000000  # view k > 0 of a step folds VIEW_KEYS + k into the step's key
+
+
+def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, view: int = 0) -> jax.Array:
     """The image the network sees at step ``t``: ``transforms`` in order, then a centred crop back to
-    ``x``'s size when padding made it larger."""
+    ``x``'s size when padding made it larger. ``view`` k > 0 (a Python int) is another random copy of the
+    same step: its key is ``fold_in(k_t, VIEW_KEYS + k)``; view 0 draws as described above."""
     if not transforms:
         return x
     h, w = x.shape[:2]
     base = step_key(seed, t)
+    if view:
+        base = jax.random.fold_in(base, VIEW_KEYS + int(view))
     y = x
     for i, tr in enumerate(transforms):
         y = tr(y, base if i == 0 else jax.random.fold_in(base, i), t, ctx)

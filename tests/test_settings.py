@@ -163,12 +163,11 @@ def test_channels_of_two_layers_from_the_command_line_form():
 
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 def test_feature_vis_config_runs_from_the_launcher(tmp_path):
-    """The documented command, shortened to 3 steps: every class x 4 seeds, network-input images, targets."""
-    from jaxvis import assets
-
+    """The documented command (the config names the shipped classifier), shortened to 3 steps: every class x 4
+    seeds, network-input images, targets."""
     out = tmp_path / "fv"
     run_module("experiments.class_model", "--config", os.path.join(ROOT, "experiments/configs/feature_vis.py") + ":shapes",
-               "--params", assets.path("classifier"), "--steps", "3", "--snapshots", "", "--noprogress", "--nopngs",
+               "--steps", "3", "--snapshots", "", "--noprogress", "--nopngs",
                "--out", str(out))
     images = np.load(out / "images.npy")
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -176,7 +175,7 @@ def test_feature_vis_config_runs_from_the_launcher(tmp_path):
     assert sorted({r["target"] for r in records}) == list(range(6))
     lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25  # the shapes models' network-input values of black and white
     assert images.min() > lo and images.max() < hi  # a sigmoid image lies inside the valid range
-    for arg in ("maco", "lucid"):
+    for arg in ("shapes_ssd", "lab", "maco", "lucid"):
         config = importlib.util.spec_from_file_location("fv", os.path.join(ROOT, "experiments/configs/feature_vis.py"))
         module = importlib.util.module_from_spec(config)
         config.loader.exec_module(module)

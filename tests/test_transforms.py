@@ -145,3 +145,40 @@ def test_text_form_and_bad_transforms():
         tfm.crop(1.0, 0.0)
     with pytest.raises(tfm.TransformError, match="cannot read transform 'rotate\\(1,2\\)'"):
         tfm.parse("rotate(1,2)")
+
+
+def test_views_average_the_loss_over_independent_copies_and_view_0_is_the_single_view(vgg):
+    """With views=3 the step's loss (and gradient) is the mean over three transformed copies, each drawn
+    from its own key; view 0 draws what a single-view engine draws."""
+    from jaxvis.engine import core
+
+    terms = [obj.make_term("score", vgg)]
+    sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.3], seeds=[5])
+    transforms = (tfm.pad(4), tfm.jitter(4), tfm.rotate(15))
+    one = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=3, transforms=transforms)
+    three = one.replace(views=3)
+    pts = jax.tree.map(jnp.asarray, sweep.arrays(one.term_names))
+    v, _, _, _ = core.init_chunk(three.config, pts)
+    p0 = jax.tree.map(lambda a: a[0], pts)
+    x = core.render(three.config, v[0], p0)
+    views = [core.seen(three.config, x, p0, 2, k) for k in range(3)]
+    assert not np.array_equal(np.asarray(views[0]), np.asarray(views[1]))
+    np.testing.assert_array_equal(np.asarray(views[0]), np.asarray(core.seen(one.config, x, p0, 2)))
+    single = [core.loss(three.config, vgg.params, x, p0, view=view) for view in views]
+
+    total, (_, score, prob) = core.view_loss(three.config, vgg.params, x, p0, 2)
+    np.testing.assert_allclose(total, np.mean([s[0] for s in single]), rtol=1e-5)
+    np.testing.assert_allclose(score, np.mean([s[1][1] for s in single]), rtol=1e-5)
+    np.testing.assert_allclose(prob, np.mean([s[1][2] for s in single]), rtol=1e-5)
+
+    def loss_of_view(xi, k):
+        return core.loss(three.config, vgg.params, xi, p0, view=core.seen(three.config, xi, p0, 2, k))[0]
+
+    grad = jax.grad(lambda xi: core.view_loss(three.config, vgg.params, xi, p0, 2)[0])(x)
+    each = [jax.grad(loss_of_view)(x, k) for k in range(3)]
+    np.testing.assert_allclose(grad, np.mean(each, axis=0), rtol=1e-4, atol=1e-6 * float(np.abs(grad).max()))
+    assert three.run(sweep, progress=False).images.shape == (1, 64, 64, 3)
+    with pytest.raises(engine.SweepError, match="views is a number"):
+        one.replace(views=0)
+    with pytest.raises(engine.SweepError, match="has none"):
+        engine.Engine(vgg, terms, views=2)

@@ -28,8 +28,13 @@ half of it over the run, and a little noise.
 from ml_collections import ConfigDict
 
 from experiments.configs import default
+from jaxvis import assets
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
+# a centred box of the size of the shapes the detector was trained on (40 px of its 128 px input; the
+# shapes' boxes measure 28 to 54 px); the lab's centred quarter-size box is "centre_quarter"
+TRAINED_BOX = "44,44,84,84"
+RECIPES = ("shapes", "shapes_ssd", "lab", "maco", "lucid")
 ROBUST = "pad(8),jitter(8),scale(0.8,1.2),rotate(20),jitter(4)"
 
 
@@ -40,18 +45,39 @@ def get_config(arg: str = "shapes") -> ConfigDict:
     c.init = (0.01,)
     c.loss = ("score",)
     if arg == "shapes":
+        c.params = assets.path("classifier")
         c.categories = SHAPES
         c.seeds = (0, 1, 2, 3)
         c.steps = 256
         c.parameterization = "fourier(1.5)+decorrelated+sigmoid"
         c.transforms = ROBUST
         c.snapshots = (32, 256)
+    elif arg == "lab":
+        c.params = assets.path("classifier")
+        c.categories = SHAPES
+        c.seeds = (0, 1, 2, 3)
+        c.optimizer = "sgd"
+        c.lrs = (1.0,)
+        c.steps = 200
+        c.loss = ("score+sq",)
+        c.snapshots = (10, 50, 200)
     elif arg == "maco":
+        c.params = assets.path("classifier")
         c.categories = SHAPES
         c.seeds = (0, 1, 2, 3)
         c.steps = 256
         c.parameterization = "maco+clip"
         c.transforms = "crop(1.0,0.5),noise(0.02)"
+    elif arg == "shapes_ssd":
+        c.params = assets.path("detector")
+        c.categories = SHAPES
+        c.seeds = (0, 1)
+        c.steps = 256
+        c.loss = ("multibox",)
+        c.boxes = (TRAINED_BOX, "centre_quarter")
+        c.parameterization = "fourier(1.5)+decorrelated+sigmoid"
+        c.transforms = "pad(8),jitter(4),scale(0.9,1.1),rotate(10)"
+        c.snapshots = (32, 256)
     elif arg == "lucid":
         c.model = "vgg16"
         c.steps = 512
@@ -59,5 +85,5 @@ def get_config(arg: str = "shapes") -> ConfigDict:
         c.parameterization = "fourier+decorrelated+sigmoid"
         c.transforms = "pad(12),jitter(8),scale(0.9,1.1),rotate(10),jitter(4)"
     else:
-        raise ValueError(f"feature_vis recipes: shapes, maco, lucid; got {arg!r}.")
+        raise ValueError(f"feature_vis recipes: {', '.join(RECIPES)}; got {arg!r}.")
     return c

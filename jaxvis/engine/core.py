@@ -49,6 +49,8 @@ class EngineConfig:
       parameterization: how the image is made from the optimised variable (``jaxvis.parameterizations``).
       transforms: random transformations before each forward pass (``jaxvis.transforms``), in order.
       to_input: RGB [0, 1] -> network input (for parameterisations other than plain pixels).
+      views: randomly transformed copies of the image per step (each with its own key), their losses,
+        scores and probabilities averaged: a less noisy gradient of the expected loss over the transforms.
     """
 
     module: Any
@@ -66,6 +68,7 @@ class EngineConfig:
     parameterization: par.Parameterization = par.Parameterization()
     transforms: tuple = ()
     to_input: par.InputMap | None = None
+    views: int = 1
 
 
 def render(cfg: EngineConfig, v, p):
@@ -73,10 +76,21 @@ def render(cfg: EngineConfig, v, p):
     return par.render(cfg.parameterization, v, cfg.input_size, cfg.to_input, p.get("decay"))
 
 
-def seen(cfg: EngineConfig, x, p, t):
-    """What the network sees of image ``x`` at step ``t``: the point's random transforms of it."""
+def seen(cfg: EngineConfig, x, p, t, view: int = 0):
+    """What the network sees of image ``x`` at step ``t``: the point's random transforms of it (its
+    ``view``-th copy)."""
     ctx = tfm.Context(steps=cfg.steps, fill=tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi)))
-    return tfm.apply(cfg.transforms, x, p["seed"], t, ctx)
+    return tfm.apply(cfg.transforms, x, p["seed"], t, ctx, view)
+
+
+def view_loss(cfg: EngineConfig, params, x, p, t):
+    """The loss of step ``t`` on image ``x``: ``loss`` on its transformed view, or the mean of ``loss``
+    (and of its terms, score and probability) over ``cfg.views`` views, run as one batch."""
+    if cfg.views == 1:
+        return loss(cfg, params, x, p, view=seen(cfg, x, p, t))
+    views = jnp.stack([seen(cfg, x, p, t, k) for k in range(cfg.views)])
+    out = jax.vmap(lambda view: loss(cfg, params, x, p, view=view))(views)
+    return jax.tree.map(lambda a: jnp.mean(a, axis=0), out)
 
 
 def loss(cfg: EngineConfig, params, x, p, shift=None, view=None):
@@ -129,8 +143,7 @@ def step(cfg: EngineConfig, params, pts, carry, t):
     lo, hi = _bounds(cfg)
 
     def objective(v, p):
-        x = render(cfg, v, p)
-        return loss(cfg, params, x, p, view=seen(cfg, x, p, t))
+        return view_loss(cfg, params, render(cfg, v, p), p, t)
 
     def point_step(v, state, diverged, p):
         (value, aux), g = jax.value_and_grad(objective, has_aux=True)(v, p)

@@ -88,7 +88,7 @@ class Engine:
     (default) takes ``"host"`` on CPUs, where XLA runs loop bodies slowly, and ``"scan"`` elsewhere.
 
     Everything the compiled programs depend on (model, terms, optimiser, steps, snapshots, jitter, clip,
-    compute dtype, loop, devices, parameterisation, transforms) is fixed when the engine is built: it is the frozen ``config``
+    compute dtype, loop, devices, parameterisation, transforms, views) is fixed when the engine is built: it is the frozen ``config``
     (``jaxvis.engine.core.EngineConfig``) that the compiled functions take as a static argument.
     Assigning a setting is an error, and ``replace(steps=...)`` builds another engine, with programs of
     its own.
@@ -98,7 +98,7 @@ class Engine:
     """
 
     _CONSTRUCTOR = ("model", "terms", "optimizer", "steps", "snapshots", "devices", "step_progress", "jitter",
-                    "clip", "compute_dtype", "loop", "parameterization", "transforms")
+                    "clip", "compute_dtype", "loop", "parameterization", "transforms", "views")
 
     def __setattr__(self, name, value):
         if not name.startswith("_") and getattr(self, "_built", False):
@@ -123,11 +123,11 @@ class Engine:
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
                  jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto",
                  parameterization: par.Parameterization = par.Parameterization(),
-                 transforms: Sequence[tfm.Transform] = ()):
+                 transforms: Sequence[tfm.Transform] = (), views: int = 1):
         object.__setattr__(self, "_arguments", dict(
             model=model, terms=tuple(terms), optimizer=optimizer, steps=steps, snapshots=tuple(snapshots),
             devices=devices, step_progress=step_progress, jitter=jitter, clip=clip, compute_dtype=compute_dtype,
-            loop=loop, parameterization=parameterization, transforms=tuple(transforms)))
+            loop=loop, parameterization=parameterization, transforms=tuple(transforms), views=views))
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -153,6 +153,12 @@ class Engine:
         # The historical jitter setting is the first transform.
         self.transforms = ((tfm.jitter(self.jitter),) if self.jitter else ()) + tuple(transforms)
         tfm.check(self.transforms, tuple(model.spec.input_size))
+        if int(views) != views or views < 1:
+            raise SweepError(f"views is a number of transformed copies per step, >= 1; got {views}.")
+        if views > 1 and not self.transforms:
+            raise SweepError(f"views={views} averages over random transforms, but the engine has none; give "
+                             "transforms (or views=1).")
+        self.views = int(views)
         if compute_dtype not in ("float32", "bfloat16"):
             raise SweepError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}.")
         self.compute_dtype = compute_dtype
@@ -177,7 +183,8 @@ class Engine:
             module=self._module, terms=self.terms, optimizer=optimizer, steps=self.steps, snapshots=self.snapshots,
             jitter=self.jitter, clip=self.clip, lo=lo, hi=hi, compute_dtype=compute_dtype,
             detector=model.spec.is_detector, input_size=tuple(model.spec.input_size),
-            parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec))
+            parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec),
+            views=self.views)
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
         self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress

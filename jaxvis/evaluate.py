@@ -1,0 +1,235 @@
+"""How class models are judged: does a second network read them as their class, and how sure is the
+model itself.
+
+* **Transfer**: the share of class-model images that another classifier (the *judge*: the shipped
+  ``shapes_judge`` for the shapes models, any other jaxvis classifier for real ones) reads as the
+  target class. A picture that only fools the network it was made for does not transfer; one that
+  draws the object does.
+* **Own probability**: the model's softmax probability of the target on the same picture. For a
+  detector, the probability of the class at the target box: the highest class probability over the
+  default boxes that the MultiBox matcher would give that box (IoU >= ``iou``; the best one when none
+  reaches it). The judge then reads the target box's crop, resized to its input.
+
+Every image is first made a valid picture (the model's ``to_image``, clipped to [0, 1]) and both
+networks see that picture, so the verdicts hold for what a person looks at. The judge is matched to the
+target by class name, so it may list its classes in another order (a detector's background class is
+not a class here).
+
+``run_verdicts`` reads a run directory (``images.npy`` and ``results.jsonl``, as ``jaxvis.sweeps.run``
+writes them); ``summary`` counts per class and in all; ``table`` prints it as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvis import boxes as bx
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be judged (a judge without the target's class, a bad box, a missing file)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One class-model image: its target, what the judge read, and both networks' probabilities."""
+
+    index: int
+    target: str
+    judge_says: str
+    judge_prob: float   # the judge's probability of the target class
+    own_prob: float     # the model's probability of the target (at the target box for a detector)
+    seed: int = 0
+
+    @property
+    def agrees(self) -> bool:
+        return self.judge_says == self.target
+
+
+def pictures(model, images) -> np.ndarray:
+    """Network-input images -> valid RGB pictures in [0, 1] (N, H, W, 3)."""
+    return np.clip(np.asarray(model.to_image(jnp.asarray(images, jnp.float32))), 0.0, 1.0)
+
+
+def _judge_index(judge, name: str) -> int:
+    if name not in judge.labels:
+        raise EvaluationError(f"the judge has no class {name!r}; its classes are {', '.join(judge.labels)}. "
+                              "Choose a judge trained on the model's classes.")
+    return judge.labels.index(name)
+
+
+def judge_read(judge, picture_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The judge's label index and class probabilities for pictures in [0, 1] (resized to its input by
+    its ``preprocess``)."""
+    logits, _ = judge.apply(judge.params, judge.preprocess(jnp.asarray(picture_batch, jnp.float32)))
+    probs = np.asarray(jax.nn.softmax(judge.class_logits(logits), axis=-1))
+    return probs.argmax(-1), probs
+
+
+def crop(picture: np.ndarray, box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """The xyxy pixel ``box`` of one picture (H, W, 3), resized to ``size`` (bilinear samples at the
+    centres of the output pixels; antialiased first when the box is larger than ``size``)."""
+    h, w = picture.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+        raise EvaluationError(f"a box must lie inside the {w}x{h} picture with x1 < x2 and y1 < y2; got {box}.")
+    # output pixel i of n samples the picture at x1 + (i + 0.5) (x2 - x1) / n - 0.5 (pixel centres at
+    # integers), torchvision's roi_align(aligned=True) with one sample per bin
+    out_h, out_w = size
+    scale = jnp.asarray([out_h / (y2 - y1), out_w / (x2 - x1)], jnp.float32)
+    translate = -jnp.asarray([y1, x1], jnp.float32) * scale
+    return np.asarray(jax.image.scale_and_translate(jnp.asarray(picture, jnp.float32), (out_h, out_w, 3), (0, 1),
+                                                    scale, translate, "linear", antialias=True))
+
+
+def classifier_verdicts(model, judge, images, targets: Sequence[int], seeds: Sequence[int] | None = None
+                        ) -> list[Verdict]:
+    """Verdicts on class models of a classifier: ``images`` in its input space, ``targets`` its class
+    indices."""
+    pics = pictures(model, images)
+    logits, _ = model.apply(model.params, model.preprocess(jnp.asarray(pics)))
+    own = np.asarray(jax.nn.softmax(model.class_logits(logits), axis=-1))
+    names = [model.labels[int(t)] for t in targets]
+    votes, probs = judge_read(judge, pics)
+    seeds = list(seeds) if seeds is not None else [0] * len(names)
+    return [Verdict(i, n, judge.labels[v], float(p[_judge_index(judge, n)]), float(o[int(t)]), int(s))
+            for i, (n, v, p, o, t, s) in enumerate(zip(names, votes, probs, own, targets, seeds))]
+
+
+def box_probability(detector, outputs, target: int, box: Sequence[float], iou: float = 0.5) -> float:
+    """The detector's probability of class ``target`` (its label index) at ``box``: the highest over
+    the default boxes with IoU >= ``iou`` with it, or at the default box that overlaps it most."""
+    overlap = np.asarray(bx.iou(np.asarray([box], np.float32), detector.anchors))[0]
+    matched = overlap >= iou
+    if not matched.any():
+        matched = overlap == overlap.max()
+    probs = np.asarray(jax.nn.softmax(detector.class_logits(outputs)[0], axis=-1))[:, target]
+    return float(probs[matched].max())
+
+
+def detector_verdicts(detector, judge, images, targets: Sequence[int], boxes: Sequence[Sequence[float]],
+                      seeds: Sequence[int] | None = None, iou: float = 0.5) -> list[Verdict]:
+    """Verdicts on class models of a detector: ``targets`` its label indices (background 0), ``boxes``
+    one xyxy target box per image (network-input pixels). The judge reads each box's crop."""
+    pics = pictures(detector, images)
+    size = tuple(judge.input_shape()[1:3])
+    crops = np.stack([crop(p, b, size) for p, b in zip(pics, boxes)])
+    votes, probs = judge_read(judge, crops)
+    seeds = list(seeds) if seeds is not None else [0] * len(pics)
+    out = []
+    for i, (pic, t, b, v, p, s) in enumerate(zip(pics, targets, boxes, votes, probs, seeds)):
+        outputs, _ = detector.apply(detector.params, detector.preprocess(jnp.asarray(pic[None])))
+        name = detector.labels[int(t)]
+        out.append(Verdict(i, name, judge.labels[v], float(p[_judge_index(judge, name)]),
+                           box_probability(detector, outputs, int(t), b, iou), int(s)))
+    return out
+
+
+def read_run(run: str) -> tuple[np.ndarray, list[dict]]:
+    """A run directory's images (network input space) and its results, in point order."""
+    images_path, results_path = os.path.join(run, "images.npy"), os.path.join(run, "results.jsonl")
+    for p in (images_path, results_path):
+        if not os.path.exists(p):
+            raise EvaluationError(f"{p} does not exist; give a finished run directory (python -m "
+                                  "experiments.class_model ... --out DIR writes it).")
+    with open(results_path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return np.load(images_path), sorted(records, key=lambda r: r["index"])
+
+
+def run_verdicts(run: str, model, judge, iou: float = 0.5) -> tuple[list[Verdict], list[dict]]:
+    """Verdicts on every image of a run directory of ``model`` (the run's records beside them). A
+    detector's image is judged at the first of its target boxes."""
+    images, records = read_run(run)
+    images = images[[r["index"] for r in records]]
+    targets = [int(r["target"]) for r in records]
+    seeds = [int(r.get("seed", 0)) for r in records]
+    if model.is_detector:
+        if any(not r.get("boxes") for r in records):
+            raise EvaluationError(f"{run}: a detector run's points need target boxes (--boxes); some have none.")
+        verdicts = detector_verdicts(model, judge, images, targets, [r["boxes"][0] for r in records], seeds, iou)
+    else:
+        verdicts = classifier_verdicts(model, judge, images, targets, seeds)
+    return verdicts, records
+
+
+def _describe(axis: str, record: dict) -> str:
+    if axis == "loss":
+        return "+".join(k if w == 1 else f"{w:g}*{k}" for k, w in record["loss"].items())
+    if axis == "boxes":
+        return "box " + ";".join(",".join(f"{v:g}" for v in b) for b in record["boxes"])
+    return f"{axis}={record.get(axis)}"
+
+
+def groups(records: list[dict]) -> list[tuple[str, list[int]]]:
+    """A run's points grouped by the values of its axes other than target and seed (one group, labelled
+    "", when no other axis varies): (label, positions in ``records``), in the order of first appearance.
+    A label names the varying axes' values: the loss as written (``2*sq``), ``box x1,y1,x2,y2``, ``lr=0.1``."""
+    order = ("loss", "lr", "init", "decay", "boxes")
+    axes = sorted({a for r in records for a in r.get("at", {})} - {"target", "seed"},
+                  key=lambda a: (order.index(a) if a in order else len(order), a))
+    varying = [a for a in axes if len({r["at"].get(a) for r in records}) > 1]
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(tuple(r["at"].get(a) for a in varying), []).append(i)
+    return [(" ".join(_describe(a, records[idx[0]]) for a in varying), idx) for idx in groups.values()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """Counts over verdicts: ``per_class`` maps a class to (judge agrees, images, lowest own
+    probability, images with own probability >= ``threshold``)."""
+
+    agree: int
+    total: int
+    per_class: dict[str, tuple[int, int, float, int]]
+    min_own_prob: float
+    confident: int
+    threshold: float
+
+    @property
+    def classes_read(self) -> int:
+        """Classes of which the judge reads at least half the images as the class."""
+        return sum(2 * a >= n for a, n, _, _ in self.per_class.values())
+
+    @property
+    def classes_confident(self) -> int:
+        """Classes whose every image has an own probability >= the threshold."""
+        return sum(c == n for _, n, _, c in self.per_class.values())
+
+
+def summary(verdicts: Sequence[Verdict], threshold: float = 0.9) -> Summary:
+    if not verdicts:
+        raise EvaluationError("no verdicts to summarise: the run has no images.")
+    per_class: dict[str, tuple[int, int, float, int]] = {}
+    for v in verdicts:
+        a, n, low, conf = per_class.get(v.target, (0, 0, 1.0, 0))
+        per_class[v.target] = (a + v.agrees, n + 1, min(low, v.own_prob), conf + (v.own_prob >= threshold))
+    return Summary(agree=sum(v.agrees for v in verdicts), total=len(verdicts), per_class=per_class,
+                   min_own_prob=min(v.own_prob for v in verdicts),
+                   confident=sum(v.own_prob >= threshold for v in verdicts), threshold=threshold)
+
+
+def table(rows: dict[str, Summary]) -> str:
+    """A Markdown table: one row per recipe, the judge's reads per class and in all, the lowest own
+    probability, how many images reach the threshold, and how many classes the judge reads (at least
+    half their images) and the model is sure of (every image at the threshold)."""
+    classes: list[str] = []
+    for s in rows.values():
+        classes += [c for c in s.per_class if c not in classes]
+    head = ["recipe", "judge reads"] + classes + ["own p min", "own p >= thr", "classes read / sure"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in rows.items():
+        cells = [name, f"{s.agree}/{s.total}"]
+        cells += [f"{s.per_class[c][0]}/{s.per_class[c][1]}" if c in s.per_class else "" for c in classes]
+        cells += [f"{s.min_own_prob:.3f}", f"{s.confident}/{s.total} (>= {s.threshold:g})",
+                  f"{s.classes_read}/{len(s.per_class)} / {s.classes_confident}/{len(s.per_class)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
