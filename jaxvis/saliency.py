@@ -32,7 +32,10 @@ static, the rest (noise level, baseline, keep probability) is data:
   300 / 19, …, so this differs from a plain resize), any other layer's with half-pixel centres (as
   ``F.interpolate(align_corners=False)``); the layers are then combined: with
   ``combine="normalised_sum"`` (default) each map is divided by its own maximum (an all-zero map stays
-  zero) and the maps are summed, so that every scale counts alike; ``"sum"`` adds them as they are.
+  zero) and the maps are summed, so that every scale counts alike; ``"sum"`` adds them as they are;
+  ``"own"`` keeps only the map of the source feature map whose head predicts the detection (the one its
+  default box sits on), as the ODAM authors explain a multi-level detector's prediction at its own level
+  (detection and box-coordinate targets on the default layers).
 - ``drise(masks, cell, p)`` (Petsiuk et al. 2021), detectors only: random binary grids with cells of
   ``cell`` pixels kept with probability ``p``, up-sampled bilinearly and shifted at random by up to a cell
   (as RISE); for each masked image, the detector's pre-NMS proposals (decoded boxes and class
@@ -69,7 +72,7 @@ KINDS = ("class", "detection", "box_coord", "box_label")
 METHODS = ("gradient", "smoothgrad", "integrated", "grad_x_input")
 REDUCTIONS = ("max", "sum", "l2", "signed", "none")
 SCORES = ("logit", "prob", "log_prob")
-COMBINE = ("normalised_sum", "sum")
+COMBINE = ("normalised_sum", "sum", "own")
 
 TRACES = 0  # compilations of the batched gradient program (tests check that a batch is one call)
 MEMORY_BUDGET = 2 * 2**30  # most bytes a chunk of samples, steps, masks or targets may take
@@ -531,7 +534,16 @@ def cell_scale(model, layer: str, shape, out_hw) -> tuple[float, float]:
     return oh / h, ow / w
 
 
-def combine_scales(maps: Sequence[jax.Array], how: str) -> jax.Array:
+def source_level(model, anchors) -> jax.Array:
+    """Index of the source feature map whose head predicts each default box in ``anchors``."""
+    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
+    return jnp.searchsorted(jnp.asarray(np.cumsum(per)), anchors, side="right")
+
+
+def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array:
+    """One map from the per-layer maps: ``normalised_sum``, ``sum`` or ``own`` (``maps[level]``)."""
+    if how == "own":
+        return functools.reduce(jnp.add, [jnp.where(level == k, m, 0.0) for k, m in enumerate(maps)])
     if how == "normalised_sum":
         maps = [m / jnp.where(jnp.max(m) > 0, jnp.max(m), 1.0) for m in maps]
     return functools.reduce(jnp.add, maps)
@@ -570,7 +582,8 @@ def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], 
                 else:
                     cam = jnp.sum(g * a, axis=-1)
                 maps.append(upsample(jax.nn.relu(cam), out_hw, cell_scale(model, k, cam.shape, out_hw)))
-            return value, combine_scales(maps, method.combine)
+            level = source_level(model, t["anchor"]) if method.combine == "own" else None
+            return value, combine_scales(maps, method.combine, level)
 
         return _map(one, targets, tchunk)
 
@@ -717,6 +730,11 @@ def explain(model, images, targets: Target, method=None, *, params=None, space: 
             raise SaliencyError(f"{method.name} maps in image space need a model that squashes the image to its input "
                                 f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
         layers = method.layers or default_layers(model)
+        if method.combine == "own" and (not model.spec.is_detector or layers != default_layers(model)
+                                        or targets.kind not in ("detection", "box_coord")):
+            raise SaliencyError(f"combine='own' keeps the map of the source feature map that predicts a detection: "
+                                f"it needs a detector's default layers and detection or box_coordinate targets "
+                                f"(got layers {layers}, {targets.kind} targets); use 'normalised_sum' or 'sum'")
         _, tchunk = chunk_sizes(model, 1, k, out_hw)
         fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(method, layers=layers), layers,
                           space, out_hw, int(method.chunk or tchunk))

@@ -130,6 +130,15 @@ def test_cam_target_chunks_and_layers(shipped):
     assert single.shape == (3, 2, 128, 128) and (single >= 0).all()
     with pytest.raises(sal.SaliencyError, match="has no activation 'nope'"):
         sal.saliency(model, images, t, sal.odam("nope"))
+    # combine="own": the map of the source feature map whose head predicts each detection
+    own = sal.saliency(model, images, t, sal.odam(combine="own")).attributions
+    level = np.asarray(sal.source_level(model, t.fields["anchor"]))
+    assert len(set(level.ravel().tolist())) > 1, level  # detections on more than one map
+    for lvl in set(level.ravel().tolist()):
+        alone = sal.saliency(model, images, t, sal.odam(f"map{lvl}", combine="sum")).attributions
+        np.testing.assert_allclose(own[level == lvl], alone[level == lvl], rtol=1e-5, atol=1e-6 * alone.max())
+    with pytest.raises(sal.SaliencyError, match="combine='own'"):
+        sal.saliency(model, images, sal.box_label([[[10, 10, 60, 60]]] * 3, [[1]] * 3), sal.odam(combine="own"))
 
 
 def test_methods_and_targets_as_values():
