@@ -248,6 +248,12 @@ def test_a_source_map_cell_lands_on_its_default_box_centre(which):
                 np.testing.assert_allclose([(m * ys).sum() / m.sum(), (m * xs).sum() / m.sum()], [cy, cx], atol=1e-6)
                 box = start + (i * w + j) * a  # the first default box of the cell: same centre
                 np.testing.assert_allclose(centres[box], [cx, cy], atol=1e-3)
+                # on an image of another size (space="image", squashed to the input), scaled coordinates
+                big = (2 * hw[0], 3 * hw[1])
+                m2 = np.asarray(sal.upsample(jnp.asarray(one), big, sal.cell_scale(model, layer, (h, w), big)))
+                y2, x2 = np.mgrid[0:big[0], 0:big[1]] + 0.5
+                np.testing.assert_allclose([(m2 * y2).sum() / m2.sum(), (m2 * x2).sum() / m2.sum()], [2 * cy, 3 * cx],
+                                           atol=1e-6)
         start += h * w * a
 
 
