@@ -31,7 +31,9 @@ process from its start to its first VGG16 engine step, from a converted params f
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import resource
 import shutil
@@ -44,7 +46,14 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "saliency"], "Workloads to run.")
+flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency", "cams", "drise",
+                                 "feature_vis"], "Workloads to run (cams: the ODAM, Grad-CAM and gradient rows).")
+flags.DEFINE_integer("fv_steps", 512, "feature_vis: Adam steps of every side (A, Lucent one at a time, Lucent batched).")
+flags.DEFINE_string("images_out", None, "Internal: where the PyTorch worker saves the images of its last run.")
+flags.DEFINE_integer("detections", 32, "cams: SSD300 detections explained (one call on A's side, one backward each "
+                     "on B's).")
+flags.DEFINE_integer("masks", 4000, "drise: D-RISE masks of one SSD300 detection.")
+flags.DEFINE_integer("mask_chunk", 0, "drise: masks per batch on both sides (0: jaxvis's choice for the free memory).")
 flags.DEFINE_integer("reps", 5, "Repetitions (medians are reported).")
 flags.DEFINE_integer("steps", 5, "Gradient steps per repetition of A, B and C.")
 flags.DEFINE_bool("tiny", False, "Shrink the workloads (VGG16 at 64x64, 4 saliency images): a smoke run.")
@@ -54,6 +63,11 @@ flags.DEFINE_enum("conv_backend", "auto", ["auto", "onednn", "xla"],
                   "Convolutions of A (jaxvis.conv): oneDNN on CPUs where built (auto), or XLA's.")
 flags.DEFINE_integer("points", 8, "Grid points of A, B and C in the class-model workloads: points/2 categories x "
                      "2 learning rates (an even number).")
+flags.DEFINE_integer("grid_points", 64, "Points of the shapes_grid workload: the first ones of its grid (6 classes x "
+                     "2 learning rates x 6 seeds of the starting noise, 72 points).")
+flags.DEFINE_integer("chunk", 0, "Points per chunk of A in the class-model workloads (0: all points in one chunk); "
+                     "a divisor of the points.")
+flags.DEFINE_enum("loop", "auto", ["auto", "host", "scan"], "The engine's steps loop on A's side (Engine(loop=...)).")
 flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes of the class-model workloads, a row each: float32, bfloat16 "
                   "(A's network in bfloat16 through Engine(compute_dtype=...), the PyTorch sides under autocast).")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"],
@@ -66,6 +80,7 @@ flags.DEFINE_string("params_file", None, "Internal: params file for the first-st
 flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file (each as soon as it is measured).")
 
 LRS, LAM = [0.5, 1.0], 1.0
+GRID_SEEDS, GRID_INIT = 6, 0.1  # shapes_grid: seeds of the starting noise, and its standard deviation
 
 # jax takes 75% of a GPU's memory when it starts unless told otherwise; the PyTorch worker shares the GPU.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -76,6 +91,34 @@ def categories() -> list[int]:
     if FLAGS.points < 2 or FLAGS.points % len(LRS):
         raise app.UsageError(f"--points must be a positive multiple of {len(LRS)}, got {FLAGS.points}")
     return list(range(FLAGS.points // len(LRS)))
+
+
+def grid_of(workload: str, model):
+    """(sweep, n) of a class-model workload: the engine's grid and how many of its first points run.
+
+    shapes_grid is a sweep of the shipped classifier as a user runs one: its six classes x the learning
+    rates x seeds of the starting noise (std 0.1); the first --grid_points of its 72 points in grid order
+    (classes outermost, seeds fastest). The others: --points/2 categories x the learning rates, from zeros."""
+    from jaxvis import engine
+
+    detector = model.spec.is_detector
+    losses = [{"multibox": 1.0}] if detector else [{"score": 1.0, "sq": LAM}]
+    h, w = model.spec.input_size
+    if workload == "shapes_grid":
+        sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=LRS, losses=losses, init_scales=[GRID_INIT],
+                             seeds=range(GRID_SEEDS))
+        if not 0 < FLAGS.grid_points <= sweep.size:
+            raise app.UsageError(f"--grid_points must lie in 1..{sweep.size}, got {FLAGS.grid_points}")
+        return sweep, FLAGS.grid_points
+    sweep = engine.Sweep(targets=categories(), lrs=LRS, losses=losses,
+                         boxes=[[[0.0, 0.0, float(w), float(h)]]] if detector else [[]])
+    return sweep, sweep.size
+
+
+def grid_points(workload: str, model) -> list[tuple[int, float, float, int]]:
+    """(target, learning rate, initial noise std, seed) of each point that A, B and C run, in A's order."""
+    sweep, n = grid_of(workload, model)
+    return [(p["target"], p["lr"], p["init"], p["seed"]) for p in sweep.point_axes()[:n]]
 
 
 def matmul_peak(dtype: str = "float32", n: int = 4096, reps: int = 5) -> float:
@@ -157,13 +200,17 @@ def jaxvis_model(workload: str, tiny: bool):
     import jaxvis
     from jaxvis import assets, models
 
-    if workload == "shapes":
+    if workload in ("shapes", "shapes_grid", "feature_vis"):
         return jaxvis.load(assets.path("classifier"))
     if workload in ("vgg16", "saliency"):
         spec = models.arch_spec("vgg16")
         return _random_model(spec.replace(input_size=(64, 64)) if tiny else spec)
     if workload == "ssd300":
         return _random_model(models.arch_spec("ssd300_vgg16"))
+    if workload in ("cams", "drise"):
+        from experiments import bench_explain
+
+        return bench_explain.random_ssd300()
     raise app.UsageError(f"unknown workload {workload!r}; known: vgg16, ssd300, shapes, saliency")
 
 
@@ -179,21 +226,22 @@ def torch_twin(model):
 # --------------------------------------------------------------------------------------------------
 # A, B, C for class-model workloads.
 
-def engine_side(model, steps: int, compute_dtype: str = "float32"):
+def engine_side(model, steps: int, compute_dtype: str = "float32", workload: str = ""):
     import jax
 
     from jaxvis import engine
 
-    detector = model.spec.is_detector
-    losses = [{"multibox": 1.0}] if detector else [{"score": 1.0, "sq": LAM}]
     h, w = model.spec.input_size
-    sweep = engine.Sweep(targets=categories(), lrs=LRS, losses=losses,
-                         boxes=[[[0.0, 0.0, float(w), float(h)]]] if detector else [[]])
-    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, compute_dtype=compute_dtype)
+    sweep, n = grid_of(workload, model)
+    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, compute_dtype=compute_dtype,
+                        loop=FLAGS.loop)
+    points = {k: v[:n] for k, v in sweep.arrays(eng.term_names).items()}
+    size = FLAGS.chunk or n
+    if n % size:
+        raise app.UsageError(f"--chunk must divide the {n} points, got {size}")
 
-    def run():
-        result = eng.run(sweep, chunk_size=sweep.size, progress=False)
-        return result.images
+    def run():  # the points in chunks of --chunk (one chunk by default)
+        return [eng.run_points({k: v[i:i + size] for k, v in points.items()}).images for i in range(0, n, size)]
 
     # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis
     # of the model with XLA's convolutions (the arithmetic is the same).
@@ -205,7 +253,7 @@ def engine_side(model, steps: int, compute_dtype: str = "float32"):
     twin = engine.Engine(model.with_conv_backend("xla"), eng.terms, steps=steps, compute_dtype=compute_dtype)
     grad = jax.jit(jax.grad(lambda x, p: twin.loss(model.params, x, p)[0]))
     used = convs_in(jax.jit(jax.grad(lambda x, p: eng.loss(model.params, x, p)[0])), x0, one)
-    return run, xla_flops(grad, x0, one), used
+    return run, xla_flops(grad, x0, one), used, eng.loop
 
 
 def torch_loss(model, tmodel, x, targets, bf16: bool = False):
@@ -247,38 +295,47 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def torch_one_at_a_time(model, tmodel, steps: int, device: str = "cpu", bf16: bool = False):
+def _start(h: int, w: int, points, device: str):
+    """The starting images (N, 3, H, W) of ``points``: zeros, or the point's noise (its std, its seed)."""
+    import torch
+
+    x = torch.zeros(len(points), 3, h, w)
+    for i, (_, _, init, seed) in enumerate(points):
+        if init > 0:
+            x[i] = init * torch.randn(3, h, w, generator=torch.Generator().manual_seed(seed))
+    return x.to(device)
+
+
+def torch_one_at_a_time(model, tmodel, steps: int, device: str = "cpu", bf16: bool = False, points=()):
     import torch
 
     h, w = model.spec.input_size
 
     def run():
-        for c in categories():
-            for lr in LRS:
-                x = torch.zeros(1, 3, h, w, requires_grad=True, device=device)
-                target = torch.tensor([c], device=device)
-                opt = torch.optim.SGD([x], lr=lr)
-                for _ in range(steps):
-                    opt.zero_grad()
-                    torch_loss(model, tmodel, x, target, bf16).backward()
-                    opt.step()
-                with torch.no_grad():  # the final image's loss, which the engine's result holds too
-                    torch_loss(model, tmodel, x, target, bf16)
+        for c, lr, init, seed in points:
+            x = _start(h, w, [(c, lr, init, seed)], device).requires_grad_(True)
+            target = torch.tensor([c], device=device)
+            opt = torch.optim.SGD([x], lr=lr)
+            for _ in range(steps):
+                opt.zero_grad()
+                torch_loss(model, tmodel, x, target, bf16).backward()
+                opt.step()
+            with torch.no_grad():  # the final image's loss, which the engine's result holds too
+                torch_loss(model, tmodel, x, target, bf16)
         _sync(device)
     return run
 
 
-def torch_batched(model, tmodel, steps: int, device: str = "cpu", bf16: bool = False):
+def torch_batched(model, tmodel, steps: int, device: str = "cpu", bf16: bool = False, points=()):
     import torch
 
     h, w = model.spec.input_size
-    cats = categories()
-    targets = torch.tensor([c for c in cats for _ in LRS], device=device)
-    lrs = torch.tensor([lr for _ in cats for lr in LRS], device=device).view(-1, 1, 1, 1)
+    targets = torch.tensor([p[0] for p in points], device=device)
+    lrs = torch.tensor([p[1] for p in points], device=device).view(-1, 1, 1, 1)
     tmodel = tmodel.to(memory_format=torch.channels_last)
 
     def run():
-        x = torch.zeros(len(targets), 3, h, w, device=device).to(memory_format=torch.channels_last)
+        x = _start(h, w, points, device).to(memory_format=torch.channels_last)
         x.requires_grad_(True)
         for _ in range(steps):
             x.grad = None
@@ -351,6 +408,252 @@ def _saliency_images() -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# Feature visualisation on the shipped classifier: Lucid's recipe (an image in a decorrelated Fourier
+# basis through a sigmoid, Lucent's standard random transforms, Adam at 0.05 from noise of std 0.01),
+# 24 class models (6 classes x 4 seeds), --fv_steps steps on every side. A: the jaxvis engine, one
+# chunk; B: Lucent's render_vis one objective at a time; C: Lucent with the 24 objectives in one batch
+# (param.image(batch=24), the sum of the per-image objectives).
+
+FV_SEEDS, FV_LR, FV_INIT = 4, 0.05, 0.01
+FV_PARAMETERIZATION = "fourier+decorrelated+sigmoid"
+LUCENT_TRANSFORMS = "pad(12),jitter(8),scale(0.9,1.1),rotate(10),jitter(4)"  # Lucent's standard_transforms
+
+
+def fv_points(model) -> list[tuple[int, int]]:
+    """(class, seed) of the 24 class models, in the engine's grid order."""
+    return [(c, s) for c in range(len(model.spec.labels)) for s in range(FV_SEEDS)]
+
+
+def feature_vis_engine_side(model):
+    """A: the engine on the 24 points; returns (run -> RGB images in [0, 1], convolutions used)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxvis import engine
+    from jaxvis import parameterizations as par
+    from jaxvis import transforms as tfm
+
+    sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=[FV_LR], losses=[{"score": 1.0}],
+                         init_scales=[FV_INIT], seeds=range(FV_SEEDS))
+    eng = engine.Engine(model, engine.terms_for(model, sweep), optimizer=engine.Optimizer("adam"), steps=FLAGS.fv_steps,
+                        parameterization=par.parse(FV_PARAMETERIZATION, model), transforms=tfm.parse(LUCENT_TRANSFORMS),
+                        loop=FLAGS.loop)
+    points = sweep.arrays(eng.term_names)
+
+    def run():
+        return np.clip(np.asarray(model.to_image(eng.run_points(points).images)), 0, 1)
+
+    x0 = jnp.zeros(model.input_shape(1), jnp.float32)
+    return run, convs_in(jax.jit(jax.grad(lambda x: model.apply(model.params, x)[0].sum())), x0), eng.loop
+
+
+def lucent():
+    """Lucent's optvis, importable with the kornia of today: Lucent 0.1.8 calls kornia.get_rotation_matrix2d
+    and kornia.warp_affine, which newer kornia keeps in kornia.geometry.transform only."""
+    import warnings
+
+    with warnings.catch_warnings():  # their imports warn of torch APIs they use (torch.jit.script)
+        warnings.simplefilter("ignore")
+        import kornia
+
+        for name in ("get_rotation_matrix2d", "warp_affine"):
+            if not hasattr(kornia, name):
+                import kornia.geometry.transform as kgt
+
+                setattr(kornia, name, getattr(kgt, name))
+        from lucent.optvis import objectives, param, render, transform
+
+    return objectives, param, render, transform
+
+
+def lucent_sides(model, tmodel):
+    """B and C with Lucent on the torch twin: each returns its RGB images (N, H, W, 3) in [0, 1]."""
+    import numpy as np
+    import torch
+
+    objectives, param, render, transform = lucent()
+    h, w = model.spec.input_size
+    spec = model.spec
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (spec.mean, spec.std))
+    lo, hi = spec.value_range
+
+    def to_input(x):  # RGB in [0, 1] -> the twin's input, as jaxvis.preprocess.normalize does
+        x = lo + x * (hi - lo)
+        return ((x.flip(1) if spec.channel_order == "BGR" else x) - mean) / std
+
+    transforms = list(transform.standard_transforms) + [to_input]
+    layer = "classifier_6"  # the logits: Lucent's hook name of the twin's last Linear
+    points = fv_points(model)
+
+    def render_vis(objective, batch):
+        return render.render_vis(tmodel, objective, lambda: param.image(w, h, sd=FV_INIT, batch=batch, fft=True,
+                                                                        decorrelate=True),
+                                 optimizer=lambda ps: torch.optim.Adam(ps, lr=FV_LR), transforms=transforms,
+                                 thresholds=(FLAGS.fv_steps,), preprocess=False, progress=False, show_image=False,
+                                 fixed_image_size=(h, w))[-1]
+
+    def one_at_a_time():
+        images = []
+        for c, seed in points:
+            torch.manual_seed(seed)
+            images.append(render_vis(objectives.channel(layer, c), None))
+        return np.concatenate(images)
+
+    def batched():
+        torch.manual_seed(0)
+        objective = functools.reduce(operator.add, [objectives.channel(layer, c, batch=i)
+                                                    for i, (c, _) in enumerate(points)])
+        return render_vis(objective, len(points))
+
+    return one_at_a_time, batched
+
+
+def judge_transfer(model, images, classes) -> float:
+    """Share of RGB images (N, H, W, 3) in [0, 1] that the shipped judge reads as their class."""
+    import jax
+    import numpy as np
+
+    import jaxvis
+    from jaxvis import assets
+
+    judge = jaxvis.load(assets.path("judge"))
+    logits, _ = jax.jit(judge.apply)(judge.params, judge.preprocess(np.asarray(images, np.float32)))
+    return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(classes)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Detector explanations on SSD300 (random weights, as experiments/bench_explain.py builds it): ODAM,
+# Grad-CAM and the input gradient of --detections default boxes of one image (A: one jaxvis call; B: a
+# PyTorch autograd loop, one backward per detection), D-RISE with --masks masks (A: jaxvis; B: PyTorch
+# batching the masks the same way, --mask_chunk at a time).
+
+CAMS = ("odam", "gradcam", "gradient")
+
+
+def _explain_inputs(model):
+    import numpy as np
+
+    from experiments import bench_explain as bx
+
+    image, anchors, classes = bx.inputs(model, FLAGS.detections)
+    return np.asarray(model.preprocess(image)), anchors, classes
+
+
+def mask_chunk(model) -> int:
+    from jaxvis import saliency as sal
+
+    return FLAGS.mask_chunk or sal.chunk_sizes(model, FLAGS.masks, 1, tuple(model.spec.input_size), backward=False)[0]
+
+
+def explain_jaxvis_sides(model, workload: str) -> dict:
+    """A's side of cams (a callable per method) or drise."""
+    from jaxvis import saliency as sal
+
+    x, anchors, classes = _explain_inputs(model)
+    if workload == "drise":
+        one = [sal.detection(anchors[:, :1], classes[:, :1])]
+        method = sal.drise(masks=FLAGS.masks, chunk=mask_chunk(model))
+        return {"drise": lambda: sal.saliency(model, x, one[0], method, space="input").attributions}
+    target = sal.detection(anchors, classes)
+    methods = {"odam": sal.odam(), "gradcam": sal.gradcam(), "gradient": sal.gradient()}
+    return {name: (lambda m: lambda: sal.saliency(model, x, target, m, space="input").attributions)(m)
+            for name, m in methods.items()}
+
+
+def explain_torch_sides(model, workload: str, device: str = "cpu") -> dict:
+    """B's side: the PyTorch autograd loop per method (cams), or PyTorch's batched D-RISE."""
+    import torch
+
+    from experiments import bench_explain as bx
+
+    tmodel = torch_twin(model).to(device)
+    x, anchors, classes = _explain_inputs(model)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device)
+    if workload == "drise":
+        chunk = mask_chunk(model)
+        return {"drise": lambda: bx.torch_drise(tmodel, model, xt, int(anchors[0, 0]), int(classes[0, 0]),
+                                                FLAGS.masks, chunk)}
+    a, c = anchors[0].tolist(), classes[0].tolist()
+    return {name: (lambda name: lambda: bx.torch_cams(tmodel, xt, a, c, (name,)))(name) for name in CAMS}
+
+
+def feature_vis_child() -> dict:
+    """The feature_vis row: A here, B and C (Lucent) in a PyTorch worker, interleaved; with the share of
+    each side's images that the shipped judge reads as their class (of the last repetition)."""
+    model = jaxvis_model("feature_vis", FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
+    a, used, loop = feature_vis_engine_side(model)
+    folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
+    worker = TorchWorker("feature_vis", "cpu", [f"--fv_steps={FLAGS.fv_steps}",
+                                                f"--images_out={os.path.join(folder, 'images.npy')}"])
+    times = {"A": [], "B": [], "C": []}
+    try:
+        t = time.perf_counter()
+        images = a()  # compile
+        compile_s = time.perf_counter() - t
+        for _ in range(FLAGS.reps):
+            t = time.perf_counter()
+            images = a()
+            times["A"].append(time.perf_counter() - t)
+            times["B"].append(worker.time("B"))
+            times["C"].append(worker.time("C"))
+        lucent_images = {side: worker.images(side) for side in ("B", "C")}
+    finally:
+        worker.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    classes = [c for c, _ in fv_points(model)]
+    n = len(classes)
+    rate = {k: n * FLAGS.fv_steps / statistics.median(v) for k, v in times.items()}
+    return {"workload": "feature_vis", "unit": "image-steps/s", "A": rate["A"], "B": rate["B"], "C": rate["C"],
+            "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"], "gflop_per_image_step": None,
+            "A_gflops": None, "matmul_peak_gflops": None, "A_fraction_of_peak": None, "A_compile_s": compile_s,
+            "peak_rss_gb": max_rss_gb(), "reps": FLAGS.reps, "steps": FLAGS.fv_steps, "points": n,
+            "dtype": "float32", "conv": used, "loop": loop, "chunk": n, "tiny": FLAGS.tiny, "device": "cpu",
+            "judge_A": judge_transfer(model, images, classes), "judge_B": judge_transfer(model, lucent_images["B"], classes),
+            "judge_C": judge_transfer(model, lucent_images["C"], classes)}
+
+
+def explain_child(workload: str) -> list[dict]:
+    """Rows of cams (odam, gradcam, gradient) or drise: A here, B in a PyTorch worker, interleaved."""
+    import jax
+
+    from experiments import bench_explain as bx
+
+    model = bx.random_ssd300().with_conv_backend(FLAGS.conv_backend)
+    sides = explain_jaxvis_sides(model, workload)
+    chunk = mask_chunk(model) if workload == "drise" else None
+    worker = TorchWorker(workload, "cpu", [f"--mask_chunk={chunk or 0}", f"--masks={FLAGS.masks}",
+                                           f"--detections={FLAGS.detections}"])
+    compile_s, times = {}, {name: {"A": [], "B": []} for name in sides}
+    try:
+        for name, fn in sides.items():
+            t = time.perf_counter()
+            fn()
+            compile_s[name] = time.perf_counter() - t
+        for _ in range(FLAGS.reps):
+            for name, fn in sides.items():
+                t = time.perf_counter()
+                fn()
+                times[name]["A"].append(time.perf_counter() - t)
+                times[name]["B"].append(worker.time(name))
+    finally:
+        worker.close()
+    work = FLAGS.masks if workload == "drise" else FLAGS.detections
+    rows = []
+    for name, ts in times.items():
+        a, b = (work / statistics.median(ts[k]) for k in ("A", "B"))
+        rows.append({"workload": name, "unit": "masks/s" if workload == "drise" else "detections/s", "A": a, "B": b,
+                     "C": None, "A/B": a / b, "A/C": None, "gflop_per_image_step": None, "A_gflops": None,
+                     "matmul_peak_gflops": None, "A_fraction_of_peak": None, "A_compile_s": compile_s[name],
+                     "peak_rss_gb": max_rss_gb(), "reps": FLAGS.reps, "points": work, "dtype": "float32",
+                     "conv": convs_in(jax.jit(lambda im: model.apply(model.params, im)[0]["cls_logits"].sum()),
+                                      jax.ShapeDtypeStruct((1, 300, 300, 3), "float32")),
+                     "loop": None, "chunk": chunk, "tiny": FLAGS.tiny, "device": "cpu",
+                     "A_s": statistics.median(ts["A"]), "B_s": statistics.median(ts["B"])})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
 # The PyTorch sides run in a worker process of their own: in one process, oneDNN's OpenMP threads
 # (started from XLA's threads) make libgomp throttle the spinning of PyTorch's, which slows PyTorch's
 # small operations by up to a quarter. Each side thus runs as it would for its own user.
@@ -362,30 +665,45 @@ def torch_worker(workload: str) -> None:
     torch.set_grad_enabled(True)
     device = FLAGS.torch_device
     model = jaxvis_model(workload, FLAGS.tiny)
-    tmodel = torch_twin(model).to(device)
-    if workload == "saliency":
+    tmodel = None if workload in ("cams", "drise") else torch_twin(model).to(device)
+    if workload in ("cams", "drise"):
+        sides = explain_torch_sides(model, workload, device)
+    elif workload == "feature_vis":
+        b, c = lucent_sides(model, tmodel)
+        sides = {"B": b, "C": c}
+    elif workload == "saliency":
         b, c = saliency_torch_sides(model, tmodel, _saliency_images(), device)
+        sides = {"B": b, "C": c}
     else:
         bf16 = FLAGS.compute_dtype == "bfloat16"
-        b = torch_one_at_a_time(model, tmodel, FLAGS.steps, device, bf16)
-        c = torch_batched(model, tmodel, FLAGS.steps, device, bf16)
-    b()
-    c()
+        points = grid_points(workload, model)
+        b = torch_one_at_a_time(model, tmodel, FLAGS.steps, device, bf16, points)
+        c = torch_batched(model, tmodel, FLAGS.steps, device, bf16, points)
+        sides = {"B": b, "C": c}
+    last = {name: fn() for name, fn in sides.items()}  # warm-up
     print("ready", flush=True)
     for line in sys.stdin:
-        fn = {"B": b, "C": c}[line.strip()]
+        if line.startswith("images "):  # save the images of a side's last run: "images B"
+            import numpy as np
+
+            name = line.split()[1]
+            np.save(FLAGS.images_out, np.asarray(last[name]))
+            print(FLAGS.images_out, flush=True)
+            continue
+        name = line.strip()
+        fn = sides[name]
         t = time.perf_counter()
-        fn()
+        last[name] = fn()
         print(time.perf_counter() - t, flush=True)
 
 
 class TorchWorker:
     """The worker process of one workload, asked to run B or C and answer with the seconds taken."""
 
-    def __init__(self, workload: str, device: str):
-        cmd = [sys.executable, "-m", "experiments.bench", f"--torch_worker={workload}", f"--steps={FLAGS.steps}",
+    def __init__(self, workload: str, device: str, extra=()):
+        cmd = [sys.executable, "-m", "experiments.bench", f"--torch_worker={workload}", f"--steps={FLAGS.steps}", *extra,
                f"--tiny={FLAGS.tiny}", f"--points={FLAGS.points}", f"--compute_dtype={FLAGS.compute_dtype}",
-               f"--torch_device={device}"]
+               f"--torch_device={device}", f"--grid_points={FLAGS.grid_points}"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the PyTorch worker for {workload} failed to start (exit {self.proc.wait()})")
@@ -394,6 +712,14 @@ class TorchWorker:
         self.proc.stdin.write(side + "\n")
         self.proc.stdin.flush()
         return float(self.proc.stdout.readline())
+
+    def images(self, side: str):
+        """The images (a numpy array) that the side's last run returned."""
+        import numpy as np
+
+        self.proc.stdin.write(f"images {side}\n")
+        self.proc.stdin.flush()
+        return np.load(self.proc.stdout.readline().strip())
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -424,12 +750,14 @@ def child(workload: str) -> dict:
     peak = matmul_peak(dtype)
     worker = TorchWorker(workload, torch_device_for(platform))
     model = jaxvis_model(workload, FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
+    loop = None
     if workload == "saliency":
         a, flops, used = saliency_jaxvis_side(model, _saliency_images())
-        work = _saliency_images()  # images
+        n = work = _saliency_images()  # images
     else:
-        a, flops, used = engine_side(model, FLAGS.steps, dtype)
-        work = FLAGS.points * FLAGS.steps  # image-steps
+        a, flops, used, loop = engine_side(model, FLAGS.steps, dtype, workload)
+        n = grid_of(workload, model)[1]
+        work = n * FLAGS.steps  # image-steps
     t = time.perf_counter()
     a()  # compile
     compile_s = time.perf_counter() - t
@@ -451,7 +779,7 @@ def child(workload: str) -> dict:
         "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
         "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
         "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": used,
-        "points": _saliency_images() if workload == "saliency" else FLAGS.points, "dtype": dtype,
+        "points": n, "dtype": dtype, "loop": loop, "chunk": FLAGS.chunk or n,
         "device": jax.devices()[0].device_kind if platform != "cpu" else "cpu",
         "A_device_peak_gb": (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30
         if platform != "cpu" else None,
@@ -487,10 +815,12 @@ def memory_child(points: int) -> dict:
     return {"workload": f"memory_{points}_points", "peak_rss_gb": max_rss_gb(), "seconds": seconds}
 
 
-def _spawn(args) -> dict:
+def _spawn(args) -> dict | list[dict]:
     cmd = [sys.executable, "-m", "experiments.bench", *args, f"--reps={FLAGS.reps}", f"--steps={FLAGS.steps}",
            f"--tiny={FLAGS.tiny}", f"--conv_backend={FLAGS.conv_backend}", f"--points={FLAGS.points}",
-           f"--device={FLAGS.device}"]
+           f"--device={FLAGS.device}", f"--grid_points={FLAGS.grid_points}", f"--loop={FLAGS.loop}",
+           f"--chunk={FLAGS.chunk}", f"--detections={FLAGS.detections}", f"--masks={FLAGS.masks}",
+           f"--mask_chunk={FLAGS.mask_chunk}", f"--fv_steps={FLAGS.fv_steps}"]
     env = dict(os.environ, JAX_PLATFORMS="cpu") if FLAGS.device == "cpu" else None
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -498,16 +828,23 @@ def _spawn(args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _cell(value, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
 def table(rows) -> str:
-    head = (f"{'workload':<10} {'dtype':<8} {'points':>6} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} "
+    """The rows as text. For the explanation rows (odam, gradcam, gradient, drise) B is PyTorch's way of
+    doing that work (an autograd loop over the detections; D-RISE with masks batched as jaxvis does) and
+    there is no C."""
+    head = (f"{'workload':<11} {'dtype':<8} {'points':>6} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} "
             f"{'C torch batch':>13} {'A/B':>6} {'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} "
-            f"{'peak RSS GB':>11} {'A convs':>7}")
+            f"{'peak RSS GB':>11} {'A convs':>7} {'loop':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['workload']:<10} {r['dtype']:<8} {r['points']:>6} {r['unit']:<14} {r['A']:>9.3f} "
-                     f"{r['B']:>11.3f} {r['C']:>13.3f} {r['A/B']:>6.2f} {r['A/C']:>6.2f} {r['A_gflops']:>9.1f} "
-                     f"{r['A_fraction_of_peak']:>7.2f} {r['A_compile_s']:>9.1f} {r['peak_rss_gb']:>11.2f} "
-                     f"{r['conv']:>7}")
+        lines.append(f"{r['workload']:<11} {r['dtype']:<8} {r['points']:>6} {r['unit']:<14} {r['A']:>9.3f} "
+                     f"{r['B']:>11.3f} {_cell(r['C'], 13, 3)} {r['A/B']:>6.2f} {_cell(r['A/C'], 6, 2)} "
+                     f"{_cell(r['A_gflops'], 9, 1)} {_cell(r['A_fraction_of_peak'], 7, 2)} {r['A_compile_s']:>9.1f} "
+                     f"{r['peak_rss_gb']:>11.2f} {r['conv']:>7} {r.get('loop') or '-':>5}")
     return "\n".join(lines)
 
 
@@ -522,6 +859,10 @@ def main(argv):
             print(json.dumps(first_step_child(FLAGS.params_file)))
         elif FLAGS.child.startswith("memory"):
             print(json.dumps(memory_child(FLAGS.memory_points)))
+        elif FLAGS.child in ("cams", "drise"):
+            print(json.dumps(explain_child(FLAGS.child)))
+        elif FLAGS.child == "feature_vis":
+            print(json.dumps(feature_vis_child()))
         else:
             print(json.dumps(child(FLAGS.child)))
         return
@@ -531,10 +872,12 @@ def main(argv):
     categories()  # checks --points
     rows = []
     for workload in FLAGS.workloads:
-        for dtype in ["float32"] if workload == "saliency" else FLAGS.dtypes:
+        for dtype in ["float32"] if workload in ("saliency", "cams", "drise", "feature_vis") else FLAGS.dtypes:
             print(f"running {workload} ({dtype}) ...", file=sys.stderr, flush=True)
-            rows.append(_spawn([f"--child={workload}", f"--compute_dtype={dtype}"]))
-            _append_json([rows[-1]])  # row by row, so that a run cut short keeps what it measured
+            got = _spawn([f"--child={workload}", f"--compute_dtype={dtype}"])
+            got = got if isinstance(got, list) else [got]
+            rows += got
+            _append_json(got)  # row by row, so that a run cut short keeps what it measured
     lines = [json.dumps(r) for r in rows]
     print(table(rows))
     extra = []

@@ -32,15 +32,19 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("cases", ["smoothgrad", "drise_memory", "cams", "drise"], "Cases to run.")
-flags.DEFINE_integer("samples", 64, "SmoothGrad samples.")
-flags.DEFINE_integer("masks", 4000, "D-RISE masks.")
-flags.DEFINE_integer("detections", 32, "Detections explained at once (cams).")
-flags.DEFINE_integer("reps", 3, "Timed repetitions (medians reported).")
-flags.DEFINE_integer("mask_chunk", 0, "D-RISE masks per batch (0: sized to the free memory, as jaxvis does).")
-flags.DEFINE_string("case", None, "Internal: run one case in this process.")
-flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file.")
 
+
+def define_flags() -> None:
+    """This script's flags, defined when it runs as a script only: experiments/bench.py imports its
+    functions (cams and D-RISE rows in its table) and has flags of its own."""
+    flags.DEFINE_list("cases", ["smoothgrad", "drise_memory", "cams", "drise"], "Cases to run.")
+    flags.DEFINE_integer("samples", 64, "SmoothGrad samples.")
+    flags.DEFINE_integer("masks", 4000, "D-RISE masks.")
+    flags.DEFINE_integer("detections", 32, "Detections explained at once (cams).")
+    flags.DEFINE_integer("reps", 3, "Timed repetitions (medians reported).")
+    flags.DEFINE_integer("mask_chunk", 0, "D-RISE masks per batch (0: sized to the free memory, as jaxvis does).")
+    flags.DEFINE_string("case", None, "Internal: run one case in this process.")
+    flags.DEFINE_string("json_out", None, "Also append the JSON lines to this file.")
 
 def max_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -166,17 +170,32 @@ def cams_case() -> dict:
     return row
 
 
-def torch_drise(tmodel, model, x, anchor, cls, masks: int, chunk: int, cell: int = 16, p: float = 0.5, seed: int = 0):
-    """D-RISE with torch: masks in batches of ``chunk`` (grid, bilinear up-sampling, random shift), the
-    pre-NMS proposals of each masked input, IoU x cosine x objectness against the target."""
+def torch_rise_masks(n: int, h: int, w: int, cell: int = 16, p: float = 0.5, generator=None):
+    """n RISE masks (n, H, W) with torch: grids kept with probability p, up-sampled bilinearly by ``cell``,
+    cropped at random shifts of 0 ... cell-1 pixels."""
     import torch
     import torch.nn.functional as F
+
+    gh, gw = -(-h // cell) + 1, -(-w // cell) + 1
+    grid = (torch.rand(n, 1, gh, gw, generator=generator) < p).float()
+    up = F.interpolate(grid, size=(gh * cell, gw * cell), mode="bilinear", align_corners=False)
+    shifts = torch.randint(0, cell, (n, 2), generator=generator)
+    return torch.stack([up[i, 0, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
+
+
+def torch_drise(tmodel, model, x, anchor, cls, masks: int, chunk: int, cell: int = 16, p: float = 0.5, seed: int = 0,
+                mask_fn=None):
+    """D-RISE with torch: masks in batches of ``chunk`` (``torch_rise_masks``, or ``mask_fn(start, n)`` ->
+    (n, H, W)), the pre-NMS proposals of each masked input, IoU x cosine x objectness against the target
+    detection (its box and foreground probabilities on the clean input). Returns (the target's similarity
+    on the clean input, the map (H, W))."""
+    import torch
     from torchvision.ops import box_iou
 
     g = torch.Generator().manual_seed(seed)
     anchors = torch.tensor(model.anchors)
     h, w = x.shape[2:]
-    gh, gw = -(-h // cell) + 1, -(-w // cell) + 1
+    mask_fn = mask_fn or (lambda start, n: torch_rise_masks(n, h, w, cell, p, g))
 
     def props(inp):
         head = tmodel.head(list(tmodel.backbone(inp).values()))
@@ -185,23 +204,23 @@ def torch_drise(tmodel, model, x, anchor, cls, masks: int, chunk: int, cell: int
                              boxes[..., 3].clamp(0, h)], -1)
         return boxes, torch.softmax(head["cls_logits"], -1)
 
+    def similarity(boxes, probs):
+        fg = probs[..., 1:] / probs[..., 1:].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return torch.stack([(box_iou(tb, boxes[i])[0] * (fg[i] @ tv) * (1 - probs[i, :, 0])).max()
+                            for i in range(len(boxes))])
+
     with torch.no_grad():
         boxes, probs = props(x)
         tb, tv = boxes[0, anchor][None], probs[0, anchor, 1:]
-        tv = tv / tv.norm()
+        tv = tv / tv.norm().clamp_min(1e-12)
+        clean = similarity(boxes, probs)[0]
         total = torch.zeros(h, w)
         for start in range(0, masks, chunk):
             n = min(chunk, masks - start)
-            grid = (torch.rand(n, 1, gh, gw, generator=g) < p).float()
-            up = F.interpolate(grid, size=(gh * cell, gw * cell), mode="bilinear", align_corners=False)
-            shifts = torch.randint(0, cell, (n, 2), generator=g)
-            m = torch.stack([up[i, 0, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
-            boxes, probs = props(x * m[:, None])
-            fg = probs[..., 1:] / probs[..., 1:].norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            s = torch.stack([(box_iou(tb, boxes[i])[0] * (fg[i] @ tv) * (1 - probs[i, :, 0])).max()
-                             for i in range(n)])
+            m = mask_fn(start, n)
+            s = similarity(*props(x * m[:, None]))
             total += (s[:, None, None] * m).sum(0)
-    return total / (masks * p)
+    return clean, total / (masks * p)
 
 
 def drise_case() -> dict:
@@ -260,4 +279,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

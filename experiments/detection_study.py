@@ -7,6 +7,8 @@ detection is explained when its score is at least --min_score and it overlaps a 
 IoU >= 0.5 (each ground-truth box matched once, best score first). Per explained detection:
 
 - ``pointing``: the map's maximum inside the ground-truth box (no tolerance);
+- ``centroid_dx`` / ``centroid_dy``: where the map's positive mass is centred, minus the ground-truth box's
+  centre, in pixels (negative: left of / above the centre);
 - ``energy``: energy-based pointing game, the share of the map's positive mass inside the ground-truth box;
 - ``specificity``: instance specificity, over detections whose scene holds other explained detections:
   the share where the detection's own box holds more of the map than any other explained detection's
@@ -19,7 +21,9 @@ IoU >= 0.5 (each ground-truth box matched once, best score first). Per explained
 - ``ms_per_map``: wall time of the batched calls divided by the number of maps computed, compilation
   excluded (a warm-up call first).
 
-Gradient-family maps are reduced by the max over colour channels of |attribution| (the paper's).
+``odam`` combines the six source maps by the normalised sum (each divided by its maximum); ``odam_own`` keeps
+the map of the source feature map whose head predicts the detection, as the ODAM authors explain a
+multi-level detector. Gradient-family maps are reduced by the max over colour channels of |attribution| (the paper's).
 Writes ``detection_study.md``, ``detection_study.json`` and ``detection_study.png`` (scenes x methods) to --out.
 """
 
@@ -58,6 +62,7 @@ def methods():
         "integrated": sal.integrated(steps=FLAGS.steps),
         "gradcam": sal.gradcam(),
         "odam": sal.odam(),
+        "odam_own": sal.odam(combine="own"),
         "drise": sal.drise(masks=FLAGS.masks, cell=16, p=0.5),
     }
 
@@ -122,14 +127,18 @@ def run() -> dict:
         elapsed = time.perf_counter() - start
         maps = np.concatenate(chunks)
         all_maps[name] = maps
-        rows = {"pointing": [], "energy": [], "specificity": [], "specificity_share": [], "deletion": [],
-                "insertion": []}
+        rows = {"pointing": [], "energy": [], "centroid_dx": [], "centroid_dy": [], "specificity": [],
+                "specificity_share": [], "deletion": [], "insertion": []}
         for j, i in enumerate(keep):
             own = pairs[i]
             for k, (r, g) in enumerate(own):
                 m = maps[j, k]
                 rows["pointing"].append(met.pointing_hit(m, gt_boxes[i, g]))
                 rows["energy"].append(met.energy_pointing(m, gt_boxes[i, g]))
+                dx, dy = centroid_offset(m, gt_boxes[i, g])
+                if np.isfinite(dx):
+                    rows["centroid_dx"].append(dx)
+                    rows["centroid_dy"].append(dy)
                 others = [det["boxes"][i, r2] for k2, (r2, _) in enumerate(own) if k2 != k]
                 if others:
                     s = met.instance_specificity(m, det["boxes"][i, r], others)
@@ -153,6 +162,19 @@ def run() -> dict:
                          "min_score": FLAGS.min_score, "curve_scenes": FLAGS.curve_scenes,
                          "curve_steps": FLAGS.curve_steps, "random_scenes": FLAGS.random_scenes},
             "methods": results}
+
+
+def centroid_offset(saliency_map, box):
+    """(dx, dy): the centre of the map's positive mass minus the box's centre, pixels (NaN for an empty map)."""
+    import numpy as np
+
+    m = np.maximum(np.asarray(saliency_map, np.float64), 0.0)
+    total = m.sum()
+    if total <= 0:
+        return float("nan"), float("nan")
+    ys, xs = np.arange(m.shape[0]) + 0.5, np.arange(m.shape[1]) + 0.5
+    x1, y1, x2, y2 = box
+    return float((m.sum(0) * xs).sum() / total - (x1 + x2) / 2), float((m.sum(1) * ys).sum() / total - (y1 + y2) / 2)
 
 
 def randomisation(model, images, targets, method, keep):
@@ -206,10 +228,12 @@ def markdown(result: dict) -> str:
     lines = [f"Shipped shapes detector, {result['scenes']} generated scenes (seed {result['seed']}), "
              f"{result['explained']} detections explained of {result['objects']} objects. "
              "Written by `python -m experiments.detection_study`.", "",
-             "| method | " + " | ".join(c[1] for c in cols) + " | ρ heads | ρ +extras,fc | ρ all | ms / map |",
-             "|---|" + "---|" * (len(cols) + 4)]
+             "| method | " + " | ".join(c[1] for c in cols) + " | centroid dx, dy (px) | ρ heads | ρ +extras,fc | ρ all "
+             "| ms / map |",
+             "|---|" + "---|" * (len(cols) + 5)]
     for name, r in result["methods"].items():
         cells = [f"{r[c]:.3f}" if c in r else "–" for c, _ in cols]
+        cells.append(f"{r['centroid_dx']:+.1f}, {r['centroid_dy']:+.1f}" if "centroid_dx" in r else "–")
         rho = r["randomised"]
         cells += [f"{rho['heads']:.2f}", f"{rho['heads+extras+fc']:.2f}", f"{rho['all']:.2f}", f"{r['ms_per_map']:.1f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -218,7 +242,8 @@ def markdown(result: dict) -> str:
     lines += ["", f"Pointing and energy over {counts['pointing']} detections, instance specificity over "
               f"{counts['specificity']} (those with another explained detection in the scene), deletion/insertion "
               f"over {counts['deletion']} ({s['curve_steps']} steps, the D-RISE similarity as the score), "
-              f"randomisation over {s['random_scenes']} scenes (Spearman ρ with the original map). D-RISE "
+              f"randomisation over {s['random_scenes']} scenes (Spearman ρ with the original map). Centroid: the "
+              f"map's positive-mass centre minus the ground-truth box centre, mean over detections. D-RISE "
               f"{s['masks']} masks, SmoothGrad {s['samples']} samples, Integrated Gradients {s['steps']} steps."]
     return "\n".join(lines) + "\n"
 

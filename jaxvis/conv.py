@@ -24,6 +24,7 @@ forward mode (``jvp``, ``jacfwd``) and derivatives of derivatives do not: use ``
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -48,6 +49,7 @@ _library = None
 _library_path = None
 _unavailable = ""  # why the kernels are not used, when they are not
 _auto_logged = False
+_recording = threading.local()  # lists that record_xla_convolutions() collects into
 
 
 def onednn_available() -> bool:
@@ -96,6 +98,23 @@ def check_backend(backend: str) -> None:
             f"conv backend 'onednn' asked for, but the oneDNN kernels cannot be used: {_unavailable} "
             "Or use backend 'auto' or 'xla'."
         )
+
+
+@contextlib.contextmanager
+def record_xla_convolutions():
+    """Collects, while tracing inside the block, the convolutions that were asked of oneDNN ("auto" or
+    "onednn") but run as XLA's on CPUs: not eligible (dtype, layout, groups) or without a direct oneDNN
+    kernel. Yields the list, of (input shape, kernel shape) pairs; trace the function (e.g. with
+    ``jax.eval_shape``) inside the block."""
+    found: list[tuple[tuple, tuple]] = []
+    stack = getattr(_recording, "stack", None)
+    if stack is None:
+        stack = _recording.stack = []
+    stack.append(found)
+    try:
+        yield found
+    finally:
+        stack.remove(found)
 
 
 def _log_auto_choice() -> None:
@@ -286,5 +305,7 @@ def conv_general_dilated(
     )
     attrs = _attrs(lhs.shape, rhs.shape, window_strides, padding, rhs_dilation) if eligible else None
     if attrs is None or not _has_direct_kernel(tuple(lhs.shape), tuple(rhs.shape), attrs):
+        for found in getattr(_recording, "stack", ()) if backend != "xla" else ():
+            found.append((tuple(lhs.shape), tuple(rhs.shape)))
         return xla(lhs, rhs)
     return lax.platform_dependent(lhs, rhs, cpu=lambda x, w: _onednn_conv(x, w, attrs), default=xla)

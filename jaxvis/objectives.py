@@ -21,10 +21,12 @@ current image, the image itself (in the network's input space, zero-centred), an
 | ``neuron`` | minus one unit (``position`` = (row, col)) of a channel of ``layer`` | any model |
 | ``direction`` | minus the spatial mean of <activation, vector> at ``layer`` | any model |
 | ``l2_to`` | mean of (x - image)^2: the pull towards a given image (network-input space) | any model |
+| ``l2_start`` | mean of (x - start)^2: the pull towards the point's own start image (a sweep over start images: feature accentuation) | any model |
 | ``biggest_box`` | -S_c at the largest default box | SSD |
 | ``box_loc`` | smooth-L1 of the largest default box's regression against the first target box | SSD |
 | ``all_boxes`` | -S_c averaged (or summed) over all default boxes | SSD |
 | ``multibox`` | the MultiBox training criterion with the target boxes, all labelled c | SSD |
+| ``head`` | -S_c averaged over the default boxes of one head (``layer`` = ``mapK``, the source map it reads) | SSD |
 
 ``inv_score`` is 1/S_c where the score is positive and large enough; where S_c <= eps (eps = 1 unless
 given) 1/S_c would have the wrong slope (or a pole at 0), so the term continues as its tangent line at
@@ -32,7 +34,7 @@ eps, which falls as S_c rises with slope -1/eps^2: for eps = 1 it acts like ``sc
 
 **Objectives as values.** ``score()``, ``log_prob()``, ``inv_score()``, ``channel(layer)``,
 ``neuron(layer, position=(row, col))``, ``direction(layer, vector)``, ``sq()``, ``l2()``, ``tv()``,
-``l2_to(image)`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
+``l2_to(image)``, ``l2_start()``, ``head(k)`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
 add, scale by numbers and negate, ``score() + 0.1 * sq()`` or ``channel("conv4_3", 7) +
 channel("conv5_1", 3)``, and know their name (``objective.name``: ``score+0.1*sq``). The class or
 channel is the grid point's target (a sweep axis) unless one is given (``score(3)``, ``channel(layer,
@@ -72,6 +74,7 @@ class Context:
     target: jax.Array       # int scalar: class or channel index
     boxes: jax.Array        # (M, 4) target boxes in input pixels (detectors)
     box_valid: jax.Array    # (M,) bool
+    start: jax.Array | None = None  # (H, W, 3) the point's start image (a sweep over start images), or None
 
 
 TermFn = Callable[[Context], jax.Array]
@@ -169,6 +172,28 @@ def all_boxes(reduce: str = "mean") -> TermFn:
     return fn
 
 
+def head_boxes(model, layer: str) -> tuple[int, int]:
+    """The rows (start, stop) of the default boxes that the head on source map ``layer`` (``mapK``) predicts:
+    the heads' rows are concatenated in map order, each map's as (y, x, box)."""
+    if not (layer.startswith("map") and layer[3:].isdigit()):
+        raise ObjectiveError(f"a head is named by the source map it reads, map0 ... map"
+                             f"{len(model.feature_sizes) - 1}; got {layer!r}.")
+    k = int(layer[3:])
+    per = model.spec.config["anchors_per_location"]
+    if k >= len(per):
+        raise ObjectiveError(f"{model.spec.arch} has heads on map0 ... map{len(per) - 1}; got {layer!r}.")
+    counts = [h * w * a for (h, w), a in zip(model.feature_sizes, per)]
+    return sum(counts[:k]), sum(counts[:k + 1])
+
+
+def head_term(rows: tuple[int, int]) -> TermFn:
+    start, stop = rows
+
+    def fn(ctx: Context) -> jax.Array:
+        return -jnp.mean(_detector_outputs(ctx)["cls_logits"][0, start:stop, ctx.target])
+    return fn
+
+
 def multibox(anchors: np.ndarray, cfg: mb.LossConfig = mb.LossConfig()) -> TermFn:
     anchors = np.asarray(anchors)
 
@@ -206,6 +231,13 @@ def l2_to_term(image) -> TermFn:
     return fn
 
 
+def l2_start_term(ctx: Context) -> jax.Array:
+    if ctx.start is None:
+        raise ObjectiveError("the l2_start term pulls towards each point's start image, and this sweep has none; "
+                             "give the sweep start images (Sweep(starts=...), --start_images).")
+    return jnp.mean(jnp.square(ctx.x - ctx.start))
+
+
 def _fixed_target(fn: TermFn, target: int) -> TermFn:
     def fixed(ctx: Context) -> jax.Array:
         return fn(dataclasses.replace(ctx, target=jnp.asarray(target, jnp.int32)))
@@ -213,8 +245,8 @@ def _fixed_target(fn: TermFn, target: int) -> TermFn:
 
 
 CLASSIFIER_TERMS = ("score", "log_prob", "inv_score")
-DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox")
-ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to")
+DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox", "head")
+ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to", "l2_start")
 TERMS = CLASSIFIER_TERMS + DETECTOR_TERMS + ANY_TERMS
 
 
@@ -246,16 +278,18 @@ def make_term(name: str, model, **options) -> Term:
         "sq": lambda: sq_term,
         "l2": lambda: l2_term,
         "tv": lambda: tv_term,
+        "l2_start": lambda: l2_start_term,
         "biggest_box": lambda: biggest_box(model.anchors),
         "box_loc": lambda: box_loc(model.anchors, model.loss_config.box_weights),
         "all_boxes": lambda: all_boxes(**options),
         "multibox": lambda: multibox(model.anchors, model.loss_config),
+        "head": lambda: head_term(head_boxes(model, options["layer"])),
     }
     if name not in builders:
         raise ObjectiveError(f"unknown objective term {name!r}; known: {', '.join(TERMS)}")
     allowed = {"inv_score": {"eps"}, "activation": {"layer", "position"}, "all_boxes": {"reduce"},
                "channel": {"layer"}, "neuron": {"layer", "position"}, "direction": {"layer", "vector"},
-               "l2_to": {"image"}}.get(name, set())
+               "l2_to": {"image"}, "head": {"layer"}}.get(name, set())
     if name in TARGETED:
         allowed = allowed | {"target"}
     extra = sorted(set(options) - allowed)
@@ -263,10 +297,10 @@ def make_term(name: str, model, **options) -> Term:
         raise ObjectiveError(f"term {name!r} takes {'options ' + ', '.join(sorted(allowed)) if allowed else 'no options'}, "
                              f"got {extra}")
     needed = {"channel": {"layer"}, "neuron": {"layer", "position"}, "direction": {"layer", "vector"},
-              "l2_to": {"image"}, "activation": {"layer"}}.get(name, set())
+              "l2_to": {"image"}, "activation": {"layer"}, "head": {"layer"}}.get(name, set())
     if needed - set(options):
         raise ObjectiveError(f"term {name!r} needs {', '.join(sorted(needed - set(options)))}.")
-    if "layer" in options and name != "activation":  # activation's layer is checked with the sweep, as before
+    if "layer" in options and name not in ("activation", "head"):  # activation: checked with the sweep; head: by its own rule
         _check_layer(model, options["layer"])
     fn = builders[name]()
     if options.get("target") is not None:
@@ -274,7 +308,7 @@ def make_term(name: str, model, **options) -> Term:
     return Term(name=name, fn=fn, options=tuple(sorted(options.items())))
 
 
-TARGETED = ("score", "log_prob", "inv_score", "activation", "channel", "neuron")
+TARGETED = ("score", "log_prob", "inv_score", "activation", "channel", "neuron", "head")
 
 
 def _no_target(options: dict) -> dict:
@@ -295,6 +329,8 @@ def uses_point_channel(term: Term) -> str | None:
     """The layer whose channel the grid point's target names for this term, or None (the target is a class,
     or fixed, or unused)."""
     opts = dict(term.options)
+    if term.name.startswith("head:"):  # a head's layer names the map it reads; its target is a class
+        return None
     if "layer" in opts and "vector" not in opts and opts.get("target") is None:
         return opts["layer"]
     return None
@@ -477,6 +513,18 @@ def l2() -> Objective:
 
 def tv() -> Objective:
     return _value("tv")
+
+
+def head(map_index: int, c: int | None = None) -> Objective:
+    """-mean over the default boxes of one SSD head (the one on source map ``map_index``) of the class
+    score S_c: ``all_boxes`` restricted to one scale (c: the point's target unless given)."""
+    return _value("head", layer=f"map{int(map_index)}", target=_target(c))
+
+
+def l2_start() -> Objective:
+    """The mean squared distance to the point's own start image (a sweep over start images): feature
+    accentuation's pull towards the real image it starts from (Hamblin et al. 2024)."""
+    return _value("l2_start")
 
 
 def l2_to(image) -> Objective:

@@ -294,6 +294,43 @@ class InputMap:
         return black + rgb[..., list(self.order)] * (white - black)
 
 
+def from_input(to_input: InputMap, x: jax.Array) -> jax.Array:
+    """The inverse of ``to_input``: network input -> RGB [0, 1]."""
+    black, white = jnp.asarray(to_input.black, jnp.float32), jnp.asarray(to_input.white, jnp.float32)
+    rgb_in_network_order = (x - black) / (white - black)
+    return rgb_in_network_order[..., list(np.argsort(to_input.order))]
+
+
+def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_input: InputMap,
+                 decay=None, margin: float = 1e-3) -> jax.Array:
+    """A variable whose image is the network-input image ``x`` (H, W, 3): the start of a feature
+    accentuation. Exact for every basis but MACO, whose magnitude is fixed: it keeps ``x``'s phase (the
+    image's structure) under the given magnitude. A sigmoid range cannot reach 0 or 1, so colours are first
+    moved ``margin`` inside [0, 1]."""
+    if par.identity:
+        return jnp.asarray(x, jnp.float32)
+    h, w = size
+    decay = par.decay if decay is None else decay
+    rgb = from_input(to_input, jnp.asarray(x, jnp.float32))
+    if par.range == "sigmoid":
+        rgb = jnp.clip(rgb, margin, 1.0 - margin)
+        t = jnp.log(rgb) - jnp.log1p(-rgb)
+    else:
+        t = rgb - 0.5
+    if par.colour is not None:  # t = b @ M^T
+        inverse = np.linalg.inv(par.colour.array.astype(np.float64)).astype(np.float32)
+        t = jnp.einsum("hwd,cd->hwc", t, jnp.asarray(inverse), precision=jax.lax.Precision.HIGHEST)
+    if par.basis == "pixels":
+        return t
+    spectrum = jnp.fft.rfft2(t, axes=(0, 1))
+    if par.basis == "maco":
+        return jnp.angle(spectrum).astype(jnp.float32)
+    f = jnp.asarray(np.maximum(frequencies(size), 1.0 / max(h, w)), jnp.float32)
+    scale = jnp.sqrt(jnp.float32(h * w)) * jnp.power(f, -jnp.asarray(decay, jnp.float32))
+    factor = (4.0 / scale)[..., None]
+    return jnp.stack([jnp.real(spectrum) * factor, jnp.imag(spectrum) * factor], -1).astype(jnp.float32)
+
+
 def render(par: Parameterization, v: jax.Array, size: tuple[int, int], to_input: InputMap, decay=None) -> jax.Array:
     """The network-input image (H, W, 3) for variable ``v``."""
     decay = par.decay if decay is None else decay

@@ -269,6 +269,7 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
             "final_loss": float(result.final_loss[local]), "final_score": float(result.final_score[local]),
             "final_prob": float(result.final_prob[local]),
             "diverged": d >= 0, "diverged_step": d if d >= 0 else None,
+            **{k: p[k] for k in ("start", "decay") if k in p},  # the axes that only some sweeps have
         }, sort_keys=True))
     report.write_curves(path, chunk, sl.start, result.loss, result.score, result.diverged_step)
     report.write_part(path, chunk, lines)

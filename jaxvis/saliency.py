@@ -26,10 +26,16 @@ static, the rest (noise level, baseline, keep probability) is data:
 - ``gradcam(layers)``: per layer, ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of dS/dA_k;
   ``odam(layers)`` (Zhao & Chan 2023): per layer, ReLU(sum_k dS/dA_k * A_k), element-wise. For SSD the
   default layers are the six maps the heads read (conv4_3 after the L2 norm, fc7, the extra layers);
-  classifiers name theirs. Each layer's map is up-sampled bilinearly (half-pixel centres, as
-  ``F.interpolate(align_corners=False)``) to the output grid and the layers are combined: with
+  classifiers name theirs. Each layer's map is up-sampled bilinearly to the output grid with each cell on
+  the centre of the image region it stands for: an SSD source map's cell (i, j) on the centre of its default
+  boxes, ((i + 0.5) * step, (j + 0.5) * step) input pixels (SSD300's steps 8, 16, 32, 64 are not 300 / 38,
+  300 / 19, …, so this differs from a plain resize), any other layer's with half-pixel centres (as
+  ``F.interpolate(align_corners=False)``); the layers are then combined: with
   ``combine="normalised_sum"`` (default) each map is divided by its own maximum (an all-zero map stays
-  zero) and the maps are summed, so that every scale counts alike; ``"sum"`` adds them as they are.
+  zero) and the maps are summed, so that every scale counts alike; ``"sum"`` adds them as they are;
+  ``"own"`` keeps only the map of the source feature map whose head predicts the detection (the one its
+  default box sits on), as the ODAM authors explain a multi-level detector's prediction at its own level
+  (detection and box-coordinate targets on the default layers).
 - ``drise(masks, cell, p)`` (Petsiuk et al. 2021), detectors only: random binary grids with cells of
   ``cell`` pixels kept with probability ``p``, up-sampled bilinearly and shifted at random by up to a cell
   (as RISE); for each masked image, the detector's pre-NMS proposals (decoded boxes and class
@@ -66,7 +72,7 @@ KINDS = ("class", "detection", "box_coord", "box_label")
 METHODS = ("gradient", "smoothgrad", "integrated", "grad_x_input")
 REDUCTIONS = ("max", "sum", "l2", "signed", "none")
 SCORES = ("logit", "prob", "log_prob")
-COMBINE = ("normalised_sum", "sum")
+COMBINE = ("normalised_sum", "sum", "own")
 
 TRACES = 0  # compilations of the batched gradient program (tests check that a batch is one call)
 MEMORY_BUDGET = 2 * 2**30  # most bytes a chunk of samples, steps, masks or targets may take
@@ -484,14 +490,60 @@ def layer_consumers(model, layers: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-def upsample(m: jax.Array, hw) -> jax.Array:
-    """Bilinear up-sampling of (h, w) to ``hw`` with half-pixel centres (torch's align_corners=False)."""
-    if tuple(m.shape) == tuple(hw):
+def _interpolation(n_out: int, n_in: int, scale: float) -> np.ndarray:
+    """(n_out, n_in) bilinear weights that put input cell i's centre at output coordinate (i + 0.5) * scale
+    (pixel p spans [p, p + 1)), linear between cell centres and constant beyond the outermost ones."""
+    u = np.clip((np.arange(n_out) + 0.5) / scale - 0.5, 0.0, n_in - 1)
+    i0 = np.floor(u).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = u - i0
+    r = np.zeros((n_out, n_in))
+    np.add.at(r, (np.arange(n_out), i0), 1.0 - w)
+    np.add.at(r, (np.arange(n_out), i1), w)
+    return r
+
+
+def upsample(m: jax.Array, hw, scale=None) -> jax.Array:
+    """Bilinear up-sampling of an (h, w) map to ``hw`` that puts cell (i, j)'s centre at output pixel
+    coordinates ((i + 0.5) * sy, (j + 0.5) * sx), with ``scale = (sy, sx)`` output pixels per cell. The
+    default, ``(H / h, W / w)``, is half-pixel centres (``jax.image.resize``, torch's
+    ``F.interpolate(align_corners=False)``); an SSD source map takes its default boxes' step instead (see
+    ``cell_scale``), so that each cell lands on the centre of its default boxes."""
+    h, w = m.shape
+    hh, ww = int(hw[0]), int(hw[1])
+    sy, sx = (hh / h, ww / w) if scale is None else (float(scale[0]), float(scale[1]))
+    if (h, w) == (hh, ww) and (sy, sx) == (1.0, 1.0):
         return m
-    return jax.image.resize(m, tuple(hw), method="bilinear", antialias=False)
+    ry = jnp.asarray(_interpolation(hh, h, sy), m.dtype)
+    rx = jnp.asarray(_interpolation(ww, w, sx), m.dtype)
+    return ry @ m @ rx.T
 
 
-def combine_scales(maps: Sequence[jax.Array], how: str) -> jax.Array:
+def cell_scale(model, layer: str, shape, out_hw) -> tuple[float, float]:
+    """Output pixels per cell of activation ``layer`` (spatial ``shape``) mapped onto an ``out_hw`` grid: for
+    a detector's source map ``map{k}`` the default boxes' step (their centres are ``(i + 0.5) * step`` input
+    pixels), scaled from the network input to ``out_hw``; for any other layer (or anchors without steps,
+    centred at ``(i + 0.5) / f_k``) the ratio of the sizes, i.e. half-pixel centres."""
+    h, w = shape
+    oh, ow = out_hw
+    steps = (model.spec.detection or {}).get("anchors", {}).get("steps") if model.spec.is_detector else None
+    if steps is not None and layer.startswith("map") and layer[3:].isdigit() and int(layer[3:]) < len(steps):
+        ih, iw = model.spec.input_size
+        step = float(steps[int(layer[3:])])
+        return step * oh / ih, step * ow / iw
+    return oh / h, ow / w
+
+
+def source_level(model, anchors) -> jax.Array:
+    """Index of the source feature map whose head predicts each default box in ``anchors``."""
+    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
+    return jnp.searchsorted(jnp.asarray(np.cumsum(per)), anchors, side="right")
+
+
+def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array:
+    """One map from the per-layer maps: ``normalised_sum``, ``sum`` or ``own`` (``maps[level]``)."""
+    if how == "own":
+        return functools.reduce(jnp.add, [jnp.where(level == k, m, 0.0) for k, m in enumerate(maps)])
     if how == "normalised_sum":
         maps = [m / jnp.where(jnp.max(m) > 0, jnp.max(m), 1.0) for m in maps]
     return functools.reduce(jnp.add, maps)
@@ -529,8 +581,9 @@ def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], 
                     cam = jnp.einsum("hwc,c->hw", a, jnp.mean(g, axis=(0, 1)))
                 else:
                     cam = jnp.sum(g * a, axis=-1)
-                maps.append(upsample(jax.nn.relu(cam), out_hw))
-            return value, combine_scales(maps, method.combine)
+                maps.append(upsample(jax.nn.relu(cam), out_hw, cell_scale(model, k, cam.shape, out_hw)))
+            level = source_level(model, t["anchor"]) if method.combine == "own" else None
+            return value, combine_scales(maps, method.combine, level)
 
         return _map(one, targets, tchunk)
 
@@ -677,6 +730,11 @@ def explain(model, images, targets: Target, method=None, *, params=None, space: 
             raise SaliencyError(f"{method.name} maps in image space need a model that squashes the image to its input "
                                 f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
         layers = method.layers or default_layers(model)
+        if method.combine == "own" and (not model.spec.is_detector or layers != default_layers(model)
+                                        or targets.kind not in ("detection", "box_coord")):
+            raise SaliencyError(f"combine='own' keeps the map of the source feature map that predicts a detection: "
+                                f"it needs a detector's default layers and detection or box_coordinate targets "
+                                f"(got layers {layers}, {targets.kind} targets); use 'normalised_sum' or 'sum'")
         _, tchunk = chunk_sizes(model, 1, k, out_hw)
         fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(method, layers=layers), layers,
                           space, out_hw, int(method.chunk or tchunk))

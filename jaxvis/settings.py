@@ -38,7 +38,8 @@ class SweepSettings:
     lrs: tuple = _field((1.0,), "Learning rates: a sweep axis.", "floats")
     steps: int = _field(200, "Gradient steps per point.", "int")
     objective: str = _field("", "Objective term; empty: score for classifiers, multibox for detectors. Terms: "
-                            "score, log_prob, inv_score, activation; biggest_box, box_loc, all_boxes, multibox.",
+                            "score, log_prob, inv_score, activation; biggest_box, box_loc, all_boxes, multibox, head:mapK (one "
+                            "SSD head's boxes).",
                             "str")
     penalty: tuple = _field((), "Penalty term and weight(s), repeatable: sq=1, or sq=0.1,1,10 (a sweep axis "
                             "over its weight). Penalties: sq, l2, tv.", "multi")
@@ -76,6 +77,9 @@ class SweepSettings:
     init: tuple = _field((0.0,), "Initialisations: 0 = zeros (the paper), s > 0 = Gaussian noise of std s: a "
                          "sweep axis.", "floats")
     seeds: tuple = _field((0,), "Noise and jitter seeds: a sweep axis.", "ints")
+    start_images: tuple = _field((), "Image files (PNG, JPEG; or folders of them) to start from instead of zeros or "
+                                 "noise, resized to the model's input: a sweep axis (feature accentuation; "
+                                 "the l2_start term pulls towards each point's own image).", "strs")
     boxes: tuple = _field((), "Target box sets of detector objectives, repeatable: whole, centre_quarter, or "
                           "x1,y1,x2,y2;... in the network input's pixels: a sweep axis.", "multi")
     snapshots: tuple = _field((), "Iterations at which to keep the image (0 is always kept).", "ints")

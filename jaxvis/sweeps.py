@@ -15,7 +15,9 @@ import re
 import sys
 import time
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from jaxvis.fileio import sha256
 from jaxvis.settings import SettingsError, SweepSettings
@@ -133,10 +135,12 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
                              f"{list(settings.categories)}.") from None
     else:
         targets = lab.resolve(list(settings.categories), model.spec.labels)
+    files = start_image_files(settings.start_images)
     sweep = eng.Sweep(
         targets=targets, lrs=list(settings.lrs), losses=losses, weights=factors,
         init_scales=list(settings.init), seeds=list(settings.seeds),
-        boxes=parse_boxes(settings.boxes, model.spec.input_size), decays=list(settings.decays))
+        boxes=parse_boxes(settings.boxes, model.spec.input_size), decays=list(settings.decays),
+        starts=load_start_images(model, files) if files else None)
     try:
         parameterization = par.parse(settings.parameterization, model, settings.image_stats)
         transforms = tfm.parse(settings.transforms)
@@ -162,9 +166,42 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         run_config["parameterization"] = settings.parameterization
         run_config["image_stats"] = settings.image_stats
         run_config["transforms"] = [t.name for t in engine.transforms]
+    if files:  # a run from other images (or the same files changed) is another run
+        run_config["start_images"] = [[os.path.basename(f), sha256(f)] for f in files]
     if engine.views > 1:
         run_config["views"] = engine.views
     return model, sweep, engine, run_config
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def start_image_files(entries) -> list[str]:
+    """The image files of ``--start_images``: files as given, folders as their image files in name order."""
+    files: list[str] = []
+    for entry in entries:
+        if os.path.isdir(entry):
+            found = sorted(os.path.join(entry, n) for n in os.listdir(entry) if n.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise UsageError(f"start image folder {entry!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+            files += found
+        elif os.path.exists(entry):
+            files.append(entry)
+        else:
+            raise UsageError(f"start image {entry!r} does not exist; give image files or folders of them.")
+    return files
+
+
+def load_start_images(model, files: Sequence[str]) -> np.ndarray:
+    """(N, H, W, 3) network-input images from image files, resized as the model's preprocessing does."""
+    from jaxvis import images as image_io
+    from jaxvis import preprocess as pre
+
+    try:
+        loaded = [image_io.load_image(f) for f in files]
+    except image_io.ImageError as e:
+        raise UsageError(str(e)) from None
+    return np.asarray(pre.preprocess(model.spec, loaded), np.float32)
 
 
 class Cluster:

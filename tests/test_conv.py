@@ -145,8 +145,15 @@ def test_geometries_without_a_direct_kernel_go_to_xla(monkeypatch):
     x = jnp.ones((1, 8, 8, 4), jnp.float32)
     w = jnp.ones((3, 3, 4, 4), jnp.float32)
     assert _uses_onednn(_conv("onednn"), x, w)
+    with conv.record_xla_convolutions() as found:
+        jax.eval_shape(_conv("auto"), x, w)
+    assert found == []
     monkeypatch.setattr(conv, "_has_direct_kernel", lambda *args: False)  # as oneDNN answers for them
     assert not _uses_onednn(_conv("onednn"), x, w) and not _uses_onednn(_conv("auto"), x, w)
+    with conv.record_xla_convolutions() as found:  # what the engine reads to choose its steps loop
+        jax.eval_shape(_conv("auto"), x, w)
+        jax.eval_shape(_conv("xla"), x, w)  # asked of XLA: not recorded
+    assert found == [((1, 8, 8, 4), (3, 3, 4, 4))]
 
 
 @needs_onednn

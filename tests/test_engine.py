@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxvis import engine
+from jaxvis import conv, engine
 from jaxvis import objectives as obj
 from jaxvis import parameterizations as par
 from jaxvis import transforms as tfm
@@ -114,7 +114,7 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
     assert not np.allclose(again.images, grid.images)
 
 
-@pytest.mark.parametrize("name, value", [("steps", 4), ("jitter", 2), ("clip", True), ("loop", "scan"),
+@pytest.mark.parametrize("name, value", [("steps", 4), ("jitter", 2), ("clip", True), ("loop", "other"),
                                          ("compute_dtype", "bfloat16"), ("snapshots", (0, 2)),
                                          ("transforms", (tfm.rotate(10),)),
                                          ("parameterization", par.fourier() + par.sigmoid())])
@@ -122,6 +122,8 @@ def test_settings_are_fixed_after_a_run_and_replace_builds_a_new_program(vgg, na
     """What a compiled program depends on cannot change under it: assigning is refused, replace() makes an
     engine whose first run compiles its own program and follows the new value."""
     eng = lab_engine(vgg, steps=6)
+    if value == "other":  # the loop that auto did not choose
+        value = {"host": "scan", "scan": "host"}[eng.loop]
     sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[LAB])
     first = eng.run(sweep, progress=False)
     with pytest.raises(AttributeError, match=rf"Engine.{name} is fixed once the engine is built.*replace"):
@@ -319,6 +321,9 @@ def test_host_loop_and_scan_agree(vgg):
     for k in a.snapshots:
         np.testing.assert_allclose(b.snapshots[k], a.snapshots[k], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(b.diverged_step, a.diverged_step)
-    assert engine.Engine(vgg, terms).loop == "host"  # auto on CPU
+    # auto on CPUs: the scan where every convolution runs in oneDNN's kernels, the host loop with XLA's.
+    assert engine.Engine(vgg, terms).loop == ("scan" if conv.onednn_available() else "host")
+    assert engine.Engine(vgg.with_conv_backend("xla"), terms).loop == "host"
+    assert engine.Engine(vgg, terms, compute_dtype="bfloat16").loop == "host"  # oneDNN's kernels are float32
     with pytest.raises(engine.SweepError, match="loop must be auto, scan or host"):
         engine.Engine(vgg, terms, loop="while")

@@ -234,32 +234,39 @@ def test_models_take_the_convolution_as_a_function():
     assert conv.backend_of(counting) is None and conv.backend_of(lax.conv_general_dilated) == "xla"
 
 
-def test_sharded_engines_swap_the_injected_convolution_for_xlas():
-    # XLA cannot partition oneDNN's kernels: an engine over several devices runs XLA's convolutions
-    # under "auto", refuses "onednn", and keeps a convolution that is not jaxvis.conv's as given.
+def test_sharded_engines_keep_the_models_convolution_on_each_devices_share():
+    # The engine maps its step over the devices' shares of the points, so a sharded chunk runs the
+    # model's own convolution (oneDNN's kernels where built) on each device, and equals one device's run.
     script = textwrap.dedent("""
-        import sys, jax
+        import sys, jax, numpy as np
         sys.path.insert(0, "tests")
-        from jax import lax
         from jaxvis import conv, engine
         from tiny import tiny_vgg
         model = tiny_vgg(0)
-        sweep = engine.Sweep(targets=[0], lrs=[1.0], losses=[{"score": 1.0}], init_scales=[0.2], seeds=[0])
+        sweep = engine.Sweep(targets=[0, 1, 2], lrs=[0.5, 1.0], losses=[{"score": 1.0, "sq": 1.0}],
+                             init_scales=[0.2], seeds=[0])
         terms = engine.terms_for(model, sweep)
         two, one = jax.devices()[:2], jax.devices()[:1]
-        assert engine.Engine(model, terms, steps=1, devices=two)._module.conv_general_dilated == conv.Convolution("xla")
-        assert engine.Engine(model, terms, steps=1, devices=one)._module.conv_general_dilated == conv.Convolution("auto")
-        assert model.module.conv_general_dilated == conv.Convolution("auto")
-        if conv.onednn_available():
-            try:
-                engine.Engine(model.with_conv_backend("onednn"), terms, steps=1, devices=two)
-                raise SystemExit("onednn over two devices was accepted")
-            except engine.SweepError as err:
-                assert "cannot shard" in str(err)
-        custom = type(model)(spec=model.spec, params=model.params,
-                             module=model.module.clone(conv_general_dilated=lax.conv_general_dilated))
-        assert engine.Engine(custom, terms, steps=1, devices=two)._module.conv_general_dilated is lax.conv_general_dilated
-        print("ok")
+        backends = ["auto"] + (["onednn"] if conv.onednn_available() else [])
+        for backend in backends:
+            m = model.with_conv_backend(backend)
+            for loop in ("host", "scan"):
+                sharded = engine.Engine(m, terms, steps=4, snapshots=[2], devices=two, loop=loop, step_progress=True)
+                assert sharded._module.conv_general_dilated == conv.Convolution(backend)
+                if loop == "scan" and backend == "onednn":
+                    pts = {k: v[:6] for k, v in sweep.arrays(sharded.term_names).items()}
+                    assert "jaxvis_conv_forward" in sharded._fn.lower(m.params, pts).as_text()
+                events = []
+                a = sharded.run(sweep, chunk_size=6, progress=events.append)
+                # Each device calls back from its share; every step is told once, in order.
+                assert [e.step for e in events] == [0, 1, 2, 3, 4, 0], [e.step for e in events]
+                b = engine.Engine(m, terms, steps=4, snapshots=[2], devices=one, loop=loop).run(
+                    sweep, chunk_size=6, progress=None)
+                scale = np.abs(b.images).max()
+                np.testing.assert_allclose(a.images, b.images, rtol=0, atol=1e-5 * scale)
+                np.testing.assert_allclose(a.snapshots[2], b.snapshots[2], rtol=0, atol=1e-5 * scale)
+                np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5, atol=1e-6)
+        print("ok", backends)
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
                PYTHONPATH=ROOT)

@@ -128,6 +128,7 @@ DETECTOR = {
     "all_boxes": lambda m: O.term("all_boxes"), "channel": lambda m: O.channel("map1", active_channel(m, "map1")),
     "neuron": lambda m: active_neuron(m, "conv4_3"), "tv": lambda m: O.tv(),
     "l2_to": lambda m: O.l2_to(np.zeros((128, 128, 3), np.float32)),
+    "head": lambda m: O.head(2), "two_heads": lambda m: O.head(0, 1) + 0.5 * O.head(3),
 }
 
 
@@ -147,3 +148,30 @@ def test_every_objective_improves_over_20_steps(model_name):
     assert np.all(result.diverged_step == -1)
     for name, b, a in zip(objectives, before, after):
         assert a < b - 1e-3 * abs(b), (model_name, name, b, a)
+
+
+def test_heads_split_all_boxes_by_scale():
+    """The heads' terms are all_boxes restricted to each source map's default boxes: weighted by their box
+    counts they add up to all_boxes; each equals the mean logit over its rows, counted from the maps."""
+    model = _models()["shapes_ssd"]
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((128, 128, 3)).astype(np.float32))
+    outputs, acts = model.apply(model.params, x[None])
+    ctx = O.Context(outputs=outputs, acts=acts, x=x, target=jnp.int32(3), boxes=jnp.zeros((1, 4)),
+                    box_valid=jnp.ones((1,), bool))
+    logits = np.asarray(outputs["cls_logits"])[0, :, 3]
+    per = model.spec.config["anchors_per_location"]
+    counts = [acts[f"map{k}"].shape[1] * acts[f"map{k}"].shape[2] * a for k, a in enumerate(per)]
+    assert sum(counts) == len(logits)
+    values, start = [], 0
+    for k, n in enumerate(counts):
+        value = float(O.head(k).value(model, ctx))
+        np.testing.assert_allclose(value, -logits[start:start + n].mean(), rtol=1e-5, atol=1e-6)
+        values.append(value)
+        start += n
+    everything = float(O.term("all_boxes").value(model, ctx))
+    np.testing.assert_allclose(np.dot(counts, values) / sum(counts), everything, rtol=1e-5, atol=1e-6)
+    assert O.head(1, 4).name == "head:map1[4]" and O.parse_term_name("head:map1[4]") == O.head(1, 4).specs["head:map1[4]"]
+    with pytest.raises(O.ObjectiveError, match="map0 ... map3"):
+        O.head(6).terms(model)
+    with pytest.raises(O.ObjectiveError, match="for detectors"):
+        O.head(0).terms(tiny_vgg(0))

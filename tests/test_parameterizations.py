@@ -151,3 +151,35 @@ def test_shipped_statistics_are_what_the_script_writes(tmp_path):
     assert sorted(fresh) == sorted(shipped)
     for k in fresh:
         np.testing.assert_allclose(fresh[k], shipped[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("text", ["pixels", "fourier", "fourier(1.5)+sigmoid", "fourier+decorrelated+sigmoid",
+                                  "pixels+decorrelated+clip", "decorrelated+sigmoid"])
+@pytest.mark.parametrize("bgr", [False, True])
+def test_variable_for_an_image_renders_that_image(vgg, text, bgr):
+    # Feature accentuation starts from a real image: the variable found for it renders it back.
+    size = (12, 14)
+    p = par.parse(text)
+    to_input = par.InputMap((-2.0, -1.5, -1.8), (2.2, 2.6, 2.4), (2, 1, 0) if bgr else (0, 1, 2))
+    rgb = np.random.default_rng(3).uniform(0.05, 0.95, (*size, 3)).astype(np.float32)
+    x = np.asarray(to_input(jnp.asarray(rgb)))
+    np.testing.assert_allclose(np.asarray(par.from_input(to_input, jnp.asarray(x))), rgb, rtol=0, atol=1e-6)
+    v = par.variable_for(p, jnp.asarray(x), size, to_input, decay=p.decay)
+    assert v.shape == p.variable_shape(size)
+    back = np.asarray(par.render(p, v, size, to_input, p.decay))
+    np.testing.assert_allclose(back, x, rtol=0, atol=2e-5 * np.abs(x).max())
+
+
+def test_variable_for_keeps_the_images_phase_under_macos_magnitude():
+    size = (16, 16)
+    magnitude = np.random.default_rng(4).uniform(0.5, 2.0, (16, 9, 3)).astype(np.float32)
+    p = par.maco(magnitude) + par.clip()
+    to_input = par.InputMap((0.0,) * 3, (1.0,) * 3, (0, 1, 2))
+    rgb = np.random.default_rng(5).uniform(0.2, 0.8, (*size, 3)).astype(np.float32)
+    v = par.variable_for(p, jnp.asarray(rgb), size, to_input)
+    want = np.angle(np.fft.rfft2(rgb.astype(np.float64) - 0.5, axes=(0, 1)))
+    basis = np.asarray(par.basis_image(p, v, size, 1.0), np.float64)
+    got = np.angle(np.fft.rfft2(basis, axes=(0, 1)))
+    # Away from the self-mirrored columns (where the phase is made odd) the phase is the image's.
+    diff = np.angle(np.exp(1j * (got - want)))[:, 1:8]
+    np.testing.assert_allclose(diff, 0.0, atol=1e-4)

@@ -15,32 +15,12 @@ from jaxvis import saliency as sal
 from jaxvis.data import shapes
 from jaxvis.model import Detector
 from tiny import tiny_ssd, tiny_vgg
+from torch_ref import torch_cams, torch_ssd
 
 
 def float64(model):
     return Detector(spec=model.spec, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
                     module=model.module.clone(dtype=jnp.float64))
-
-
-def torch_cam(tmodel, x, anchor, cls, method, size, combine="normalised_sum"):
-    """The same formulas with torch autograd on torchvision's SSD: dS/dA of each source feature map A
-    (the total derivative, read by retain_grad), per map ReLU(sum_k mean(dS/dA_k) A_k) (Grad-CAM) or
-    ReLU(sum_k dS/dA_k * A_k) (ODAM), up-sampled bilinearly, each divided by its maximum and summed."""
-    xt = torch.tensor(x.transpose(2, 0, 1)[None])
-    feats = list(tmodel.backbone(xt).values())
-    for f in feats:
-        f.retain_grad()
-    head = tmodel.head(feats)
-    head["cls_logits"][0, anchor, cls].backward()
-    total = torch.zeros(size, dtype=torch.float64)
-    for f in feats:
-        g, a = f.grad[0], f[0].detach()
-        cam = (g.mean((1, 2))[:, None, None] * a).sum(0) if method == "gradcam" else (g * a).sum(0)
-        cam = F.interpolate(torch.relu(cam)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-        if combine == "normalised_sum" and cam.max() > 0:
-            cam = cam / cam.max()
-        total += cam
-    return total.numpy()
 
 
 @pytest.mark.slow
@@ -54,19 +34,46 @@ def test_gradcam_and_odam_equal_torch_autograd_on_ssd300(converted_ssd):
     targets = sal.detections(det, np.array([[0, 1, 3]]))
     x = np.asarray(model.preprocess(image))[None].astype(np.float64)
     t64 = tmodel.double()
+    steps = model.spec.detection["anchors"]["steps"]
     try:
         with jax.enable_x64(True):
             m64 = float64(model)
             got = {m.name: sal.saliency(m64, x, targets, m, space="input").attributions for m in (sal.gradcam(), sal.odam())}
+        pairs = [(int(a), int(c)) for a, c in zip(targets.fields["anchor"][0], targets.fields["class"][0])]
+        wants = torch_cams(t64, x[0], pairs, (300, 300), steps, model.spec.input_size)
         for name, maps in got.items():
             assert maps.shape == (1, 3, 300, 300)
             for k in range(3):
-                a, c = int(targets.fields["anchor"][0, k]), int(targets.fields["class"][0, k])
-                want = torch_cam(t64, x[0], a, c, name, (300, 300))
+                want = wants[k][name, "normalised_sum"]
                 assert want.max() > 0
                 np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
     finally:
         tmodel.float()
+
+
+def test_gradcam_and_odam_equal_torch_autograd_on_the_tiny_ssd():
+    """The tiny SSD of tests/tiny.py (SSD300's layout and default boxes, few channels) against its torch twin in
+    float64: targets on four of its six source maps in one call, Grad-CAM with the plain sum and ODAM with the
+    normalised sum of the scales; relative error 1e-4 (of the map's maximum)."""
+    model = tiny_ssd(0)
+    x = np.random.default_rng(3).normal(size=(1, 300, 300, 3))
+    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    anchors = np.array([[first[0] + 4 * (19 * 38 + 20) + 1, first[1] + 6 * (9 * 19 + 9), first[2] + 6 * 33 + 2,
+                         first[4] + 4 * 4 + 3]])
+    targets = sal.detection(anchors, [[1, 2, 3, 4]])
+    tmodel = torch_ssd(model).double()
+    wants = torch_cams(tmodel, x[0], [(int(a), k + 1) for k, a in enumerate(anchors[0])], (300, 300),
+                       model.spec.detection["anchors"]["steps"], model.spec.input_size)
+    with jax.enable_x64(True):
+        m64 = float64(model)
+        for method in (sal.gradcam(combine="sum"), sal.odam()):
+            maps = sal.saliency(m64, x, targets, method, space="input").attributions
+            assert maps.shape == (1, 4, 300, 300) and maps.dtype == np.float64
+            for k in range(4):
+                want = wants[k][method.name, method.combine]
+                assert want.max() > 0, (method, k)
+                np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +130,15 @@ def test_cam_target_chunks_and_layers(shipped):
     assert single.shape == (3, 2, 128, 128) and (single >= 0).all()
     with pytest.raises(sal.SaliencyError, match="has no activation 'nope'"):
         sal.saliency(model, images, t, sal.odam("nope"))
+    # combine="own": the map of the source feature map whose head predicts each detection
+    own = sal.saliency(model, images, t, sal.odam(combine="own")).attributions
+    level = np.asarray(sal.source_level(model, t.fields["anchor"]))
+    assert len(set(level.ravel().tolist())) > 1, level  # detections on more than one map
+    for lvl in set(level.ravel().tolist()):
+        alone = sal.saliency(model, images, t, sal.odam(f"map{lvl}", combine="sum")).attributions
+        np.testing.assert_allclose(own[level == lvl], alone[level == lvl], rtol=1e-5, atol=1e-6 * alone.max())
+    with pytest.raises(sal.SaliencyError, match="combine='own'"):
+        sal.saliency(model, images, sal.box_label([[[10, 10, 60, 60]]] * 3, [[1]] * 3), sal.odam(combine="own"))
 
 
 def test_methods_and_targets_as_values():
@@ -202,3 +218,49 @@ def test_chunks_follow_the_memory_budget(monkeypatch):
     assert sal.chunk_sizes(model, 3, 3, (300, 300)) == (1, 1)
     small = sal.saliency(model, images, target, method).attributions
     np.testing.assert_allclose(small, whole, rtol=1e-5, atol=1e-6 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("which", ["tiny_ssd300", "shipped"])
+def test_a_source_map_cell_lands_on_its_default_box_centre(which):
+    """For every source map of SSD300's layout (38 … 1 cells, steps 8 … 300: the steps are not 300 / size) and
+    of the shipped detector, a one-hot map at cell (i, j), mapped to the input grid as the CAMs map it, peaks
+    on the pixels nearest to the centre of that cell's default boxes; for an interior cell the map's mass
+    centre is that centre."""
+    model = tiny_ssd(0) if which == "tiny_ssd300" else jaxvis.load(assets.path("detector"))
+    hw = model.spec.input_size
+    centres = (model.anchors[:, :2] + model.anchors[:, 2:]) / 2  # (x, y), clipped boxes: interior cells only
+    ys, xs = np.mgrid[0:hw[0], 0:hw[1]] + 0.5
+    per = model.spec.config["anchors_per_location"]
+    start = 0
+    for k, ((h, w), a) in enumerate(zip(model.feature_sizes, per)):
+        layer = f"map{k}"
+        for i, j in {(h // 2, w // 2), (h - 1, 0), (0, w - 1)}:
+            one = np.zeros((h, w))
+            one[i, j] = 1.0
+            m = np.asarray(sal.upsample(jnp.asarray(one), hw, sal.cell_scale(model, layer, (h, w), hw)))
+            step = model.spec.detection["anchors"]["steps"][k]
+            cy, cx = (i + 0.5) * step, (j + 0.5) * step   # the default boxes' centre, input pixels
+            # the pixels whose centres lie within half a pixel of the box centre (clipped to the image) hold
+            # the map's maximum (an edge cell's map is flat from its centre to the border)
+            near = (np.abs(ys - min(cy, hw[0] - 0.5)) <= 0.5) & (np.abs(xs - min(cx, hw[1] - 0.5)) <= 0.5)
+            assert m[near].max() == pytest.approx(m.max(), abs=1e-9), (layer, i, j, np.argwhere(m == m.max())[0], cy, cx)
+            if 0 < i < h - 1 and 0 < j < w - 1 and (cy + step <= hw[0]) and (cx + step <= hw[1]):
+                np.testing.assert_allclose([(m * ys).sum() / m.sum(), (m * xs).sum() / m.sum()], [cy, cx], atol=1e-6)
+                box = start + (i * w + j) * a  # the first default box of the cell: same centre
+                np.testing.assert_allclose(centres[box], [cx, cy], atol=1e-3)
+                # on an image of another size (space="image", squashed to the input), scaled coordinates
+                big = (2 * hw[0], 3 * hw[1])
+                m2 = np.asarray(sal.upsample(jnp.asarray(one), big, sal.cell_scale(model, layer, (h, w), big)))
+                y2, x2 = np.mgrid[0:big[0], 0:big[1]] + 0.5
+                np.testing.assert_allclose([(m2 * y2).sum() / m2.sum(), (m2 * x2).sum() / m2.sum()], [2 * cy, 3 * cx],
+                                           atol=1e-6)
+        start += h * w * a
+
+
+def test_upsample_default_is_half_pixel_bilinear():
+    m = jnp.asarray(np.random.default_rng(0).random((5, 7)), jnp.float32)
+    want = F.interpolate(torch.tensor(np.asarray(m))[None, None], size=(40, 31), mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(np.asarray(sal.upsample(m, (40, 31))), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sal.upsample(m, (40, 31))),
+                               np.asarray(jax.image.resize(m, (40, 31), "bilinear", antialias=False)), atol=1e-6)

@@ -4,7 +4,7 @@
 the starting images and optimiser states of a chunk of points; ``step`` one optimiser step of every
 point of a chunk; ``final`` the final evaluation; ``chunk`` the whole chunk with the steps in one
 ``lax.scan``. The point arrays (``pts``) hold the numbers of each point (target, learning rate, term
-weights, initialisation scale, seed, target boxes): new values never recompile, while everything in
+weights, initialisation scale, seed, target boxes, start image): new values never recompile, while everything in
 the config is compiled in, so an engine with other settings is a new config and a new program.
 
 ``Result`` holds a sweep's results as a pytree: concatenating chunks, taking points and flattening
@@ -102,7 +102,7 @@ def loss(cfg: EngineConfig, params, x, p, shift=None, view=None):
     if cfg.compute_dtype != "float32":
         outputs, acts = jax.tree.map(lambda a: a.astype(jnp.float32), (outputs, acts))
     ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
-                      box_valid=p["box_valid"])
+                      box_valid=p["box_valid"], start=p.get("start_image"))
     values = jnp.stack([t.fn(ctx) for t in cfg.terms])
     total = jnp.dot(p["weights"], values, precision=jax.lax.Precision.HIGHEST)
     score, prob = obj.target_score(outputs, p["target"], detector=cfg.detector)
@@ -120,6 +120,9 @@ def init_chunk(cfg: EngineConfig, pts):
 
     def init(p):
         v0 = cfg.parameterization.init(jax.random.key(p["seed"]), (h, w), p["init"])
+        if "start_image" in p:  # from the point's image, plus noise of its init scale (MACO: its phase alone)
+            start = par.variable_for(cfg.parameterization, p["start_image"], (h, w), cfg.to_input, p.get("decay"))
+            v0 = start + (v0 if cfg.parameterization.basis != "maco" else 0.0)
         if cfg.clip:
             v0 = jnp.clip(v0, lo, hi)
         with jax.numpy_dtype_promotion("standard"):

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from jaxvis import objectives as obj
+from jaxvis.parameterizations import Frozen
 
 
 class SweepError(ValueError):
@@ -66,6 +67,10 @@ class Sweep:
       boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
       decays: Fourier decays of the fourier parameterisation (an axis only when given; else the
         parameterisation's own).
+      starts: start images (N, H, W, 3) in the network's input space, or None: an axis over them (the
+        outermost), each point starting from its image (plus noise of its init scale) instead of from
+        zeros or noise, and the ``l2_start`` term pulling towards it: feature accentuation (Hamblin et
+        al. 2024). Held as a ``parameterizations.Frozen`` constant.
     """
 
     targets: Sequence[int]
@@ -76,8 +81,17 @@ class Sweep:
     seeds: Sequence[int] = (0,)
     boxes: Sequence[Sequence[Sequence[float]]] = ((),)
     decays: Sequence[float] = ()
+    starts: Any = None
 
     def __post_init__(self):
+        if self.starts is not None and not isinstance(self.starts, Frozen):
+            images = np.asarray(self.starts, np.float32)
+            if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+                raise SweepError(f"start images are an (N, H, W, 3) array in the network's input space; got shape "
+                                 f"{images.shape}.")
+            if not np.all(np.isfinite(images)):
+                raise SweepError("start images hold non-finite values.")
+            object.__setattr__(self, "starts", Frozen(images))
         # Objective values (jaxvis.objectives.Objective) are loss variants too: their {term: weight}, with
         # their terms kept to build the engine's (terms_for).
         specs: dict[str, obj.TermSpec] = {}
@@ -99,7 +113,8 @@ class Sweep:
 
     def axes(self) -> list[tuple[str, list]]:
         """(name, values) per axis, outermost first; weight-factor axes are named ``w:<term>``."""
-        out = [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
+        out = [("start", list(range(len(self.starts.array))))] if self.starts is not None else []
+        out += [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
                ("loss", [{k: float(v) for k, v in loss.items()} for loss in self.losses])]
         out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
         out += [("init", [float(v) for v in self.init_scales])]
@@ -143,6 +158,13 @@ class Sweep:
         unknown = sorted(set(self.weights) - set(names))
         if unknown:
             raise SweepError(f"weight factors are given for {unknown}, which no loss uses (terms: {names}).")
+        if self.starts is not None and self.starts.array.shape[1:3] != tuple(model.spec.input_size):
+            h, w = model.spec.input_size
+            raise SweepError(f"start images are {self.starts.array.shape[2]}x{self.starts.array.shape[1]}, but "
+                             f"{model.spec.arch} takes {w}x{h} inputs; resize them first (jaxvis.preprocess).")
+        if self.starts is None and "l2_start" in names:
+            raise SweepError("the l2_start term pulls towards each point's start image, and this sweep has none; "
+                             "give start images (Sweep(starts=...), --start_images).")
         bad = [v for v in self.decays if not math.isfinite(v)]
         if bad:
             raise SweepError(f"Fourier decays must be finite, got {bad}.")
@@ -208,7 +230,13 @@ class Sweep:
         }
         if len(self.decays):
             out["decay"] = np.array([p["decay"] for p in points], np.float32)
+        if self.starts is not None:
+            out["start"] = np.array([p["start"] for p in points], np.int32)
         return out
+
+    def start_images(self, index: np.ndarray) -> np.ndarray:
+        """The start images of points whose ``start`` indices are ``index`` (a chunk's, not the grid's)."""
+        return self.starts.array[np.asarray(index)]
 
 
 def terms_for(model, sweep: Sweep, options: dict[str, dict[str, Any]] | None = None) -> list[obj.Term]:

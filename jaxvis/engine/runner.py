@@ -3,12 +3,15 @@
 
 On accelerators ``lax.scan`` runs a chunk's steps inside one compiled call; on CPUs, where XLA runs
 loop bodies slowly, the host loops over the compiled step without moving data (``Engine(loop=...)``).
-Each chunk is sharded over the devices along the points axis.
+Each chunk is sharded over the devices along the points axis: the numeric core is mapped over the
+devices' shares of the points (``shard_map``), so that each device runs the model's own convolutions
+(oneDNN's kernels on CPUs) on its share, with nothing gathered across devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Sequence
 
@@ -24,6 +27,15 @@ from jaxvis import transforms as tfm
 from jaxvis.engine import core
 from jaxvis.engine.core import Result
 from jaxvis.engine.grid import Optimizer, Sweep, SweepError
+
+
+# How the core's arrays lie over the devices: the points axis split, everything else whole on each.
+_POINTS = PartitionSpec("points")  # (points, ...)
+_CURVE = PartitionSpec(None, "points")  # (steps or snapshots, points, ...)
+_REPLICATED = PartitionSpec()
+_CARRY = (_POINTS, _POINTS, _POINTS, _CURVE)  # variables, optimiser states, divergence steps, snapshots
+_FINAL = {"images": _POINTS, "snapshots": _CURVE, "final_loss": _POINTS, "final_score": _POINTS,
+          "final_prob": _POINTS, "diverged_step": _POINTS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,14 +166,6 @@ class Engine:
         # image, the loss terms and the optimiser stay in float32.
         self._module = model.module if compute_dtype == "float32" else model.module.clone(dtype=jnp.bfloat16)
         self.devices = list(devices) if devices is not None else jax.local_devices()
-        conv_backend = getattr(model, "conv_backend", None)  # None: a convolution not of jaxvis.conv, kept
-        if len(self.devices) > 1 and conv_backend not in ("xla", None):
-            # XLA's partitioner cannot split oneDNN's kernels over the points: it would gather every
-            # point onto every device. Sharded chunks keep XLA's convolutions, which it partitions.
-            if conv_backend == "onednn":
-                raise SweepError(f"conv_backend 'onednn' cannot shard a chunk over {len(self.devices)} devices; "
-                                 "use 'auto' (XLA's convolutions when sharded) or 'xla', or one device.")
-            self._module = self._module.clone(conv_general_dilated=self._module.conv_general_dilated.with_backend("xla"))
         self.model = model
         self.terms = tuple(terms)
         self.optimizer = optimizer
@@ -169,10 +173,8 @@ class Engine:
         self.snapshots = tuple(sorted({0, *map(int, snapshots)}))
         if loop not in ("auto", "scan", "host"):
             raise SweepError(f"loop must be auto, scan or host, got {loop!r}.")
-        # XLA's CPU backend runs a while loop's body about 3x slower than the same ops outside a loop
-        # (BENCHMARKS.md), so on CPUs the steps loop on the host; accelerators scan on the device.
         self._on_cpu = all(d.platform == "cpu" for d in self.devices)
-        self.loop = ("host" if self._on_cpu else "scan") if loop == "auto" else loop
+        self.loop = self._auto_loop() if loop == "auto" else loop
         self.mesh = Mesh(np.array(self.devices), ("points",))
         self.step_progress = step_progress
         self._report_every = max(1, self.steps // 50)  # steps between progress updates
@@ -185,11 +187,22 @@ class Engine:
             views=self.views)
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
-        self._chunk_state = (0, 0)  # (chunks done, chunks to run) of the run in progress
+        self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress
         self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
         self._fn = jax.jit(self._chunk)
         self._host_fns = None
         self._built = True
+
+    def _auto_loop(self) -> str:
+        """The steps loop that "auto" takes: the scan on accelerators, and on CPUs when every convolution of
+        the step is one of oneDNN's kernels; the host loop on CPUs where XLA's own convolutions run, which
+        XLA's CPU backend runs about 3x slower inside a loop body than outside one. With oneDNN's kernels the
+        scan is the faster of the two (one call per chunk: no per-step dispatch), see BENCHMARKS.md."""
+        if not self._on_cpu:
+            return "scan"
+        params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), self.model.params)
+        leaves, tree = jax.tree.flatten(params)
+        return "scan" if onednn_only(self._module, tuple(self.model.input_shape(1)), (tuple(leaves), tree)) else "host"
 
     @property
     def term_names(self) -> list[str]:
@@ -208,15 +221,25 @@ class Engine:
         hi = np.asarray(pre.normalize(self.model.spec, np.ones(3, np.float32)))
         return tuple(map(float, np.minimum(lo, hi))), tuple(map(float, np.maximum(lo, hi)))
 
+    def _per_device(self, fn, in_specs, out_specs):
+        """``fn`` of a chunk, run by each device on its share of the points when there are several."""
+        if len(self.devices) == 1:
+            return fn
+        # Points never interact, so each device's share is a chunk of its own; the replication check is
+        # off because the model's convolution may be a custom call (oneDNN) that declares no rule for it.
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
     def _init_chunk(self, pts):
         self._trace_count += 1
-        return core.init_chunk(self.config, pts)
+        return self._per_device(lambda pts: core.init_chunk(self.config, pts), (_POINTS,), _CARRY)(pts)
 
     def _chunk(self, params, pts):
         """The whole chunk as one program: the steps in a ``lax.scan`` (``loop="scan"``)."""
         self._trace_count += 1
         on_step = self._report_step if self.step_progress else None
-        return core.chunk(self.config, params, pts, on_step, self._report_every)
+        fn = lambda params, pts: core.chunk(self.config, params, pts, on_step, self._report_every)
+        return self._per_device(fn, (_REPLICATED, _POINTS), {**_FINAL, **{k: _CURVE for k in core.CURVES}})(
+            params, pts)
 
     def _host_loop(self, params, pts):
         """The chunk with the step loop on the host (``loop="host"``): one compiled step per iteration,
@@ -224,10 +247,11 @@ class Engine:
         to the host until the chunk ends (progress waits on a step's loss now and then)."""
         if self._host_fns is None:
             cfg = self.config
-            self._host_fns = (jax.jit(self._init_chunk),
-                              jax.jit(lambda params, pts, carry, t: (*core.step(cfg, params, pts, carry, t), t + 1),
-                                      donate_argnums=(2,)),
-                              jax.jit(lambda params, pts, carry: core.final(cfg, params, pts, carry)))
+            step = self._per_device(lambda params, pts, carry, t: (*core.step(cfg, params, pts, carry, t), t + 1),
+                                    (_REPLICATED, _POINTS, _CARRY, _REPLICATED), (_CARRY, _POINTS, _REPLICATED))
+            final = self._per_device(lambda params, pts, carry: core.final(cfg, params, pts, carry),
+                                     (_REPLICATED, _POINTS, _CARRY), _FINAL)
+            self._host_fns = (jax.jit(self._init_chunk), jax.jit(step, donate_argnums=(2,)), jax.jit(final))
         init_fn, step_fn, final_fn = self._host_fns
         carry = init_fn(pts)
         # The step index lives on the device and counts there: no transfer from the host per step.
@@ -243,8 +267,10 @@ class Engine:
         return {**final_fn(params, pts, carry), **dict(zip(core.CURVES, stacked))}
 
     def _report_step(self, step) -> None:
-        if self._progress is not None:
-            done, total = self._chunk_state
+        # With several devices each one calls back for the same step: a step is told once.
+        done, total, told = self._chunk_state
+        if self._progress is not None and int(step) > told:
+            self._chunk_state = (done, total, int(step))
             self._progress(ProgressEvent(done, total, int(step), self.steps, self._points_per_chunk))
 
     # ----------------------------------------------------------------------------------------------
@@ -310,12 +336,15 @@ class Engine:
         parts = []
         try:
             for done, c in enumerate(todo):
-                self._chunk_state = (done, len(todo))
+                self._chunk_state = (done, len(todo), 0)
                 if self._progress is not None:
                     self._progress(ProgressEvent(done, len(todo), 0, self.steps, size))
                 lo, hi = c * size, min((c + 1) * size, n)
                 idx = np.arange(lo, lo + size).clip(max=hi - 1)  # pad the last chunk with its last point
-                result = self.run_points({k: v[idx] for k, v in arrays.items()}).take(slice(0, hi - lo))
+                chunk = {k: v[idx] for k, v in arrays.items()}
+                if sweep.starts is not None:
+                    chunk["start_image"] = sweep.start_images(chunk["start"])
+                result = self.run_points(chunk).take(slice(0, hi - lo))
                 if on_chunk is not None:
                     on_chunk(c, slice(lo, hi), result)
                 else:
@@ -332,6 +361,27 @@ class Engine:
         """(chunk size, number of chunks) that ``run`` would use."""
         size = self.chunk_size(sweep.size, chunk_size)
         return size, (sweep.size + size - 1) // size
+
+
+@functools.lru_cache(maxsize=32)
+def onednn_only(module, input_shape: tuple[int, ...], params) -> bool:
+    """Whether every convolution of ``module``'s forward and input-gradient passes on a CPU runs in
+    oneDNN's kernels (``jaxvis.conv``), from a trace (no compilation) of one image's input gradient.
+    ``params``: (leaf shapes and dtypes, tree structure) of the parameters, hashable for the cache."""
+    from jaxvis import conv
+
+    if conv.backend_of(getattr(module, "conv_general_dilated", None)) not in ("auto", "onednn"):
+        return False
+    if not conv.onednn_available():
+        return False
+
+    def total(params, x):
+        return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves(module.apply(params, x)))
+
+    with conv.record_xla_convolutions() as xla_convs:
+        jax.eval_shape(jax.grad(total, argnums=1), jax.tree.unflatten(params[1], params[0]),
+                       jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    return not xla_convs
 
 
 def env_devices() -> list:
