@@ -44,7 +44,8 @@ centred there, and no training shape was as large. The judge reads 3 of 12 crops
 shape: the targets for the quarter and for the judge are not reached. Tried (40 px box / quarter):
 pad 8, jitter 4, scale 0.9-1.1, rotate 10, 256 steps: p >= 0.9 on 1 / 0 images, judge 4 / 4; jitter 2
 only, 256 steps: 9 / 0, judge 3 / 3; lr 0.15: 4 / 0; pixels with clipping: 4 / 0; a 40 px box on the
-default-box grid (28,28,68,68): 4 / 0, judge 2 / 3; turns by any angle (wrap, two views, 512 steps):
+default-box grid (28,28,68,68): 4 / 0, judge 2 / 3; turns up to 30 degrees (wrap, two views, 512
+steps): 2 / 0, judge 4 / 3; turns by any angle (wrap, two views, 512 steps):
 shapes appear and the judge reads 3 / 8 crops, but the detector's probability stays below 0.72 on every
 image.
 
