@@ -51,7 +51,7 @@ image.
 
 ``shapes_ssd_lab``: the lab's three detector objectives side by side with the shapes_ssd recipe's image and
 shifts, one seed: the biggest default box's class score with the localisation of that box on the
-target, the class score over all default boxes, and MultiBox (36 points, about 4 min).
+target, the class score over all default boxes, and MultiBox (36 points, about 1.5 min).
 
 ``lab``: the lab's plain loss for comparison: -score + mean(x^2) on the pixels, SGD at lr 1 for 200
 steps from faint noise, every class x 4 seeds.
