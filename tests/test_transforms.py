@@ -104,12 +104,15 @@ def test_blur_is_a_gaussian_filter_and_noise_has_its_std():
 STOCHASTIC = (tfm.pad(4), tfm.jitter(4), tfm.scale(0.9, 1.1), tfm.rotate(10), tfm.crop(1.0, 0.6), tfm.noise(0.02))
 
 
-@pytest.mark.parametrize("parameterization", [par.pixels(), par.fourier() + par.decorrelated() + par.sigmoid()],
-                         ids=["pixels", "fourier"])
-def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(vgg, parameterization):
+LUCID_IMAGE = par.fourier() + par.decorrelated() + par.sigmoid()
+
+
+@pytest.mark.parametrize("parameterization,views", [(par.pixels(), 1), (LUCID_IMAGE, 1), (LUCID_IMAGE, 2)],
+                         ids=["pixels", "fourier", "fourier-2views"])
+def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(vgg, parameterization, views):
     terms = [obj.make_term("score", vgg), obj.make_term("tv", vgg)]
     kw = dict(optimizer=engine.Optimizer("adam"), steps=6, snapshots=[3], transforms=STOCHASTIC,
-              parameterization=parameterization)
+              parameterization=parameterization, views=views)
     loss = {"score": 1.0, "tv": 0.5}
     sweep = engine.Sweep(targets=[1, 4], lrs=[0.05], losses=[loss], init_scales=[0.1], seeds=[3, 8])
     eng = engine.Engine(vgg, terms, **kw)
