@@ -6,6 +6,8 @@ r"""Benchmark: the jaxvis sweep engine against the PyTorch way of doing the same
   python -m experiments.bench --memory_points 1000     # peak memory of a 1000-point VGG16 sweep
   python -m experiments.bench --device gpu --points 64 --dtypes float32,bfloat16 --workloads vgg16,ssd300
                                                        # on a GPU (experiments/gpu_check.sh runs this)
+  python -m experiments.bench --workloads shapes_grid,feature_vis,cams,drise --reps 3 --fv_steps 128 --masks 64 \
+      --omp_wait_policy PASSIVE --nofirst_step         # the rows of the newer work, on a shared machine
 
 For each workload, interleaved and repeated (medians reported):
   A  the jaxvis engine on a grid of --points points (8: 4 categories x 2 learning rates), one chunk;
@@ -15,8 +17,16 @@ Both sides run on the same device: the CPU, or with ``--device gpu`` (or ``auto`
 see one) the same GPU. ``--dtypes bfloat16`` adds rows with A's network in bfloat16 and the PyTorch
 sides under ``torch.autocast`` to bfloat16; the image and the loss stay float32 on every side.
 Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with a whole-image target),
-shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = jaxvis in one call,
-B = captum's Saliency on the same weights, C = torch autograd on the batch). The PyTorch sides run with
+shapes (the shipped shapes classifier), shapes_grid (the shipped classifier on a sweep's grid: its six
+classes x 2 learning rates x 6 seeds of the starting noise, the first --grid_points=64 of those 72
+points), saliency (maps of 32 VGG16 images: A = jaxvis in one call, B = captum's Saliency on the same
+weights, C = torch autograd on the batch), feature_vis (Lucid's recipe, 24 class models of the shipped
+classifier: A = the engine, B = Lucent's render_vis one objective at a time, C = Lucent with the 24
+objectives in one batch; with the share of each side's images the shipped judge reads as their class),
+cams (rows odam, gradcam, gradient: --detections=32 SSD300 detections explained, A = one jaxvis call,
+B = a PyTorch autograd loop, one backward per detection) and drise (D-RISE with --masks=4000 masks of
+one SSD300 detection, A = jaxvis, B = PyTorch batching the masks as jaxvis does, --mask_chunk at a
+time). The explanation rows have no C; SSD300 has random weights there too. The PyTorch sides run with
 frozen weights (``requires_grad_(False)``), the fastest way to take input gradients. The loss of A, B, C is
 -S_c + mean(x^2) for classifiers. Every side ends by evaluating the loss of its final images (one forward
 pass), which the engine's result holds with the final scores. A runs in the workload's process, B and C
@@ -72,6 +82,9 @@ flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes of the class-model work
                   "(A's network in bfloat16 through Engine(compute_dtype=...), the PyTorch sides under autocast).")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"],
                   "Where A, B and C run: auto = the GPU when jax and PyTorch both see one, else the CPU.")
+flags.DEFINE_enum("omp_wait_policy", None, ["ACTIVE", "PASSIVE"],
+                  "OMP_WAIT_POLICY of every process of the run (both sides; PyTorch's and oneDNN's OpenMP threads): "
+                  "PASSIVE on a machine shared with other work, where spinning threads wait for descheduled ones.")
 flags.DEFINE_string("child", None, "Internal: run one workload in this process.")
 flags.DEFINE_string("compute_dtype", "float32", "Internal: the compute dtype of the child's row.")
 flags.DEFINE_string("torch_device", "cpu", "Internal: the PyTorch worker's device (cpu or cuda).")
@@ -866,6 +879,8 @@ def main(argv):
         else:
             print(json.dumps(child(FLAGS.child)))
         return
+    if FLAGS.omp_wait_policy:  # before any OpenMP runtime starts: the children and their workers inherit it
+        os.environ["OMP_WAIT_POLICY"] = FLAGS.omp_wait_policy
     bad = sorted(set(FLAGS.dtypes) - {"float32", "bfloat16"})
     if bad:
         raise app.UsageError(f"--dtypes takes float32 and bfloat16, got {bad}")
