@@ -858,13 +858,13 @@ def table(rows) -> str:
     there is no C."""
     head = (f"{'workload':<11} {'dtype':<8} {'points':>6} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} "
             f"{'C torch batch':>13} {'A/B':>6} {'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} "
-            f"{'peak RSS GB':>11} {'A convs':>7} {'loop':>5}")
+            f"{'peak RSS GB':>11} {'A convs':>7} {'loop':>5} {'chunk':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['workload']:<11} {r['dtype']:<8} {r['points']:>6} {r['unit']:<14} {r['A']:>9.3f} "
                      f"{r['B']:>11.3f} {_cell(r['C'], 13, 3)} {r['A/B']:>6.2f} {_cell(r['A/C'], 6, 2)} "
                      f"{_cell(r['A_gflops'], 9, 1)} {_cell(r['A_fraction_of_peak'], 7, 2)} {r['A_compile_s']:>9.1f} "
-                     f"{r['peak_rss_gb']:>11.2f} {r['conv']:>7} {r.get('loop') or '-':>5}")
+                     f"{r['peak_rss_gb']:>11.2f} {r['conv']:>7} {r.get('loop') or '-':>5} {r.get('chunk') or '-':>5}")
     return "\n".join(lines)
 
 
