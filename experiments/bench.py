@@ -1,22 +1,33 @@
 r"""Benchmark: the jaxvis sweep engine against the PyTorch way of doing the same work, in one run.
 
-  python -m experiments.bench                          # all workloads, 5 repetitions: the table and JSON lines
+  python -m experiments.bench                          # the class-model and saliency workloads, 5 repetitions
   python -m experiments.bench --workloads shapes,vgg16 --reps 3
   python -m experiments.bench --tiny --reps 1 --steps 1 --workloads shapes,vgg16,saliency   # smoke run
   python -m experiments.bench --memory_points 1000     # peak memory of a 1000-point VGG16 sweep
   python -m experiments.bench --device gpu --points 64 --dtypes float32,bfloat16 --workloads vgg16,ssd300
                                                        # on a GPU (experiments/gpu_check.sh runs this)
+  python -m experiments.bench --workloads shapes_grid,feature_vis,cams,drise --reps 3 --fv_steps 128 --masks 64 \
+      --omp_wait_policy PASSIVE --nofirst_step         # the rows of the newer work, on a shared machine
 
 For each workload, interleaved and repeated (medians reported):
-  A  the jaxvis engine on a grid of --points points (8: 4 categories x 2 learning rates), one chunk;
+  A  the jaxvis engine on a grid of --points points (8: 4 categories x 2 learning rates), in the engine's
+     own chunks (--chunk sets them);
   B  a PyTorch eager loop the way the lab did it: one grid point at a time, batch 1, torch.optim.SGD;
   C  PyTorch eager doing the points as one batch, channels_last, each point with its learning rate.
 Both sides run on the same device: the CPU, or with ``--device gpu`` (or ``auto`` where jax and PyTorch
 see one) the same GPU. ``--dtypes bfloat16`` adds rows with A's network in bfloat16 and the PyTorch
 sides under ``torch.autocast`` to bfloat16; the image and the loss stay float32 on every side.
 Workloads: vgg16 (224x224, random weights), ssd300 (the MultiBox objective with a whole-image target),
-shapes (the shipped shapes classifier), saliency (maps of 32 VGG16 images: A = jaxvis in one call,
-B = captum's Saliency on the same weights, C = torch autograd on the batch). The PyTorch sides run with
+shapes (the shipped shapes classifier), shapes_grid (the shipped classifier on a sweep's grid: its six
+classes x 2 learning rates x 6 seeds of the starting noise, the first --grid_points=64 of those 72
+points), saliency (maps of 32 VGG16 images: A = jaxvis in one call, B = captum's Saliency on the same
+weights, C = torch autograd on the batch), feature_vis (Lucid's recipe, 24 class models of the shipped
+classifier: A = the engine, B = Lucent's render_vis one objective at a time, C = Lucent with the 24
+objectives in one batch; with the share of each side's images the shipped judge reads as their class),
+cams (rows odam, gradcam, gradient: --detections=32 SSD300 detections explained, A = one jaxvis call,
+B = a PyTorch autograd loop, one backward per detection) and drise (D-RISE with --masks=4000 masks of
+one SSD300 detection, A = jaxvis, B = PyTorch batching the masks as jaxvis does, --mask_chunk at a
+time). The explanation rows have no C; SSD300 has random weights there too. The PyTorch sides run with
 frozen weights (``requires_grad_(False)``), the fastest way to take input gradients. The loss of A, B, C is
 -S_c + mean(x^2) for classifiers. Every side ends by evaluating the loss of its final images (one forward
 pass), which the engine's result holds with the final scores. A runs in the workload's process, B and C
@@ -46,8 +57,9 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency", "cams", "drise",
-                                 "feature_vis"], "Workloads to run (cams: the ODAM, Grad-CAM and gradient rows).")
+flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency"],
+                  "Workloads to run: these, and feature_vis, cams (the ODAM, Grad-CAM and gradient rows) and drise, "
+                  "which take long at their default sizes and are asked for by name.")
 flags.DEFINE_integer("fv_steps", 512, "feature_vis: Adam steps of every side (A, Lucent one at a time, Lucent batched).")
 flags.DEFINE_string("images_out", None, "Internal: where the PyTorch worker saves the images of its last run.")
 flags.DEFINE_integer("detections", 32, "cams: SSD300 detections explained (one call on A's side, one backward each "
@@ -65,13 +77,16 @@ flags.DEFINE_integer("points", 8, "Grid points of A, B and C in the class-model 
                      "2 learning rates (an even number).")
 flags.DEFINE_integer("grid_points", 64, "Points of the shapes_grid workload: the first ones of its grid (6 classes x "
                      "2 learning rates x 6 seeds of the starting noise, 72 points).")
-flags.DEFINE_integer("chunk", 0, "Points per chunk of A in the class-model workloads (0: all points in one chunk); "
-                     "a divisor of the points.")
+flags.DEFINE_integer("chunk", 0, "Points per chunk of A in the class-model workloads (0: the engine's own choice, "
+                     "as a user's run gets it: on CPUs at most 16 points, on accelerators what fits the memory).")
 flags.DEFINE_enum("loop", "auto", ["auto", "host", "scan"], "The engine's steps loop on A's side (Engine(loop=...)).")
 flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes of the class-model workloads, a row each: float32, bfloat16 "
                   "(A's network in bfloat16 through Engine(compute_dtype=...), the PyTorch sides under autocast).")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"],
                   "Where A, B and C run: auto = the GPU when jax and PyTorch both see one, else the CPU.")
+flags.DEFINE_enum("omp_wait_policy", None, ["ACTIVE", "PASSIVE"],
+                  "OMP_WAIT_POLICY of every process of the run (both sides; PyTorch's and oneDNN's OpenMP threads): "
+                  "PASSIVE on a machine shared with other work, where spinning threads wait for descheduled ones.")
 flags.DEFINE_string("child", None, "Internal: run one workload in this process.")
 flags.DEFINE_string("compute_dtype", "float32", "Internal: the compute dtype of the child's row.")
 flags.DEFINE_string("torch_device", "cpu", "Internal: the PyTorch worker's device (cpu or cuda).")
@@ -236,12 +251,13 @@ def engine_side(model, steps: int, compute_dtype: str = "float32", workload: str
     eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, compute_dtype=compute_dtype,
                         loop=FLAGS.loop)
     points = {k: v[:n] for k, v in sweep.arrays(eng.term_names).items()}
-    size = FLAGS.chunk or n
-    if n % size:
-        raise app.UsageError(f"--chunk must divide the {n} points, got {size}")
+    size = FLAGS.chunk or eng.chunk_size(n)  # the engine's own choice unless --chunk says
 
-    def run():  # the points in chunks of --chunk (one chunk by default)
-        return [eng.run_points({k: v[i:i + size] for k, v in points.items()}).images for i in range(0, n, size)]
+    def run():  # the points in chunks of ``size``, the last one padded (as Engine.run cuts a grid)
+        import numpy as np
+
+        return [eng.run_points({k: v[np.arange(i, i + size).clip(max=n - 1)] for k, v in points.items()}).images
+                for i in range(0, n, size)]
 
     # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis
     # of the model with XLA's convolutions (the arithmetic is the same).
@@ -253,7 +269,7 @@ def engine_side(model, steps: int, compute_dtype: str = "float32", workload: str
     twin = engine.Engine(model.with_conv_backend("xla"), eng.terms, steps=steps, compute_dtype=compute_dtype)
     grad = jax.jit(jax.grad(lambda x, p: twin.loss(model.params, x, p)[0]))
     used = convs_in(jax.jit(jax.grad(lambda x, p: eng.loss(model.params, x, p)[0])), x0, one)
-    return run, xla_flops(grad, x0, one), used, eng.loop
+    return run, xla_flops(grad, x0, one), used, eng.loop, size
 
 
 def torch_loss(model, tmodel, x, targets, bf16: bool = False):
@@ -410,8 +426,8 @@ def _saliency_images() -> int:
 # --------------------------------------------------------------------------------------------------
 # Feature visualisation on the shipped classifier: Lucid's recipe (an image in a decorrelated Fourier
 # basis through a sigmoid, Lucent's standard random transforms, Adam at 0.05 from noise of std 0.01),
-# 24 class models (6 classes x 4 seeds), --fv_steps steps on every side. A: the jaxvis engine, one
-# chunk; B: Lucent's render_vis one objective at a time; C: Lucent with the 24 objectives in one batch
+# 24 class models (6 classes x 4 seeds), --fv_steps steps on every side. A: the jaxvis engine, in its
+# own chunks; B: Lucent's render_vis one objective at a time; C: Lucent with the 24 objectives in one batch
 # (param.image(batch=24), the sum of the per-image objectives).
 
 FV_SEEDS, FV_LR, FV_INIT = 4, 0.05, 0.01
@@ -440,12 +456,16 @@ def feature_vis_engine_side(model):
                         parameterization=par.parse(FV_PARAMETERIZATION, model), transforms=tfm.parse(LUCENT_TRANSFORMS),
                         loop=FLAGS.loop)
     points = sweep.arrays(eng.term_names)
+    n = sweep.size
+    size = FLAGS.chunk or eng.chunk_size(n)  # the engine's own choice unless --chunk says
 
     def run():
-        return np.clip(np.asarray(model.to_image(eng.run_points(points).images)), 0, 1)
+        images = np.concatenate([eng.run_points({k: v[np.arange(i, i + size).clip(max=n - 1)]
+                                                 for k, v in points.items()}).images for i in range(0, n, size)])[:n]
+        return np.clip(np.asarray(model.to_image(images)), 0, 1)
 
     x0 = jnp.zeros(model.input_shape(1), jnp.float32)
-    return run, convs_in(jax.jit(jax.grad(lambda x: model.apply(model.params, x)[0].sum())), x0), eng.loop
+    return run, convs_in(jax.jit(jax.grad(lambda x: model.apply(model.params, x)[0].sum())), x0), eng.loop, size
 
 
 def lucent():
@@ -582,7 +602,7 @@ def feature_vis_child() -> dict:
     """The feature_vis row: A here, B and C (Lucent) in a PyTorch worker, interleaved; with the share of
     each side's images that the shipped judge reads as their class (of the last repetition)."""
     model = jaxvis_model("feature_vis", FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
-    a, used, loop = feature_vis_engine_side(model)
+    a, used, loop, chunk = feature_vis_engine_side(model)
     folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
     worker = TorchWorker("feature_vis", "cpu", [f"--fv_steps={FLAGS.fv_steps}",
                                                 f"--images_out={os.path.join(folder, 'images.npy')}"])
@@ -608,7 +628,7 @@ def feature_vis_child() -> dict:
             "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"], "gflop_per_image_step": None,
             "A_gflops": None, "matmul_peak_gflops": None, "A_fraction_of_peak": None, "A_compile_s": compile_s,
             "peak_rss_gb": max_rss_gb(), "reps": FLAGS.reps, "steps": FLAGS.fv_steps, "points": n,
-            "dtype": "float32", "conv": used, "loop": loop, "chunk": n, "tiny": FLAGS.tiny, "device": "cpu",
+            "dtype": "float32", "conv": used, "loop": loop, "chunk": chunk, "tiny": FLAGS.tiny, "device": "cpu",
             "judge_A": judge_transfer(model, images, classes), "judge_B": judge_transfer(model, lucent_images["B"], classes),
             "judge_C": judge_transfer(model, lucent_images["C"], classes)}
 
@@ -750,12 +770,12 @@ def child(workload: str) -> dict:
     peak = matmul_peak(dtype)
     worker = TorchWorker(workload, torch_device_for(platform))
     model = jaxvis_model(workload, FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
-    loop = None
+    loop = chunk = None
     if workload == "saliency":
         a, flops, used = saliency_jaxvis_side(model, _saliency_images())
         n = work = _saliency_images()  # images
     else:
-        a, flops, used, loop = engine_side(model, FLAGS.steps, dtype, workload)
+        a, flops, used, loop, chunk = engine_side(model, FLAGS.steps, dtype, workload)
         n = grid_of(workload, model)[1]
         work = n * FLAGS.steps  # image-steps
     t = time.perf_counter()
@@ -779,7 +799,7 @@ def child(workload: str) -> dict:
         "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
         "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
         "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": used,
-        "points": n, "dtype": dtype, "loop": loop, "chunk": FLAGS.chunk or n,
+        "points": n, "dtype": dtype, "loop": loop, "chunk": chunk,
         "device": jax.devices()[0].device_kind if platform != "cpu" else "cpu",
         "A_device_peak_gb": (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30
         if platform != "cpu" else None,
@@ -838,13 +858,13 @@ def table(rows) -> str:
     there is no C."""
     head = (f"{'workload':<11} {'dtype':<8} {'points':>6} {'unit':<14} {'A jaxvis':>9} {'B torch 1x1':>11} "
             f"{'C torch batch':>13} {'A/B':>6} {'A/C':>6} {'A GFLOP/s':>9} {'of peak':>7} {'compile s':>9} "
-            f"{'peak RSS GB':>11} {'A convs':>7} {'loop':>5}")
+            f"{'peak RSS GB':>11} {'A convs':>7} {'loop':>5} {'chunk':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['workload']:<11} {r['dtype']:<8} {r['points']:>6} {r['unit']:<14} {r['A']:>9.3f} "
                      f"{r['B']:>11.3f} {_cell(r['C'], 13, 3)} {r['A/B']:>6.2f} {_cell(r['A/C'], 6, 2)} "
                      f"{_cell(r['A_gflops'], 9, 1)} {_cell(r['A_fraction_of_peak'], 7, 2)} {r['A_compile_s']:>9.1f} "
-                     f"{r['peak_rss_gb']:>11.2f} {r['conv']:>7} {r.get('loop') or '-':>5}")
+                     f"{r['peak_rss_gb']:>11.2f} {r['conv']:>7} {r.get('loop') or '-':>5} {r.get('chunk') or '-':>5}")
     return "\n".join(lines)
 
 
@@ -866,6 +886,8 @@ def main(argv):
         else:
             print(json.dumps(child(FLAGS.child)))
         return
+    if FLAGS.omp_wait_policy:  # before any OpenMP runtime starts: the children and their workers inherit it
+        os.environ["OMP_WAIT_POLICY"] = FLAGS.omp_wait_policy
     bad = sorted(set(FLAGS.dtypes) - {"float32", "bfloat16"})
     if bad:
         raise app.UsageError(f"--dtypes takes float32 and bfloat16, got {bad}")

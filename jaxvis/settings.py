@@ -72,8 +72,9 @@ class SweepSettings:
     conv_backend: str = _field("auto", "Convolutions: oneDNN's on CPUs where its kernels are built (auto), or "
                                "XLA's (see jaxvis.conv). Not part of a run's identity.", "str",
                                ("auto", "onednn", "xla"))
-    loop: str = _field("auto", "Steps loop: on the host on CPUs, one lax.scan on accelerators (auto), or "
-                       "either. Not part of a run's identity.", "str", ("auto", "scan", "host"))
+    loop: str = _field("auto", "Steps loop: one lax.scan on accelerators and with oneDNN's convolutions on CPUs, "
+                       "on the host with XLA's on CPUs (auto), or either. Not part of a run's identity.", "str",
+                       ("auto", "scan", "host"))
     init: tuple = _field((0.0,), "Initialisations: 0 = zeros (the paper), s > 0 = Gaussian noise of std s: a "
                          "sweep axis.", "floats")
     seeds: tuple = _field((0,), "Noise and jitter seeds: a sweep axis.", "ints")

@@ -5,8 +5,9 @@ loss variants (weighted sums of terms), factors on the weight of any term, initi
 in the paper, s > 0 = Gaussian noise of std s), seeds and target-box sets. One pure step, objective
 value and gradient with respect to the image followed by the optax update, is written for one grid point
 and vmapped over the points of a chunk; the model parameters are broadcast. On accelerators ``lax.scan``
-runs the steps inside the same compiled call; on CPUs, where XLA runs loop bodies slowly, the host loops
-over the compiled step without moving data (``Engine(loop=...)``). Snapshots (image after k steps) and
+runs the steps inside the same compiled call, and on CPUs too where every convolution is one of oneDNN's
+kernels; with XLA's own convolutions, which XLA's CPU backend runs slowly inside a loop body, the host
+loops over the compiled step without moving data (``Engine(loop=...)``). Snapshots (image after k steps) and
 per-step curves are collected on the device. Each chunk is sharded over the devices along the points axis.
 
 By default the optimised variable is the zero-centred image in the network's input space (the

@@ -1,8 +1,9 @@
 """The sweep engine's runner: chunks, devices, the steps loop and progress around the numeric core
 (``jaxvis.engine.core``). The package's docstring (``jaxvis.engine``) describes the engine as a whole.
 
-On accelerators ``lax.scan`` runs a chunk's steps inside one compiled call; on CPUs, where XLA runs
-loop bodies slowly, the host loops over the compiled step without moving data (``Engine(loop=...)``).
+``lax.scan`` runs a chunk's steps inside one compiled call, on accelerators and on CPUs where every
+convolution is one of oneDNN's kernels; with XLA's own convolutions on CPUs, which XLA runs slowly in a
+loop body, the host loops over the compiled step without moving data (``Engine(loop=...)``).
 Each chunk is sharded over the devices along the points axis: the numeric core is mapped over the
 devices' shares of the points (``shard_map``), so that each device runs the model's own convolutions
 (oneDNN's kernels on CPUs) on its share, with nothing gathered across devices.
@@ -85,7 +86,8 @@ class Engine:
 
     ``loop``: ``"scan"`` runs a chunk's steps as one ``lax.scan`` on the device; ``"host"`` loops over a
     compiled step on the host, with the carry donated and no transfer until the chunk ends; ``"auto"``
-    (default) takes ``"host"`` on CPUs, where XLA runs loop bodies slowly, and ``"scan"`` elsewhere.
+    (default) takes ``"scan"`` on accelerators and on CPUs where every convolution of the step runs in
+    oneDNN's kernels, ``"host"`` on CPUs with XLA's convolutions (slow in a loop body).
 
     Everything the compiled programs depend on (model, terms, optimiser, steps, snapshots, jitter, clip,
     compute dtype, loop, devices, parameterisation, transforms, views) is fixed when the engine is built: it is the frozen ``config``
