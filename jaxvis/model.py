@@ -94,6 +94,13 @@ class Detector(Model):
         return [tuple(acts[f"map{i}"].shape[1:3]) for i in range(n)]
 
     @functools.cached_property
+    def head_ends(self) -> tuple[int, ...]:
+        """Where each head's default boxes end in the rows of the outputs: the heads' rows are concatenated in
+        map order, head k's (y, x, box) rows ending at ``head_ends[k]``."""
+        counts = [h * w * a for (h, w), a in zip(self.feature_sizes, self.spec.config["anchors_per_location"])]
+        return tuple(int(e) for e in np.cumsum(counts))
+
+    @functools.cached_property
     def anchors(self) -> np.ndarray:
         """Default boxes, (A, 4) float32 xyxy pixels of the network input, in the heads' row order."""
         return self.default_boxes(np.float32)

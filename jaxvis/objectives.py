@@ -177,13 +177,11 @@ def head_boxes(model, layer: str) -> tuple[int, int]:
     the heads' rows are concatenated in map order, each map's as (y, x, box)."""
     if not (layer.startswith("map") and layer[3:].isdigit()):
         raise ObjectiveError(f"a head is named by the source map it reads, map0 ... map"
-                             f"{len(model.feature_sizes) - 1}; got {layer!r}.")
-    k = int(layer[3:])
-    per = model.spec.config["anchors_per_location"]
-    if k >= len(per):
-        raise ObjectiveError(f"{model.spec.arch} has heads on map0 ... map{len(per) - 1}; got {layer!r}.")
-    counts = [h * w * a for (h, w), a in zip(model.feature_sizes, per)]
-    return sum(counts[:k]), sum(counts[:k + 1])
+                             f"{len(model.head_ends) - 1}; got {layer!r}.")
+    k, ends = int(layer[3:]), model.head_ends
+    if k >= len(ends):
+        raise ObjectiveError(f"{model.spec.arch} has heads on map0 ... map{len(ends) - 1}; got {layer!r}.")
+    return (ends[k - 1] if k else 0), ends[k]
 
 
 def head_term(rows: tuple[int, int]) -> TermFn:

@@ -233,6 +233,13 @@ def frequencies(size: tuple[int, int]) -> np.ndarray:
     return np.sqrt(fx * fx + fy * fy)
 
 
+def fourier_scale(size: tuple[int, int], decay) -> jax.Array:
+    """sqrt(h w) / max(f, 1 / max(h, w))^decay per real FFT bin, (H, W // 2 + 1): the Fourier basis's scale."""
+    h, w = size
+    f = jnp.asarray(np.maximum(frequencies(size), 1.0 / max(h, w)), jnp.float32)
+    return jnp.sqrt(jnp.float32(h * w)) * jnp.power(f, -jnp.asarray(decay, jnp.float32))
+
+
 def _odd_phase(phase: jax.Array, w: int) -> jax.Array:
     """The phase made odd along the rows in the self-mirrored columns (0, and w/2 for even w), so that
     the spectrum is that of a real image and irfft2 keeps its magnitude exactly."""
@@ -250,8 +257,7 @@ def basis_image(par: Parameterization, v: jax.Array, size: tuple[int, int], deca
     if par.basis == "pixels":
         return v
     if par.basis == "fourier":
-        f = jnp.asarray(np.maximum(frequencies(size), 1.0 / max(h, w)), jnp.float32)
-        scale = jnp.sqrt(jnp.float32(h * w)) * jnp.power(f, -jnp.asarray(decay, jnp.float32))
+        scale = fourier_scale(size, decay)
         spectrum = jax.lax.complex(v[..., 0] * scale[..., None], v[..., 1] * scale[..., None])
         return jnp.fft.irfft2(spectrum, s=(h, w), axes=(0, 1)) / 4.0
     magnitude = jnp.asarray(hermitian_magnitude(par.spectrum.array, w))
@@ -309,7 +315,6 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
     moved ``margin`` inside [0, 1]."""
     if par.identity:
         return jnp.asarray(x, jnp.float32)
-    h, w = size
     decay = par.decay if decay is None else decay
     rgb = from_input(to_input, jnp.asarray(x, jnp.float32))
     if par.range == "sigmoid":
@@ -325,9 +330,7 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
     spectrum = jnp.fft.rfft2(t, axes=(0, 1))
     if par.basis == "maco":
         return jnp.angle(spectrum).astype(jnp.float32)
-    f = jnp.asarray(np.maximum(frequencies(size), 1.0 / max(h, w)), jnp.float32)
-    scale = jnp.sqrt(jnp.float32(h * w)) * jnp.power(f, -jnp.asarray(decay, jnp.float32))
-    factor = (4.0 / scale)[..., None]
+    factor = (4.0 / fourier_scale(size, decay))[..., None]
     return jnp.stack([jnp.real(spectrum) * factor, jnp.imag(spectrum) * factor], -1).astype(jnp.float32)
 
 

@@ -536,8 +536,7 @@ def cell_scale(model, layer: str, shape, out_hw) -> tuple[float, float]:
 
 def source_level(model, anchors) -> jax.Array:
     """Index of the source feature map whose head predicts each default box in ``anchors``."""
-    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
-    return jnp.searchsorted(jnp.asarray(np.cumsum(per)), anchors, side="right")
+    return jnp.searchsorted(jnp.asarray(model.head_ends), anchors, side="right")
 
 
 def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array:
