@@ -45,7 +45,7 @@ def run(out: str, steps: int, pulls, lr: float, seed: int, transforms: str) -> d
     import numpy as np
 
     import jaxvis
-    from jaxvis import assets, engine, render
+    from jaxvis import assets, engine, evaluate, render
     from jaxvis import objectives as obj
     from jaxvis import parameterizations as par
     from jaxvis import transforms as tfm
@@ -62,10 +62,9 @@ def run(out: str, steps: int, pulls, lr: float, seed: int, transforms: str) -> d
                         transforms=tfm.parse(transforms))
     result = eng.run(sweep, progress=None)
     points = sweep.point_axes()
-    shown = np.clip(np.asarray(model.to_image(result.images)), 0, 1)
+    shown = evaluate.pictures(model, result.images)
     start_probs = np.asarray(jax.nn.softmax(model.apply(model.params, starts)[0]))
-    judge_logits, _ = jax.jit(judge.apply)(judge.params, judge.preprocess(shown))
-    votes = np.asarray(judge_logits).argmax(-1)
+    votes, _ = evaluate.judge_read(judge, shown)
     moved = np.sqrt(np.mean((shown - pictures[[p["start"] for p in points]]) ** 2, axis=(1, 2, 3)))
     table, cells = {}, {}
     for w in pulls:

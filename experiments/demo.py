@@ -69,11 +69,10 @@ READABLE = "classifier_readable"
 def judge(run: str, loss: dict | None, prefix: str = "") -> dict:
     """The judge's verdict per learning rate: each image of the run (of ``loss`` if given), clipped to a
     valid picture, is classified by the independently trained judge."""
-    import jax
     import numpy as np
 
     import jaxvis
-    from jaxvis import assets
+    from jaxvis import assets, evaluate
 
     classifier = jaxvis.load(assets.path("classifier"))
     judge_model = jaxvis.load(assets.path("judge"))
@@ -82,9 +81,8 @@ def judge(run: str, loss: dict | None, prefix: str = "") -> dict:
     out = {}
     for lr in sorted({r["lr"] for r in records}):
         rows = [r for r in records if (loss is None or r["loss"] == loss) and r["lr"] == lr]
-        pictures = np.clip(np.asarray(classifier.to_image(np.asarray(images[[r["index"] for r in rows]]))), 0, 1)
-        logits, _ = jax.jit(judge_model.apply)(judge_model.params, judge_model.preprocess(pictures))
-        votes = np.asarray(logits).argmax(-1)
+        pictures = evaluate.pictures(classifier, np.asarray(images[[r["index"] for r in rows]]))
+        votes, _ = evaluate.judge_read(judge_model, pictures)
         agree = [int(v == r["target"]) for v, r in zip(votes, rows)]
         out[f"{prefix}lr={lr:g}"] = {"agree": int(sum(agree)), "of": len(rows),
                                      "judge_says": [judge_model.labels[v] for v in votes]}

@@ -123,12 +123,12 @@ def detector_verdicts(detector, judge, images, targets: Sequence[int], boxes: Se
     crops = np.stack([crop(p, b, size) for p, b in zip(pics, boxes)])
     votes, probs = judge_read(judge, crops)
     seeds = list(seeds) if seeds is not None else [0] * len(pics)
+    outputs, _ = detector.apply(detector.params, detector.preprocess(jnp.asarray(pics)))
     out = []
-    for i, (pic, t, b, v, p, s) in enumerate(zip(pics, targets, boxes, votes, probs, seeds)):
-        outputs, _ = detector.apply(detector.params, detector.preprocess(jnp.asarray(pic[None])))
+    for i, (t, b, v, p, s) in enumerate(zip(targets, boxes, votes, probs, seeds)):
         name = detector.labels[int(t)]
-        out.append(Verdict(i, name, judge.labels[v], float(p[_judge_index(judge, name)]),
-                           box_probability(detector, outputs, int(t), b, iou), int(s)))
+        own = box_probability(detector, jax.tree.map(lambda a: a[i:i + 1], outputs), int(t), b, iou)
+        out.append(Verdict(i, name, judge.labels[v], float(p[_judge_index(judge, name)]), own, int(s)))
     return out
 
 
