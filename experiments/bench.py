@@ -241,6 +241,16 @@ def torch_twin(model):
 # --------------------------------------------------------------------------------------------------
 # A, B, C for class-model workloads.
 
+def run_in_chunks(eng, points: dict, size: int) -> list:
+    """The final images of ``points`` (the engine's point arrays) run in chunks of ``size``, the last one
+    padded with its last point, as ``Engine.run`` cuts a grid: one array per chunk."""
+    import numpy as np
+
+    n = len(points["target"])
+    return [eng.run_points({k: v[np.arange(i, i + size).clip(max=n - 1)] for k, v in points.items()}).images
+            for i in range(0, n, size)]
+
+
 def engine_side(model, steps: int, compute_dtype: str = "float32", workload: str = ""):
     import jax
 
@@ -253,11 +263,8 @@ def engine_side(model, steps: int, compute_dtype: str = "float32", workload: str
     points = {k: v[:n] for k, v in sweep.arrays(eng.term_names).items()}
     size = FLAGS.chunk or eng.chunk_size(n)  # the engine's own choice unless --chunk says
 
-    def run():  # the points in chunks of ``size``, the last one padded (as Engine.run cuts a grid)
-        import numpy as np
-
-        return [eng.run_points({k: v[np.arange(i, i + size).clip(max=n - 1)] for k, v in points.items()}).images
-                for i in range(0, n, size)]
+    def run():
+        return run_in_chunks(eng, points, size)
 
     # FLOPs of one image-step: value and gradient of the loss for one point, from XLA's cost analysis
     # of the model with XLA's convolutions (the arithmetic is the same).
@@ -446,7 +453,7 @@ def feature_vis_engine_side(model):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxvis import engine
+    from jaxvis import engine, evaluate
     from jaxvis import parameterizations as par
     from jaxvis import transforms as tfm
 
@@ -460,9 +467,7 @@ def feature_vis_engine_side(model):
     size = FLAGS.chunk or eng.chunk_size(n)  # the engine's own choice unless --chunk says
 
     def run():
-        images = np.concatenate([eng.run_points({k: v[np.arange(i, i + size).clip(max=n - 1)]
-                                                 for k, v in points.items()}).images for i in range(0, n, size)])[:n]
-        return np.clip(np.asarray(model.to_image(images)), 0, 1)
+        return evaluate.pictures(model, np.concatenate(run_in_chunks(eng, points, size))[:n])
 
     x0 = jnp.zeros(model.input_shape(1), jnp.float32)
     return run, convs_in(jax.jit(jax.grad(lambda x: model.apply(model.params, x)[0].sum())), x0), eng.loop, size
@@ -531,15 +536,13 @@ def lucent_sides(model, tmodel):
 
 def judge_transfer(model, images, classes) -> float:
     """Share of RGB images (N, H, W, 3) in [0, 1] that the shipped judge reads as their class."""
-    import jax
     import numpy as np
 
     import jaxvis
-    from jaxvis import assets
+    from jaxvis import assets, evaluate
 
-    judge = jaxvis.load(assets.path("judge"))
-    logits, _ = jax.jit(judge.apply)(judge.params, judge.preprocess(np.asarray(images, np.float32)))
-    return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(classes)))
+    votes, _ = evaluate.judge_read(jaxvis.load(assets.path("judge")), images)
+    return float(np.mean(votes == np.asarray(classes)))
 
 
 # --------------------------------------------------------------------------------------------------
