@@ -21,9 +21,10 @@ IoU >= 0.5 (each ground-truth box matched once, best score first). Per explained
 - ``ms_per_map``: wall time of the batched calls divided by the number of maps computed, compilation
   excluded (a warm-up call first).
 
-``odam`` combines the six source maps by the normalised sum (each divided by its maximum); ``odam_own`` keeps
-the map of the source feature map whose head predicts the detection, as the ODAM authors explain a
-multi-level detector. Gradient-family maps are reduced by the max over colour channels of |attribution| (the paper's).
+``odam`` is ODAM on its default layers (conv4_3, the last activation every head depends on, and map0 for
+the first head's detections); ``odam_sources`` combines the source maps the heads read by the normalised sum
+(each divided by its maximum); ``odam_own`` keeps the map of the source feature map whose head predicts the
+detection, as the ODAM authors explain a multi-level detector. Grad-CAM runs on the source maps. Gradient-family maps are reduced by the max over colour channels of |attribution| (the paper's).
 Writes ``detection_study.md``, ``detection_study.json`` and ``detection_study.png`` (scenes x methods) to --out.
 """
 
@@ -62,6 +63,7 @@ def methods():
         "integrated": sal.integrated(steps=FLAGS.steps),
         "gradcam": sal.gradcam(),
         "odam": sal.odam(),
+        "odam_sources": sal.odam(layers="sources"),
         "odam_own": sal.odam(combine="own"),
         "drise": sal.drise(masks=FLAGS.masks, cell=16, p=0.5),
     }

@@ -36,7 +36,8 @@ flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why 
                           "(detectors).")
 flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "gradcam", "odam",
                                          "drise"], "Attribution method (see jaxvis.saliency).")
-flags.DEFINE_list("layer", [], "gradcam/odam: layer name(s) (default for detectors: the source feature maps).")
+flags.DEFINE_list("layer", [], "gradcam/odam: layer name(s), or 'sources' for a detector's source feature maps "
+                  "(default for detectors: Grad-CAM the source maps, ODAM conv4_3 and map0).")
 flags.DEFINE_integer("samples", 25, "smoothgrad: noisy copies.")
 flags.DEFINE_float("noise", 0.15, "smoothgrad: noise std as a fraction of the input's range.")
 flags.DEFINE_integer("steps", 64, "integrated: path steps.")

@@ -24,18 +24,27 @@ static, the rest (noise level, baseline, keep probability) is data:
   gradient averaged along the straight path (midpoint rule). Samples and steps run in chunks sized to the
   free memory (``chunk`` overrides), so memory does not grow with their number.
 - ``gradcam(layers)``: per layer, ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of dS/dA_k;
-  ``odam(layers)`` (Zhao & Chan 2023): per layer, ReLU(sum_k dS/dA_k * A_k), element-wise. For SSD the
-  default layers are the six maps the heads read (conv4_3 after the L2 norm, fc7, the extra layers);
-  classifiers name theirs. Each layer's map is up-sampled bilinearly to the output grid with each cell on
-  the centre of the image region it stands for: an SSD source map's cell (i, j) on the centre of its default
-  boxes, ((i + 0.5) * step, (j + 0.5) * step) input pixels (SSD300's steps 8, 16, 32, 64 are not 300 / 38,
-  300 / 19, …, so this differs from a plain resize), any other layer's with half-pixel centres (as
-  ``F.interpolate(align_corners=False)``); the layers are then combined: with
-  ``combine="normalised_sum"`` (default) each map is divided by its own maximum (an all-zero map stays
-  zero) and the maps are summed, so that every scale counts alike; ``"sum"`` adds them as they are;
-  ``"own"`` keeps only the map of the source feature map whose head predicts the detection (the one its
-  default box sits on), as the ODAM authors explain a multi-level detector's prediction at its own level
-  (detection and box-coordinate targets on the default layers).
+  ``odam(layers)`` (Zhao & Chan 2023): per layer, ReLU(sum_k dS/dA_k * A_k), element-wise. dS/dA is the
+  total derivative through every layer that reads A (``jaxvis.models.taps``), so any activation the model
+  returns can be named. Defaults for SSD: Grad-CAM on the six maps the heads read (``source_maps``: conv4_3
+  after the L2 norm, fc7, the extra layers); ODAM on ``backbone_layers``: conv4_3 (stride 8), the last
+  activation every head depends on, and for the first head's detections its own map (conv4_3 after the
+  norm, which makes ODAM through conv4_3 vanish). The heads' own maps are coarse (stride 16 and more for
+  most objects) and ODAM there is the head's 3 x 3 convolution split over nine cells, which rings the
+  object; conv4_3's map stays on it (energy-based pointing game on 200 generated scenes of the shipped
+  detector: 0.68 against 0.46 on the source maps and 0.56 for the gradient; Grad-CAM's pooled weights gain
+  nothing there, 0.28 against 0.30). Classifiers name their layers. Each layer's map is up-sampled bilinearly to the
+  output grid with each cell on the centre of the image region it stands for: an SSD source map's cell
+  (i, j) on the centre of its default boxes, ((i + 0.5) * step, (j + 0.5) * step) input pixels (SSD300's
+  steps 8, 16, 32, 64 are not 300 / 38, 300 / 19, …, so this differs from a plain resize), another
+  activation of a detector on ((i + 0.5) * stride, …) with its power-of-two stride, a classifier's with
+  half-pixel centres (as ``F.interpolate(align_corners=False)``). A map whose maximum is within rounding
+  error of its terms (``ROUNDING`` epsilons of the largest |alpha_k A_k| or |dS/dA_k * A_k|) is zero. The
+  layers are then combined: with ``combine="normalised_sum"`` (default) each map is divided by its own
+  maximum (an all-zero map stays zero) and the maps are summed, so that every scale counts alike; ``"sum"``
+  adds them as they are; ``"own"`` keeps only the map of the source feature map whose head predicts the
+  detection (the one its default box sits on), as the ODAM authors explain a multi-level detector's
+  prediction at its own level (detection and box-coordinate targets on the source maps).
 - ``drise(masks, cell, p)`` (Petsiuk et al. 2021), detectors only: random binary grids with cells of
   ``cell`` pixels kept with probability ``p``, up-sampled bilinearly and shifted at random by up to a cell
   (as RISE); for each masked image, the detector's pre-NMS proposals (decoded boxes and class
@@ -60,13 +69,13 @@ import dataclasses
 import functools
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvis import boxes as bx
 from jaxvis import preprocess as pre
+from jaxvis.models.taps import TAPS
 
 KINDS = ("class", "detection", "box_coord", "box_label")
 METHODS = ("gradient", "smoothgrad", "integrated", "grad_x_input")
@@ -75,6 +84,7 @@ SCORES = ("logit", "prob", "log_prob")
 COMBINE = ("normalised_sum", "sum", "own")
 
 TRACES = 0  # compilations of the batched gradient program (tests check that a batch is one call)
+ROUNDING = 64  # a CAM whose maximum is below this many epsilons of its largest term is rounding error
 MEMORY_BUDGET = 2 * 2**30  # most bytes a chunk of samples, steps, masks or targets may take
 
 
@@ -167,14 +177,16 @@ def integrated(steps: int = 64, baseline=None, chunk: int | None = None) -> Inte
 
 
 def gradcam(layer=None, combine: str = "normalised_sum", chunk: int | None = None) -> GradCAM:
-    """Grad-CAM on ``layer`` (a name or several; None: a detector's source feature maps)."""
+    """Grad-CAM on ``layer`` (a name or several; None or ``"sources"``: a detector's source feature maps,
+    ``source_maps``)."""
     if combine not in COMBINE:
         raise SaliencyError(f"combine must be one of {COMBINE}, got {combine!r}")
     return GradCAM(_layers(layer), combine, chunk)
 
 
 def odam(layers=None, combine: str = "normalised_sum", chunk: int | None = None) -> ODAM:
-    """ODAM on ``layers`` (None: a detector's source feature maps)."""
+    """ODAM on ``layers`` (a name or several; None: a detector's ``backbone_layers``, or its source feature maps
+    with ``combine="own"``; ``"sources"``: its source feature maps, ``source_maps``)."""
     if combine not in COMBINE:
         raise SaliencyError(f"combine must be one of {COMBINE}, got {combine!r}")
     return ODAM(_layers(layers), combine, chunk)
@@ -440,54 +452,44 @@ def _gradient_program(model, kind: str, score: str, method, space: str, chunk: i
     return run
 
 
-def default_layers(model) -> tuple[str, ...]:
-    """A detector's source feature maps (``map0`` … ``map5`` for SSD300: conv4_3 after the L2 norm, fc7,
-    conv8_2 … conv11_2)."""
+def source_maps(model) -> tuple[str, ...]:
+    """A detector's source feature maps, the maps its heads read (``map0`` … ``map5`` for SSD300: conv4_3 after
+    the L2 norm, fc7, conv8_2 … conv11_2)."""
     if not model.spec.is_detector:
         raise SaliencyError("Grad-CAM and ODAM on a classifier need a layer: e.g. gradcam('conv5_2')")
     return tuple(f"map{i}" for i in range(len(model.spec.config["anchors_per_location"])))
 
 
+def backbone_layers(model) -> tuple[str, ...]:
+    """ODAM's default layers on an SSD: the last activation that every head depends on, the last convolution of
+    VGG block 4 (``conv4_3``, stride 8), and the first source map (``map0``, that activation after the L2
+    norm). The first head reads conv4_3 only through the norm, which is scale-invariant, so
+    sum_k A_k dS/dA_k = 0 at every cell and ODAM on conv4_3 is zero for its detections; they are explained on
+    map0 (same cells), the others on conv4_3 (map0's map is zero for them: no other head reads it)."""
+    source_maps(model)  # a detector
+    return f"conv4_{len(model.spec.config['blocks'][3])}", "map0"
+
+
+def default_layers(model, method) -> tuple[str, ...]:
+    """The layers of a CAM method with ``layers=None`` on a detector: Grad-CAM the source feature maps; ODAM
+    ``backbone_layers``, or the source feature maps with ``combine="own"`` (which picks one of them)."""
+    if isinstance(method, ODAM) and method.combine != "own":
+        return backbone_layers(model)
+    return source_maps(model)
+
+
 @functools.lru_cache(maxsize=32)
-def layer_consumers(model, layers: tuple[str, ...]) -> dict[str, str]:
-    """The submodules that read each named activation (module name -> layer name).
+def activation_names(model) -> tuple[str, ...]:
+    """The names of the activations ``model.apply`` returns, in the order the network makes them."""
+    _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+    return tuple(acts)
 
-    dS/dA for an activation A is computed by adding a zero tensor to A where every consumer reads it, so a
-    layer is usable when the modules that read it are submodules (convolutions, dense layers): the feature
-    maps of SSD (heads and extra layers read them) and a VGG's conv layers other than the last of a block."""
-    seen: list[tuple[str, Any]] = []
 
-    def record(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and context.module.name is not None and args:
-            seen.append((context.module.name, args[0]))
-        return next_fun(*args, **kwargs)
-
-    found: dict[str, str] = {}
-    names: list[str] = []
-
-    def trace(params, x):
-        seen.clear()
-        with nn.intercept_methods(record):
-            _, acts = model.apply(params, x)
-        names[:] = list(acts)
-        for layer in layers:
-            if layer not in acts:
-                continue
-            for module, arg in seen:
-                if arg is acts[layer]:
-                    found[module] = layer
-        return 0
-
-    jax.eval_shape(trace, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+def check_layers(model, layers: tuple[str, ...]) -> None:
+    names = activation_names(model)
     for layer in layers:
         if layer not in names:
-            raise SaliencyError(f"{model.spec.arch} has no activation {layer!r}; it has {names}")
-        if layer not in found.values():
-            raise SaliencyError(f"no submodule of {model.spec.arch} reads {layer!r} directly (a function such as a "
-                                "pooling reads it), so its gradient cannot be taken; choose a layer that a "
-                                "convolution reads, e.g. one of the SSD feature maps or a conv before the last of "
-                                "its block")
-    return found
+            raise SaliencyError(f"{model.spec.arch} has no activation {layer!r}; it has {list(names)}")
 
 
 def _interpolation(n_out: int, n_in: int, scale: float) -> np.ndarray:
@@ -520,18 +522,32 @@ def upsample(m: jax.Array, hw, scale=None) -> jax.Array:
 
 
 def cell_scale(model, layer: str, shape, out_hw) -> tuple[float, float]:
-    """Output pixels per cell of activation ``layer`` (spatial ``shape``) mapped onto an ``out_hw`` grid: for
-    a detector's source map ``map{k}`` the default boxes' step (their centres are ``(i + 0.5) * step`` input
-    pixels), scaled from the network input to ``out_hw``; for any other layer (or anchors without steps,
-    centred at ``(i + 0.5) / f_k``) the ratio of the sizes, i.e. half-pixel centres."""
+    """Output pixels per cell of activation ``layer`` (spatial ``shape``) mapped onto an ``out_hw`` grid.
+
+    A detector's source map ``map{k}``: the default boxes' step (their centres are ``(i + 0.5) * step`` input
+    pixels). Another activation of a detector: its stride, the power of two nearest to input size / map size
+    when within 5 % of it (behind 2 x 2, stride-2 poolings, floor or ceil mode, cell i is centred on
+    ``(i + 0.5) * 2^k`` input pixels: SSD300's 38 x 38 conv4_3 has stride 8, not 300 / 38). Both are scaled from
+    the network input to ``out_hw``. Any other layer (a classifier's, or anchors without steps): the ratio of
+    the sizes, i.e. half-pixel centres."""
     h, w = shape
     oh, ow = out_hw
-    steps = (model.spec.detection or {}).get("anchors", {}).get("steps") if model.spec.is_detector else None
-    if steps is not None and layer.startswith("map") and layer[3:].isdigit() and int(layer[3:]) < len(steps):
-        ih, iw = model.spec.input_size
-        step = float(steps[int(layer[3:])])
-        return step * oh / ih, step * ow / iw
-    return oh / h, ow / w
+    if not model.spec.is_detector:
+        return oh / h, ow / w
+    ih, iw = model.spec.input_size
+    steps = (model.spec.detection or {}).get("anchors", {}).get("steps")
+    if layer.startswith("map") and layer[3:].isdigit():
+        if steps is None or int(layer[3:]) >= len(steps):
+            return oh / h, ow / w
+        sy = sx = float(steps[int(layer[3:])])
+    else:
+        sy, sx = (_stride(ih / h), _stride(iw / w))
+    return sy * oh / ih, sx * ow / iw
+
+
+def _stride(ratio: float) -> float:
+    p = 2.0 ** round(np.log2(ratio))
+    return p if abs(p - ratio) <= 0.05 * p else ratio
 
 
 def source_level(model, anchors) -> jax.Array:
@@ -550,19 +566,12 @@ def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array
 
 @functools.lru_cache(maxsize=64)
 def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], space: str, out_hw, tchunk: int):
-    owner = layer_consumers(model, layers)
+    check_layers(model, layers)
 
     def forward(params, z, deltas):
+        # dS/dA of each layer A is the gradient with respect to a zero tap added where A is made
         x = pre.preprocess(model.spec, z) if space == "image" else z
-
-        def add(next_fun, args, kwargs, context):
-            name = context.module.name
-            if context.method_name == "__call__" and name in owner and args:
-                args = (args[0] + deltas[owner[name]],) + tuple(args[1:])
-            return next_fun(*args, **kwargs)
-
-        with nn.intercept_methods(add):
-            outputs, acts = model.apply(params, x[None])
+        outputs, acts = model.apply({**params, TAPS: deltas}, x[None])
         return outputs, {k: acts[k] for k in layers}
 
     def per_image(params, z, targets):
@@ -577,10 +586,14 @@ def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], 
             for k in layers:
                 g, a = grads[k][0], acts[k][0]
                 if isinstance(method, GradCAM):
-                    cam = jnp.einsum("hwc,c->hw", a, jnp.mean(g, axis=(0, 1)))
+                    alpha = jnp.mean(g, axis=(0, 1))
+                    cam, size = jnp.einsum("hwc,c->hw", a, alpha), jnp.einsum("hwc,c->hw", jnp.abs(a), jnp.abs(alpha))
                 else:
-                    cam = jnp.sum(g * a, axis=-1)
-                maps.append(upsample(jax.nn.relu(cam), out_hw, cell_scale(model, k, cam.shape, out_hw)))
+                    cam, size = jnp.sum(g * a, axis=-1), jnp.sum(jnp.abs(g * a), axis=-1)
+                cam = jax.nn.relu(cam)
+                # a map that is rounding error of its own terms is zero (ODAM through a scale-invariant layer)
+                cam = jnp.where(jnp.max(cam) > ROUNDING * jnp.finfo(cam.dtype).eps * jnp.max(size), cam, 0.0)
+                maps.append(upsample(cam, out_hw, cell_scale(model, k, cam.shape, out_hw)))
             level = source_level(model, t["anchor"]) if method.combine == "own" else None
             return value, combine_scales(maps, method.combine, level)
 
@@ -728,11 +741,13 @@ def explain(model, images, targets: Target, method=None, *, params=None, space: 
         if space == "image" and model.spec.resize != "squash":
             raise SaliencyError(f"{method.name} maps in image space need a model that squashes the image to its input "
                                 f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
-        layers = method.layers or default_layers(model)
-        if method.combine == "own" and (not model.spec.is_detector or layers != default_layers(model)
+        layers = method.layers or default_layers(model, method)
+        if layers == ("sources",):
+            layers = source_maps(model)
+        if method.combine == "own" and (not model.spec.is_detector or layers != source_maps(model)
                                         or targets.kind not in ("detection", "box_coord")):
             raise SaliencyError(f"combine='own' keeps the map of the source feature map that predicts a detection: "
-                                f"it needs a detector's default layers and detection or box_coordinate targets "
+                                f"it needs a detector's source maps and detection or box_coordinate targets "
                                 f"(got layers {layers}, {targets.kind} targets); use 'normalised_sum' or 'sum'")
         _, tchunk = chunk_sizes(model, 1, k, out_hw)
         fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(method, layers=layers), layers,

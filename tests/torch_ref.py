@@ -166,31 +166,44 @@ def place_on_grid(cam: torch.Tensor, size, cell) -> torch.Tensor:
                                            align_corners=False)[0, 0]
 
 
-def torch_cams(tmodel, x, targets, size, steps, input_size) -> list[dict[tuple[str, str], np.ndarray]]:
+def torch_cams(tmodel, x, targets, size, steps, input_size, backbone=False) -> list[dict[tuple[str, str], np.ndarray]]:
     """Grad-CAM and ODAM of class-``c`` logits of default boxes ``a`` (``targets``: (a, c) pairs) with torch
     autograd, for a torchvision SSD or a ``TorchSSD`` (float64 weights): dS/dA of each source feature map A
     (the total derivative, read by retain_grad), per map ReLU(sum_k mean(dS/dA_k) A_k) (Grad-CAM) or
     ReLU(sum_k dS/dA_k * A_k) (ODAM), each placed on the ``size`` grid with its cells on the default boxes'
     centres ((i + 0.5) * step input pixels), then summed as they are (``"sum"``) or each divided by its
-    maximum first (``"normalised_sum"``). ``x``: one network input, (H, W, 3) numpy. Per target, a dict
+    maximum first (``"normalised_sum"``); a map within 64 epsilons of its largest term is zero.
+    ``backbone``: instead of the source maps, the activation ``backbone.features`` ends with (conv4_3 after
+    its ReLU, which the L2 norm and the extra layers both read; cells at (i + 0.5) * 8 input pixels) and the
+    first source map. ``x``: one network input, (H, W, 3) numpy. Per target, a dict
     keyed by (method, combine)."""
     xt = torch.tensor(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
-    feats = list(tmodel.backbone(xt).values())
-    for f in feats:
+    net = tmodel.backbone
+    conv4_3 = net.features(xt)
+    feats = [net.scale_weight.view(1, -1, 1, 1) * torch.nn.functional.normalize(conv4_3)]
+    h = conv4_3
+    for block in net.extra:
+        h = block(h)
+        feats.append(h)
+    read, strides = ([conv4_3, feats[0]], [8, steps[0]]) if backbone else (feats, steps)
+    for f in read:
         f.retain_grad()
     logits = tmodel.head(feats)["cls_logits"]
     out = []
     for anchor, cls in targets:
-        for f in feats:
+        for f in read:
             f.grad = None
         logits[0, anchor, cls].backward(retain_graph=True)
         maps = {}
         for method in ("gradcam", "odam"):
             total = {"sum": torch.zeros(size, dtype=torch.float64), "normalised_sum": torch.zeros(size, dtype=torch.float64)}
-            for f, step in zip(feats, steps):
+            for f, step in zip(read, strides):
                 g, a = f.grad[0], f[0].detach()
-                cam = (g.mean((1, 2))[:, None, None] * a).sum(0) if method == "gradcam" else (g * a).sum(0)
-                cam = place_on_grid(torch.relu(cam), size, (step * size[0] / input_size[0], step * size[1] / input_size[1]))
+                terms = g.mean((1, 2))[:, None, None] * a if method == "gradcam" else g * a
+                cam = torch.relu(terms.sum(0))
+                if cam.max() <= 64 * torch.finfo(cam.dtype).eps * terms.abs().sum(0).max():
+                    cam = torch.zeros_like(cam)  # rounding error: conv4_3 for a first-head detection
+                cam = place_on_grid(cam, size, (step * size[0] / input_size[0], step * size[1] / input_size[1]))
                 total["sum"] += cam
                 total["normalised_sum"] += cam / cam.max() if cam.max() > 0 else cam
             maps.update({(method, how): m.numpy() for how, m in total.items()})

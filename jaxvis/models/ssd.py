@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxvis.conv import Convolution
 from jaxvis.models.pooling import max_pool_2x2, max_pool_2x2_ceil, max_pool_3x3_s1
+from jaxvis.models.taps import record
 from jaxvis.models.vgg import BLOCKS
 
 # (1x1 width, 3x3 width, stride, padding) of the extra blocks conv8 … conv11 of SSD300.
@@ -68,38 +69,31 @@ class SSD(nn.Module):
         maps = []
         for b, widths in enumerate(self.blocks, start=1):
             if b == 5:
-                x = max_pool_2x2(x)                                # pool4
-                acts["pool4"] = x
+                x = record(self, acts, "pool4", max_pool_2x2(x))          # pool4
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
-                x = nn.relu(conv(width, (3, 3), padding=((1, 1), (1, 1)), name=name)(x))
-                acts[name] = x
+                x = record(self, acts, name, nn.relu(conv(width, (3, 3), padding=((1, 1), (1, 1)), name=name)(x)))
             if b <= 3:
                 # pool3 runs in ceil mode: an odd side keeps its last row/column.
-                x = max_pool_2x2(x) if b < 3 else max_pool_2x2_ceil(x)
-                acts[f"pool{b}"] = x
+                x = record(self, acts, f"pool{b}", max_pool_2x2(x) if b < 3 else max_pool_2x2_ceil(x))
             elif b == 4:
-                maps.append(self._l2norm(x))
-                acts["conv4_3_norm"] = maps[-1]
-        x = max_pool_3x3_s1(x)                                     # pool5 of SSD: 3x3, stride 1
-        acts["pool5"] = x
+                maps.append(record(self, acts, "map0", record(self, acts, "conv4_3_norm", self._l2norm(x))))
+        x = record(self, acts, "pool5", max_pool_3x3_s1(x))       # pool5 of SSD: 3x3, stride 1
         d = self.fc_dilation
         x = nn.relu(conv(self.fc_width, (3, 3), padding=((d, d), (d, d)), kernel_dilation=(d, d), name="fc6")(x))
-        acts["fc6"] = x
-        x = nn.relu(conv(self.fc_width, (1, 1), padding="VALID", name="fc7")(x))
-        acts["fc7"] = x
+        x = record(self, acts, "fc6", x)
+        x = record(self, acts, "fc7", nn.relu(conv(self.fc_width, (1, 1), padding="VALID", name="fc7")(x)))
+        x = record(self, acts, "map1", x)
         maps.append(x)
         for j, (mid, out, stride, pad) in enumerate(self.extras, start=8):
-            x = nn.relu(conv(mid, (1, 1), padding="VALID", name=f"conv{j}_1")(x))
-            acts[f"conv{j}_1"] = x
+            x = record(self, acts, f"conv{j}_1", nn.relu(conv(mid, (1, 1), padding="VALID", name=f"conv{j}_1")(x)))
             x = nn.relu(conv(out, (3, 3), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                              name=f"conv{j}_2")(x))
-            acts[f"conv{j}_2"] = x
+            x = record(self, acts, f"map{len(maps)}", record(self, acts, f"conv{j}_2", x))
             maps.append(x)
         cls, box = [], []
         n = x.shape[0]
         for i, (fmap, a) in enumerate(zip(maps, self.anchors_per_location)):
-            acts[f"map{i}"] = fmap
             c = conv(a * self.num_classes, (3, 3), padding=((1, 1), (1, 1)), name=f"cls_head_{i}")(fmap)
             r = conv(a * 4, (3, 3), padding=((1, 1), (1, 1)), name=f"box_head_{i}")(fmap)
             # NHWC channel index a*K + k: a plain reshape gives rows (y, x, a), torchvision's order.

@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxvis.conv import Convolution
 from jaxvis.models.pooling import max_pool_2x2
+from jaxvis.models.taps import record
 
 # Channel widths per block; every block ends with a 2x2 max-pool (torchvision's cfgs A, B, D, E).
 BLOCKS = {
@@ -100,21 +101,17 @@ class VGG(nn.Module):
                     x = nn.BatchNorm(
                         use_running_average=True, epsilon=1e-5, dtype=self.dtype, name=f"bn{b}_{i}"
                     )(x)
-                acts[f"{name}_pre"] = x
-                x = nn.relu(x)
-                acts[name] = x
-            x = max_pool_2x2(x)
-            acts[f"pool{b}"] = x
+                x = record(self, acts, f"{name}_pre", x)
+                x = record(self, acts, name, nn.relu(x))
+            x = record(self, acts, f"pool{b}", max_pool_2x2(x))
         x = adaptive_avg_pool(x, self.pool_size)
         # NHWC flatten; the converter permutes torchvision's NCHW-ordered fc6 kernel to match.
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
             x = nn.Dense(self.fc_width, dtype=self.dtype, name=name)(x)
-            acts[f"{name}_pre"] = x
-            x = nn.relu(x)
-            acts[name] = x
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x)
-        acts["fc8"] = logits
+            x = record(self, acts, f"{name}_pre", x)
+            x = record(self, acts, name, nn.relu(x))
+        logits = record(self, acts, "fc8", nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x))
         return logits, acts
 
 
