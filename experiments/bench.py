@@ -579,7 +579,8 @@ def explain_jaxvis_sides(model, workload: str) -> dict:
         method = sal.drise(masks=FLAGS.masks, chunk=mask_chunk(model))
         return {"drise": lambda: sal.saliency(model, x, one[0], method, space="input").attributions}
     target = sal.detection(anchors, classes)
-    methods = {"odam": sal.odam(), "gradcam": sal.gradcam(), "gradient": sal.gradient()}
+    # both sides read the six source maps (the PyTorch loop retains their gradients)
+    methods = {"odam": sal.odam("sources"), "gradcam": sal.gradcam(), "gradient": sal.gradient()}
     return {name: (lambda m: lambda: sal.saliency(model, x, target, m, space="input").attributions)(m)
             for name, m in methods.items()}
 

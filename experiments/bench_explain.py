@@ -159,7 +159,7 @@ def cams_case() -> dict:
     target = sal.detection(anchors, classes)
     x = np.asarray(model.preprocess(image))
     row = {"case": "cams", "detections": FLAGS.detections}
-    for name, method in (("odam", sal.odam()), ("gradcam", sal.gradcam()), ("gradient", sal.gradient())):
+    for name, method in (("odam", sal.odam("sources")), ("gradcam", sal.gradcam()), ("gradient", sal.gradient())):
         row[f"jaxvis_{name}_s"] = timed(lambda: sal.saliency(model, x, target, method, space="input"), FLAGS.reps)
     tmodel = torch_ssd300(model).requires_grad_(False)
     xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
