@@ -14,6 +14,9 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 | ``blur(sigma)`` | a Gaussian blur of std sigma pixels |
 | ``noise(std)`` | adds Gaussian noise of std ``std`` (network-input units) |
 
+Consecutive scales and rotations of one mode (grey or wrap) run as one bilinear warp, their matrices
+composed, so the image is interpolated once per run of them rather than once per transform.
+
 Randomness is keyed per point, never global: at step t a point with seed s draws the randomness of its
 transform i from ``k_t = fold_in(key(s + 1), t)`` (i = 0) or ``fold_in(k_t, i)`` (i > 0). A point alone
 therefore gives the same image as inside a sweep, and reruns are bit-identical. With several views per
@@ -112,15 +115,27 @@ def _centre(h, w):
 
 def _sample(x: jax.Array, coords: jax.Array, fill: jax.Array, wrap: bool = False) -> jax.Array:
     """Bilinear samples of ``x`` (H, W, C) at ``coords`` (2, H', W') (row, col), ``fill`` outside, or
-    of ``x`` repeated periodically (period H, W) when ``wrap``."""
-    if wrap:
-        return jax.vmap(lambda channel: jax.scipy.ndimage.map_coordinates(
-            channel, [coords[0], coords[1]], order=1, mode="wrap"), in_axes=2, out_axes=2)(x)
-
-    def one(channel, value):
-        return jax.scipy.ndimage.map_coordinates(channel - value, [coords[0], coords[1]], order=1,
-                                                 mode="constant", cval=0.0) + value
-    return jax.vmap(one, in_axes=(2, 0), out_axes=2)(x, fill)
+    of ``x`` repeated periodically (period H, W) when ``wrap``: ``map_coordinates(order=1)`` per channel
+    (constant or grid-wrap mode), written as one gather of the four neighbours' pixel rows (all channels at
+    once), so that the gradient is one scatter of rows rather than one per channel and neighbour."""
+    h, w, c = x.shape
+    r0, q0 = jnp.floor(coords[0]), jnp.floor(coords[1])
+    fr, fq = coords[0] - r0, coords[1] - q0
+    r0, q0 = r0.astype(jnp.int32), q0.astype(jnp.int32)
+    rows = (x if wrap else x - fill).reshape(h * w, c)
+    index, weight = [], []
+    for dr, wr in ((0, 1.0 - fr), (1, fr)):
+        for dq, wq in ((0, 1.0 - fq), (1, fq)):
+            r, q, wt = r0 + dr, q0 + dq, wr * wq
+            if wrap:
+                r, q = r % h, q % w
+            else:  # a neighbour outside the image reads the fill
+                wt = jnp.where((r >= 0) & (r < h) & (q >= 0) & (q < w), wt, 0.0)
+                r, q = jnp.clip(r, 0, h - 1), jnp.clip(q, 0, w - 1)
+            index.append(r * w + q)
+            weight.append(wt)
+    out = jnp.einsum("khw,khwc->hwc", jnp.stack(weight), rows[jnp.stack(index)])
+    return out if wrap else out + fill
 
 
 def _grid(h, w):
@@ -150,15 +165,26 @@ def _jitter(tr, x, key, t, ctx):
     return jnp.roll(x, (shift[0], shift[1]), axis=(0, 1))
 
 
-def _scale(tr, x, key, t, ctx):
+def _scale_matrix(tr, key):
     s = jax.random.uniform(key, (), jnp.float32, tr.a, tr.b)
-    return _warp(x, jnp.eye(2, dtype=jnp.float32) / s, ctx, tr.wrap)
+    return jnp.eye(2, dtype=jnp.float32) / s
+
+
+def _rotate_matrix(tr, key):
+    theta = jnp.deg2rad(jax.random.uniform(key, (), jnp.float32, -tr.a, tr.a))
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+
+
+_MATRIX = {"scale": _scale_matrix, "rotate": _rotate_matrix}
+
+
+def _scale(tr, x, key, t, ctx):
+    return _warp(x, _scale_matrix(tr, key), ctx, tr.wrap)
 
 
 def _rotate(tr, x, key, t, ctx):
-    theta = jnp.deg2rad(jax.random.uniform(key, (), jnp.float32, -tr.a, tr.a))
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    return _warp(x, jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])]), ctx, tr.wrap)
+    return _warp(x, _rotate_matrix(tr, key), ctx, tr.wrap)
 
 
 def _crop(tr, x, key, t, ctx):
@@ -205,9 +231,19 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
     base = step_key(seed, t)
     if view:
         base = jax.random.fold_in(base, VIEW_KEYS + int(view))
-    y = x
-    for i, tr in enumerate(transforms):
-        y = tr(y, base if i == 0 else jax.random.fold_in(base, i), t, ctx)
+    y, i = x, 0
+    while i < len(transforms):
+        tr = transforms[i]
+        key = base if i == 0 else jax.random.fold_in(base, i)
+        if tr.kind not in _MATRIX:
+            y, i = tr(y, key, t, ctx), i + 1
+            continue
+        # a run of scales and rotations of one mode is one warp: output p samples at M_i (M_i+1 (... (p - c))) + c
+        matrix, i = _MATRIX[tr.kind](tr, key), i + 1
+        while i < len(transforms) and transforms[i].kind in _MATRIX and transforms[i].wrap == tr.wrap:
+            step = _MATRIX[transforms[i].kind](transforms[i], jax.random.fold_in(base, i))
+            matrix, i = jnp.matmul(matrix, step, precision=jax.lax.Precision.HIGHEST), i + 1
+        y = _warp(y, matrix, ctx, tr.wrap)
     if y.shape[:2] != (h, w):
         top, left = (y.shape[0] - h) // 2, (y.shape[1] - w) // 2
         y = y[top:top + h, left:left + w]

@@ -92,6 +92,52 @@ def test_scale_rotate_and_crop_sample_where_their_formula_says():
         np.testing.assert_allclose(np.asarray(tfm.crop(1.0, 0.4)(x, key, t, CTX)), want, atol=1e-5, err_msg=str(t))
 
 
+def test_consecutive_scales_and_rotations_are_one_warp_and_their_gradient_is_the_samplings():
+    """jitter, scale, rotate, scale of one mode: one bilinear sampling at the composed coordinates (each
+    transform's draw from its own key), against scipy; a mode change splits the run; the gradient of the
+    gathered form equals the gradient of jax's map_coordinates per channel."""
+    x = image(15, 17, seed=2)
+    seed, t = np.uint32(5), 3
+    base = tfm.step_key(seed, t)
+    fill = np.asarray(CTX.fill)
+    c = np.array([(15 - 1) / 2, (17 - 1) / 2])
+    rows, cols = np.meshgrid(np.arange(15.0), np.arange(17.0), indexing="ij")
+    for wrap in (False, True):
+        chain = (tfm.jitter(2), tfm.scale(0.7, 1.3, wrap=wrap), tfm.rotate(40, wrap=wrap), tfm.scale(0.9, 1.2, wrap=wrap))
+        dy, dx = np.asarray(jax.random.randint(base, (2,), -2, 3))
+        shifted = np.roll(np.asarray(x), (dy, dx), axis=(0, 1))
+        s1 = float(jax.random.uniform(jax.random.fold_in(base, 1), (), jnp.float32, 0.7, 1.3))
+        theta = np.deg2rad(float(jax.random.uniform(jax.random.fold_in(base, 2), (), jnp.float32, -40, 40)))
+        s2 = float(jax.random.uniform(jax.random.fold_in(base, 3), (), jnp.float32, 0.9, 1.2))
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        m = (np.eye(2) / s1) @ rot @ (np.eye(2) / s2)
+        r, q = rows - c[0], cols - c[1]
+        coords = [m[0, 0] * r + m[0, 1] * q + c[0], m[1, 0] * r + m[1, 1] * q + c[1]]
+        if wrap:
+            want = np.stack([scipy.ndimage.map_coordinates(shifted[..., k], coords, order=1, mode="grid-wrap")
+                             for k in range(3)], -1)
+        else:
+            want = np.stack([scipy.ndimage.map_coordinates(shifted[..., k] - fill[k], coords, order=1,
+                                                           mode="grid-constant", cval=0.0) + fill[k] for k in range(3)], -1)
+        np.testing.assert_allclose(np.asarray(tfm.apply(chain, x, seed, t, CTX)), want, atol=1e-5, err_msg=str(wrap))
+    # a change of mode ends the run: the rotation samples the scaled image, not the original
+    split = (tfm.scale(0.7, 1.3), tfm.rotate(40, wrap=True))
+    one = tfm.scale(0.7, 1.3)(x, base, t, CTX)
+    want = tfm.rotate(40, wrap=True)(one, jax.random.fold_in(base, 1), t, CTX)
+    np.testing.assert_array_equal(np.asarray(tfm.apply(split, x, seed, t, CTX)), np.asarray(want))
+
+    coords = jnp.asarray(np.random.default_rng(3).uniform(-4, 20, (2, 15, 17)), jnp.float32)
+    weights = jnp.asarray(np.random.default_rng(4).standard_normal((15, 17, 3)), jnp.float32)
+    for wrap in (False, True):
+        def reference(z):
+            mode = "wrap" if wrap else "constant"
+            return jnp.stack([jax.scipy.ndimage.map_coordinates(z[..., k] - (0 if wrap else fill[k]), [coords[0], coords[1]],
+                                                                order=1, mode=mode, cval=0.0) for k in range(3)], -1)
+        got = jax.grad(lambda z: jnp.sum(weights * tfm._sample(z, coords, jnp.asarray(fill, jnp.float32), wrap)))(x)
+        want = jax.grad(lambda z: jnp.sum(weights * reference(z)))(x)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
 def test_blur_is_a_gaussian_filter_and_noise_has_its_std():
     x = image(20, 20, seed=2)
     want = scipy.ndimage.gaussian_filter(np.asarray(x, np.float64), sigma=(1.0, 1.0, 0), mode="nearest", truncate=3.0)
