@@ -22,7 +22,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "docs/accentuation", "Output path without extension (.png, .md, .json are written).")
 flags.DEFINE_integer("steps", 128, "Adam steps.")
-flags.DEFINE_list("pulls", ["1", "10"], "Weights of the pull towards the start image (l2_start).")
+flags.DEFINE_list("pulls", ["10", "100"], "Weights of the pull towards the start image (l2_start).")
 flags.DEFINE_float("lr", 0.05, "Adam learning rate.")
 flags.DEFINE_integer("seed", 7, "Seed of the start images (the shapes generator; training used others).")
 flags.DEFINE_string("transforms", "pad(4),jitter(4),scale(0.9,1.1),rotate(10)",
