@@ -298,3 +298,17 @@ def test_detection_gradients_through_the_local_head_equal_torch_and_the_full_bac
         want = xt.grad[0].permute(1, 2, 0).numpy()
         assert np.abs(want).max() > 0
         np.testing.assert_allclose(got[0, k], want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
+def test_drise_chunks_are_sized_by_a_forward_pass_and_evened_out(monkeypatch):
+    """D-RISE keeps nothing for a backward pass: its masks per chunk follow a forward pass's memory (less than
+    a forward and backward pass's), and the masks are spread evenly over the fewest chunks that fit."""
+    model = tiny_ssd(0)
+    forward = sal._forward_bytes(model, (300, 300))
+    assert 0 < forward < sal._per_image_bytes(model, (300, 300))
+    monkeypatch.setattr(sal, "MEMORY_BUDGET", 39 * forward)
+    assert sal.chunk_sizes(model, 4000, 1, (300, 300), backward=False) == (39, 1)
+    assert sal.chunk_sizes(model, 256, 1, (300, 300), backward=False) == (37, 1)  # 7 chunks, not 6 and a padded 7th
+    assert sal.chunk_sizes(model, 20, 1, (300, 300), backward=False) == (20, 1)
+    monkeypatch.setattr(sal, "MEMORY_BUDGET", 1)
+    assert sal.chunk_sizes(model, 256, 1, (300, 300), backward=False) == (1, 1)
