@@ -357,6 +357,15 @@ def _per_image_bytes(model, out_hw) -> int:
     return bytes_per_point(model, 0) + 8 * int(np.prod(out_hw)) * 3 * 4
 
 
+def _forward_bytes(model, out_hw) -> int:
+    """One forward pass's memory when nothing is kept for a backward pass (D-RISE): the widest layer's input
+    and output live at once, every other activation is freed as soon as the next layer has read it; plus
+    the image-sized buffers of the output grid (the mask, the masked image, the map's share)."""
+    _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
+    widest = max(int(np.prod(a.shape)) * 4 for a in acts.values())
+    return 2 * widest + 8 * int(np.prod(out_hw)) * 3 * 4
+
+
 def _budget() -> int:
     from jaxvis.engine import available_memory
 
@@ -365,11 +374,17 @@ def _budget() -> int:
 
 def chunk_sizes(model, n_points: int, n_targets: int, out_hw, backward: bool = True) -> tuple[int, int]:
     """(points per chunk, targets per backward batch) that fit the memory budget: each point (a noisy
-    copy, a path step, a masked image) costs one pass, each target in flight one more backward pass."""
-    per = _per_image_bytes(model, out_hw)
+    copy, a path step, a masked image) costs one pass, each target in flight one more backward pass.
+    Without ``backward`` (D-RISE) a point costs one forward pass, which keeps no activations, and the
+    chunks are evened out so that the last one is not mostly padding."""
     budget = _budget()
-    targets = int(np.clip(budget // (2 * per), 1, max(n_targets, 1))) if backward else n_targets
-    points = int(np.clip(budget // (per * (1 + (targets if backward else 0))), 1, max(n_points, 1)))
+    if not backward:
+        n = max(n_points, 1)
+        most = int(np.clip(budget // _forward_bytes(model, out_hw), 1, n))
+        return -(-n // -(-n // most)), n_targets
+    per = _per_image_bytes(model, out_hw)
+    targets = int(np.clip(budget // (2 * per), 1, max(n_targets, 1)))
+    points = int(np.clip(budget // (per * (1 + targets)), 1, max(n_points, 1)))
     return points, targets
 
 
@@ -405,18 +420,88 @@ def _accumulate(fn, n: int, chunk: int, like):
     return jax.lax.fori_loop(0, count, body, jnp.zeros(like.shape, like.dtype))
 
 
+def _head_layout(model, kind: str):
+    """Where a one-box target sits in SSD's heads, when the model has them: per source map ``map<k>``,
+    (first output row, rows, columns, boxes per cell) of its ``cls_head_<k>`` and ``box_head_<k>``, 3x3
+    convolutions of stride 1 and padding 1 (jaxvis.models.ssd). None for other models and for targets
+    that read every box (box_label)."""
+    if kind not in ("detection", "box_coord") or not getattr(model.spec, "is_detector", False):
+        return None
+    heads = model.params.get("params", {}) if hasattr(model.params, "get") else {}
+    per = model.spec.config.get("anchors_per_location")
+    sizes = getattr(model, "feature_sizes", None)
+    if per is None or sizes is None or len(per) != len(sizes):
+        return None
+    k = model.spec.config["num_classes"]
+    starts = (0,) + tuple(model.head_ends[:-1])
+    layout = []
+    for i, ((h, w), a) in enumerate(zip(sizes, per)):
+        cls, box = heads.get(f"cls_head_{i}", {}).get("kernel"), heads.get(f"box_head_{i}", {}).get("kernel")
+        if cls is None or box is None or cls.shape[:2] != (3, 3) or cls.shape[3] != a * k or box.shape[:2] != (3, 3) \
+                or box.shape[3] != a * 4:
+            return None
+        layout.append((int(starts[i]), int(h), int(w), int(a)))
+    return tuple(layout)
+
+
+def _head_vjp(params, layout, anchor, g_cls, g_box):
+    """d target / d map<k> for every source map, for a target whose cotangent on the head outputs is
+    ``g_cls`` (classes,) and ``g_box`` (4,) in the row of default box ``anchor`` and zero elsewhere.
+
+    Output (y, x) of a 3x3 convolution with padding 1 reads inputs (y-1 … y+1, x-1 … x+1) through the kernel,
+    so the gradient of that one output is the kernel contracted with its cotangent, put at those nine cells:
+    nine small matrix-vector products instead of the heads' transposed convolutions over the whole maps."""
+    heads = params["params"]
+    grads = []
+    for i, (start, h, w, a) in enumerate(layout):
+        row = jnp.asarray(anchor - start, jnp.int32)
+        on = (row >= 0) & (row < h * w * a)
+        row = jnp.clip(row, 0, h * w * a - 1)
+        cell, box = row // a, row % a
+        y, x = cell // w, cell % w
+        wc, wb = heads[f"cls_head_{i}"]["kernel"], heads[f"box_head_{i}"]["kernel"]
+        k = g_cls.shape[0]
+        vc = jax.lax.dynamic_update_slice(jnp.zeros((a * k,), g_cls.dtype), g_cls, (box * k,))
+        vb = jax.lax.dynamic_update_slice(jnp.zeros((a * 4,), g_box.dtype), g_box, (box * 4,))
+        patch = jnp.einsum("hwio,o->hwi", wc, vc) + jnp.einsum("hwio,o->hwi", wb, vb)
+        padded = jax.lax.dynamic_update_slice(jnp.zeros((h + 2, w + 2, wc.shape[2]), patch.dtype),
+                                              jnp.where(on, patch, 0.0), (y, x, jnp.zeros_like(y)))
+        grads.append(padded[None, 1:h + 1, 1:w + 1])
+    return tuple(grads)
+
+
 @functools.lru_cache(maxsize=64)
 def _gradient_program(model, kind: str, score: str, method, space: str, chunk: int, tchunk: int):
     """One jitted function computing every gradient-family attribution of a batch."""
     forward = _forward(model, space)
+    layout = _head_layout(model, kind)
 
     def grads_at(params, z, targets):
-        """Scores and gradients of every target of one image at one point z: one forward, K backward."""
-        outputs, vjp = jax.vjp(lambda z_: forward(params, z_), z)
+        """Scores and gradients of every target of one image at one point z: one forward, K backward.
+
+        On SSD with one-box targets the backward passes start at the source maps: the heads' part of each
+        target's gradient is a few small products (``_head_vjp``), not the transposed head convolutions."""
+        if layout is None:
+            outputs, vjp = jax.vjp(lambda z_: forward(params, z_), z)
+
+            def one(t):
+                value, g_out = jax.value_and_grad(lambda o: target_value(model, o, t, kind, score))(outputs)
+                return value, vjp(g_out)[0]
+
+            return _map(one, targets, tchunk)
+
+        def maps_of(z_):
+            x = pre.preprocess(model.spec, z_) if space == "image" else z_
+            outputs, acts = model.apply(params, x[None])
+            return tuple(acts[f"map{i}"] for i in range(len(layout))), outputs
+
+        _, vjp, outputs = jax.vjp(maps_of, z, has_aux=True)
 
         def one(t):
             value, g_out = jax.value_and_grad(lambda o: target_value(model, o, t, kind, score))(outputs)
-            return value, vjp(g_out)[0]
+            a = t["anchor"]
+            g_maps = _head_vjp(params, layout, a, g_out["cls_logits"][0, a], g_out["bbox_regression"][0, a])
+            return value, vjp(g_maps)[0]
 
         return _map(one, targets, tchunk)
 

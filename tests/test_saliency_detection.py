@@ -334,3 +334,51 @@ def test_cams_on_a_classifier_layer_that_only_a_pooling_reads_equal_torch_autogr
                 want = wants[k][method.name]
                 assert want.max() > 0, (method, k)
                 np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
+
+
+def test_detection_gradients_through_the_local_head_equal_torch_and_the_full_backward(monkeypatch):
+    """The gradient of one-box targets starts its backward passes at the source maps, the heads' part being
+    nine kernel products per map (saliency._head_vjp). On the tiny SSD in float64, for default boxes in the
+    corners and the interior of four source maps: the input gradient of class logits equals torch autograd,
+    and of box coordinates the full backward through the heads' transposed convolutions."""
+    model = tiny_ssd(0)
+    assert sal._head_layout(model, "detection") is not None and sal._head_layout(model, "box_label") is None
+    x = np.random.default_rng(5).normal(size=(1, 300, 300, 3))
+    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    anchors = [0, first[1] - 1, first[1] + 6 * (9 * 19 + 9) + 5, first[2] + 6 * 10 - 1, first[4] + 4 * 4 + 3,
+               first[5] + 3]
+    classes = [1, 2, 3, 4, 1, 2]
+    with jax.enable_x64(True):
+        m64 = float64(model)
+        got = sal.explain(m64, x, sal.detection([anchors], [classes]), space="input").attributions
+        coords = sal.box_coordinate([anchors], [[0, 1, 2, 3, 0, 3]])
+        local = sal.explain(m64, x, coords, space="input").attributions
+        monkeypatch.setattr(sal, "_head_layout", lambda model, kind: None)
+        sal._gradient_program.cache_clear()
+        full = sal.explain(m64, x, coords, space="input").attributions
+    sal._gradient_program.cache_clear()
+    np.testing.assert_allclose(local, full, rtol=0, atol=1e-10 * np.abs(full).max())
+    tmodel = torch_ssd(model).double()
+    xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
+    logits = tmodel.head(list(tmodel.backbone(xt).values()))["cls_logits"][0]
+    for k, (a, c) in enumerate(zip(anchors, classes)):
+        xt.grad = None
+        logits[int(a), c].backward(retain_graph=True)
+        want = xt.grad[0].permute(1, 2, 0).numpy()
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(got[0, k], want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
+def test_drise_chunks_are_sized_by_a_forward_pass_and_evened_out(monkeypatch):
+    """D-RISE keeps nothing for a backward pass: its masks per chunk follow a forward pass's memory (less than
+    a forward and backward pass's), and the masks are spread evenly over the fewest chunks that fit."""
+    model = tiny_ssd(0)
+    forward = sal._forward_bytes(model, (300, 300))
+    assert 0 < forward < sal._per_image_bytes(model, (300, 300))
+    monkeypatch.setattr(sal, "MEMORY_BUDGET", 39 * forward)
+    assert sal.chunk_sizes(model, 4000, 1, (300, 300), backward=False) == (39, 1)
+    assert sal.chunk_sizes(model, 256, 1, (300, 300), backward=False) == (37, 1)  # 7 chunks, not 6 and a padded 7th
+    assert sal.chunk_sizes(model, 20, 1, (300, 300), backward=False) == (20, 1)
+    monkeypatch.setattr(sal, "MEMORY_BUDGET", 1)
+    assert sal.chunk_sizes(model, 256, 1, (300, 300), backward=False) == (1, 1)
