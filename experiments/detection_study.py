@@ -24,7 +24,8 @@ IoU >= 0.5 (each ground-truth box matched once, best score first). Per explained
 ``odam`` is ODAM on its default layers (conv4_3, the last activation every head depends on, and map0 for
 the first head's detections); ``odam_sources`` combines the source maps the heads read by the normalised sum
 (each divided by its maximum); ``odam_own`` keeps the map of the source feature map whose head predicts the
-detection, as the ODAM authors explain a multi-level detector. Grad-CAM runs on the source maps. Gradient-family maps are reduced by the max over colour channels of |attribution| (the paper's).
+detection, as the ODAM authors explain a multi-level detector. Grad-CAM runs on the source maps.
+Gradient-family maps are reduced by the max over colour channels of |attribution| (the paper's).
 Writes ``detection_study.md``, ``detection_study.json`` and ``detection_study.png`` (scenes x methods) to --out.
 """
 

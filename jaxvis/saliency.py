@@ -361,8 +361,7 @@ def _forward_bytes(model, out_hw) -> int:
     """One forward pass's memory when nothing is kept for a backward pass (D-RISE): the widest layer's input
     and output live at once, every other activation is freed as soon as the next layer has read it; plus
     the image-sized buffers of the output grid (the mask, the masked image, the map's share)."""
-    _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
-    widest = max(int(np.prod(a.shape)) * 4 for a in acts.values())
+    widest = max(int(np.prod(shape)) * 4 for shape in activation_shapes(model).values())
     return 2 * widest + 8 * int(np.prod(out_hw)) * 3 * 4
 
 
@@ -392,9 +391,12 @@ def chunk_sizes(model, n_points: int, n_targets: int, out_hw, backward: bool = T
 
 
 def _forward(model, space):
-    def forward(params, z):
+    """``forward(params, z, taps=None)``: (outputs, activations) of one image ``z`` (the network's input, or
+    an image through the preprocessing); ``taps``, zero tensors by activation name, are added where those
+    activations are made (``jaxvis.models.taps``), so that the gradient with respect to them is dS/dA."""
+    def forward(params, z, taps=None):
         x = pre.preprocess(model.spec, z) if space == "image" else z
-        return model.apply(params, x[None])[0]
+        return model.apply(params if taps is None else {**params, TAPS: taps}, x[None])
 
     return forward
 
@@ -482,7 +484,7 @@ def _gradient_program(model, kind: str, score: str, method, space: str, chunk: i
         On SSD with one-box targets the backward passes start at the source maps: the heads' part of each
         target's gradient is a few small products (``_head_vjp``), not the transposed head convolutions."""
         if layout is None:
-            outputs, vjp = jax.vjp(lambda z_: forward(params, z_), z)
+            outputs, vjp = jax.vjp(lambda z_: forward(params, z_)[0], z)
 
             def one(t):
                 value, g_out = jax.value_and_grad(lambda o: target_value(model, o, t, kind, score))(outputs)
@@ -491,8 +493,7 @@ def _gradient_program(model, kind: str, score: str, method, space: str, chunk: i
             return _map(one, targets, tchunk)
 
         def maps_of(z_):
-            x = pre.preprocess(model.spec, z_) if space == "image" else z_
-            outputs, acts = model.apply(params, x[None])
+            outputs, acts = forward(params, z_)
             return tuple(acts[f"map{i}"] for i in range(len(layout))), outputs
 
         _, vjp, outputs = jax.vjp(maps_of, z, has_aux=True)
@@ -564,17 +565,18 @@ def default_layers(model, method) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=32)
-def activation_names(model) -> tuple[str, ...]:
-    """The names of the activations ``model.apply`` returns, in the order the network makes them."""
+def activation_shapes(model) -> dict[str, tuple[int, ...]]:
+    """The shape of every activation ``model.apply`` returns for one image of the model's input size, by name,
+    in the order the network makes them."""
     _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
-    return tuple(acts)
+    return {name: tuple(a.shape) for name, a in acts.items()}
 
 
 def check_layers(model, layers: tuple[str, ...]) -> None:
-    names = activation_names(model)
+    names = list(activation_shapes(model))
     for layer in layers:
         if layer not in names:
-            raise SaliencyError(f"{model.spec.arch} has no activation {layer!r}; it has {list(names)}")
+            raise SaliencyError(f"{model.spec.arch} has no activation {layer!r}; it has {names}")
 
 
 def _interpolation(n_out: int, n_in: int, scale: float) -> np.ndarray:
@@ -652,11 +654,11 @@ def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array
 @functools.lru_cache(maxsize=64)
 def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], space: str, out_hw, tchunk: int):
     check_layers(model, layers)
+    forward_all = _forward(model, space)
 
     def forward(params, z, deltas):
         # dS/dA of each layer A is the gradient with respect to a zero tap added where A is made
-        x = pre.preprocess(model.spec, z) if space == "image" else z
-        outputs, acts = model.apply({**params, TAPS: deltas}, x[None])
+        outputs, acts = forward_all(params, z, deltas)
         return outputs, {k: acts[k] for k in layers}
 
     def per_image(params, z, targets):

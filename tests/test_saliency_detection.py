@@ -16,14 +16,13 @@ from jaxvis import boxes as bx
 from jaxvis import metrics as met
 from jaxvis import saliency as sal
 from jaxvis.data import shapes
-from jaxvis.model import Detector
 from tiny import tiny_ssd, tiny_vgg
 from torch_ref import torch_cams, torch_ssd
 
 
 def float64(model):
-    return Detector(spec=model.spec, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
-                    module=model.module.clone(dtype=jnp.float64))
+    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
+                               module=model.module.clone(dtype=jnp.float64))
 
 
 @pytest.mark.slow
@@ -326,8 +325,7 @@ def test_cams_on_a_classifier_layer_that_only_a_pooling_reads_equal_torch_autogr
         cams = {"gradcam": (g.mean((1, 2))[:, None, None] * act).sum(0), "odam": (g * act).sum(0)}
         wants.append({k: place_on_grid(torch.relu(v), (64, 64), (16.0, 16.0)).numpy() for k, v in cams.items()})
     with jax.enable_x64(True):
-        m64 = jaxvis.from_spec(vgg.spec, jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), vgg.params))
-        m64 = dataclasses.replace(m64, module=m64.module.clone(dtype=jnp.float64))
+        m64 = float64(vgg)
         for method in (sal.gradcam("conv5_2", combine="sum"), sal.odam("conv5_2", combine="sum")):
             maps = sal.saliency(m64, x, sal.class_score([[1, 2]]), method, space="input").attributions
             for k in range(2):
