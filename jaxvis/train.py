@@ -44,19 +44,27 @@ def judge_spec() -> ModelSpec:
     return classifier_spec(arch="shapes_judge", blocks=((16,), (32, 32), (48,), (96,), (96,)), fc_width=96)
 
 
+# share of training scenes that hold one larger shape anywhere (jaxvis.data.shapes.detection_image)
+DETECTOR_FREE_SHARE = 0.5
+
+
 def detector_spec(size: int = 128) -> ModelSpec:
+    """The shipped detector: source maps of 16, 8, 3 and 1 cells at 128 px (SSD300's last two maps are odd
+    too), so that default boxes sit at the image's centre: the 3 x 3 map's middle boxes measure 41 and 51 px,
+    the 1 x 1 map's 64 and 78 px (the lab's centred quarter is 64 px). The two extra layers are valid 3 x 3
+    convolutions, stride 2 then 1; the default boxes' centres are at half cells (no steps)."""
     aspect_ratios = [[2], [2, 3], [2, 3], [2]]
     return ModelSpec(
         arch="shapes_ssd", family="ssd",
         config={"num_classes": shapes.NUM_CLASSES + 1,
                 "blocks": [[8, 8], [16, 16], [32, 32, 32], [64, 64, 64], [64, 64, 64]],
-                "fc_width": 128, "fc_dilation": 2, "extras": [[32, 64, 2, 1], [32, 64, 2, 1]],
+                "fc_width": 128, "fc_dilation": 2, "extras": [[32, 64, 2, 0], [32, 64, 1, 0]],
                 "anchors_per_location": [4, 6, 6, 4], "l2norm": "max", "l2norm_init": 20.0},
         input_size=(size, size), resize="squash", resize_size=None, antialias=False,
         mean=SHAPES_MEAN, std=SHAPES_STD, labels=("__background__",) + shapes.CLASSES,
         source="experiments/train_shapes.py",
-        detection={"anchors": {"aspect_ratios": aspect_ratios, "scales": [0.08, 0.16, 0.32, 0.55, 0.8],
-                               "steps": [8, 16, 32, 64], "clip": True, "clip_centres": False},
+        detection={"anchors": {"aspect_ratios": aspect_ratios, "scales": [0.08, 0.16, 0.32, 0.5, 0.75],
+                               "clip": True, "clip_centres": False},
                    "postprocess": {"topk_candidates": 100, "detections_per_img": 50}, "loss": {}})
 
 
@@ -87,8 +95,8 @@ class TrainLog:
 
 
 def _fit(spec: ModelSpec, loss_fn: Callable, seed: int, steps: int, lr: float, log_every: int,
-         time_budget: float | None, log: Callable[[str], None]) -> tuple[Model, TrainLog]:
-    model = from_spec(spec, init_variables(spec, seed))
+         time_budget: float | None, log: Callable[[str], None], init: dict | None = None) -> tuple[Model, TrainLog]:
+    model = from_spec(spec, init_variables(spec, seed) if init is None else init)
     # Warm up over 5% of the steps, hold the rate, then decay linearly over the last 30% to 5% of it.
     warm, hold = max(1, steps // 20), int(steps * 0.7)
     schedule = optax.join_schedules(
@@ -141,7 +149,10 @@ def train_classifier(spec: ModelSpec, seed: int = 0, steps: int = 2000, batch: i
 
 
 def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int = 32, lr: float = 2e-3,
-                   log_every: int = 100, time_budget: float | None = None, log=print) -> tuple[Model, TrainLog]:
+                   log_every: int = 100, time_budget: float | None = None, log=print,
+                   free_share: float = DETECTOR_FREE_SHARE, init: dict | None = None) -> tuple[Model, TrainLog]:
+    """SSD training with the MultiBox loss on generated scenes; ``init``: variables to start from (another
+    detector's of the same parameter shapes) instead of He-normal ones."""
     module = models.build(spec)
     size = spec.input_size[0]
     probe = from_spec(spec, init_variables(spec, 0))
@@ -150,13 +161,13 @@ def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int
     cfg = probe.loss_config
 
     def loss_fn(params, key):
-        images, boxes, labels, valid = shapes.detection_batch(key, batch, size)
+        images, boxes, labels, valid = shapes.detection_batch(key, batch, size, free_share=free_share)
         x = (images - jnp.asarray(spec.mean)) / jnp.asarray(spec.std)
         out, _ = module.apply({"params": params}, x)
         return multibox.multibox_loss(out["cls_logits"], out["bbox_regression"], anchors, boxes, labels, valid,
                                       cfg)["total"]
 
-    return _fit(spec, loss_fn, seed, steps, lr, log_every, time_budget, log)
+    return _fit(spec, loss_fn, seed, steps, lr, log_every, time_budget, log, init)
 
 
 def classifier_accuracy(model: Model, seed: int = EVAL_SEED, n: int = 2000) -> float:
@@ -167,8 +178,9 @@ def classifier_accuracy(model: Model, seed: int = EVAL_SEED, n: int = 2000) -> f
     return float(np.mean(preds == labels))
 
 
-def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500) -> dict[str, float]:
-    """COCO-style AP of the detector on ``n`` generated scenes, by pycocotools: mAP@0.5 and mAP@[.5:.95]."""
+def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500, free_share: float = 0.0) -> dict[str, float]:
+    """COCO-style AP of the detector on ``n`` generated scenes, by pycocotools: mAP@0.5 and mAP@[.5:.95].
+    ``free_share``: the share of scenes with one shape anywhere (0: quadrant scenes only)."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -178,7 +190,7 @@ def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500) -> dict[
     import io
 
     size = model.spec.input_size[0]
-    images, boxes, labels, valid = shapes.detection_set(seed, n, size)
+    images, boxes, labels, valid = shapes.detection_set(seed, n, size, free_share=free_share)
     detect = jax.jit(model.detect)
     gt = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(shapes.CLASSES)]}
     dets = []
@@ -211,7 +223,10 @@ def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500) -> dict[
     return {"map50": float(ev.stats[1]), "map": float(ev.stats[0])}
 
 
-def training_metadata(history: TrainLog, metrics: dict[str, Any], seed: int) -> dict[str, str]:
+def training_metadata(history: TrainLog, metrics: dict[str, Any], seed: int,
+                      extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """The params file's record of its training (``extra``: further settings, e.g. the weights it started from)."""
     return {"training": json.dumps({"seed": seed, "steps": history.steps[-1] if history.steps else 0,
-                                    "seconds": round(history.seconds, 1), "final_loss": history.losses[-1]}),
+                                    "seconds": round(history.seconds, 1), "final_loss": history.losses[-1],
+                                    **(extra or {})}),
             "metrics": json.dumps(metrics)}

@@ -213,6 +213,46 @@ _APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "c
           "noise": _noise}
 
 
+# Target boxes follow the image: each transform's map of input pixels (xyxy, continuous coordinates, pixel i
+# spans [i, i + 1]) to where they are seen, drawing the same randomness from the same key as the image.
+def _pad_boxes(tr, boxes, key, t, ctx, hw):
+    return boxes + tr.a
+
+
+def _jitter_boxes(tr, boxes, key, t, ctx, hw):
+    n = int(tr.a)
+    shift = jax.random.randint(key, (2,), -n, n + 1).astype(jnp.float32)
+    return boxes + jnp.stack([shift[1], shift[0], shift[1], shift[0]])
+
+
+def _crop_boxes(tr, boxes, key, t, ctx, hw):
+    h, w = hw
+    progress = jnp.asarray(t, jnp.float32) / max(ctx.steps - 1, 1)
+    f = tr.a + (tr.b - tr.a) * jnp.clip(progress, 0.0, 1.0)
+    corner = jax.random.uniform(key, (2,), jnp.float32) * (1.0 - f) * jnp.asarray([h, w], jnp.float32)
+    return (boxes - jnp.stack([corner[1], corner[0], corner[1], corner[0]])) / f
+
+
+def _same_boxes(tr, boxes, key, t, ctx, hw):
+    return boxes
+
+
+_BOXES = {"pad": _pad_boxes, "jitter": _jitter_boxes, "crop": _crop_boxes, "blur": _same_boxes,
+          "noise": _same_boxes}
+
+
+def _warp_boxes(matrix, boxes, hw):
+    """The box seen through a warp whose output pixel p samples the input at matrix (p - c) + c: its centre
+    moves to matrix^-1 (centre - c) + c and its sides scale by the warp's zoom, 1 / sqrt|det matrix|. A turn
+    keeps the box's size (the box of a turned disc; a turned square's own box grows by up to 41 %)."""
+    c = _centre(*hw)
+    centre = jnp.stack([(boxes[:, 1] + boxes[:, 3]) / 2, (boxes[:, 0] + boxes[:, 2]) / 2], -1) - 0.5  # (row, col)
+    moved = jnp.einsum("ij,mj->mi", jnp.linalg.inv(matrix), centre - c, precision=jax.lax.Precision.HIGHEST) + c + 0.5
+    zoom = 1.0 / jnp.sqrt(jnp.abs(jnp.linalg.det(matrix)))
+    half_w, half_h = (boxes[:, 2] - boxes[:, 0]) * zoom / 2, (boxes[:, 3] - boxes[:, 1]) * zoom / 2
+    return jnp.stack([moved[:, 1] - half_w, moved[:, 0] - half_h, moved[:, 1] + half_w, moved[:, 0] + half_h], -1)
+
+
 def step_key(seed, t):
     """A point's key at step ``t``: the first transform's; transform i > 0 folds in i."""
     return jax.random.fold_in(jax.random.key(seed + jnp.uint32(1)), t)
@@ -221,12 +261,17 @@ def step_key(seed, t):
 VIEW_KEYS = 0x7F000000  # view k > 0 of a step folds VIEW_KEYS + k into the step's key
 
 
-def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, view: int = 0) -> jax.Array:
+def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, view: int = 0,
+          boxes: jax.Array | None = None):
     """The image the network sees at step ``t``: ``transforms`` in order, then a centred crop back to
     ``x``'s size when padding made it larger. ``view`` k > 0 (a Python int) is another random copy of the
-    same step: its key is ``fold_in(k_t, VIEW_KEYS + k)``; view 0 draws as described above."""
+    same step: its key is ``fold_in(k_t, VIEW_KEYS + k)``; view 0 draws as described above.
+
+    With ``boxes`` (M, 4; xyxy input pixels) it returns (image, boxes) with the boxes moved as the image is:
+    shifted with pads, jitters and crops, scaled with zooms and crops, their centres turned with rotations
+    (their sizes kept), so that a target box stays on what it framed."""
     if not transforms:
-        return x
+        return x if boxes is None else (x, boxes)
     h, w = x.shape[:2]
     base = step_key(seed, t)
     if view:
@@ -236,6 +281,8 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
         tr = transforms[i]
         key = base if i == 0 else jax.random.fold_in(base, i)
         if tr.kind not in _MATRIX:
+            if boxes is not None:
+                boxes = _BOXES[tr.kind](tr, boxes, key, t, ctx, y.shape[:2])
             y, i = tr(y, key, t, ctx), i + 1
             continue
         # a run of scales and rotations of one mode is one warp: output p samples at M_i (M_i+1 (... (p - c))) + c
@@ -243,11 +290,15 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
         while i < len(transforms) and transforms[i].kind in _MATRIX and transforms[i].wrap == tr.wrap:
             step = _MATRIX[transforms[i].kind](transforms[i], jax.random.fold_in(base, i))
             matrix, i = jnp.matmul(matrix, step, precision=jax.lax.Precision.HIGHEST), i + 1
+        if boxes is not None:
+            boxes = _warp_boxes(matrix, boxes, y.shape[:2])
         y = _warp(y, matrix, ctx, tr.wrap)
     if y.shape[:2] != (h, w):
         top, left = (y.shape[0] - h) // 2, (y.shape[1] - w) // 2
         y = y[top:top + h, left:left + w]
-    return y
+        if boxes is not None:
+            boxes = boxes - jnp.asarray([left, top, left, top], jnp.float32)
+    return y if boxes is None else (y, boxes)
 
 
 def check(transforms: Sequence[Transform], size: tuple[int, int]) -> None:

@@ -99,21 +99,24 @@ def shipped():
 
 
 def test_odam_keeps_more_of_its_mass_in_the_box_than_the_gradient():
-    """The shipped detector's best detection on 12 generated scenes of one or two objects: the share of the map's
+    """The shipped detector's best detection on 36 generated scenes of one or two objects: the share of the map's
     mass inside the ground-truth box (energy-based pointing game) is higher for ODAM on its default layers than
-    for the gradient, and higher than for ODAM on the heads' source maps."""
+    for the gradient, and higher than for ODAM on the heads' source maps (a property of the population: the 200
+    scenes of experiments.detection_study give 0.69, 0.62 and 0.51; a dozen scenes can tie)."""
     model = jaxvis.load(assets.path("detector"))
-    images, boxes, _, valid = shapes.detection_set(5, 12, size=128, max_objects=2)
+    parts = [shapes.detection_set(seed, 12, size=128, max_objects=2) for seed in (5, 6, 7)]
+    images, boxes, _, valid = (np.concatenate(a) for a in zip(*parts))
+    n = len(images)
     det = jax.device_get(jax.jit(model.detect)(model.params, images))
-    t = sal.detections(det, np.zeros((12, 1), int))
+    t = sal.detections(det, np.zeros((n, 1), int))
     gt = []
-    for i in range(12):
+    for i in range(n):
         ious = np.where(valid[i], np.asarray(bx.iou(det["boxes"][i, 0][None], boxes[i]))[0], 0.0)
         gt.append(boxes[i, int(np.argmax(ious))])
     energy = {}
     for name, method in (("odam", sal.odam()), ("sources", sal.odam(sal.source_maps(model))), ("gradient", None)):
         maps = sal.saliency(model, images, t, method or sal.gradient()).reduce("max")
-        energy[name] = np.mean([met.energy_pointing(maps[i, 0], gt[i]) for i in range(12)])
+        energy[name] = np.mean([met.energy_pointing(maps[i, 0], gt[i]) for i in range(n)])
     assert energy["odam"] > max(energy["gradient"], energy["sources"]), energy
 
 
@@ -153,7 +156,12 @@ def test_drise_map_peaks_inside_the_detection_box():
 def test_cam_target_chunks_and_layers(shipped):
     """Targets in batches of one equal all targets at once; a single named layer with plain sum works; the
     ODAM map of a detection on the shipped detector peaks inside its box."""
-    model, images, _, det = shipped
+    model = shipped[0]
+    # three scenes in which the detector finds at least two objects
+    images = shapes.detection_set(13, 16, size=128, max_objects=4)[0]
+    det = jax.device_get(jax.jit(model.detect)(model.params, images))
+    pick = np.flatnonzero(det["valid"].sum(1) >= 2)[:3]
+    images, det = images[pick], jax.tree.map(lambda a: a[pick], det)
     t = sal.detections(det, np.array([[0, 1]] * 3))
     for method in (sal.odam, sal.gradcam):
         whole = sal.saliency(model, images, t, method()).attributions
@@ -256,7 +264,7 @@ def test_chunks_follow_the_memory_budget(monkeypatch):
 @pytest.mark.parametrize("which", ["tiny_ssd300", "shipped"])
 def test_a_source_map_cell_lands_on_its_default_box_centre(which):
     """For every source map of SSD300's layout (38 … 1 cells, steps 8 … 300: the steps are not 300 / size) and
-    of the shipped detector, a one-hot map at cell (i, j), mapped to the input grid as the CAMs map it, peaks
+    of the shipped detector (16, 8, 3 and 1 cells, no steps), a one-hot map at cell (i, j), mapped to the input grid as the CAMs map it, peaks
     on the pixels nearest to the centre of that cell's default boxes; for an interior cell the map's mass
     centre is that centre."""
     model = tiny_ssd(0) if which == "tiny_ssd300" else jaxvis.load(assets.path("detector"))
@@ -271,12 +279,16 @@ def test_a_source_map_cell_lands_on_its_default_box_centre(which):
             one = np.zeros((h, w))
             one[i, j] = 1.0
             m = np.asarray(sal.upsample(jnp.asarray(one), hw, sal.cell_scale(model, layer, (h, w), hw)))
-            step = model.spec.detection["anchors"]["steps"][k]
+            steps = model.spec.detection["anchors"].get("steps")  # none: half cells (the shipped detector)
+            step = steps[k] if steps else hw[0] / h
             cy, cx = (i + 0.5) * step, (j + 0.5) * step   # the default boxes' centre, input pixels
             # the pixels whose centres lie within half a pixel of the box centre (clipped to the image) hold
             # the map's maximum (an edge cell's map is flat from its centre to the border)
             near = (np.abs(ys - min(cy, hw[0] - 0.5)) <= 0.5) & (np.abs(xs - min(cx, hw[1] - 0.5)) <= 0.5)
-            assert m[near].max() == pytest.approx(m.max(), abs=1e-9), (layer, i, j, np.argwhere(m == m.max())[0], cy, cx)
+            # (when the centre falls between pixel centres, as at the 3 x 3 map's 128 / 3 steps, the nearest pixel
+            # sits up to half a pixel down the bilinear slope in each direction)
+            slack = 0.0 if float(step).is_integer() else 1.0 - (1.0 - 0.5 / step) ** 2
+            assert m[near].max() >= m.max() * (1.0 - slack) - 1e-9, (layer, i, j, np.argwhere(m == m.max())[0], cy, cx)
             if 0 < i < h - 1 and 0 < j < w - 1 and (cy + step <= hw[0]) and (cx + step <= hw[1]):
                 np.testing.assert_allclose([(m * ys).sum() / m.sum(), (m * xs).sum() / m.sum()], [cy, cx], atol=1e-6)
                 box = start + (i * w + j) * a  # the first default box of the cell: same centre

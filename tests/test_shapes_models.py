@@ -4,10 +4,13 @@ recognised by an independent judge, and saliency points at the object."""
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxvis
+import jaxvis.evaluate
 from jaxvis import assets, engine, objectives as obj, params as params_io, train
 from jaxvis import localize as loc
 from jaxvis import metrics as met
@@ -64,6 +67,49 @@ def test_shipped_detector_map():
     assert recorded["map50"] >= 0.8
     fresh = train.detection_map(jaxvis.load(assets.path("detector")), seed=FRESH_SEED, n=200)
     assert fresh["map50"] >= 0.8, fresh
+
+
+def test_free_scenes_hold_one_shape_anywhere_and_leave_quadrant_scenes_alone():
+    quadrant = shapes.detection_set(FRESH_SEED, 64)
+    mixed = shapes.detection_set(FRESH_SEED, 64, free_share=0.5)
+    free = np.abs(np.asarray(mixed[0]) - np.asarray(quadrant[0])).max(axis=(1, 2, 3)) > 0.01
+    assert 16 <= free.sum() <= 48, free.sum()
+    for a, b in zip(quadrant, mixed):  # a quadrant scene is the same scene whatever the share
+        np.testing.assert_allclose(np.asarray(a)[~free], np.asarray(b)[~free], atol=1e-5)
+    boxes, valid = np.asarray(mixed[1])[free], np.asarray(mixed[3])[free]
+    assert np.all(valid[:, 0]) and not np.any(valid[:, 1:])
+    sides = np.maximum(boxes[:, 0, 2] - boxes[:, 0, 0], boxes[:, 0, 3] - boxes[:, 0, 1])
+    assert sides.max() > 56 and sides.min() >= 20, sides  # larger than the quadrants' shapes can be
+    centres = (boxes[:, 0, :2] + boxes[:, 0, 2:]) / 2
+    # some shapes straddle the quadrants' borders (no quadrant scene's shape can)
+    assert np.any(np.all(np.abs(centres - 64) < 16, axis=1)), centres
+    with pytest.raises(ValueError, match="free_share is a probability"):
+        shapes.detection_image(jax.random.key(0), free_share=1.5)
+
+
+def test_shipped_detector_finds_shapes_at_the_centre():
+    """Default boxes sit at the centre (3 x 3 and 1 x 1 maps): a shape drawn there at the trained size or at
+    the lab's centred quarter is found, with its class, by the default box on the target."""
+    detector = jaxvis.load(assets.path("detector"))
+    key = jax.random.key(FRESH_SEED)
+    hits, probs = [], []
+    for radius in (20.0, 31.0):
+        for kind in range(shapes.NUM_CLASSES):
+            for j in range(4):
+                k = jax.random.split(jax.random.fold_in(key, int(radius) * 100 + kind * 10 + j), 2)
+                image, yy, xx, mean = shapes._background(k[0], 128)
+                image, cover = shapes._draw(image, k[1], kind, 64.0, 64.0, radius, yy, xx, mean)
+                box = np.asarray(shapes._tight_box(cover, 128))
+                outputs, _ = detector.apply(detector.params, detector.preprocess(jnp.clip(image, 0, 1)[None]))
+                probs.append(jaxvis.evaluate.box_probability(detector, outputs, kind + 1, box))
+                found = jax.device_get(detector.detect(detector.params, jnp.clip(image, 0, 1)[None]))
+                top = int(np.argmax(np.where(found["valid"][0], found["scores"][0], -1)))
+                iou = float(jaxvis.boxes.iou(np.asarray([box]), found["boxes"][0, top:top + 1])[0, 0])
+                hits.append(iou >= 0.5 and int(found["labels"][0, top]) == kind + 1)
+    probs = np.asarray(probs)
+    print(f"centred shapes: top detection right {np.mean(hits):.3f}, median p {np.median(probs):.3f}")
+    assert np.mean(hits) >= 0.8
+    assert np.median(probs) >= 0.8
 
 
 def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):

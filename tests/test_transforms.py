@@ -147,6 +147,33 @@ def test_blur_is_a_gaussian_filter_and_noise_has_its_std():
     assert abs(noisy.std() - 0.3) < 0.01
 
 
+@pytest.mark.parametrize("text", ["pad(6),jitter(5)", "scale(0.7,1.3)", "rotate(180)", "rotate(180,wrap)",
+                                  "jitter(3),scale(0.8,1.2),rotate(90),jitter(2)", "crop(0.9,0.6)",
+                                  "pad(4),crop(1.0,0.5),blur(1),noise(0.01)"])
+def test_target_boxes_move_with_the_image(text):
+    """A disc's box, moved by the transforms, is the box of the disc in the transformed image (turns keep
+    a disc's box size), for several seeds and steps."""
+    yy, xx = np.mgrid[:96, :96] + 0.5
+    cx, cy, r = 40.0, 53.0, 12.0
+    disc = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.float32)
+    x = jnp.asarray(np.repeat(disc[..., None], 3, -1))
+    box = jnp.asarray([[cx - r, cy - r, cx + r, cy + r]], jnp.float32)
+    ctx = tfm.Context(steps=10, fill=(0.0, 0.0, 0.0))
+    compared = 0
+    for seed in range(8):
+        t = seed % 10
+        y, moved = tfm.apply(tfm.parse(text), x, seed, t, ctx, boxes=box)
+        moved = np.asarray(moved)[0]
+        if moved.min() < 0 or moved.max() > 96:  # a crop may leave part of the disc out of view
+            continue
+        rows, cols = np.nonzero(np.asarray(y)[..., 0] > 0.5)
+        found = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+        np.testing.assert_allclose(found, moved, atol=1.6, err_msg=f"{text} seed {seed} step {t}")
+        compared += 1
+    assert compared >= 4, compared
+    assert tfm.apply((), x, 0, 0, ctx, boxes=box)[1] is box
+
+
 STOCHASTIC = (tfm.pad(4), tfm.jitter(4), tfm.scale(0.9, 1.1), tfm.rotate(10), tfm.crop(1.0, 0.6), tfm.noise(0.02))
 
 

@@ -6,7 +6,9 @@ or a gradient in two colours, plus pixel noise). Two forms:
 
 - classification: one shape per image, its class as the label;
 - detection: one to four shapes per image, each in its own quadrant, with tight xyxy boxes (pixels)
-  and labels (class index + 1, so that 0 stays the detector's background).
+  and labels (class index + 1, so that 0 stays the detector's background); optionally a share of
+  scenes (``free_share``) that hold one larger shape anywhere, across the quadrants' borders and the
+  image's centre included.
 
 Everything is written in JAX and vmapped over images, so a training step can draw its batch inside
 ``jit`` at no noticeable cost. The same key gives the same images.
@@ -128,11 +130,39 @@ def classification_image(key, size: int = 64):
     return jnp.clip(image, 0, 1), kind, _tight_box(cover, size)
 
 
-def detection_image(key, size: int = 128, max_objects: int = 4):
+# radius of a free scene's shape, as a share of the image size: boxes of 28 to 70 px at 128 px, up to
+# beyond the lab's centred quarter (64 px); quadrant scenes' shapes measure 28 to 54 px
+FREE_RADIUS = (0.11, 0.27)
+
+
+def detection_image(key, size: int = 128, max_objects: int = 4, free_share: float = 0.0):
     """One scene: image (size, size, 3), boxes (max_objects, 4) xyxy pixels, labels (class + 1) and a
-    validity mask; one to ``max_objects`` shapes, each in its own quadrant of a 2x2 layout."""
+    validity mask; one to ``max_objects`` shapes, each in its own quadrant of a 2x2 layout, or, with
+    probability ``free_share``, one shape of radius ``FREE_RADIUS`` x size anywhere it fits. The quadrant
+    scenes do not depend on ``free_share``: the same key gives the same quadrant scene for any share."""
     if max_objects > 4:
         raise ValueError("at most four objects: one per quadrant")
+    if not 0.0 <= free_share <= 1.0:
+        raise ValueError(f"free_share is a probability in [0, 1]; got {free_share}")
+    image, boxes, labels, valid = _quadrant_scene(key, size, max_objects)
+    if free_share == 0.0:
+        return image, boxes, labels, valid
+    kf = jax.random.split(jax.random.fold_in(key, 0x5EED), 5)
+    background, yy, xx, bg_mean = _background(kf[0], size)
+    kind = jax.random.randint(kf[1], (), 0, NUM_CLASSES)
+    r = jax.random.uniform(kf[2], (), minval=FREE_RADIUS[0], maxval=FREE_RADIUS[1]) * size
+    c = jax.random.uniform(kf[3], (2,), minval=r * 1.05, maxval=size - r * 1.05)
+    drawn, cover = _draw(background, kf[4], kind, c[0], c[1], r, yy, xx, bg_mean)
+    free_boxes = jnp.zeros_like(boxes).at[0].set(_tight_box(cover, size))
+    free_labels = jnp.zeros_like(labels).at[0].set(kind + 1)
+    free_valid = jnp.zeros_like(valid).at[0].set(True)
+    free = jax.random.uniform(jax.random.fold_in(key, 0xF4EE), ()) < free_share
+    pick = lambda a, b: jnp.where(free, a, b)  # noqa: E731
+    return (pick(jnp.clip(drawn, 0, 1), image), pick(free_boxes, boxes), pick(free_labels, labels),
+            pick(free_valid, valid))
+
+
+def _quadrant_scene(key, size, max_objects):
     k = jax.random.split(key, 4)
     image, yy, xx, bg_mean = _background(k[0], size)
     count = jax.random.randint(k[1], (), 1, max_objects + 1)
@@ -162,10 +192,10 @@ def classification_batch(key, batch: int, size: int = 64):
     return jax.vmap(lambda k: classification_image(k, size))(jax.random.split(key, batch))
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects"))
-def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4):
+@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects", "free_share"))
+def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4, free_share: float = 0.0):
     """(images, boxes, labels, valid) for ``batch`` scenes drawn from ``key``."""
-    return jax.vmap(lambda k: detection_image(k, size, max_objects))(jax.random.split(key, batch))
+    return jax.vmap(lambda k: detection_image(k, size, max_objects, free_share))(jax.random.split(key, batch))
 
 
 def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
@@ -176,9 +206,12 @@ def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
     return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(3))
 
 
-def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4):
+def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4,
+                  free_share: float = 0.0):
+    """A fixed set of ``n`` scenes as numpy arrays (images, boxes, labels, valid), the same for a seed."""
     key = jax.random.key(seed)
     parts = []
     for i in range(0, n, batch):
-        parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects)])
+        parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects,
+                                                             free_share)])
     return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(4))

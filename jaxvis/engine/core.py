@@ -76,32 +76,36 @@ def render(cfg: EngineConfig, v, p):
     return par.render(cfg.parameterization, v, cfg.input_size, cfg.to_input, p.get("decay"))
 
 
-def seen(cfg: EngineConfig, x, p, t, view: int = 0):
+def seen(cfg: EngineConfig, x, p, t, view: int = 0, with_boxes: bool = False):
     """What the network sees of image ``x`` at step ``t``: the point's random transforms of it (its
-    ``view``-th copy)."""
+    ``view``-th copy); with ``with_boxes``, (image, the point's target boxes moved with it)."""
     ctx = tfm.Context(steps=cfg.steps, fill=tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi)))
-    return tfm.apply(cfg.transforms, x, p["seed"], t, ctx, view)
+    return tfm.apply(cfg.transforms, x, p["seed"], t, ctx, view, boxes=p["boxes"] if with_boxes else None)
 
 
 def view_loss(cfg: EngineConfig, params, x, p, t):
     """The loss of step ``t`` on image ``x``: ``loss`` on its transformed view, or the mean of ``loss``
-    (and of its terms, score and probability) over ``cfg.views`` views, run as one batch."""
+    (and of its terms, score and probability) over ``cfg.views`` views, run as one batch. A detector's
+    target boxes move with the image (``jaxvis.transforms.apply``)."""
     if cfg.views == 1:
-        return loss(cfg, params, x, p, view=seen(cfg, x, p, t))
-    views = jnp.stack([seen(cfg, x, p, t, k) for k in range(cfg.views)])
-    out = jax.vmap(lambda view: loss(cfg, params, x, p, view=view))(views)
+        view, boxes = seen(cfg, x, p, t, with_boxes=True)
+        return loss(cfg, params, x, p, view=view, boxes=boxes)
+    views, boxes = zip(*[seen(cfg, x, p, t, k, with_boxes=True) for k in range(cfg.views)])
+    out = jax.vmap(lambda view, b: loss(cfg, params, x, p, view=view, boxes=b))(jnp.stack(views), jnp.stack(boxes))
     return jax.tree.map(lambda a: jnp.mean(a, axis=0), out)
 
 
-def loss(cfg: EngineConfig, params, x, p, shift=None, view=None):
+def loss(cfg: EngineConfig, params, x, p, shift=None, view=None, boxes=None):
     """One point's (loss, (terms, score, probability)) on image ``x`` (H, W, 3), seen shifted by ``shift``
-    or as ``view`` (its transformed form); penalties read ``x`` itself."""
+    or as ``view`` (its transformed form) with the target ``boxes`` where the view has them (default: the
+    point's); penalties read ``x`` itself."""
     if view is None:
         view = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
     outputs, acts = cfg.module.apply(params, view[None])
     if cfg.compute_dtype != "float32":
         outputs, acts = jax.tree.map(lambda a: a.astype(jnp.float32), (outputs, acts))
-    ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"], boxes=p["boxes"],
+    ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"],
+                      boxes=p["boxes"] if boxes is None else boxes,
                       box_valid=p["box_valid"], start=p.get("start_image"))
     values = jnp.stack([t.fn(ctx) for t in cfg.terms])
     total = jnp.dot(p["weights"], values, precision=jax.lax.Precision.HIGHEST)
