@@ -17,6 +17,10 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 Consecutive scales and rotations of one mode (grey or wrap) run as one bilinear warp, their matrices
 composed, so the image is interpolated once per run of them rather than once per transform.
 
+A detector objective's target boxes move with the image (``apply(..., boxes=)``, which the engine uses):
+shifted by pads, jitters and crops, scaled by zooms and crops, their centres turned by rotations, their
+sizes kept by turns, so that a box keeps framing what it framed.
+
 Randomness is keyed per point, never global: at step t a point with seed s draws the randomness of its
 transform i from ``k_t = fold_in(key(s + 1), t)`` (i = 0) or ``fold_in(k_t, i)`` (i > 0). A point alone
 therefore gives the same image as inside a sweep, and reruns are bit-identical. With several views per

@@ -64,15 +64,18 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(model_file, tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_finished_chunks(model_file, tmp_path):
+    # chunks of 1200 steps (about a second each here): the four chunks left after the second cannot all
+    # finish while the test, starved of the CPU by the sweep, gets round to sending the signal
+    args = sweep_args(model_file, tmp_path / "int", steps=1200)
     run = tmp_path / "int"
-    proc = start(sweep_args(model_file, run))
+    proc = start(args)
     wait_for(run / "chunks" / "00001.npz", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "interrupted:" in err and "chunks are saved" in err and "continue with --resume" in err
     assert (run / "chunks" / "00000.npz").exists()
-    run_module("experiments.class_model", *sweep_args(model_file, run), "--resume")
+    run_module("experiments.class_model", *args, "--resume")
     assert len((run / "results.jsonl").read_text().splitlines()) == 6
 
 
