@@ -33,9 +33,16 @@ def outputs(run):
     return {name: (run / name).read_bytes() for name in ("images.npy", "snapshots.npy", "results.jsonl")}
 
 
-def start(args):
-    return subprocess.Popen([sys.executable, "-m", "experiments.class_model", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(args, restore_sigint=False):
+    """The launcher in a child process. ``restore_sigint``: the child gets SIGINT's default disposition even
+    when this process ignores it (a handler, unlike SIG_IGN, is reset to the default across exec)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if restore_sigint else None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "experiments.class_model", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        if restore_sigint:
+            signal.signal(signal.SIGINT, previous)
 
 
 def wait_for(path, proc, timeout=300):
@@ -64,11 +71,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(model_file, tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_finished_chunks(model_file, tmp_path):
-    # chunks of 1200 steps (about a second each here): the four chunks left after the second cannot all
-    # finish while the test, starved of the CPU by the sweep, gets round to sending the signal
-    args = sweep_args(model_file, tmp_path / "int", steps=1200)
     run = tmp_path / "int"
-    proc = start(args)
+    args = sweep_args(model_file, run)
+    # Ctrl-C as a terminal delivers it: the child gets the default SIGINT disposition (a suite started in
+    # the background by a non-interactive shell runs with SIGINT ignored, which children inherit)
+    proc = start(args, restore_sigint=True)
     wait_for(run / "chunks" / "00001.npz", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
