@@ -33,8 +33,9 @@ static, the rest (noise level, baseline, keep probability) is data:
   most objects) and ODAM there is the head's 3 x 3 convolution split over nine cells, which rings the
   object; conv4_3's map stays on it (energy-based pointing game on 200 generated scenes of the shipped
   detector: 0.69 against 0.51 on the source maps and 0.62 for the gradient; on the detector shipped before
-  it, Grad-CAM's pooled weights gained nothing there, 0.28 against 0.30). Classifiers name their layers. Each layer's map is up-sampled bilinearly to the
-  output grid with each cell on the centre of the image region it stands for: an SSD source map's cell
+  it, Grad-CAM's pooled weights gained nothing there, 0.28 against 0.30). Classifiers name their layers.
+  Each layer's map is up-sampled bilinearly to the output grid with each cell on the centre of the image
+  region it stands for: an SSD source map's cell
   (i, j) on the centre of its default boxes, ((i + 0.5) * step, (j + 0.5) * step) input pixels (SSD300's
   steps 8, 16, 32, 64 are not 300 / 38, 300 / 19, …, so this differs from a plain resize), another
   activation of a detector on ((i + 0.5) * stride, …) with its power-of-two stride, a classifier's with

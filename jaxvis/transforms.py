@@ -163,9 +163,14 @@ def _pad(tr, x, key, t, ctx):
     return out.at[n:n + x.shape[0], n:n + x.shape[1]].set(x)
 
 
-def _jitter(tr, x, key, t, ctx):
+def _jitter_shift(tr, key):
+    """A jitter's random (row, col) shift; the image and the target boxes read the same draw."""
     n = int(tr.a)
-    shift = jax.random.randint(key, (2,), -n, n + 1)
+    return jax.random.randint(key, (2,), -n, n + 1)
+
+
+def _jitter(tr, x, key, t, ctx):
+    shift = _jitter_shift(tr, key)
     return jnp.roll(x, (shift[0], shift[1]), axis=(0, 1))
 
 
@@ -191,11 +196,17 @@ def _rotate(tr, x, key, t, ctx):
     return _warp(x, _rotate_matrix(tr, key), ctx, tr.wrap)
 
 
-def _crop(tr, x, key, t, ctx):
-    h, w = x.shape[:2]
+def _crop_frame(tr, key, t, ctx, hw):
+    """A crop's side as a share ``f`` of the image at step ``t`` and its random (row, col) corner in pixels;
+    the image and the target boxes read the same draw."""
     progress = jnp.asarray(t, jnp.float32) / max(ctx.steps - 1, 1)
     f = tr.a + (tr.b - tr.a) * jnp.clip(progress, 0.0, 1.0)
-    corner = jax.random.uniform(key, (2,), jnp.float32) * (1.0 - f) * jnp.asarray([h, w], jnp.float32)
+    return f, jax.random.uniform(key, (2,), jnp.float32) * (1.0 - f) * jnp.asarray(hw, jnp.float32)
+
+
+def _crop(tr, x, key, t, ctx):
+    h, w = x.shape[:2]
+    f, corner = _crop_frame(tr, key, t, ctx, (h, w))
     coords = corner[:, None, None] + (_grid(h, w) + 0.5) * f - 0.5
     return _sample(x, coords, jnp.asarray(ctx.fill, jnp.float32))
 
@@ -224,16 +235,12 @@ def _pad_boxes(tr, boxes, key, t, ctx, hw):
 
 
 def _jitter_boxes(tr, boxes, key, t, ctx, hw):
-    n = int(tr.a)
-    shift = jax.random.randint(key, (2,), -n, n + 1).astype(jnp.float32)
+    shift = _jitter_shift(tr, key).astype(jnp.float32)
     return boxes + jnp.stack([shift[1], shift[0], shift[1], shift[0]])
 
 
 def _crop_boxes(tr, boxes, key, t, ctx, hw):
-    h, w = hw
-    progress = jnp.asarray(t, jnp.float32) / max(ctx.steps - 1, 1)
-    f = tr.a + (tr.b - tr.a) * jnp.clip(progress, 0.0, 1.0)
-    corner = jax.random.uniform(key, (2,), jnp.float32) * (1.0 - f) * jnp.asarray([h, w], jnp.float32)
+    f, corner = _crop_frame(tr, key, t, ctx, hw)
     return (boxes - jnp.stack([corner[1], corner[0], corner[1], corner[0]])) / f
 
 

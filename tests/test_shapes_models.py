@@ -92,20 +92,25 @@ def test_shipped_detector_finds_shapes_at_the_centre():
     the lab's centred quarter is found, with its class, by the default box on the target."""
     detector = jaxvis.load(assets.path("detector"))
     key = jax.random.key(FRESH_SEED)
-    hits, probs = [], []
+    images, boxes, labels = [], [], []
     for radius in (20.0, 31.0):
         for kind in range(shapes.NUM_CLASSES):
             for j in range(4):
                 k = jax.random.split(jax.random.fold_in(key, int(radius) * 100 + kind * 10 + j), 2)
                 image, yy, xx, mean = shapes._background(k[0], 128)
                 image, cover = shapes._draw(image, k[1], kind, 64.0, 64.0, radius, yy, xx, mean)
-                box = np.asarray(shapes._tight_box(cover, 128))
-                outputs, _ = detector.apply(detector.params, detector.preprocess(jnp.clip(image, 0, 1)[None]))
-                probs.append(jaxvis.evaluate.box_probability(detector, outputs, kind + 1, box))
-                found = jax.device_get(detector.detect(detector.params, jnp.clip(image, 0, 1)[None]))
-                top = int(np.argmax(np.where(found["valid"][0], found["scores"][0], -1)))
-                iou = float(jaxvis.boxes.iou(np.asarray([box]), found["boxes"][0, top:top + 1])[0, 0])
-                hits.append(iou >= 0.5 and int(found["labels"][0, top]) == kind + 1)
+                images.append(jnp.clip(image, 0, 1))
+                boxes.append(np.asarray(shapes._tight_box(cover, 128)))
+                labels.append(kind + 1)
+    images = jnp.stack(images)
+    outputs, _ = detector.apply(detector.params, detector.preprocess(images))
+    found = jax.device_get(detector.detect(detector.params, images))
+    hits, probs = [], []
+    for i, (box, label) in enumerate(zip(boxes, labels)):
+        probs.append(jaxvis.evaluate.box_probability(detector, jax.tree.map(lambda a: a[i:i + 1], outputs), label, box))
+        top = int(np.argmax(np.where(found["valid"][i], found["scores"][i], -1)))
+        iou = float(jaxvis.boxes.iou(np.asarray([box]), found["boxes"][i, top:top + 1])[0, 0])
+        hits.append(iou >= 0.5 and int(found["labels"][i, top]) == label)
     probs = np.asarray(probs)
     print(f"centred shapes: top detection right {np.mean(hits):.3f}, median p {np.median(probs):.3f}")
     assert np.mean(hits) >= 0.8
