@@ -5,7 +5,8 @@ term measures what should go *down*: ``score`` is the loss -S_c, whose descent r
 Weights are numbers, so a sweep over losses (which terms, how strongly) is one vmapped grid.
 
 Each term is a pure function of a ``Context``: the model's outputs and named activations for the
-current image, the image itself (in the network's input space, zero-centred), and the grid point's
+current image, the image itself (in the network's input space, zero-centred; an image with an alpha
+channel as it is reported, over mid grey, and its opacity), and the grid point's
 ``target`` (a class index, or a channel index for activation terms) and target boxes.
 
 | term | loss | for |
@@ -22,6 +23,7 @@ current image, the image itself (in the network's input space, zero-centred), an
 | ``direction`` | minus the spatial mean of <activation, vector> at ``layer`` | any model |
 | ``l2_to`` | mean of (x - image)^2: the pull towards a given image (network-input space) | any model |
 | ``l2_start`` | mean of (x - start)^2: the pull towards the point's own start image (a sweep over start images: feature accentuation) | any model |
+| ``opacity`` | mean opacity of an image with an alpha channel (the ``alpha`` parameterisation) | any model |
 | ``biggest_box`` | -S_c at the largest default box | SSD |
 | ``box_loc`` | smooth-L1 of the largest default box's regression against the first target box | SSD |
 | ``all_boxes`` | -S_c averaged (or summed) over all default boxes | SSD |
@@ -34,7 +36,7 @@ eps, which falls as S_c rises with slope -1/eps^2: for eps = 1 it acts like ``sc
 
 **Objectives as values.** ``score()``, ``log_prob()``, ``inv_score()``, ``channel(layer)``,
 ``neuron(layer, position=(row, col))``, ``direction(layer, vector)``, ``sq()``, ``l2()``, ``tv()``,
-``l2_to(image)``, ``l2_start()``, ``head(k)`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
+``l2_to(image)``, ``l2_start()``, ``opacity()``, ``head(k)`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
 add, scale by numbers and negate, ``score() + 0.1 * sq()`` or ``channel("conv4_3", 7) +
 channel("conv5_1", 3)``, and know their name (``objective.name``: ``score+0.1*sq``). The class or
 channel is the grid point's target (a sweep axis) unless one is given (``score(3)``, ``channel(layer,
@@ -75,6 +77,7 @@ class Context:
     boxes: jax.Array        # (M, 4) target boxes in input pixels (detectors)
     box_valid: jax.Array    # (M,) bool
     start: jax.Array | None = None  # (H, W, 3) the point's start image (a sweep over start images), or None
+    alpha: jax.Array | None = None  # (H, W) the image's opacity (the alpha parameterisation), or None
 
 
 TermFn = Callable[[Context], jax.Array]
@@ -137,6 +140,13 @@ def tv_term(ctx: Context) -> jax.Array:
     dy = jnp.abs(ctx.x[1:] - ctx.x[:-1])
     dx = jnp.abs(ctx.x[:, 1:] - ctx.x[:, :-1])
     return jnp.mean(dy) + jnp.mean(dx)
+
+
+def opacity_term(ctx: Context) -> jax.Array:
+    if ctx.alpha is None:
+        raise ObjectiveError("the opacity term is the mean of the image's opacity channel, and this image has none; "
+                             "add alpha to the parameterisation (e.g. fourier+decorrelated+sigmoid+alpha).")
+    return jnp.mean(ctx.alpha)
 
 
 def _detector_outputs(ctx: Context) -> dict[str, jax.Array]:
@@ -244,7 +254,7 @@ def _fixed_target(fn: TermFn, target: int) -> TermFn:
 
 CLASSIFIER_TERMS = ("score", "log_prob", "inv_score")
 DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox", "head")
-ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to", "l2_start")
+ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to", "l2_start", "opacity")
 TERMS = CLASSIFIER_TERMS + DETECTOR_TERMS + ANY_TERMS
 
 
@@ -277,6 +287,7 @@ def make_term(name: str, model, **options) -> Term:
         "l2": lambda: l2_term,
         "tv": lambda: tv_term,
         "l2_start": lambda: l2_start_term,
+        "opacity": lambda: opacity_term,
         "biggest_box": lambda: biggest_box(model.anchors),
         "box_loc": lambda: box_loc(model.anchors, model.loss_config.box_weights),
         "all_boxes": lambda: all_boxes(**options),
@@ -511,6 +522,12 @@ def l2() -> Objective:
 
 def tv() -> Objective:
     return _value("tv")
+
+
+def opacity() -> Objective:
+    """The mean opacity of an image with an alpha channel: a penalty that keeps the opaque part, the part that
+    must hold the object, small."""
+    return _value("opacity")
 
 
 def head(map_index: int, c: int | None = None) -> Objective:

@@ -88,6 +88,8 @@ class Parameterization:
       range: "none", "sigmoid" or "clip".
       spectrum: MACO's magnitude, (H, W // 2 + 1, 3) (``Frozen``), or None.
       decay: the default Fourier decay (a point may give its own).
+      alpha: a fourth, opacity channel (see ``alpha()``): the image is a colour layer over a background
+        that the engine draws anew for every view, so only what is opaque must do the work.
     """
 
     basis: str = "pixels"
@@ -95,6 +97,7 @@ class Parameterization:
     range: str = "none"
     spectrum: Frozen | None = None
     decay: float = 1.0
+    alpha: bool = False
 
     def __post_init__(self):
         if self.basis not in ("pixels", "fourier", "maco"):
@@ -103,6 +106,9 @@ class Parameterization:
             raise ParameterizationError(f"range must be none, sigmoid or clip, got {self.range!r}.")
         if (self.basis == "maco") != (self.spectrum is not None):
             raise ParameterizationError("a maco parameterisation needs a magnitude spectrum, and only it has one.")
+        if self.alpha and self.basis == "maco":
+            raise ParameterizationError("alpha needs a free magnitude for its opacity channel; use it with the pixels "
+                                        "or fourier basis, not maco.")
 
     def __add__(self, other: "Parameterization") -> "Parameterization":
         if not isinstance(other, Parameterization):
@@ -119,7 +125,12 @@ class Parameterization:
     @property
     def identity(self) -> bool:
         """The historical form: the variable is the network-input image itself."""
-        return self.basis == "pixels" and self.colour is None and self.range == "none"
+        return self.basis == "pixels" and self.colour is None and self.range == "none" and not self.alpha
+
+    @property
+    def channels(self) -> int:
+        """Channels of the rendered image: 3, or 4 with the opacity channel last."""
+        return 4 if self.alpha else 3
 
     @property
     def name(self) -> str:
@@ -128,17 +139,21 @@ class Parameterization:
             parts.append("decorrelated")
         if self.range != "none":
             parts.append(self.range)
+        if self.alpha:
+            parts.append("alpha")
         return "+".join(parts)
 
     def variable_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
         h, w = size
         if self.basis == "pixels":
-            return (h, w, 3)
+            return (h, w, self.channels)
         if self.basis == "fourier":
-            return (h, w // 2 + 1, 3, 2)
+            return (h, w // 2 + 1, self.channels, 2)
         return (h, w // 2 + 1, 3)
 
     def check(self, size: tuple[int, int]) -> None:
+        if self.alpha and self.range == "none":
+            raise ParameterizationError("alpha's opacity must stay in [0, 1]: add a range map (sigmoid or clip).")
         if self.spectrum is not None:
             want = (size[0], size[1] // 2 + 1, 3)
             if self.spectrum.array.shape != want:
@@ -187,6 +202,16 @@ def decorrelated(matrix=IMAGENET_COLOUR_SQRT) -> Parameterization:
     if norm == 0:
         raise ParameterizationError("the colour decorrelation matrix is zero.")
     return Parameterization(colour=Frozen(m / norm))
+
+
+def alpha() -> Parameterization:
+    """An opacity channel beside the colours (Lucid's transparent images): the variable has a fourth
+    channel, made by the same basis and range map (not colour-decorrelated), and the network sees the
+    colours composited over a random background drawn anew for every view (``background``); what is
+    reported is the image over mid grey (``over_grey``). The background carries no signal, so only the
+    opaque part can raise the objective: it must hold the object, with its outline, rather than colour the
+    whole frame. An ``opacity`` penalty keeps the opaque part small."""
+    return Parameterization(alpha=True)
 
 
 def sigmoid() -> Parameterization:
@@ -252,7 +277,7 @@ def _odd_phase(phase: jax.Array, w: int) -> jax.Array:
 
 
 def basis_image(par: Parameterization, v: jax.Array, size: tuple[int, int], decay) -> jax.Array:
-    """The zero-centred image (H, W, 3) that the basis gives for variable ``v`` (before colour and range)."""
+    """The zero-centred image (H, W, C) that the basis gives for variable ``v`` (before colour and range)."""
     h, w = size
     if par.basis == "pixels":
         return v
@@ -267,10 +292,12 @@ def basis_image(par: Parameterization, v: jax.Array, size: tuple[int, int], deca
 
 
 def rgb_image(par: Parameterization, v: jax.Array, size: tuple[int, int], decay) -> jax.Array:
-    """RGB in [0, 1] (for range none: unbounded, centred on 0.5) from variable ``v``."""
+    """RGB in [0, 1] (for range none: unbounded, centred on 0.5) from variable ``v``; RGBA with ``alpha``
+    (the opacity made by the same range map, not colour-decorrelated)."""
     t = basis_image(par, v, size, decay)
     if par.colour is not None:
-        t = jnp.einsum("hwc,dc->hwd", t, jnp.asarray(par.colour.array), precision=jax.lax.Precision.HIGHEST)
+        rgb = jnp.einsum("hwc,dc->hwd", t[..., :3], jnp.asarray(par.colour.array), precision=jax.lax.Precision.HIGHEST)
+        t = jnp.concatenate([rgb, t[..., 3:]], -1)
     if par.range == "sigmoid":
         return jax.nn.sigmoid(t)
     if par.range == "clip":
@@ -325,6 +352,9 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
     if par.colour is not None:  # t = b @ M^T
         inverse = np.linalg.inv(par.colour.array.astype(np.float64)).astype(np.float32)
         t = jnp.einsum("hwd,cd->hwc", t, jnp.asarray(inverse), precision=jax.lax.Precision.HIGHEST)
+    if par.alpha:  # the start image opaque
+        opaque = np.log((1.0 - margin) / margin) if par.range == "sigmoid" else 0.5 - margin
+        t = jnp.concatenate([t, jnp.full(t.shape[:2] + (1,), opaque, jnp.float32)], -1)
     if par.basis == "pixels":
         return t
     spectrum = jnp.fft.rfft2(t, axes=(0, 1))
@@ -335,11 +365,50 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
 
 
 def render(par: Parameterization, v: jax.Array, size: tuple[int, int], to_input: InputMap, decay=None) -> jax.Array:
-    """The network-input image (H, W, 3) for variable ``v``."""
+    """The network-input image (H, W, 3) for variable ``v``; with ``alpha``, (H, W, 4): the network-input
+    colours and the opacity in [0, 1] last."""
     decay = par.decay if decay is None else decay
     if par.identity:
         return v
-    return to_input(rgb_image(par, v, size, decay))
+    rgb = rgb_image(par, v, size, decay)
+    if par.alpha:
+        return jnp.concatenate([to_input(rgb[..., :3]), rgb[..., 3:]], -1)
+    return to_input(rgb)
+
+
+def composite(x: jax.Array, background: jax.Array) -> jax.Array:
+    """An image with opacity (H, W, 4; network-input colours) over ``background`` (H, W, 3, or a colour);
+    an image of 3 channels is returned as it is."""
+    if x.shape[-1] == 3:
+        return x
+    a = x[..., 3:]
+    return x[..., :3] * a + background * (1.0 - a)
+
+
+def over_grey(x: jax.Array, to_input: InputMap) -> jax.Array:
+    """``x`` composited over mid grey: how an image with opacity is reported and shown."""
+    return composite(x, to_input(jnp.full((3,), 0.5, jnp.float32)))
+
+
+BACKGROUND_STD = 2.0  # the random backgrounds' spread before the range map: sigmoid(+-2) = 0.12 .. 0.88
+
+
+def background(par: Parameterization, key, size: tuple[int, int], to_input: InputMap, decay=None) -> jax.Array:
+    """A random network-input background (H, W, 3) for an image with opacity: noise of the parameterisation's
+    own basis spectrum (1/f^decay for fourier, white for pixels) and colours, normalised to a spread of
+    ``BACKGROUND_STD`` times a contrast drawn uniformly from [0, 1] (from flat grey to strong texture), through
+    its range map."""
+    decay = par.decay if decay is None else decay
+    k_noise, k_contrast = jax.random.split(key)
+    plain = dataclasses.replace(par, alpha=False, basis="fourier" if par.basis == "fourier" else "pixels",
+                                spectrum=None, colour=None, range="none")
+    t = basis_image(plain, jax.random.normal(k_noise, plain.variable_shape(size), jnp.float32), size, decay)
+    t = t / (jnp.std(t) + 1e-8) * BACKGROUND_STD * jax.random.uniform(k_contrast, (), jnp.float32)
+    if par.colour is not None:
+        t = jnp.einsum("hwc,dc->hwd", t, jnp.asarray(par.colour.array), precision=jax.lax.Precision.HIGHEST)
+    if par.range == "clip":
+        return to_input(jnp.clip(t / 4.0 + 0.5, 0.0, 1.0))
+    return to_input(jax.nn.sigmoid(t))
 
 
 def load_stats(name_or_path: str = "shapes") -> dict[str, Any]:
@@ -400,8 +469,10 @@ def parse(text: str, model=None, stats: str = "") -> Parameterization:
             piece = maco(spectrum_for(statistics(), size))
         elif part in ("sigmoid", "clip"):
             piece = sigmoid() if part == "sigmoid" else clip()
+        elif part == "alpha":
+            piece = alpha()
         else:
             raise ParameterizationError(f"unknown parameterisation part {part!r}; parts: pixels, fourier, "
-                                        "fourier(DECAY), maco, decorrelated, sigmoid, clip, joined by '+'.")
+                                        "fourier(DECAY), maco, decorrelated, sigmoid, clip, alpha, joined by '+'.")
         out = out + piece
     return out

@@ -54,7 +54,9 @@ class SweepSettings:
     parameterization: str = _field("pixels", "How the image is made from the optimised variable, parts joined by "
                                    "'+': pixels (alone: the network-input image itself), fourier or fourier(DECAY) "
                                    "(1/f^decay spectrum), maco (Fourier phase only, magnitude of the image "
-                                   "statistics), decorrelated (colour), sigmoid or clip (into the valid range); "
+                                   "statistics), decorrelated (colour), sigmoid or clip (into the valid range), alpha "
+                                   "(an opacity channel: the network sees the image over random backgrounds, it is "
+                                   "reported over grey; the opacity term penalises it); "
                                    "e.g. fourier+decorrelated+sigmoid.", "str")
     decays: tuple = _field((), "Fourier decays of the fourier parameterisation: a sweep axis (empty: the "
                            "parameterisation's own, 1).", "floats")
@@ -62,7 +64,8 @@ class SweepSettings:
                               "decorrelated and maco; empty: the shipped shapes statistics for the shapes models, "
                               "ImageNet's colour matrix for others.", "str")
     transforms: str = _field("", "Random transforms before each step, in order: pad(N), jitter(N), scale(LO,HI), "
-                             "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD); scale and rotate take a last "
+                             "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD), recolour(MOST) (towards a "
+                             "random flat colour by up to MOST); scale and rotate take a last "
                              "argument wrap (the image repeated instead of grey outside it); e.g. "
                              "pad(4),jitter(4),scale(0.9,1.1),rotate(10). Each point draws its own.", "str")
     views: int = _field(1, "Randomly transformed copies of the image per step, their losses averaged (a less "

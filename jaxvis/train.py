@@ -150,9 +150,12 @@ def train_classifier(spec: ModelSpec, seed: int = 0, steps: int = 2000, batch: i
 
 def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int = 32, lr: float = 2e-3,
                    log_every: int = 100, time_budget: float | None = None, log=print,
-                   free_share: float = DETECTOR_FREE_SHARE, init: dict | None = None) -> tuple[Model, TrainLog]:
+                   free_share: float = DETECTOR_FREE_SHARE, init: dict | None = None,
+                   adversarial: float = 0.0) -> tuple[Model, TrainLog]:
     """SSD training with the MultiBox loss on generated scenes; ``init``: variables to start from (another
-    detector's of the same parameter shapes) instead of He-normal ones."""
+    detector's of the same parameter shapes) instead of He-normal ones. ``adversarial`` > 0 trains on
+    adversarial scenes instead (``adversarial_images``: an L-infinity budget of that many [0, 1] pixel
+    units)."""
     module = models.build(spec)
     size = spec.input_size[0]
     probe = from_spec(spec, init_variables(spec, 0))
@@ -160,14 +163,32 @@ def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int
     anchors = jnp.asarray(probe.anchors)
     cfg = probe.loss_config
 
-    def loss_fn(params, key):
-        images, boxes, labels, valid = shapes.detection_batch(key, batch, size, free_share=free_share)
+    def scene_loss(params, images, boxes, labels, valid):
         x = (images - jnp.asarray(spec.mean)) / jnp.asarray(spec.std)
         out, _ = module.apply({"params": params}, x)
         return multibox.multibox_loss(out["cls_logits"], out["bbox_regression"], anchors, boxes, labels, valid,
                                       cfg)["total"]
 
+    def loss_fn(params, key):
+        images, boxes, labels, valid = shapes.detection_batch(key, batch, size, free_share=free_share)
+        if adversarial > 0:
+            images = adversarial_images(lambda im: scene_loss(jax.lax.stop_gradient(params), im, boxes, labels, valid),
+                                        images, jax.random.fold_in(key, 0xAD), adversarial)
+        return scene_loss(params, images, boxes, labels, valid)
+
     return _fit(spec, loss_fn, seed, steps, lr, log_every, time_budget, log, init)
+
+
+def adversarial_images(loss, images, key, eps: float):
+    """Images moved within an L-infinity ball of radius ``eps`` to raise ``loss`` (a function of the images):
+    one signed-gradient step of 1.25 eps from a uniform random start in the ball, kept in the ball and in
+    [0, 1] (Wong, Rice & Kolter 2020, "Fast is better than free"). Training on them makes a model whose
+    input gradients follow the objects' outlines more than texture (Santurkar et al. 2019), which is what
+    class models by gradient ascent draw."""
+    delta = jax.random.uniform(key, images.shape, images.dtype, -eps, eps)
+    g = jax.grad(lambda d: loss(jnp.clip(images + d, 0.0, 1.0)))(delta)
+    delta = jnp.clip(delta + 1.25 * eps * jnp.sign(g), -eps, eps)
+    return jax.lax.stop_gradient(jnp.clip(images + delta, 0.0, 1.0))
 
 
 def classifier_accuracy(model: Model, seed: int = EVAL_SEED, n: int = 2000) -> float:

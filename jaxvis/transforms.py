@@ -13,6 +13,7 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 | ``crop(start, end)`` | a random square crop whose side is ``start`` of the image at the first step and ``end`` at the last (linear in between), resized back to the full size (MACO) |
 | ``blur(sigma)`` | a Gaussian blur of std sigma pixels |
 | ``noise(std)`` | adds Gaussian noise of std ``std`` (network-input units) |
+| ``recolour(m)`` | mixes the colours towards one random flat colour, by a share drawn from [0, m]: at m = 1 some views are one flat colour, so only the outline (of an image with opacity: of its opaque part) tells the class |
 
 Consecutive scales and rotations of one mode (grey or wrap) run as one bilinear warp, their matrices
 composed, so the image is interpolated once per run of them rather than once per transform.
@@ -47,11 +48,14 @@ class TransformError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What transforms need besides the image: the run's steps (schedules) and the grey fill value in
-    the network's input space (per channel)."""
+    """What transforms need besides the image: the run's steps (schedules), the grey fill value in
+    the network's input space (per channel) and the input values of black and white (``recolour``'s
+    colours; by default the fill's channels spread by one either side)."""
 
     steps: int
     fill: tuple[float, ...]
+    lo: tuple[float, ...] | None = None
+    hi: tuple[float, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +68,7 @@ class Transform:
     @property
     def name(self) -> str:
         args = {"pad": (self.a,), "jitter": (self.a,), "scale": (self.a, self.b), "rotate": (self.a,),
-                "crop": (self.a, self.b), "blur": (self.a,), "noise": (self.a,)}[self.kind]
+                "crop": (self.a, self.b), "blur": (self.a,), "noise": (self.a,), "recolour": (self.a,)}[self.kind]
         return f"{self.kind}({','.join([f'{v:g}' for v in args] + (['wrap'] if self.wrap else []))})"
 
     def __call__(self, x: jax.Array, key, t, ctx: Context) -> jax.Array:
@@ -113,6 +117,12 @@ def noise(std: float) -> Transform:
     return Transform("noise", float(std))
 
 
+def recolour(most: float = 1.0) -> Transform:
+    if not (math.isfinite(most) and 0 <= most <= 1):
+        raise TransformError(f"recolour takes the largest share of the flat colour, in [0, 1]; got {most}.")
+    return Transform("recolour", float(most))
+
+
 def _centre(h, w):
     return jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], jnp.float32)
 
@@ -159,7 +169,7 @@ def _warp(x, matrix, ctx: Context, wrap: bool = False):
 def _pad(tr, x, key, t, ctx):
     n = int(tr.a)
     fill = jnp.asarray(ctx.fill, jnp.float32)
-    out = jnp.broadcast_to(fill, (x.shape[0] + 2 * n, x.shape[1] + 2 * n, 3))
+    out = jnp.broadcast_to(fill, (x.shape[0] + 2 * n, x.shape[1] + 2 * n, x.shape[-1]))
     return out.at[n:n + x.shape[0], n:n + x.shape[1]].set(x)
 
 
@@ -221,11 +231,22 @@ def _blur(tr, x, key, t, ctx):
 
 
 def _noise(tr, x, key, t, ctx):
-    return x + tr.a * jax.random.normal(key, x.shape, jnp.float32)
+    noisy = x[..., :3] + tr.a * jax.random.normal(key, x.shape[:2] + (3,), jnp.float32)
+    return jnp.concatenate([noisy, x[..., 3:]], -1)  # an opacity channel is left as it is
+
+
+def _recolour(tr, x, key, t, ctx):
+    k_share, k_colour = jax.random.split(key)
+    lo = jnp.asarray(ctx.lo if ctx.lo is not None else [f - 1.0 for f in ctx.fill[:3]], jnp.float32)
+    hi = jnp.asarray(ctx.hi if ctx.hi is not None else [f + 1.0 for f in ctx.fill[:3]], jnp.float32)
+    colour = lo + jax.random.uniform(k_colour, (3,), jnp.float32) * (hi - lo)
+    share = jax.random.uniform(k_share, (), jnp.float32, 0.0, tr.a)
+    mixed = x[..., :3] * (1.0 - share) + colour * share
+    return jnp.concatenate([mixed, x[..., 3:]], -1)  # an opacity channel is left as it is
 
 
 _APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "crop": _crop, "blur": _blur,
-          "noise": _noise}
+          "noise": _noise, "recolour": _recolour}
 
 
 # Target boxes follow the image: each transform's map of input pixels (xyxy, continuous coordinates, pixel i
@@ -249,7 +270,7 @@ def _same_boxes(tr, boxes, key, t, ctx, hw):
 
 
 _BOXES = {"pad": _pad_boxes, "jitter": _jitter_boxes, "crop": _crop_boxes, "blur": _same_boxes,
-          "noise": _same_boxes}
+          "noise": _same_boxes, "recolour": _same_boxes}
 
 
 def _warp_boxes(matrix, boxes, hw):
@@ -272,6 +293,12 @@ def step_key(seed, t):
 VIEW_KEYS = 0x7F000000  # view k > 0 of a step folds VIEW_KEYS + k into the step's key
 
 
+def view_key(seed, t, view: int = 0):
+    """The key of a point's ``view``-th copy at step ``t`` (its first transform's key)."""
+    base = step_key(seed, t)
+    return jax.random.fold_in(base, VIEW_KEYS + int(view)) if view else base
+
+
 def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, view: int = 0,
           boxes: jax.Array | None = None):
     """The image the network sees at step ``t``: ``transforms`` in order, then a centred crop back to
@@ -284,9 +311,7 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
     if not transforms:
         return x if boxes is None else (x, boxes)
     h, w = x.shape[:2]
-    base = step_key(seed, t)
-    if view:
-        base = jax.random.fold_in(base, VIEW_KEYS + int(view))
+    base = view_key(seed, t, view)
     y, i = x, 0
     while i < len(transforms):
         tr = transforms[i]
@@ -319,7 +344,7 @@ def check(transforms: Sequence[Transform], size: tuple[int, int]) -> None:
 
 
 _BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "crop": crop, "blur": blur,
-             "noise": noise}
+             "noise": noise, "recolour": recolour}
 
 
 def parse(text: str) -> tuple[Transform, ...]:

@@ -183,3 +183,94 @@ def test_variable_for_keeps_the_images_phase_under_macos_magnitude():
     # Away from the self-mirrored columns (where the phase is made odd) the phase is the image's.
     diff = np.angle(np.exp(1j * (got - want)))[:, 1:8]
     np.testing.assert_allclose(diff, 0.0, atol=1e-4)
+
+
+def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
+    size, decay = (20, 24), 1.5
+    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")
+    assert p.alpha and p.channels == 4 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha"
+    assert p.variable_shape(size) == (20, 13, 4, 2)
+    v = np.random.default_rng(5).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
+    four = numpy_fourier(v, size, decay)  # the basis acts on every channel alike
+    colour = numpy_decorrelate(four[..., :3], par.IMAGENET_COLOUR_SQRT).reshape(*size, 3)
+    want = 1.0 / (1.0 + np.exp(-np.concatenate([colour, four[..., 3:]], -1)))  # opacity: not decorrelated
+    got = np.asarray(par.rgb_image(p, jnp.asarray(v), size, decay))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    to_input = par.InputMap((-2.0, -1.5, -1.8), (2.2, 2.6, 2.4), (2, 1, 0))
+    x = np.asarray(par.render(p, jnp.asarray(v), size, to_input, decay))
+    assert x.shape == (*size, 4)
+    np.testing.assert_allclose(x[..., :3], np.asarray(to_input(jnp.asarray(want[..., :3]))), atol=1e-5)
+    np.testing.assert_array_equal(x[..., 3], got[..., 3])
+    background = np.random.default_rng(6).standard_normal((*size, 3)).astype(np.float32)
+    a = x[..., 3:]
+    np.testing.assert_allclose(np.asarray(par.composite(jnp.asarray(x), jnp.asarray(background))),
+                               x[..., :3] * a + background * (1 - a), atol=1e-6)
+    grey = np.asarray(to_input(jnp.full((3,), 0.5, jnp.float32)))
+    np.testing.assert_allclose(np.asarray(par.over_grey(jnp.asarray(x), to_input)), x[..., :3] * a + grey * (1 - a),
+                               atol=1e-6)
+    assert par.composite(jnp.asarray(background), jnp.zeros(3)) is not None  # three channels pass unchanged
+    np.testing.assert_array_equal(np.asarray(par.composite(jnp.asarray(background), jnp.zeros(3))), background)
+
+
+def test_random_backgrounds_are_keyed_valid_and_range_from_flat_to_textured():
+    size = (32, 32)
+    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")
+    to_input = par.InputMap((-2.0, -1.5, -1.8), (2.2, 2.6, 2.4), (0, 1, 2))
+    draw = jax.jit(lambda k: par.background(p, k, size, to_input))
+    keys = [jax.random.key(i) for i in range(40)]
+    backgrounds = np.stack([np.asarray(draw(k)) for k in keys])
+    np.testing.assert_array_equal(backgrounds[3], np.asarray(draw(jax.random.key(3))))  # the key decides
+    rgb = np.asarray(par.from_input(to_input, jnp.asarray(backgrounds)))
+    assert backgrounds.shape == (40, *size, 3) and np.all(rgb > 0) and np.all(rgb < 1)
+    spread = rgb.std(axis=(1, 2, 3))
+    assert spread.min() < 0.03 and spread.max() > 0.2  # from near-flat grey to strong texture
+    # a 1/f^1.5 spectrum: neighbouring pixels are close, unlike white noise's
+    textured = rgb[np.argmax(spread)]
+    assert np.abs(np.diff(textured, axis=0)).mean() < 0.5 * textured.std()
+
+
+def test_alpha_is_refused_where_it_cannot_work(vgg):
+    with pytest.raises(par.ParameterizationError, match="alpha needs a free magnitude"):
+        par.maco(np.ones((64, 33, 3))) + par.alpha()
+    with pytest.raises(par.ParameterizationError, match="add a range map"):
+        engine.Engine(vgg, [obj.make_term("score", vgg)], parameterization=par.fourier() + par.alpha())
+    with pytest.raises(obj.ObjectiveError, match="add alpha to the parameterisation"):
+        engine.Engine(vgg, [obj.make_term("score", vgg), obj.make_term("opacity", vgg)],
+                      parameterization=par.fourier() + par.sigmoid()).run(
+            engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0, "opacity": 1.0}], init_scales=[0.1],
+                         seeds=[0]), progress=False)
+
+
+def test_alpha_image_is_reported_over_grey_and_seen_over_random_backgrounds(vgg):
+    from jaxvis import transforms as tfm
+    from jaxvis.engine import core
+
+    p = par.fourier() + par.decorrelated() + par.sigmoid() + par.alpha()
+    terms = [obj.make_term("score", vgg), obj.make_term("opacity", vgg)]
+    eng = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=8, snapshots=[4], parameterization=p,
+                        transforms=[tfm.jitter(2)], views=2)
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0, "opacity": 0.5}], init_scales=[0.1],
+                         seeds=[2])
+    result = eng.run(sweep, progress=False)
+    to_input = par.InputMap.of(vgg.spec)
+    x0 = par.render(p, p.init(jax.random.key(2), (64, 64), np.float32(0.1)), (64, 64), to_input)
+    assert x0.shape == (64, 64, 4)
+    assert result.images.shape == (1, 64, 64, 3) and result.snapshots[4].shape == (1, 64, 64, 3)
+    np.testing.assert_allclose(result.snapshots[0][0], np.asarray(par.over_grey(x0, to_input)), atol=1e-6)
+    # the final loss is -score of the reported picture plus the weighted opacity, a mean in (0, 1)
+    logits, _ = vgg.apply(vgg.params, result.images)
+    opacity = (result.final_loss + np.asarray(logits)[:, 1]) / 0.5
+    assert 0.05 < opacity[0] < 0.95 and np.all(result.final_loss < result.loss[0])
+    assert 0 < result.terms[0, 0, 1] < 1
+    # at a step, each view is the transformed image over a background of its own, keyed by the view
+    cfg = eng.config
+    pts = jax.tree.map(lambda a: jnp.asarray(a)[0], sweep.arrays(eng.term_names))
+    ctx = tfm.Context(steps=8, fill=tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi)) + (0.0,))
+    seen = []
+    for k in range(2):
+        seen.append(np.asarray(core.seen(cfg, x0, pts, 3, k)))
+        moved = tfm.apply(cfg.transforms, x0, pts["seed"], 3, ctx, k)
+        back = par.background(p, jax.random.fold_in(tfm.view_key(pts["seed"], 3, k), core.BACKGROUND_KEY), (64, 64),
+                              to_input)
+        np.testing.assert_allclose(seen[k], np.asarray(par.composite(moved, back)), atol=1e-6)
+    assert seen[0].shape == (64, 64, 3) and not np.allclose(seen[0], seen[1])

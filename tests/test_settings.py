@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_module
+from jaxvis import assets, fileio
 from jaxvis import settings as settings_lib
 from jaxvis.settings import SettingsError, SweepSettings
 
@@ -161,6 +162,22 @@ def test_channels_of_two_layers_from_the_command_line_form():
     assert sweep.losses == ({"channel:conv3_2_pre": 1.0, "channel:conv5_1_pre[7]": 0.5},) and list(sweep.targets) == [3, 5]
 
 
+def test_detector_feature_vis_config_runs_from_the_launcher(tmp_path):
+    """The detector recipe's documented command (the robust detector, an image with opacity), shortened to 2
+    steps: every class x 2 seeds x 2 boxes, network-input RGB images (reported over grey), targets."""
+    out = tmp_path / "fv_ssd"
+    run_module("experiments.class_model", "--config", os.path.join(ROOT, "experiments/configs/feature_vis.py")
+               + ":shapes_ssd", "--steps", "2", "--snapshots", "", "--noprogress", "--nopngs", "--out", str(out))
+    images = np.load(out / "images.npy")
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert images.shape == (24, 128, 128, 3) and len(records) == 24
+    assert sorted({r["target"] for r in records}) == list(range(1, 7))  # the detector's class 0 is background
+    recorded = json.loads((out / "config.json").read_text())["params_sha256"]
+    assert recorded == fileio.sha256(assets.path("detector_robust"))
+    lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25
+    assert images.min() > lo and images.max() < hi
+
+
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 def test_feature_vis_config_runs_from_the_launcher(tmp_path):
     """The documented command (the config names the shipped classifier), shortened to 3 steps: every class x 4
@@ -175,7 +192,7 @@ def test_feature_vis_config_runs_from_the_launcher(tmp_path):
     assert sorted({r["target"] for r in records}) == list(range(6))
     lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25  # the shapes models' network-input values of black and white
     assert images.min() > lo and images.max() < hi  # a sigmoid image lies inside the valid range
-    for arg in ("shapes_ssd", "shapes_ssd_lab", "lab", "maco", "lucid"):
+    for arg in ("shapes_ssd", "shapes_ssd_lab", "shapes_ssd_standard", "lab", "maco", "lucid"):
         config = importlib.util.spec_from_file_location("fv", os.path.join(ROOT, "experiments/configs/feature_vis.py"))
         module = importlib.util.module_from_spec(config)
         config.loader.exec_module(module)

@@ -54,6 +54,28 @@ def test_training_loss_falls_on_a_short_budget(kind):
     assert log.losses[-1] < 0.8 * log.losses[0], log.losses
 
 
+def test_adversarial_images_are_one_signed_step_from_a_random_start_within_the_ball():
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(0, 1, (2, 8, 8, 3)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((2, 8, 8, 3)).astype(np.float32))
+    loss = lambda im: jnp.sum(w * im ** 2)  # noqa: E731
+    key, eps = jax.random.key(4), 0.05
+    got = np.asarray(train.adversarial_images(loss, images, key, eps))
+    start = np.asarray(jax.random.uniform(key, images.shape, images.dtype, -eps, eps))
+    g = np.asarray(jax.grad(loss)(jnp.clip(images + start, 0, 1))) * ((np.asarray(images) + start > 0)
+                                                                      & (np.asarray(images) + start < 1))
+    want = np.clip(np.asarray(images) + np.clip(start + 1.25 * eps * np.sign(g), -eps, eps), 0, 1)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.all(np.abs(got - np.asarray(images)) <= eps + 1e-6) and got.min() >= 0 and got.max() <= 1
+    assert float(loss(jnp.asarray(got))) > float(loss(images))  # the step climbs the loss
+    # inside a training loss: a function of the parameters' gradient only through the moved images
+    params = jnp.float32(2.0)
+    def train_loss(p):
+        moved = train.adversarial_images(lambda im: jnp.sum(jax.lax.stop_gradient(p) * w * im ** 2), images, key, eps)
+        return jnp.sum(p * w * moved ** 2)
+    np.testing.assert_allclose(jax.grad(train_loss)(params), float(jnp.sum(w * jnp.asarray(got) ** 2)), rtol=1e-5)
+
+
 def test_shipped_classifiers_hold_their_accuracy_on_fresh_images(classifier, judge):
     for name, model in (("classifier", classifier), ("judge", judge)):
         recorded = json.loads(metadata(name)["metrics"])["top1"]
@@ -62,11 +84,35 @@ def test_shipped_classifiers_hold_their_accuracy_on_fresh_images(classifier, jud
         assert abs(fresh - recorded) <= 0.02, (name, fresh, recorded)
 
 
-def test_shipped_detector_map():
-    recorded = json.loads(metadata("detector")["metrics"])
+@pytest.mark.parametrize("name", ["detector", "detector_robust"])
+def test_shipped_detector_map(name):
+    recorded = json.loads(metadata(name)["metrics"])
     assert recorded["map50"] >= 0.8
-    fresh = train.detection_map(jaxvis.load(assets.path("detector")), seed=FRESH_SEED, n=200)
+    fresh = train.detection_map(jaxvis.load(assets.path(name)), seed=FRESH_SEED, n=200)
     assert fresh["map50"] >= 0.8, fresh
+
+
+def test_robust_detector_is_the_shipped_one_fine_tuned_and_withstands_adversarial_scenes():
+    from jaxvis import fileio, multibox
+
+    training = json.loads(metadata("detector_robust")["training"])
+    assert training["init_sha256"] == fileio.sha256(assets.path("detector"))
+    assert training["adversarial_linf"] == [0.00784, 0.01569]
+    images, boxes, labels, valid = shapes.detection_set(FRESH_SEED, 24, free_share=0.5)
+    losses = {}
+    for name in ("detector", "detector_robust"):
+        model = jaxvis.load(assets.path(name))
+
+        def loss(im, model=model):
+            out, _ = model.apply(model.params, model.preprocess(im))
+            return multibox.multibox_loss(out["cls_logits"], out["bbox_regression"], jnp.asarray(model.anchors),
+                                          boxes, labels, valid, model.loss_config)["total"]
+        attacked = train.adversarial_images(loss, jnp.asarray(images), jax.random.key(1), 4 / 255)
+        losses[name] = (float(loss(jnp.asarray(images))), float(loss(attacked)))
+    print("multibox loss clean, attacked at 4/255:", losses)
+    # the same attack raises the standard detector's loss far more than the robust one's
+    assert losses["detector_robust"][1] < 0.5 * losses["detector"][1], losses
+    assert losses["detector_robust"][0] < 2 * losses["detector"][0] + 0.5, losses
 
 
 def test_free_scenes_hold_one_shape_anywhere_and_leave_quadrant_scenes_alone():
@@ -87,10 +133,11 @@ def test_free_scenes_hold_one_shape_anywhere_and_leave_quadrant_scenes_alone():
         shapes.detection_image(jax.random.key(0), free_share=1.5)
 
 
-def test_shipped_detector_finds_shapes_at_the_centre():
+@pytest.mark.parametrize("name", ["detector", "detector_robust"])
+def test_shipped_detector_finds_shapes_at_the_centre(name):
     """Default boxes sit at the centre (3 x 3 and 1 x 1 maps): a shape drawn there at the trained size or at
     the lab's centred quarter is found, with its class, by the default box on the target."""
-    detector = jaxvis.load(assets.path("detector"))
+    detector = jaxvis.load(assets.path(name))
     key = jax.random.key(FRESH_SEED)
     images, boxes, labels = [], [], []
     for radius in (20.0, 31.0):
@@ -174,3 +221,16 @@ def test_integrated_gradients_are_complete_on_the_trained_classifier(classifier)
     print({k: np.round(v, 4) for k, v in errors.items()})
     assert errors[64].mean() <= 0.015 and errors[64].max() <= 0.03, errors
     assert errors[256].mean() <= 0.005 and errors[256].max() <= 0.015, errors
+
+
+def test_robust_detector_command_refuses_bad_input(tmp_path):
+    from conftest import run_module
+
+    proc = run_module("experiments.train_shapes", "--which", "detector_robust", "--out", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "--robust_init: no params file" in proc.stderr and "--which detector" in proc.stderr
+    proc = run_module("experiments.train_shapes", "--which", "detector_robust", "--out", str(tmp_path),
+                      "--robust_init", assets.path("classifier"), check=False)
+    assert proc.returncode != 0 and "holds other parameter shapes" in proc.stderr
+    proc = run_module("experiments.train_shapes", "--which", "detector_robust", "--robust_budgets", "0.01,2",
+                      "--robust_init", assets.path("detector"), "--out", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "budgets in (0, 1)" in proc.stderr

@@ -147,6 +147,34 @@ def test_blur_is_a_gaussian_filter_and_noise_has_its_std():
     assert abs(noisy.std() - 0.3) < 0.01
 
 
+def test_recolour_mixes_towards_one_flat_colour_and_transforms_leave_opacity_to_the_warps():
+    ctx = tfm.Context(steps=10, fill=(0.1, -0.2, 0.3, 0.0), lo=(-2.0, -1.5, -1.8), hi=(2.2, 2.6, 2.4))
+    x = jnp.concatenate([image(12, 12, seed=3), jnp.linspace(0, 1, 144).reshape(12, 12, 1)], -1)
+    shares, colours = [], []
+    for i in range(64):
+        y = np.asarray(tfm.recolour(0.8)(x, jax.random.key(i), 0, ctx))
+        np.testing.assert_array_equal(y[..., 3], x[..., 3])  # the opacity is not a colour
+        # y = (1 - s) x + s c for one share s and one colour c: differences of pixels shrink by 1 - s
+        s = 1.0 - (y[0, 0, :3] - y[5, 7, :3]) / np.asarray(x[0, 0, :3] - x[5, 7, :3])
+        np.testing.assert_allclose(s, s[0], atol=1e-4)
+        colour = (y[..., :3] - (1 - s[0]) * np.asarray(x[..., :3])) / s[0]
+        np.testing.assert_allclose(colour, np.broadcast_to(colour[0, 0], colour.shape), atol=1e-3)
+        shares.append(s[0])
+        colours.append(colour[0, 0])
+    shares, colours = np.asarray(shares), np.asarray(colours)
+    assert shares.min() >= 0 and shares.max() <= 0.8 and shares.max() > 0.7 and shares.min() < 0.1
+    assert np.all(colours >= np.asarray(ctx.lo) - 1e-3) and np.all(colours <= np.asarray(ctx.hi) + 1e-3)
+    np.testing.assert_array_equal(np.asarray(tfm.recolour(0)(x, jax.random.key(0), 0, ctx)), np.asarray(x))
+    noisy = np.asarray(tfm.noise(0.5)(x, jax.random.key(1), 0, ctx))
+    np.testing.assert_array_equal(noisy[..., 3], x[..., 3])
+    assert tfm.parse("recolour(0.5)") == (tfm.recolour(0.5),) and tfm.recolour(0.5).name == "recolour(0.5)"
+    with pytest.raises(tfm.TransformError, match="recolour takes the largest share"):
+        tfm.recolour(1.5)
+    # pads and warps carry the opacity like a colour, transparent outside the image
+    padded = np.asarray(tfm.apply((tfm.pad(2), tfm.rotate(30)), x, 0, 0, ctx))
+    assert padded.shape == (12, 12, 4) and padded[0, 0, 3] == 0.0
+
+
 @pytest.mark.parametrize("text", ["pad(6),jitter(5)", "scale(0.7,1.3)", "rotate(180)", "rotate(180,wrap)",
                                   "jitter(3),scale(0.8,1.2),rotate(90),jitter(2)", "crop(0.9,0.6)",
                                   "pad(4),crop(1.0,0.5),blur(1),noise(0.01)"])

@@ -10,6 +10,9 @@ SHIPPED = {
     "classifier": "shapes_vgg.safetensors",   # VGG-style shapes classifier, 64x64 input
     "judge": "shapes_judge.safetensors",      # an independently trained classifier of other widths
     "detector": "shapes_ssd.safetensors",     # SSD-style shapes detector, 128x128 input
+    # the same detector fine-tuned on adversarial scenes (experiments/train_shapes.py): its class models
+    # draw the shapes
+    "detector_robust": "shapes_ssd_robust.safetensors",
 }
 
 
