@@ -102,9 +102,9 @@ def main(argv):
     os.makedirs(FLAGS.out, exist_ok=True)
     for which in FLAGS.which:
         seed = SEEDS[which]
+        share = train.DETECTOR_FREE_SHARE if FLAGS.detector_free_share is None else FLAGS.detector_free_share
         if which == "detector":
             spec = train.detector_spec()
-            share = train.DETECTOR_FREE_SHARE if FLAGS.detector_free_share is None else FLAGS.detector_free_share
             init, extra = None, {"lr": FLAGS.detector_lr, "free_share": share}
             if FLAGS.detector_init:
                 extra["init_sha256"] = fileio.sha256(FLAGS.detector_init)
@@ -114,7 +114,6 @@ def main(argv):
             metrics = _detector_metrics(model, share)
         elif which == "detector_robust":
             spec = train.detector_spec()
-            share = train.DETECTOR_FREE_SHARE if FLAGS.detector_free_share is None else FLAGS.detector_free_share
             start_file = FLAGS.robust_init or os.path.join(FLAGS.out, FILES["detector"])
             try:
                 budgets = [float(b) for b in FLAGS.robust_budgets]

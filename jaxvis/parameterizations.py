@@ -294,7 +294,12 @@ def basis_image(par: Parameterization, v: jax.Array, size: tuple[int, int], deca
 def rgb_image(par: Parameterization, v: jax.Array, size: tuple[int, int], decay) -> jax.Array:
     """RGB in [0, 1] (for range none: unbounded, centred on 0.5) from variable ``v``; RGBA with ``alpha``
     (the opacity made by the same range map, not colour-decorrelated)."""
-    t = basis_image(par, v, size, decay)
+    return _colour_and_range(par, basis_image(par, v, size, decay))
+
+
+def _colour_and_range(par: Parameterization, t: jax.Array) -> jax.Array:
+    """A zero-centred basis image (H, W, C) through the colour decorrelation (its first three channels) and
+    the range map."""
     if par.colour is not None:
         rgb = jnp.einsum("hwc,dc->hwd", t[..., :3], jnp.asarray(par.colour.array), precision=jax.lax.Precision.HIGHEST)
         t = jnp.concatenate([rgb, t[..., 3:]], -1)
@@ -400,15 +405,11 @@ def background(par: Parameterization, key, size: tuple[int, int], to_input: Inpu
     its range map."""
     decay = par.decay if decay is None else decay
     k_noise, k_contrast = jax.random.split(key)
-    plain = dataclasses.replace(par, alpha=False, basis="fourier" if par.basis == "fourier" else "pixels",
-                                spectrum=None, colour=None, range="none")
-    t = basis_image(plain, jax.random.normal(k_noise, plain.variable_shape(size), jnp.float32), size, decay)
-    t = t / (jnp.std(t) + 1e-8) * BACKGROUND_STD * jax.random.uniform(k_contrast, (), jnp.float32)
-    if par.colour is not None:
-        t = jnp.einsum("hwc,dc->hwd", t, jnp.asarray(par.colour.array), precision=jax.lax.Precision.HIGHEST)
-    if par.range == "clip":
-        return to_input(jnp.clip(t / 4.0 + 0.5, 0.0, 1.0))
-    return to_input(jax.nn.sigmoid(t))
+    colours = dataclasses.replace(par, alpha=False)  # alpha comes with the pixels or fourier basis only
+    t = basis_image(colours, jax.random.normal(k_noise, colours.variable_shape(size), jnp.float32), size, decay)
+    spread = BACKGROUND_STD if par.range == "sigmoid" else BACKGROUND_STD / 4.0  # clip's range is t + 0.5
+    t = t / (jnp.std(t) + 1e-8) * spread * jax.random.uniform(k_contrast, (), jnp.float32)
+    return to_input(_colour_and_range(colours, t))
 
 
 def load_stats(name_or_path: str = "shapes") -> dict[str, Any]:

@@ -50,7 +50,7 @@ class TransformError(ValueError):
 class Context:
     """What transforms need besides the image: the run's steps (schedules), the grey fill value in
     the network's input space (per channel) and the input values of black and white (``recolour``'s
-    colours; by default the fill's channels spread by one either side)."""
+    colours; the engine always gives them)."""
 
     steps: int
     fill: tuple[float, ...]
@@ -230,19 +230,24 @@ def _blur(tr, x, key, t, ctx):
     return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(2 * radius + 1))
 
 
+def _with_colours(x, rgb):
+    """``x`` with its colours replaced by ``rgb``; an opacity channel is left as it is."""
+    return jnp.concatenate([rgb, x[..., 3:]], -1)
+
+
 def _noise(tr, x, key, t, ctx):
-    noisy = x[..., :3] + tr.a * jax.random.normal(key, x.shape[:2] + (3,), jnp.float32)
-    return jnp.concatenate([noisy, x[..., 3:]], -1)  # an opacity channel is left as it is
+    return _with_colours(x, x[..., :3] + tr.a * jax.random.normal(key, x.shape[:2] + (3,), jnp.float32))
 
 
 def _recolour(tr, x, key, t, ctx):
+    if ctx.lo is None or ctx.hi is None:
+        raise TransformError("recolour draws colours between black and white: give the Context lo and hi (the "
+                             "network-input values of black and white).")
     k_share, k_colour = jax.random.split(key)
-    lo = jnp.asarray(ctx.lo if ctx.lo is not None else [f - 1.0 for f in ctx.fill[:3]], jnp.float32)
-    hi = jnp.asarray(ctx.hi if ctx.hi is not None else [f + 1.0 for f in ctx.fill[:3]], jnp.float32)
+    lo, hi = jnp.asarray(ctx.lo, jnp.float32), jnp.asarray(ctx.hi, jnp.float32)
     colour = lo + jax.random.uniform(k_colour, (3,), jnp.float32) * (hi - lo)
     share = jax.random.uniform(k_share, (), jnp.float32, 0.0, tr.a)
-    mixed = x[..., :3] * (1.0 - share) + colour * share
-    return jnp.concatenate([mixed, x[..., 3:]], -1)  # an opacity channel is left as it is
+    return _with_colours(x, x[..., :3] * (1.0 - share) + colour * share)
 
 
 _APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "crop": _crop, "blur": _blur,

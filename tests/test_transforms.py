@@ -170,6 +170,8 @@ def test_recolour_mixes_towards_one_flat_colour_and_transforms_leave_opacity_to_
     assert tfm.parse("recolour(0.5)") == (tfm.recolour(0.5),) and tfm.recolour(0.5).name == "recolour(0.5)"
     with pytest.raises(tfm.TransformError, match="recolour takes the largest share"):
         tfm.recolour(1.5)
+    with pytest.raises(tfm.TransformError, match="give the Context lo and hi"):
+        tfm.recolour(0.5)(x, jax.random.key(0), 0, CTX)
     # pads and warps carry the opacity like a colour, transparent outside the image
     padded = np.asarray(tfm.apply((tfm.pad(2), tfm.rotate(30)), x, 0, 0, ctx))
     assert padded.shape == (12, 12, 4) and padded[0, 0, 3] == 0.0
