@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 from typing import Any, Callable, Sequence
 
 import jax
@@ -190,6 +191,7 @@ class Engine:
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
         self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress
+        self._report_lock = threading.Lock()  # devices call back from threads of their own
         self._placed: tuple[Any, Any] | None = None  # (params given, params replicated over the devices)
         self._fn = jax.jit(self._chunk)
         self._host_fns = None
@@ -269,11 +271,13 @@ class Engine:
         return {**final_fn(params, pts, carry), **dict(zip(core.CURVES, stacked))}
 
     def _report_step(self, step) -> None:
-        # With several devices each one calls back for the same step: a step is told once.
-        done, total, told = self._chunk_state
-        if self._progress is not None and int(step) > told:
-            self._chunk_state = (done, total, int(step))
-            self._progress(ProgressEvent(done, total, int(step), self.steps, self._points_per_chunk))
+        # With several devices each one calls back for the same step, from its own thread: the check and
+        # the update are one locked section, so that a step is told once and the steps in order.
+        with self._report_lock:
+            done, total, told = self._chunk_state
+            if self._progress is not None and int(step) > told:
+                self._chunk_state = (done, total, int(step))
+                self._progress(ProgressEvent(done, total, int(step), self.steps, self._points_per_chunk))
 
     # ----------------------------------------------------------------------------------------------
     # Host side: chunking, sharding, progress.
@@ -338,9 +342,10 @@ class Engine:
         parts = []
         try:
             for done, c in enumerate(todo):
-                self._chunk_state = (done, len(todo), 0)
-                if self._progress is not None:
-                    self._progress(ProgressEvent(done, len(todo), 0, self.steps, size))
+                with self._report_lock:
+                    self._chunk_state = (done, len(todo), 0)
+                    if self._progress is not None:
+                        self._progress(ProgressEvent(done, len(todo), 0, self.steps, size))
                 lo, hi = c * size, min((c + 1) * size, n)
                 idx = np.arange(lo, lo + size).clip(max=hi - 1)  # pad the last chunk with its last point
                 chunk = {k: v[idx] for k, v in arrays.items()}
