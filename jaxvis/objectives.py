@@ -6,7 +6,7 @@ Weights are numbers, so a sweep over losses (which terms, how strongly) is one v
 
 Each term is a pure function of a ``Context``: the model's outputs and named activations for the
 current image, the image itself (in the network's input space, zero-centred; an image with an alpha
-channel as it is reported, over mid grey, and its opacity), and the grid point's
+channel as it is reported, over its backdrop, and its opacity), and the grid point's
 ``target`` (a class index, or a channel index for activation terms) and target boxes.
 
 | term | loss | for |
@@ -29,6 +29,7 @@ channel as it is reported, over mid grey, and its opacity), and the grid point's
 | ``all_boxes`` | -S_c averaged (or summed) over all default boxes | SSD |
 | ``multibox`` | the MultiBox training criterion with the target boxes, all labelled c | SSD |
 | ``head`` | -S_c averaged over the default boxes of one head (``layer`` = ``mapK``, the source map it reads) | SSD |
+| ``opacity_outside`` | mean opacity weighted by the distance past the target boxes (0 in, 1 from 4 px out) | SSD |
 
 ``inv_score`` is 1/S_c where the score is positive and large enough; where S_c <= eps (eps = 1 unless
 given) 1/S_c would have the wrong slope (or a pole at 0), so the term continues as its tangent line at
@@ -36,9 +37,9 @@ eps, which falls as S_c rises with slope -1/eps^2: for eps = 1 it acts like ``sc
 
 **Objectives as values.** ``score()``, ``log_prob()``, ``inv_score()``, ``channel(layer)``,
 ``neuron(layer, position=(row, col))``, ``direction(layer, vector)``, ``sq()``, ``l2()``, ``tv()``,
-``l2_to(image)``, ``l2_start()``, ``opacity()``, ``head(k)`` (and the detector terms by name: ``term("multibox")``) are ``Objective`` values: they
-add, scale by numbers and negate, ``score() + 0.1 * sq()`` or ``channel("conv4_3", 7) +
-channel("conv5_1", 3)``, and know their name (``objective.name``: ``score+0.1*sq``). The class or
+``l2_to(image)``, ``l2_start()``, ``opacity()``, ``opacity_outside()``, ``head(k)`` (and the detector terms
+by name: ``term("multibox")``) are ``Objective`` values: they add, scale by numbers and negate, ``score() +
+0.1 * sq()`` or ``channel("conv4_3", 7) + channel("conv5_1", 3)``, and know their name (``objective.name``: ``score+0.1*sq``). The class or
 channel is the grid point's target (a sweep axis) unless one is given (``score(3)``, ``channel(layer,
 7)``). An objective is a weighted sum of named terms: ``objective.loss`` is ``{term name: weight}``, a
 loss variant of a ``Sweep`` (``Sweep(losses=[objective])``), so its weights stay per-point numbers.
@@ -78,6 +79,7 @@ class Context:
     box_valid: jax.Array    # (M,) bool
     start: jax.Array | None = None  # (H, W, 3) the point's start image (a sweep over start images), or None
     alpha: jax.Array | None = None  # (H, W) the image's opacity (the alpha parameterisation), or None
+    image_boxes: jax.Array | None = None  # (M, 4) the target boxes on the image itself (``boxes``: on the view)
 
 
 TermFn = Callable[[Context], jax.Array]
@@ -147,6 +149,26 @@ def opacity_term(ctx: Context) -> jax.Array:
         raise ObjectiveError("the opacity term is the mean of the image's opacity channel, and this image has none; "
                              "add alpha to the parameterisation (e.g. fourier+decorrelated+sigmoid+alpha).")
     return jnp.mean(ctx.alpha)
+
+
+OUTSIDE_MARGIN = 4.0  # px past a target box's edge over which opacity_outside's weight ramps from 0 to 1
+
+
+def opacity_outside_term(ctx: Context) -> jax.Array:
+    """The mean over the image of its opacity weighted by the distance outside the target boxes: 0 inside a
+    box, ramping to 1 at ``OUTSIDE_MARGIN`` px past its edge (the slack of the random transforms)."""
+    if ctx.alpha is None or ctx.image_boxes is None:
+        raise ObjectiveError("opacity_outside weighs the opacity channel by the distance from the target boxes: it "
+                             "needs an image with opacity (add alpha to the parameterisation) and target boxes (a "
+                             "detector's sweep).")
+    h, w = ctx.alpha.shape
+    ys, xs = jnp.arange(h, dtype=jnp.float32) + 0.5, jnp.arange(w, dtype=jnp.float32) + 0.5
+    b = ctx.image_boxes
+    dy = jnp.maximum(jnp.maximum(b[:, None, 1] - ys, ys - b[:, None, 3]), 0.0)[:, :, None]
+    dx = jnp.maximum(jnp.maximum(b[:, None, 0] - xs, xs - b[:, None, 2]), 0.0)[:, None, :]
+    ramp = jnp.clip(jnp.maximum(dy, dx) / OUTSIDE_MARGIN, 0.0, 1.0)  # (M, H, W)
+    outside = jnp.min(jnp.where(ctx.box_valid[:, None, None], ramp, 1.0), axis=0)
+    return jnp.mean(ctx.alpha * outside)
 
 
 def _detector_outputs(ctx: Context) -> dict[str, jax.Array]:
@@ -253,7 +275,7 @@ def _fixed_target(fn: TermFn, target: int) -> TermFn:
 
 
 CLASSIFIER_TERMS = ("score", "log_prob", "inv_score")
-DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox", "head")
+DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox", "head", "opacity_outside")
 ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to", "l2_start", "opacity")
 TERMS = CLASSIFIER_TERMS + DETECTOR_TERMS + ANY_TERMS
 
@@ -288,6 +310,7 @@ def make_term(name: str, model, **options) -> Term:
         "tv": lambda: tv_term,
         "l2_start": lambda: l2_start_term,
         "opacity": lambda: opacity_term,
+        "opacity_outside": lambda: opacity_outside_term,
         "biggest_box": lambda: biggest_box(model.anchors),
         "box_loc": lambda: box_loc(model.anchors, model.loss_config.box_weights),
         "all_boxes": lambda: all_boxes(**options),
@@ -528,6 +551,12 @@ def opacity() -> Objective:
     """The mean opacity of an image with an alpha channel: a penalty that keeps the opaque part, the part that
     must hold the object, small."""
     return _value("opacity")
+
+
+def opacity_outside() -> Objective:
+    """The opacity outside the detector's target boxes (weighted by the distance past their edges, up to
+    ``OUTSIDE_MARGIN`` px): a penalty that keeps the opaque part in the box, with no cost inside it."""
+    return _value("opacity_outside")
 
 
 def head(map_index: int, c: int | None = None) -> Objective:

@@ -90,6 +90,8 @@ class Parameterization:
       decay: the default Fourier decay (a point may give its own).
       alpha: a fourth, opacity channel (see ``alpha()``): the image is a colour layer over a background
         that the engine draws anew for every view, so only what is opaque must do the work.
+      backdrop: what an image with opacity is reported over: mid grey (0), or a background of the kind
+        the views see with this contrast in (0, 1], drawn from the point's own seed (``report_background``).
     """
 
     basis: str = "pixels"
@@ -98,6 +100,7 @@ class Parameterization:
     spectrum: Frozen | None = None
     decay: float = 1.0
     alpha: bool = False
+    backdrop: float = 0.0
 
     def __post_init__(self):
         if self.basis not in ("pixels", "fourier", "maco"):
@@ -109,6 +112,9 @@ class Parameterization:
         if self.alpha and self.basis == "maco":
             raise ParameterizationError("alpha needs a free magnitude for its opacity channel; use it with the pixels "
                                         "or fourier basis, not maco.")
+        if not 0.0 <= self.backdrop <= 1.0 or (self.backdrop and not self.alpha):
+            raise ParameterizationError(f"a backdrop is the contrast, in [0, 1], of the background that an image with "
+                                        f"opacity is reported over (alpha(C)); got {self.backdrop!r}.")
 
     def __add__(self, other: "Parameterization") -> "Parameterization":
         if not isinstance(other, Parameterization):
@@ -140,7 +146,7 @@ class Parameterization:
         if self.range != "none":
             parts.append(self.range)
         if self.alpha:
-            parts.append("alpha")
+            parts.append(f"alpha({self.backdrop:g})" if self.backdrop else "alpha")
         return "+".join(parts)
 
     def variable_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
@@ -204,14 +210,17 @@ def decorrelated(matrix=IMAGENET_COLOUR_SQRT) -> Parameterization:
     return Parameterization(colour=Frozen(m / norm))
 
 
-def alpha() -> Parameterization:
+def alpha(backdrop: float = 0.0) -> Parameterization:
     """An opacity channel beside the colours (Lucid's transparent images): the variable has a fourth
     channel, made by the same basis and range map (not colour-decorrelated), and the network sees the
-    colours composited over a random background drawn anew for every view (``background``); what is
-    reported is the image over mid grey (``over_grey``). The background carries no signal, so only the
-    opaque part can raise the objective: it must hold the object, with its outline, rather than colour the
-    whole frame. An ``opacity`` penalty keeps the opaque part small."""
-    return Parameterization(alpha=True)
+    colours composited over a random background drawn anew for every view (``background``). The
+    background carries no signal, so only the opaque part can raise the objective: it must hold the object,
+    with its outline, rather than colour the whole frame. An ``opacity`` penalty keeps the opaque part small.
+    What is reported is the image over mid grey (``over_grey``), or with ``backdrop`` > 0 over one
+    background of the views' kind with that contrast, drawn from the point's seed (``report_background``):
+    a network that never saw flat grey around its objects (the shapes detector) reads the image over such
+    a backdrop as it read the views."""
+    return Parameterization(alpha=True, backdrop=float(backdrop))
 
 
 def sigmoid() -> Parameterization:
@@ -391,24 +400,40 @@ def composite(x: jax.Array, background: jax.Array) -> jax.Array:
 
 
 def over_grey(x: jax.Array, to_input: InputMap) -> jax.Array:
-    """``x`` composited over mid grey: how an image with opacity is reported and shown."""
+    """``x`` composited over mid grey: how an image with opacity is reported and shown by default."""
     return composite(x, to_input(jnp.full((3,), 0.5, jnp.float32)))
+
+
+REPORT_KEY = 0x6C000000  # the backdrop of a point's reported image folds this into the key of its seed
+
+
+def report_background(par: Parameterization, seed, size: tuple[int, int], to_input: InputMap,
+                      decay=None) -> jax.Array:
+    """The backdrop a point's image with opacity is reported over (network input, H x W x 3): mid grey for
+    ``par.backdrop`` 0, else a ``background`` of contrast ``par.backdrop`` drawn from the point's ``seed``
+    (the same at every snapshot and in the final image, and for a point alone or in a sweep)."""
+    if not par.backdrop:
+        return jnp.broadcast_to(to_input(jnp.full((3,), 0.5, jnp.float32)), size + (3,))
+    key = jax.random.fold_in(jax.random.key(seed), REPORT_KEY)
+    return background(par, key, size, to_input, decay, contrast=par.backdrop)
 
 
 BACKGROUND_STD = 2.0  # the random backgrounds' spread before the range map: sigmoid(+-2) = 0.12 .. 0.88
 
 
-def background(par: Parameterization, key, size: tuple[int, int], to_input: InputMap, decay=None) -> jax.Array:
+def background(par: Parameterization, key, size: tuple[int, int], to_input: InputMap, decay=None,
+               contrast=None) -> jax.Array:
     """A random network-input background (H, W, 3) for an image with opacity: noise of the parameterisation's
     own basis spectrum (1/f^decay for fourier, white for pixels) and colours, normalised to a spread of
-    ``BACKGROUND_STD`` times a contrast drawn uniformly from [0, 1] (from flat grey to strong texture), through
-    its range map."""
+    ``BACKGROUND_STD`` times a contrast drawn uniformly from [0, 1] (from flat grey to strong texture) unless
+    ``contrast`` is given, through its range map."""
     decay = par.decay if decay is None else decay
     k_noise, k_contrast = jax.random.split(key)
-    colours = dataclasses.replace(par, alpha=False)  # alpha comes with the pixels or fourier basis only
+    colours = dataclasses.replace(par, alpha=False, backdrop=0.0)  # alpha comes with the pixels or fourier basis only
     t = basis_image(colours, jax.random.normal(k_noise, colours.variable_shape(size), jnp.float32), size, decay)
     spread = BACKGROUND_STD if par.range == "sigmoid" else BACKGROUND_STD / 4.0  # clip's range is t + 0.5
-    t = t / (jnp.std(t) + 1e-8) * spread * jax.random.uniform(k_contrast, (), jnp.float32)
+    contrast = jax.random.uniform(k_contrast, (), jnp.float32) if contrast is None else contrast
+    t = t / (jnp.std(t) + 1e-8) * spread * contrast
     return to_input(_colour_and_range(colours, t))
 
 
@@ -436,6 +461,14 @@ def spectrum_for(stats: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
     return stats[key]
 
 
+def _number(text: str, part: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ParameterizationError(f"{part!r}: the number in the brackets is not a number; write e.g. fourier(1.5) "
+                                    "or alpha(0.5).") from None
+
+
 def parse(text: str, model=None, stats: str = "") -> Parameterization:
     """``"fourier+decorrelated+sigmoid"``, ``"maco+clip"``, ``"pixels"``: the launcher's form. The
     decorrelation matrix and MACO spectrum are the shapes statistics for the shapes models (arch
@@ -458,7 +491,7 @@ def parse(text: str, model=None, stats: str = "") -> Parameterization:
         elif part == "fourier":
             piece = fourier()
         elif part.startswith("fourier(") and part.endswith(")"):
-            piece = fourier(float(part[8:-1]))
+            piece = fourier(_number(part[8:-1], part))
         elif part == "decorrelated":
             piece = decorrelated(statistics()["colour_sqrt"] if (shapes or stats) else IMAGENET_COLOUR_SQRT)
         elif part == "maco":
@@ -472,8 +505,11 @@ def parse(text: str, model=None, stats: str = "") -> Parameterization:
             piece = sigmoid() if part == "sigmoid" else clip()
         elif part == "alpha":
             piece = alpha()
+        elif part.startswith("alpha(") and part.endswith(")"):
+            piece = alpha(_number(part[6:-1], part))
         else:
             raise ParameterizationError(f"unknown parameterisation part {part!r}; parts: pixels, fourier, "
-                                        "fourier(DECAY), maco, decorrelated, sigmoid, clip, alpha, joined by '+'.")
+                                        "fourier(DECAY), maco, decorrelated, sigmoid, clip, alpha, alpha(BACKDROP), "
+                                        "joined by '+'.")
         out = out + piece
     return out

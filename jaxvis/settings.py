@@ -56,7 +56,8 @@ class SweepSettings:
                                    "(1/f^decay spectrum), maco (Fourier phase only, magnitude of the image "
                                    "statistics), decorrelated (colour), sigmoid or clip (into the valid range), alpha "
                                    "(an opacity channel: the network sees the image over random backgrounds, it is "
-                                   "reported over grey; the opacity term penalises it); "
+                                   "reported over grey; the opacity term penalises it) or alpha(C) (reported over a "
+                                   "background of contrast C drawn from the point's seed); "
                                    "e.g. fourier+decorrelated+sigmoid.", "str")
     decays: tuple = _field((), "Fourier decays of the fourier parameterisation: a sweep axis (empty: the "
                            "parameterisation's own, 1).", "floats")
@@ -70,6 +71,8 @@ class SweepSettings:
                              "pad(4),jitter(4),scale(0.9,1.1),rotate(10). Each point draws its own.", "str")
     views: int = _field(1, "Randomly transformed copies of the image per step, their losses averaged (a less "
                         "noisy gradient over the transforms; the step costs as many forward passes).", "int")
+    plain_views: int = _field(0, "How many of the views (the first) see the image untransformed: a pull towards "
+                              "an image that works as it is reported, beside views that keep it robust.", "int")
     compute_dtype: str = _field("float32", "Precision of the network's computation (bfloat16 for GPUs and TPUs; "
                                 "the image and the optimiser stay float32).", "str", ("float32", "bfloat16"))
     conv_backend: str = _field("auto", "Convolutions: oneDNN's on CPUs where its kernels are built (auto), or "

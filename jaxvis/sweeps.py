@@ -152,7 +152,8 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
                         devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,
                         clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop,
-                        parameterization=parameterization, transforms=transforms, views=settings.views)
+                        parameterization=parameterization, transforms=transforms, views=settings.views,
+                        plain_views=settings.plain_views)
     sweep.validate(model, terms, engine.steps)
     size, n_chunks = engine.n_chunks(sweep, settings.chunk_size or None)
     run_config = {
@@ -170,6 +171,8 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         run_config["start_images"] = [[os.path.basename(f), sha256(f)] for f in files]
     if engine.views > 1:
         run_config["views"] = engine.views
+    if engine.plain_views:
+        run_config["plain_views"] = engine.plain_views
     return model, sweep, engine, run_config
 
 

@@ -175,3 +175,25 @@ def test_heads_split_all_boxes_by_scale():
         O.head(6).terms(model)
     with pytest.raises(O.ObjectiveError, match="for detectors"):
         O.head(0).terms(tiny_vgg(0))
+
+
+def test_opacity_outside_weighs_the_opacity_by_the_distance_past_the_target_boxes():
+    model = _models()["shapes_ssd"]
+    x = jnp.zeros((128, 128, 3))
+    outputs, acts = model.apply(model.params, x[None])
+    alpha = np.random.default_rng(3).uniform(size=(128, 128)).astype(np.float32)
+    boxes = np.array([[40.0, 30.0, 80.0, 70.0], [100.0, 100.0, 120.0, 124.0], [0.0, 0.0, 128.0, 128.0]], np.float32)
+    valid = np.array([True, True, False])  # an invalid box (padding) covers nothing
+    ctx = O.Context(outputs=outputs, acts=acts, x=x, target=jnp.int32(1), boxes=jnp.zeros((3, 4)),
+                    box_valid=jnp.asarray(valid), alpha=jnp.asarray(alpha), image_boxes=jnp.asarray(boxes))
+    centre = np.arange(128) + 0.5
+    weight = np.ones((128, 128))
+    for (x0, y0, x1, y1), ok in zip(boxes, valid):
+        if ok:
+            dy = np.maximum(np.maximum(y0 - centre, centre - y1), 0)[:, None]
+            dx = np.maximum(np.maximum(x0 - centre, centre - x1), 0)[None, :]
+            weight = np.minimum(weight, np.clip(np.maximum(dy, dx) / O.OUTSIDE_MARGIN, 0, 1))
+    assert weight[50, 60] == 0 and weight[20, 60] == 1 and 0 < weight[50, 82] < 1
+    np.testing.assert_allclose(float(O.opacity_outside().value(model, ctx)), (alpha * weight).mean(), rtol=1e-5)
+    with pytest.raises(O.ObjectiveError, match="for detectors"):
+        O.opacity_outside().terms(_models()["shapes_vgg"])

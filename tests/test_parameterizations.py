@@ -274,3 +274,29 @@ def test_alpha_image_is_reported_over_grey_and_seen_over_random_backgrounds(vgg)
                               to_input)
         np.testing.assert_allclose(seen[k], np.asarray(par.composite(moved, back)), atol=1e-6)
     assert seen[0].shape == (64, 64, 3) and not np.allclose(seen[0], seen[1])
+
+
+def test_a_backdrop_reports_the_image_over_the_points_own_background(vgg):
+    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha(0.5)")
+    assert p.backdrop == 0.5 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha(0.5)"
+    for bad in ("alpha(1.5)", "alpha(x)"):
+        with pytest.raises(par.ParameterizationError, match="alpha"):
+            par.parse(f"fourier+sigmoid+{bad}")
+    with pytest.raises(par.ParameterizationError, match="reported over"):
+        par.Parameterization(backdrop=0.5)  # a backdrop needs an image with opacity
+    to_input = par.InputMap.of(vgg.spec)
+    grey = np.asarray(par.report_background(par.alpha(), 3, (64, 64), to_input))
+    np.testing.assert_allclose(grey, np.broadcast_to(np.asarray(to_input(jnp.full((3,), 0.5))), (64, 64, 3)))
+    back = np.asarray(par.report_background(p, 3, (64, 64), to_input))
+    np.testing.assert_array_equal(back, np.asarray(par.background(
+        p, jax.random.fold_in(jax.random.key(3), par.REPORT_KEY), (64, 64), to_input, contrast=0.5)))
+    assert not np.allclose(back, np.asarray(par.report_background(p, 4, (64, 64), to_input)))  # the seed's own
+    eng = engine.Engine(vgg, [obj.make_term("score", vgg)], optimizer=engine.Optimizer("adam"), steps=4,
+                        snapshots=[2], parameterization=p)
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.1], seeds=[3])
+    result = eng.run(sweep, progress=False)
+    x0 = par.render(p, p.init(jax.random.key(3), (64, 64), np.float32(0.1)), (64, 64), to_input)
+    np.testing.assert_allclose(result.snapshots[0][0], np.asarray(par.composite(x0, back)), atol=1e-6)
+    # the reported probability is the network's on the reported image
+    logits, _ = vgg.apply(vgg.params, result.images)
+    np.testing.assert_allclose(result.final_score, np.asarray(logits)[:, 1], rtol=1e-4)

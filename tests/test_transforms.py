@@ -303,3 +303,31 @@ def test_views_average_the_loss_over_independent_copies_and_view_0_is_the_single
         one.replace(views=0)
     with pytest.raises(engine.SweepError, match="has none"):
         engine.Engine(vgg, terms, views=2)
+
+
+def test_plain_views_see_the_image_as_it_is_and_the_others_as_without_them(vgg):
+    """plain_views=1 of views=3: view 0 is the image untransformed (its target boxes unmoved), views 1 and 2
+    are what an engine without plain views draws for them, and the loss is the mean over the three."""
+    from jaxvis.engine import core
+
+    terms = [obj.make_term("score", vgg)]
+    sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.3], seeds=[5])
+    transforms = (tfm.jitter(4), tfm.scale(0.8, 1.2), tfm.rotate(30))
+    three = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=3, transforms=transforms, views=3)
+    plain = three.replace(plain_views=1)
+    pts = jax.tree.map(jnp.asarray, sweep.arrays(three.term_names))
+    p0 = jax.tree.map(lambda a: a[0], pts)
+    x = core.render(plain.config, core.init_chunk(plain.config, pts)[0][0], p0)
+    view0, boxes0 = core.seen(plain.config, x, p0, 2, 0, with_boxes=True)
+    np.testing.assert_array_equal(np.asarray(view0), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(boxes0), np.asarray(p0["boxes"]))
+    assert not np.array_equal(np.asarray(core.seen(three.config, x, p0, 2, 0)), np.asarray(x))
+    for k in (1, 2):
+        np.testing.assert_array_equal(np.asarray(core.seen(plain.config, x, p0, 2, k)),
+                                      np.asarray(core.seen(three.config, x, p0, 2, k)))
+    single = [core.loss(plain.config, vgg.params, x, p0, view=core.seen(plain.config, x, p0, 2, k))[0]
+              for k in range(3)]
+    np.testing.assert_allclose(core.view_loss(plain.config, vgg.params, x, p0, 2)[0], np.mean(single), rtol=1e-5)
+    for bad in (3, -1, 1.5):
+        with pytest.raises(engine.SweepError, match="plain_views"):
+            three.replace(plain_views=bad)

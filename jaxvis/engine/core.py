@@ -51,6 +51,9 @@ class EngineConfig:
       to_input: RGB [0, 1] -> network input (for parameterisations other than plain pixels).
       views: randomly transformed copies of the image per step (each with its own key), their losses,
         scores and probabilities averaged: a less noisy gradient of the expected loss over the transforms.
+      plain_views: how many of the views (the first ones) see the image as it is, without the transforms
+        (an image with opacity still over its view's random background): they pull towards an image that
+        works unmoved, as it is reported, while the others keep it robust to the transforms.
     """
 
     module: Any
@@ -69,6 +72,7 @@ class EngineConfig:
     transforms: tuple = ()
     to_input: par.InputMap | None = None
     views: int = 1
+    plain_views: int = 0
 
 
 def render(cfg: EngineConfig, v, p):
@@ -77,9 +81,13 @@ def render(cfg: EngineConfig, v, p):
     return par.render(cfg.parameterization, v, cfg.input_size, cfg.to_input, p.get("decay"))
 
 
-def picture(cfg: EngineConfig, x):
-    """The image as reported (H, W, 3): an image with opacity over mid grey, any other as it is."""
-    return par.over_grey(x, cfg.to_input) if cfg.parameterization.alpha else x
+def picture(cfg: EngineConfig, x, p):
+    """Point ``p``'s image as reported (H, W, 3): an image with opacity over its backdrop (mid grey, or the
+    point's own background: ``parameterizations.report_background``), any other as it is."""
+    if not cfg.parameterization.alpha:
+        return x
+    return par.composite(x, par.report_background(cfg.parameterization, p["seed"], cfg.input_size, cfg.to_input,
+                                                  p.get("decay")))
 
 
 BACKGROUND_KEY = 0x6B000000  # the random background of an image with opacity folds this into the view's key
@@ -87,14 +95,17 @@ BACKGROUND_KEY = 0x6B000000  # the random background of an image with opacity fo
 
 def seen(cfg: EngineConfig, x, p, t, view: int = 0, with_boxes: bool = False):
     """What the network sees of image ``x`` at step ``t``: the point's random transforms of it (its
-    ``view``-th copy), an image with opacity then composited over a random background of the view's own
-    (``parameterizations.background``, keyed by the view's key folded with ``BACKGROUND_KEY``); with
-    ``with_boxes``, (image, the point's target boxes moved with it)."""
-    grey = tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi))
-    ctx = tfm.Context(steps=cfg.steps, fill=grey + (0.0,) * (x.shape[-1] - len(grey)),  # outside: transparent
-                      lo=tuple(cfg.lo), hi=tuple(cfg.hi))
-    out = tfm.apply(cfg.transforms, x, p["seed"], t, ctx, view, boxes=p["boxes"] if with_boxes else None)
-    y, boxes = out if with_boxes else (out, None)
+    ``view``-th copy; none for the first ``cfg.plain_views``), an image with opacity then composited over a
+    random background of the view's own (``parameterizations.background``, keyed by the view's key folded
+    with ``BACKGROUND_KEY``); with ``with_boxes``, (image, the point's target boxes moved with it)."""
+    if view < cfg.plain_views:
+        y, boxes = x, p["boxes"]
+    else:
+        grey = tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi))
+        ctx = tfm.Context(steps=cfg.steps, fill=grey + (0.0,) * (x.shape[-1] - len(grey)),  # outside: transparent
+                          lo=tuple(cfg.lo), hi=tuple(cfg.hi))
+        out = tfm.apply(cfg.transforms, x, p["seed"], t, ctx, view, boxes=p["boxes"] if with_boxes else None)
+        y, boxes = out if with_boxes else (out, None)
     if cfg.parameterization.alpha:
         key = jax.random.fold_in(tfm.view_key(p["seed"], t, view), BACKGROUND_KEY)
         y = par.composite(y, par.background(cfg.parameterization, key, cfg.input_size, cfg.to_input, p.get("decay")))
@@ -116,10 +127,10 @@ def view_loss(cfg: EngineConfig, params, x, p, t):
 def loss(cfg: EngineConfig, params, x, p, shift=None, view=None, boxes=None):
     """One point's (loss, (terms, score, probability)) on image ``x`` (H, W, 3; 4 with opacity), seen shifted
     by ``shift`` or as ``view`` (its transformed form) with the target ``boxes`` where the view has them
-    (default: the point's); penalties read ``x`` itself (an image with opacity: as reported, over grey, and
+    (default: the point's); penalties read ``x`` itself (an image with opacity: as reported, over its backdrop, and
     its opacity)."""
     alpha = x[..., 3] if cfg.parameterization.alpha else None
-    x = picture(cfg, x)
+    x = picture(cfg, x, p)
     if view is None:
         view = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
     outputs, acts = cfg.module.apply(params, view[None])
@@ -127,7 +138,8 @@ def loss(cfg: EngineConfig, params, x, p, shift=None, view=None, boxes=None):
         outputs, acts = jax.tree.map(lambda a: a.astype(jnp.float32), (outputs, acts))
     ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"],
                       boxes=p["boxes"] if boxes is None else boxes,
-                      box_valid=p["box_valid"], start=p.get("start_image"), alpha=alpha)
+                      box_valid=p["box_valid"], start=p.get("start_image"), alpha=alpha,
+                      image_boxes=p.get("boxes"))
     values = jnp.stack([t.fn(ctx) for t in cfg.terms])
     total = jnp.dot(p["weights"], values, precision=jax.lax.Precision.HIGHEST)
     score, prob = obj.target_score(outputs, p["target"], detector=cfg.detector)
@@ -151,7 +163,7 @@ def init_chunk(cfg: EngineConfig, pts):
         if cfg.clip:
             v0 = jnp.clip(v0, lo, hi)
         with jax.numpy_dtype_promotion("standard"):
-            return v0, cfg.optimizer.build(p["lr"]).init(v0), picture(cfg, render(cfg, v0, p))
+            return v0, cfg.optimizer.build(p["lr"]).init(v0), picture(cfg, render(cfg, v0, p), p)
 
     v, state, x = jax.vmap(init)(pts)
     diverged = jnp.full((v.shape[0],), -1, jnp.int32)
@@ -189,7 +201,7 @@ def step(cfg: EngineConfig, params, pts, carry, t):
     snap_steps = jnp.asarray(cfg.snapshots, jnp.int32)
     j = jnp.clip(jnp.searchsorted(snap_steps, t + 1), 0, len(cfg.snapshots) - 1)
     snaps = jax.lax.cond(snap_steps[j] == t + 1,
-                         lambda s: s.at[j].set(jax.vmap(lambda vi, p: picture(cfg, render(cfg, vi, p)))(v, pts)),
+                         lambda s: s.at[j].set(jax.vmap(lambda vi, p: picture(cfg, render(cfg, vi, p), p))(v, pts)),
                          lambda s: s, snaps)
     return (v, state, diverged, snaps), (values, score, prob, terms)
 
@@ -199,7 +211,7 @@ def final(cfg: EngineConfig, params, pts, carry) -> dict[str, jax.Array]:
     v, _, diverged, snaps = carry
     x = jax.vmap(lambda vi, p: render(cfg, vi, p))(v, pts)
     final_loss, (_, final_score, final_prob) = jax.vmap(lambda xi, p: loss(cfg, params, xi, p))(x, pts)
-    return {"images": jax.vmap(lambda xi: picture(cfg, xi))(x), "snapshots": snaps, "final_loss": final_loss,
+    return {"images": jax.vmap(lambda xi, p: picture(cfg, xi, p))(x, pts), "snapshots": snaps, "final_loss": final_loss,
             "final_score": final_score, "final_prob": final_prob, "diverged_step": diverged}
 
 

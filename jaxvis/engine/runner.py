@@ -91,8 +91,9 @@ class Engine:
     oneDNN's kernels, ``"host"`` on CPUs with XLA's convolutions (slow in a loop body).
 
     Everything the compiled programs depend on (model, terms, optimiser, steps, snapshots, jitter, clip,
-    compute dtype, loop, devices, parameterisation, transforms, views) is fixed when the engine is built: it is the frozen ``config``
-    (``jaxvis.engine.core.EngineConfig``) that the compiled functions take as a static argument.
+    compute dtype, loop, devices, parameterisation, transforms, views, plain views) is fixed when the engine
+    is built: it is the frozen ``config`` (``jaxvis.engine.core.EngineConfig``) that the compiled functions
+    take as a static argument.
     Assigning a setting is an error, and ``replace(steps=...)`` builds another engine, with programs of
     its own.
 
@@ -101,7 +102,8 @@ class Engine:
     """
 
     _CONSTRUCTOR = ("model", "terms", "optimizer", "steps", "snapshots", "devices", "step_progress", "jitter",
-                    "clip", "compute_dtype", "loop", "parameterization", "transforms", "views")
+                    "clip", "compute_dtype", "loop", "parameterization", "transforms", "views",
+                    "plain_views")
 
     def __setattr__(self, name, value):
         if not name.startswith("_") and getattr(self, "_built", False):
@@ -126,11 +128,12 @@ class Engine:
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
                  jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto",
                  parameterization: par.Parameterization = par.Parameterization(),
-                 transforms: Sequence[tfm.Transform] = (), views: int = 1):
+                 transforms: Sequence[tfm.Transform] = (), views: int = 1, plain_views: int = 0):
         object.__setattr__(self, "_arguments", dict(
             model=model, terms=tuple(terms), optimizer=optimizer, steps=steps, snapshots=tuple(snapshots),
             devices=devices, step_progress=step_progress, jitter=jitter, clip=clip, compute_dtype=compute_dtype,
-            loop=loop, parameterization=parameterization, transforms=tuple(transforms), views=views))
+            loop=loop, parameterization=parameterization, transforms=tuple(transforms), views=views,
+            plain_views=plain_views))
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
         if steps <= 0:
@@ -162,6 +165,10 @@ class Engine:
             raise SweepError(f"views={views} averages over random transforms, but the engine has none; give "
                              "transforms (or views=1).")
         self.views = int(views)
+        if int(plain_views) != plain_views or not 0 <= plain_views < views:
+            raise SweepError(f"plain_views is how many of the {views} views see the image untransformed, 0 <= "
+                             f"plain_views < views (at least one view keeps the transforms); got {plain_views}.")
+        self.plain_views = int(plain_views)
         if compute_dtype not in ("float32", "bfloat16"):
             raise SweepError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}.")
         self.compute_dtype = compute_dtype
@@ -187,7 +194,7 @@ class Engine:
             jitter=self.jitter, clip=self.clip, lo=lo, hi=hi, compute_dtype=compute_dtype,
             detector=model.spec.is_detector, input_size=tuple(model.spec.input_size),
             parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec),
-            views=self.views)
+            views=self.views, plain_views=self.plain_views)
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
         self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress
