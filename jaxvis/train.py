@@ -151,11 +151,12 @@ def train_classifier(spec: ModelSpec, seed: int = 0, steps: int = 2000, batch: i
 def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int = 32, lr: float = 2e-3,
                    log_every: int = 100, time_budget: float | None = None, log=print,
                    free_share: float = DETECTOR_FREE_SHARE, init: dict | None = None,
-                   adversarial: float = 0.0) -> tuple[Model, TrainLog]:
+                   adversarial: float = 0.0, decoy_share: float = 0.0) -> tuple[Model, TrainLog]:
     """SSD training with the MultiBox loss on generated scenes; ``init``: variables to start from (another
     detector's of the same parameter shapes) instead of He-normal ones. ``adversarial`` > 0 trains on
     adversarial scenes instead (``adversarial_images``: an L-infinity budget of that many [0, 1] pixel
-    units)."""
+    units). ``decoy_share``: the share of scenes whose background holds a decoy (``shapes.detection_image``),
+    a shape-shaped hole in clutter that the detector learns to leave as background."""
     module = models.build(spec)
     size = spec.input_size[0]
     probe = from_spec(spec, init_variables(spec, 0))
@@ -170,7 +171,8 @@ def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int
                                       cfg)["total"]
 
     def loss_fn(params, key):
-        images, boxes, labels, valid = shapes.detection_batch(key, batch, size, free_share=free_share)
+        images, boxes, labels, valid = shapes.detection_batch(key, batch, size, free_share=free_share,
+                                                               decoy_share=decoy_share)
         if adversarial > 0:
             images = adversarial_images(lambda im: scene_loss(jax.lax.stop_gradient(params), im, boxes, labels, valid),
                                         images, jax.random.fold_in(key, 0xAD), adversarial)

@@ -119,6 +119,33 @@ def _tight_box(coverage, size):
                       jnp.max(jnp.where(cols, idx + 1, 0)), jnp.max(jnp.where(rows, idx + 1, 0))]).astype(jnp.float32)
 
 
+def _smooth_noise(key, size, n, cells: int = 6):
+    """``n`` smooth random fields (size, size, n): Gaussian noise on a cells x cells grid, upsampled."""
+    return jax.image.resize(jax.random.normal(key, (cells, cells, n)), (size, size, n), "cubic")
+
+
+def _decoy(image, key, size, yy, xx):
+    """``image`` with a decoy drawn on it: a shape-shaped hole (the image shows through) in a fragmentary
+    frame of clutter in several colours, anywhere in the image. It is no object: a detector trained with
+    decoys in its scenes learns that an object is the flat-coloured region, not a gap that the clutter
+    around it outlines, which is what class models by gradient ascent otherwise draw."""
+    k = jax.random.split(key, 8)
+    kind = jax.random.randint(k[0], (), 0, NUM_CLASSES)
+    r = jax.random.uniform(k[1], (), minval=FREE_RADIUS[0], maxval=FREE_RADIUS[1]) * size
+    c = jax.random.uniform(k[2], (2,), minval=r, maxval=size - r)
+    angle = jax.random.uniform(k[3], (), minval=0, maxval=2 * np.pi)
+    x, y = _rotate(xx + 0.5 - c[0], yy + 0.5 - c[1], angle)
+    sdf = shape_sdf(kind, x, y, r)
+    width = jax.random.uniform(k[4], (), minval=0.25, maxval=0.8) * r
+    frame = jnp.clip(0.5 + sdf, 0.0, 1.0) * jnp.clip(0.5 - (sdf - width), 0.0, 1.0)
+    kept = jax.random.uniform(k[5], (), minval=-0.6, maxval=0.3)  # from most of the frame to a third of it
+    frame = jnp.where(_smooth_noise(k[6], size, 1, cells=10)[..., 0] > kept, frame, 0.0)
+    palette = jax.random.uniform(k[7], (3, 3))
+    pick = jax.nn.one_hot(jnp.argmax(_smooth_noise(jax.random.fold_in(key, 1), size, 3, cells=8), axis=-1), 3)
+    colours = pick @ palette
+    return image * (1 - frame[..., None]) + colours * frame[..., None]
+
+
 def classification_image(key, size: int = 64):
     """One image (size, size, 3) in [0, 1], its class index and the shape's xyxy pixel box."""
     k = jax.random.split(key, 5)
@@ -135,20 +162,32 @@ def classification_image(key, size: int = 64):
 FREE_RADIUS = (0.11, 0.27)
 
 
-def detection_image(key, size: int = 128, max_objects: int = 4, free_share: float = 0.0):
+def detection_image(key, size: int = 128, max_objects: int = 4, free_share: float = 0.0,
+                    decoy_share: float = 0.0):
     """One scene: image (size, size, 3), boxes (max_objects, 4) xyxy pixels, labels (class + 1) and a
     validity mask; one to ``max_objects`` shapes, each in its own quadrant of a 2x2 layout, or, with
-    probability ``free_share``, one shape of radius ``FREE_RADIUS`` x size anywhere it fits. The quadrant
-    scenes do not depend on ``free_share``: the same key gives the same quadrant scene for any share."""
+    probability ``free_share``, one shape of radius ``FREE_RADIUS`` x size anywhere it fits. With
+    probability ``decoy_share`` the scene's background also holds a decoy (``_decoy``: a shape-shaped hole
+    in a frame of clutter, anywhere, under the shapes), which is no object. The quadrant scenes do not
+    depend on ``free_share``, and no scene's shapes or background on ``decoy_share``: the same key gives
+    the same scene, with or without its decoy."""
     if max_objects > 4:
         raise ValueError("at most four objects: one per quadrant")
-    if not 0.0 <= free_share <= 1.0:
-        raise ValueError(f"free_share is a probability in [0, 1]; got {free_share}")
-    image, boxes, labels, valid = _quadrant_scene(key, size, max_objects)
+    for name, share in (("free_share", free_share), ("decoy_share", decoy_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} is a probability in [0, 1]; got {share}")
+    decoy = None
+    if decoy_share > 0.0:
+        kd = jax.random.fold_in(key, 0xDEC0)
+        on = jax.random.uniform(jax.random.fold_in(kd, 1), ()) < decoy_share
+        decoy = lambda im, yy, xx: jnp.where(on, _decoy(im, kd, size, yy, xx), im)  # noqa: E731
+    image, boxes, labels, valid = _quadrant_scene(key, size, max_objects, decoy)
     if free_share == 0.0:
         return image, boxes, labels, valid
     kf = jax.random.split(jax.random.fold_in(key, 0x5EED), 5)
     background, yy, xx, bg_mean = _background(kf[0], size)
+    if decoy is not None:
+        background = decoy(background, yy, xx)
     kind = jax.random.randint(kf[1], (), 0, NUM_CLASSES)
     r = jax.random.uniform(kf[2], (), minval=FREE_RADIUS[0], maxval=FREE_RADIUS[1]) * size
     c = jax.random.uniform(kf[3], (2,), minval=r * 1.05, maxval=size - r * 1.05)
@@ -162,9 +201,11 @@ def detection_image(key, size: int = 128, max_objects: int = 4, free_share: floa
             pick(free_valid, valid))
 
 
-def _quadrant_scene(key, size, max_objects):
+def _quadrant_scene(key, size, max_objects, decoy=None):
     k = jax.random.split(key, 4)
     image, yy, xx, bg_mean = _background(k[0], size)
+    if decoy is not None:
+        image = decoy(image, yy, xx)
     count = jax.random.randint(k[1], (), 1, max_objects + 1)
     quadrants = jax.random.permutation(k[2], 4)[:max_objects]
     keys = jax.random.split(k[3], max_objects)
@@ -192,10 +233,12 @@ def classification_batch(key, batch: int, size: int = 64):
     return jax.vmap(lambda k: classification_image(k, size))(jax.random.split(key, batch))
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects", "free_share"))
-def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4, free_share: float = 0.0):
+@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects", "free_share", "decoy_share"))
+def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4, free_share: float = 0.0,
+                    decoy_share: float = 0.0):
     """(images, boxes, labels, valid) for ``batch`` scenes drawn from ``key``."""
-    return jax.vmap(lambda k: detection_image(k, size, max_objects, free_share))(jax.random.split(key, batch))
+    return jax.vmap(lambda k: detection_image(k, size, max_objects, free_share, decoy_share))(
+        jax.random.split(key, batch))
 
 
 def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
@@ -207,11 +250,11 @@ def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
 
 
 def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4,
-                  free_share: float = 0.0):
+                  free_share: float = 0.0, decoy_share: float = 0.0):
     """A fixed set of ``n`` scenes as numpy arrays (images, boxes, labels, valid), the same for a seed."""
     key = jax.random.key(seed)
     parts = []
     for i in range(0, n, batch):
         parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects,
-                                                             free_share)])
+                                                             free_share, decoy_share)])
     return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(4))
