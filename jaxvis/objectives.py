@@ -39,9 +39,9 @@ eps, which falls as S_c rises with slope -1/eps^2: for eps = 1 it acts like ``sc
 ``neuron(layer, position=(row, col))``, ``direction(layer, vector)``, ``sq()``, ``l2()``, ``tv()``,
 ``l2_to(image)``, ``l2_start()``, ``opacity()``, ``opacity_outside()``, ``head(k)`` (and the detector terms
 by name: ``term("multibox")``) are ``Objective`` values: they add, scale by numbers and negate, ``score() +
-0.1 * sq()`` or ``channel("conv4_3", 7) + channel("conv5_1", 3)``, and know their name (``objective.name``: ``score+0.1*sq``). The class or
-channel is the grid point's target (a sweep axis) unless one is given (``score(3)``, ``channel(layer,
-7)``). An objective is a weighted sum of named terms: ``objective.loss`` is ``{term name: weight}``, a
+0.1 * sq()`` or ``channel("conv4_3", 7) + channel("conv5_1", 3)``, and know their name (``objective.name``:
+``score+0.1*sq``). The class or channel is the grid point's target (a sweep axis) unless one is given
+(``score(3)``, ``channel(layer, 7)``). An objective is a weighted sum of named terms: ``objective.loss`` is ``{term name: weight}``, a
 loss variant of a ``Sweep`` (``Sweep(losses=[objective])``), so its weights stay per-point numbers.
 Term names read back into terms (``channel:conv4_3[7]``, ``neuron:conv4_1@2,3``, ``score[3]``), which
 is how the launcher's ``--loss`` text names them.

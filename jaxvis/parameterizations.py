@@ -399,9 +399,13 @@ def composite(x: jax.Array, background: jax.Array) -> jax.Array:
     return x[..., :3] * a + background * (1.0 - a)
 
 
+def _mid_grey(to_input: InputMap) -> jax.Array:
+    return to_input(jnp.full((3,), 0.5, jnp.float32))
+
+
 def over_grey(x: jax.Array, to_input: InputMap) -> jax.Array:
     """``x`` composited over mid grey: how an image with opacity is reported and shown by default."""
-    return composite(x, to_input(jnp.full((3,), 0.5, jnp.float32)))
+    return composite(x, _mid_grey(to_input))
 
 
 REPORT_KEY = 0x6C000000  # the backdrop of a point's reported image folds this into the key of its seed
@@ -413,7 +417,7 @@ def report_background(par: Parameterization, seed, size: tuple[int, int], to_inp
     ``par.backdrop`` 0, else a ``background`` of contrast ``par.backdrop`` drawn from the point's ``seed``
     (the same at every snapshot and in the final image, and for a point alone or in a sweep)."""
     if not par.backdrop:
-        return jnp.broadcast_to(to_input(jnp.full((3,), 0.5, jnp.float32)), size + (3,))
+        return jnp.broadcast_to(_mid_grey(to_input), size + (3,))
     key = jax.random.fold_in(jax.random.key(seed), REPORT_KEY)
     return background(par, key, size, to_input, decay, contrast=par.backdrop)
 
