@@ -1,11 +1,12 @@
 # The two commands: `make test` (set-up and the default test suite, minutes) and `make demo`;
-# `make test-all` adds the heavy cases (the slow marker: full-size VGG16 and SSD300, the fault tests).
+# `make test-all` adds the heavy cases (the slow marker: full-size VGG16 and SSD300, the fault tests);
+# `make test-slow` runs those alone (CI runs it after `make test`, so that each test runs once).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-all clean native
+.PHONY: demo test test-all test-slow clean native
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,9 +41,13 @@ demo: native
 test: $(VENV)/.test-installed native
 	$(PY) -m pytest -q
 
-# The whole suite, the slow marker included (CI runs it after `make test`).
+# The whole suite, the slow marker included.
 test-all: $(VENV)/.test-installed native
 	$(PY) -m pytest -m '' -q
+
+# The heavy cases alone: with `make test`, the whole suite (what CI runs).
+test-slow: $(VENV)/.test-installed native
+	$(PY) -m pytest -m slow -q
 
 # The oneDNN kernels live outside the tree, in a cache shared by every checkout of this user; clear it
 # by hand with the command echoed.

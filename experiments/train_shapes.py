@@ -66,6 +66,11 @@ flags.DEFINE_float("detector_free_share", None, "Share of the detector's trainin
                    "anywhere (default: jaxvis.train.DETECTOR_FREE_SHARE).")
 flags.DEFINE_float("decoy_share", 0.0, "Share of the robust detector's training scenes whose background holds a "
                    "decoy: a shape-shaped hole in a frame of clutter, which is no object (jaxvis.data.shapes).")
+flags.DEFINE_float("flat_share", 0.0, "Share of the detectors' training scenes over one flat colour instead of a "
+                   "patterned background (jaxvis.data.shapes).")
+flags.DEFINE_bool("even_noise", False, "Lay the detectors' training scenes' pixel noise over the whole scene, "
+                  "shapes included, at a level drawn per scene, instead of over the background only "
+                  "(jaxvis.data.shapes).")
 flags.DEFINE_float("time_budget", 570.0, "Seconds of training per model after which it stops (checked every "
                    "10 steps), so that each model takes at most about ten minutes here.")
 flags.DEFINE_integer("eval_images", 2000, "Held-out images for classifier accuracy.")
@@ -92,12 +97,15 @@ def _detector_start(path: str, spec, flag: str):
 
 
 def _detector_metrics(model, share: float) -> dict:
-    """mAP on held-out quadrant scenes (map50, map) and on scenes with the training share of free shapes."""
+    """mAP on held-out quadrant scenes (map50, map), on scenes with the training share of free shapes, and on
+    quadrant scenes over flat colours with the pixel noise over the whole scene (its level drawn per scene)."""
     from jaxvis import train
 
     free = train.detection_map(model, n=FLAGS.eval_scenes, free_share=share)
+    flat = train.detection_map(model, n=FLAGS.eval_scenes, flat_share=1.0, even_noise=True)
     return {**train.detection_map(model, n=FLAGS.eval_scenes), "map50_free": free["map50"], "map_free": free["map"],
-            "free_share": share, "eval_seed": train.EVAL_SEED, "eval_scenes": FLAGS.eval_scenes}
+            "map50_flat": flat["map50"], "map_flat": flat["map"], "free_share": share, "eval_seed": train.EVAL_SEED,
+            "eval_scenes": FLAGS.eval_scenes}
 
 
 def main(argv):
@@ -117,11 +125,14 @@ def main(argv):
         if which == "detector":
             spec = train.detector_spec()
             init, extra = None, {"lr": FLAGS.detector_lr, "free_share": share}
+            if FLAGS.flat_share or FLAGS.even_noise:
+                extra.update(flat_share=FLAGS.flat_share, even_noise=FLAGS.even_noise)
             if FLAGS.detector_init:
                 extra["init_sha256"] = fileio.sha256(FLAGS.detector_init)
                 init = _detector_start(FLAGS.detector_init, spec, "--detector_init")
             model, history = train.train_detector(spec, seed=seed, steps=FLAGS.detector_steps, lr=FLAGS.detector_lr,
-                                                  time_budget=FLAGS.time_budget, free_share=share, init=init)
+                                                  time_budget=FLAGS.time_budget, free_share=share, init=init,
+                                                  flat_share=FLAGS.flat_share, even_noise=FLAGS.even_noise)
             metrics = _detector_metrics(model, share)
         elif which == "detector_robust":
             spec = train.detector_spec()
@@ -138,12 +149,14 @@ def main(argv):
             for budget in budgets:  # each stage starts from the last one's weights
                 model, history = train.train_detector(spec, seed=seed, steps=FLAGS.robust_steps, lr=FLAGS.robust_lr,
                                                       time_budget=FLAGS.time_budget, free_share=share, init=params,
-                                                      adversarial=budget, decoy_share=FLAGS.decoy_share)
+                                                      adversarial=budget, decoy_share=FLAGS.decoy_share,
+                                                      flat_share=FLAGS.flat_share, even_noise=FLAGS.even_noise)
                 params, seconds = model.params, seconds + history.seconds
             history = dataclasses.replace(history, seconds=seconds)
             extra = {"lr": FLAGS.robust_lr, "free_share": share, "init_sha256": fileio.sha256(start_file),
                      "adversarial_linf": budgets, "steps_per_stage": FLAGS.robust_steps,
-                     "decoy_share": FLAGS.decoy_share}
+                     "decoy_share": FLAGS.decoy_share, "flat_share": FLAGS.flat_share,
+                     "even_noise": FLAGS.even_noise}
             metrics = _detector_metrics(model, share)
         else:
             spec = train.classifier_spec() if which == "classifier" else train.judge_spec()

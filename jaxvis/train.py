@@ -151,12 +151,15 @@ def train_classifier(spec: ModelSpec, seed: int = 0, steps: int = 2000, batch: i
 def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int = 32, lr: float = 2e-3,
                    log_every: int = 100, time_budget: float | None = None, log=print,
                    free_share: float = DETECTOR_FREE_SHARE, init: dict | None = None,
-                   adversarial: float = 0.0, decoy_share: float = 0.0) -> tuple[Model, TrainLog]:
+                   adversarial: float = 0.0, decoy_share: float = 0.0, flat_share: float = 0.0,
+                   even_noise: bool = False) -> tuple[Model, TrainLog]:
     """SSD training with the MultiBox loss on generated scenes; ``init``: variables to start from (another
     detector's of the same parameter shapes) instead of He-normal ones. ``adversarial`` > 0 trains on
     adversarial scenes instead (``adversarial_images``: an L-infinity budget of that many [0, 1] pixel
     units). ``decoy_share``: the share of scenes whose background holds a decoy (``shapes.detection_image``),
-    a shape-shaped hole in clutter that the detector learns to leave as background."""
+    a shape-shaped hole in clutter that the detector learns to leave as background. ``flat_share``: the
+    share of scenes over one flat colour instead of a pattern; ``even_noise``: the pixel noise over the
+    whole scene at a level drawn per scene, instead of over the background only (``shapes.detection_image``)."""
     module = models.build(spec)
     size = spec.input_size[0]
     probe = from_spec(spec, init_variables(spec, 0))
@@ -172,7 +175,8 @@ def train_detector(spec: ModelSpec, seed: int = 0, steps: int = 3000, batch: int
 
     def loss_fn(params, key):
         images, boxes, labels, valid = shapes.detection_batch(key, batch, size, free_share=free_share,
-                                                               decoy_share=decoy_share)
+                                                               decoy_share=decoy_share, flat_share=flat_share,
+                                                               even_noise=even_noise)
         if adversarial > 0:
             images = adversarial_images(lambda im: scene_loss(jax.lax.stop_gradient(params), im, boxes, labels, valid),
                                         images, jax.random.fold_in(key, 0xAD), adversarial)
@@ -201,9 +205,11 @@ def classifier_accuracy(model: Model, seed: int = EVAL_SEED, n: int = 2000) -> f
     return float(np.mean(preds == labels))
 
 
-def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500, free_share: float = 0.0) -> dict[str, float]:
+def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500, free_share: float = 0.0,
+                  flat_share: float = 0.0, even_noise: bool = False) -> dict[str, float]:
     """COCO-style AP of the detector on ``n`` generated scenes, by pycocotools: mAP@0.5 and mAP@[.5:.95].
-    ``free_share``: the share of scenes with one shape anywhere (0: quadrant scenes only)."""
+    ``free_share``: the share of scenes with one shape anywhere (0: quadrant scenes only); ``flat_share``:
+    the share over a flat colour; ``even_noise``: the pixel noise over the whole scene."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -213,7 +219,8 @@ def detection_map(model: Detector, seed: int = EVAL_SEED, n: int = 500, free_sha
     import io
 
     size = model.spec.input_size[0]
-    images, boxes, labels, valid = shapes.detection_set(seed, n, size, free_share=free_share)
+    images, boxes, labels, valid = shapes.detection_set(seed, n, size, free_share=free_share, flat_share=flat_share,
+                                                        even_noise=even_noise)
     detect = jax.jit(model.detect)
     gt = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(shapes.CLASSES)]}
     dets = []

@@ -135,3 +135,14 @@ def test_study_configs_run_on_vgg16_and_ssd300(converted_vgg, converted_ssd, tmp
     results = read_results(run)
     assert len(results) == 6 and {r["target_name"] for r in results} == {"horse"}
     assert np.load(run / "images.npy").shape == (6, 300, 300, 3)
+
+    # the feature-visualisation recipes for the full-size networks, two steps each
+    for recipe, params, category, size in (("lucid", vgg16, "goose", 224), ("ssd300", ssd300, "horse", 300)):
+        run = tmp_path / recipe
+        run_module("experiments.class_model", "--config", f"experiments/configs/feature_vis.py:{recipe}", "--params",
+                   str(params), "--categories", category, "--seeds", "0", "--steps", "2", "--snapshots", "",
+                   "--nopngs", "--out", str(run), "--noprogress")
+        results = read_results(run)
+        assert len(results) == 1 and results[0]["target_name"] == category
+        assert np.all(np.isfinite(np.load(run / "images.npy")))
+        assert np.load(run / "images.npy").shape == (1, size, size, 3)

@@ -157,6 +157,59 @@ def test_decoys_change_the_background_only_and_leave_the_shapes_and_labels_alone
         shapes.detection_image(jax.random.key(0), decoy_share=-0.1)
 
 
+def test_flat_backgrounds_are_one_colour_with_the_pixel_noise_and_leave_the_shapes_alone():
+    patterned = shapes.detection_set(FRESH_SEED, 48, free_share=0.5)
+    flat = shapes.detection_set(FRESH_SEED, 48, free_share=0.5, flat_share=0.5)
+    for a, b in zip(patterned[1:], flat[1:]):  # boxes, labels and validity do not depend on the background
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    images, boxes, _, valid = (np.asarray(a) for a in flat)
+    spread = []
+    for i in range(len(images)):
+        outside = np.ones((128, 128), bool)
+        for box, ok in zip(boxes[i], valid[i]):
+            if ok:
+                x1, y1 = max(int(box[0]) - 1, 0), max(int(box[1]) - 1, 0)
+                outside[y1:int(np.ceil(box[3])) + 1, x1:int(np.ceil(box[2])) + 1] = False
+        pixels = images[i][outside]
+        # a flat background's pixels spread by the pixel noise alone (0.04, less where [0, 1] clips it)
+        spread.append(np.max(pixels.std(axis=0)))
+    spread = np.asarray(spread)
+    changed = np.abs(images - np.asarray(patterned[0])).max(axis=(1, 2, 3)) > 0
+    assert 12 <= changed.sum() <= 36, changed.sum()
+    assert np.all(spread[changed] < 0.045), spread[changed]
+    assert np.all(spread[~changed] > 0.045), spread[~changed]  # every pattern varies by more than the noise
+    with pytest.raises(ValueError, match="flat_share is a probability"):
+        shapes.detection_image(jax.random.key(0), flat_share=2.0)
+
+
+def test_even_noise_lies_over_the_shapes_as_over_the_background():
+    """Scenes carry pixel noise on the background and none on the shapes, a cue a detector learns; with
+    ``even_noise`` a shape's pixels are as noisy as its flat background's, at a level drawn per scene."""
+    plain = shapes.detection_set(FRESH_SEED, 32, flat_share=1.0)
+    even = shapes.detection_set(FRESH_SEED, 32, flat_share=1.0, even_noise=True)
+    for a, b in zip(plain[1:], even[1:]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    levels = {"plain": [], "even": []}
+    ring = shapes.CLASSES.index("ring") + 1
+    for name, (images, boxes, labels, valid) in (("plain", plain), ("even", even)):
+        images = np.asarray(images)
+        for i in range(len(images)):
+            filled = np.flatnonzero(np.asarray(valid[i]) & (np.asarray(labels[i]) != ring))  # a ring's middle is a hole
+            if not len(filled):
+                continue
+            box = np.asarray(boxes[i][filled[0]])
+            cx, cy = int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2)
+            inside = images[i, cy - 2:cy + 3, cx - 2:cx + 3].reshape(-1, 3)  # the middle of the box: the shape
+            corner = images[i, :6, :6].reshape(-1, 3)  # the top-left corner: background (no quadrant shape
+            levels[name].append((inside.std(0).max(), corner.std(0).max()))  # reaches the image's edge)
+    plain_levels, even_levels = np.asarray(levels["plain"]), np.asarray(levels["even"])
+    assert np.all(plain_levels[:, 0] < 0.005) and np.median(plain_levels[:, 1]) > 0.03  # noise only around
+    assert np.median(even_levels[:, 0]) > 0.01
+    # the shape and its background share one level: their spreads agree within the estimate's noise
+    assert np.median(np.abs(even_levels[:, 0] - even_levels[:, 1])) < 0.006, even_levels
+    assert even_levels[:, 1].min() < 0.01 and even_levels[:, 1].max() > 0.03  # from almost none to full
+
+
 def _centred_shapes(detector, radii, over_grey=False):
     """Real shapes of every class drawn at the image's centre (4 of each per radius) over the scenes'
     backgrounds, or over flat mid grey: (detector's probability at each shape's tight box, top detection right)."""

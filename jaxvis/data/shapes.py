@@ -74,7 +74,14 @@ def shape_sdf(kind, x, y, r):
     return jax.lax.switch(kind, sdfs)
 
 
-def _background(key, size):
+# standard deviation of the pixel noise of the backgrounds ([0, 1] pixel units)
+PIXEL_NOISE = 0.04
+
+
+def _background(key, size, flat=None, noise: float = PIXEL_NOISE):
+    """A textured background (size, size, 3) with pixel noise of std ``noise``, the pixel grids and its mean
+    colour; ``flat`` (a boolean, traced or not) makes it one flat colour instead (``flat=None``: never, the
+    same draws as ``False``)."""
     k = jax.random.split(key, 7)
     yy, xx = jnp.meshgrid(jnp.arange(size, dtype=jnp.float32), jnp.arange(size, dtype=jnp.float32), indexing="ij")
     angle = jax.random.uniform(k[0], (), minval=0, maxval=np.pi)
@@ -90,8 +97,11 @@ def _background(key, size):
     ])
     t = patterns[jax.random.randint(k[3], (), 0, 4)]
     c1, c2 = jax.random.uniform(k[4], (3,)), jax.random.uniform(k[5], (3,))
-    noise = 0.04 * jax.random.normal(k[6], (size, size, 1))
-    return c1 * (1 - t[..., None]) + c2 * t[..., None] + noise, yy, xx, (c1 + c2) / 2
+    noise = noise * jax.random.normal(k[6], (size, size, 1))
+    mean = (c1 + c2) / 2
+    if flat is not None:
+        t, mean = jnp.where(flat, 0.0, t), jnp.where(flat, c1, mean)
+    return c1 * (1 - t[..., None]) + c2 * t[..., None] + noise, yy, xx, mean
 
 
 def _object_colour(key, background_mean):
@@ -163,17 +173,22 @@ FREE_RADIUS = (0.11, 0.27)
 
 
 def detection_image(key, size: int = 128, max_objects: int = 4, free_share: float = 0.0,
-                    decoy_share: float = 0.0):
+                    decoy_share: float = 0.0, flat_share: float = 0.0, even_noise: bool = False):
     """One scene: image (size, size, 3), boxes (max_objects, 4) xyxy pixels, labels (class + 1) and a
     validity mask; one to ``max_objects`` shapes, each in its own quadrant of a 2x2 layout, or, with
     probability ``free_share``, one shape of radius ``FREE_RADIUS`` x size anywhere it fits. With
     probability ``decoy_share`` the scene's background also holds a decoy (``_decoy``: a shape-shaped hole
-    in a frame of clutter, anywhere, under the shapes), which is no object. The quadrant scenes do not
-    depend on ``free_share``, and no scene's shapes or background on ``decoy_share``: the same key gives
-    the same scene, with or without its decoy."""
+    in a frame of clutter, anywhere, under the shapes), which is no object. With probability
+    ``flat_share`` the background is one flat colour instead of a pattern: a detector that never saw one
+    finds no shape on a plain wall. The backgrounds carry pixel noise and the shapes none, which a detector
+    learns to tell a shape by; ``even_noise`` instead lays the noise over the whole scene, shapes
+    included, at a level drawn per scene from none to the backgrounds' ``PIXEL_NOISE``. The quadrant scenes do not
+    depend on ``free_share``, and no scene's shapes on ``decoy_share`` or ``flat_share``: the same key
+    gives the same shapes, with or without a decoy or a flat background (their colours stay away from the
+    background's mean colour, so a shape's colour may differ over a flat background)."""
     if max_objects > 4:
         raise ValueError("at most four objects: one per quadrant")
-    for name, share in (("free_share", free_share), ("decoy_share", decoy_share)):
+    for name, share in (("free_share", free_share), ("decoy_share", decoy_share), ("flat_share", flat_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} is a probability in [0, 1]; got {share}")
     decoy = None
@@ -181,11 +196,26 @@ def detection_image(key, size: int = 128, max_objects: int = 4, free_share: floa
         kd = jax.random.fold_in(key, 0xDEC0)
         on = jax.random.uniform(jax.random.fold_in(kd, 1), ()) < decoy_share
         decoy = lambda im, yy, xx: jnp.where(on, _decoy(im, kd, size, yy, xx), im)  # noqa: E731
-    image, boxes, labels, valid = _quadrant_scene(key, size, max_objects, decoy)
-    if free_share == 0.0:
-        return image, boxes, labels, valid
+    flat = None
+    if flat_share > 0.0:
+        flat = jax.random.uniform(jax.random.fold_in(key, 0xF1A7), ()) < flat_share
+    noise = 0.0 if even_noise else PIXEL_NOISE
+    scene = _quadrant_scene(key, size, max_objects, decoy, flat, noise)
+    if free_share > 0.0:
+        scene = _free_scene(key, size, scene, free_share, decoy, flat, noise)
+    if not even_noise:
+        return scene
+    image, boxes, labels, valid = scene
+    level = jax.random.uniform(jax.random.fold_in(key, 0x1015E), ()) * PIXEL_NOISE
+    image = image + level * jax.random.normal(jax.random.fold_in(key, 0x1015F), (size, size, 1))
+    return jnp.clip(image, 0, 1), boxes, labels, valid
+
+
+def _free_scene(key, size, scene, free_share, decoy, flat, noise):
+    """``scene``, or with probability ``free_share`` one shape of radius ``FREE_RADIUS`` x size anywhere."""
+    image, boxes, labels, valid = scene
     kf = jax.random.split(jax.random.fold_in(key, 0x5EED), 5)
-    background, yy, xx, bg_mean = _background(kf[0], size)
+    background, yy, xx, bg_mean = _background(kf[0], size, flat, noise)
     if decoy is not None:
         background = decoy(background, yy, xx)
     kind = jax.random.randint(kf[1], (), 0, NUM_CLASSES)
@@ -201,9 +231,9 @@ def detection_image(key, size: int = 128, max_objects: int = 4, free_share: floa
             pick(free_valid, valid))
 
 
-def _quadrant_scene(key, size, max_objects, decoy=None):
+def _quadrant_scene(key, size, max_objects, decoy=None, flat=None, noise=PIXEL_NOISE):
     k = jax.random.split(key, 4)
-    image, yy, xx, bg_mean = _background(k[0], size)
+    image, yy, xx, bg_mean = _background(k[0], size, flat, noise)
     if decoy is not None:
         image = decoy(image, yy, xx)
     count = jax.random.randint(k[1], (), 1, max_objects + 1)
@@ -233,12 +263,13 @@ def classification_batch(key, batch: int, size: int = 64):
     return jax.vmap(lambda k: classification_image(k, size))(jax.random.split(key, batch))
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects", "free_share", "decoy_share"))
+@functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects", "free_share", "decoy_share",
+                                             "flat_share", "even_noise"))
 def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4, free_share: float = 0.0,
-                    decoy_share: float = 0.0):
+                    decoy_share: float = 0.0, flat_share: float = 0.0, even_noise: bool = False):
     """(images, boxes, labels, valid) for ``batch`` scenes drawn from ``key``."""
-    return jax.vmap(lambda k: detection_image(k, size, max_objects, free_share, decoy_share))(
-        jax.random.split(key, batch))
+    return jax.vmap(lambda k: detection_image(k, size, max_objects, free_share, decoy_share, flat_share,
+                                              even_noise))(jax.random.split(key, batch))
 
 
 def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
@@ -250,11 +281,12 @@ def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
 
 
 def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4,
-                  free_share: float = 0.0, decoy_share: float = 0.0):
+                  free_share: float = 0.0, decoy_share: float = 0.0, flat_share: float = 0.0,
+                  even_noise: bool = False):
     """A fixed set of ``n`` scenes as numpy arrays (images, boxes, labels, valid), the same for a seed."""
     key = jax.random.key(seed)
     parts = []
     for i in range(0, n, batch):
         parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects,
-                                                             free_share, decoy_share)])
+                                                             free_share, decoy_share, flat_share, even_noise)])
     return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(4))
