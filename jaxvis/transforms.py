@@ -9,6 +9,7 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 | ``jitter(n)`` | shifts cyclically by a random offset of -n..n pixels in each direction |
 | ``scale(lo, hi)`` | zooms about the centre by a random factor in [lo, hi] (bilinear; grey where nothing is seen) |
 | ``rotate(degrees)`` | rotates about the centre by a random angle in [-degrees, degrees] (grey where nothing is seen) |
+| ``turn90()`` | turns about the centre by a random multiple of 90 degrees (0, 90, 180 or 270, each as likely): exact on a square image, and it keeps a square's box, which any other angle grows; ``turn90(),rotate(20,wrap)`` turns by k x 90 degrees +- 20 |
 | ``scale(lo, hi, wrap)``, ``rotate(degrees, wrap)`` | the same with the image repeated periodically instead of grey outside it (no grey corners for large rotations; a Fourier image is periodic anyway) |
 | ``crop(start, end)`` | a random square crop whose side is ``start`` of the image at the first step and ``end`` at the last (linear in between), resized back to the full size (MACO) |
 | ``blur(sigma)`` | a Gaussian blur of std sigma pixels |
@@ -16,11 +17,13 @@ A transform is a small frozen value; a tuple of them runs in the order given:
 | ``recolour(m)`` | mixes the colours towards one random flat colour, by a share drawn from [0, m]: at m = 1 some views are one flat colour, so only the outline (of an image with opacity: of its opaque part) tells the class |
 
 Consecutive scales and rotations of one mode (grey or wrap) run as one bilinear warp, their matrices
-composed, so the image is interpolated once per run of them rather than once per transform.
+composed, so the image is interpolated once per run of them rather than once per transform; ``turn90``
+samples no pixel outside a square image and joins a run of either mode.
 
 A detector objective's target boxes move with the image (``apply(..., boxes=)``, which the engine uses):
 shifted by pads, jitters and crops, scaled by zooms and crops, their centres turned by rotations, their
-sizes kept by turns, so that a box keeps framing what it framed.
+sizes kept by turns (width and height swapped by turns nearer a quarter or three quarters of a full
+turn), so that a box keeps framing what it framed.
 
 Randomness is keyed per point, never global: at step t a point with seed s draws the randomness of its
 transform i from ``k_t = fold_in(key(s + 1), t)`` (i = 0) or ``fold_in(k_t, i)`` (i > 0). A point alone
@@ -67,7 +70,7 @@ class Transform:
 
     @property
     def name(self) -> str:
-        args = {"pad": (self.a,), "jitter": (self.a,), "scale": (self.a, self.b), "rotate": (self.a,),
+        args = {"turn90": (), "pad": (self.a,), "jitter": (self.a,), "scale": (self.a, self.b), "rotate": (self.a,),
                 "crop": (self.a, self.b), "blur": (self.a,), "noise": (self.a,), "recolour": (self.a,)}[self.kind]
         return f"{self.kind}({','.join([f'{v:g}' for v in args] + (['wrap'] if self.wrap else []))})"
 
@@ -97,6 +100,10 @@ def rotate(degrees: float, *, wrap: bool = False) -> Transform:
     if not (math.isfinite(degrees) and degrees >= 0):
         raise TransformError(f"rotate takes a maximum angle in degrees >= 0, got {degrees}.")
     return Transform("rotate", float(degrees), 0.0, bool(wrap))
+
+
+def turn90() -> Transform:
+    return Transform("turn90")
 
 
 def crop(start: float = 1.0, end: float = 0.5) -> Transform:
@@ -195,7 +202,14 @@ def _rotate_matrix(tr, key):
     return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
 
 
-_MATRIX = {"scale": _scale_matrix, "rotate": _rotate_matrix}
+def _turn90_matrix(tr, key):
+    quarter = jax.random.randint(key, (), 0, 4)
+    cos = jnp.asarray([1.0, 0.0, -1.0, 0.0], jnp.float32)[quarter]  # exact, where cos(pi / 2) is not
+    sin = jnp.asarray([0.0, 1.0, 0.0, -1.0], jnp.float32)[quarter]
+    return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+
+
+_MATRIX = {"scale": _scale_matrix, "rotate": _rotate_matrix, "turn90": _turn90_matrix}
 
 
 def _scale(tr, x, key, t, ctx):
@@ -204,6 +218,10 @@ def _scale(tr, x, key, t, ctx):
 
 def _rotate(tr, x, key, t, ctx):
     return _warp(x, _rotate_matrix(tr, key), ctx, tr.wrap)
+
+
+def _turn90(tr, x, key, t, ctx):
+    return _warp(x, _turn90_matrix(tr, key), ctx, tr.wrap)
 
 
 def _crop_frame(tr, key, t, ctx, hw):
@@ -250,7 +268,7 @@ def _recolour(tr, x, key, t, ctx):
     return _with_colours(x, x[..., :3] * (1.0 - share) + colour * share)
 
 
-_APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "crop": _crop, "blur": _blur,
+_APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "turn90": _turn90, "crop": _crop, "blur": _blur,
           "noise": _noise, "recolour": _recolour}
 
 
@@ -281,12 +299,16 @@ _BOXES = {"pad": _pad_boxes, "jitter": _jitter_boxes, "crop": _crop_boxes, "blur
 def _warp_boxes(matrix, boxes, hw):
     """The box seen through a warp whose output pixel p samples the input at matrix (p - c) + c: its centre
     moves to matrix^-1 (centre - c) + c and its sides scale by the warp's zoom, 1 / sqrt|det matrix|. A turn
-    keeps the box's size (the box of a turned disc; a turned square's own box grows by up to 41 %)."""
+    keeps the box's size (the box of a turned disc; a turned square's own box grows by up to 41 %), its width and
+    height swapped by a turn nearer to 90 or 270 degrees than to 0 or 180 (a quarter turn's box is exact)."""
     c = _centre(*hw)
     centre = jnp.stack([(boxes[:, 1] + boxes[:, 3]) / 2, (boxes[:, 0] + boxes[:, 2]) / 2], -1) - 0.5  # (row, col)
-    moved = jnp.einsum("ij,mj->mi", jnp.linalg.inv(matrix), centre - c, precision=jax.lax.Precision.HIGHEST) + c + 0.5
+    inverse = jnp.linalg.inv(matrix)
+    moved = jnp.einsum("ij,mj->mi", inverse, centre - c, precision=jax.lax.Precision.HIGHEST) + c + 0.5
     zoom = 1.0 / jnp.sqrt(jnp.abs(jnp.linalg.det(matrix)))
-    half_w, half_h = (boxes[:, 2] - boxes[:, 0]) * zoom / 2, (boxes[:, 3] - boxes[:, 1]) * zoom / 2
+    width, height = (boxes[:, 2] - boxes[:, 0]) * zoom, (boxes[:, 3] - boxes[:, 1]) * zoom
+    swap = jnp.abs(inverse[0, 1]) > jnp.abs(inverse[0, 0])
+    half_w, half_h = jnp.where(swap, height, width) / 2, jnp.where(swap, width, height) / 2
     return jnp.stack([moved[:, 1] - half_w, moved[:, 0] - half_h, moved[:, 1] + half_w, moved[:, 0] + half_h], -1)
 
 
@@ -326,14 +348,19 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
                 boxes = _BOXES[tr.kind](tr, boxes, key, t, ctx, y.shape[:2])
             y, i = tr(y, key, t, ctx), i + 1
             continue
-        # a run of scales and rotations of one mode is one warp: output p samples at M_i (M_i+1 (... (p - c))) + c
+        # a run of scales and rotations of one mode is one warp: output p samples at M_i (M_i+1 (... (p - c))) + c;
+        # quarter turns join a run of either mode (the run's mode is that of its first other transform)
         matrix, i = _MATRIX[tr.kind](tr, key), i + 1
-        while i < len(transforms) and transforms[i].kind in _MATRIX and transforms[i].wrap == tr.wrap:
+        mode = None if tr.kind == "turn90" else tr.wrap
+        while i < len(transforms) and transforms[i].kind in _MATRIX and (
+                transforms[i].kind == "turn90" or mode is None or transforms[i].wrap == mode):
+            if transforms[i].kind != "turn90":
+                mode = transforms[i].wrap
             step = _MATRIX[transforms[i].kind](transforms[i], jax.random.fold_in(base, i))
             matrix, i = jnp.matmul(matrix, step, precision=jax.lax.Precision.HIGHEST), i + 1
         if boxes is not None:
             boxes = _warp_boxes(matrix, boxes, y.shape[:2])
-        y = _warp(y, matrix, ctx, tr.wrap)
+        y = _warp(y, matrix, ctx, bool(mode))
     if y.shape[:2] != (h, w):
         top, left = (y.shape[0] - h) // 2, (y.shape[1] - w) // 2
         y = y[top:top + h, left:left + w]
@@ -346,18 +373,21 @@ def check(transforms: Sequence[Transform], size: tuple[int, int]) -> None:
     for tr in transforms:
         if tr.kind == "jitter" and tr.a >= min(size):
             raise TransformError(f"jitter is a shift in pixels, 0 <= jitter < {min(size)}; got {int(tr.a)}.")
+        if tr.kind == "turn90" and size[0] != size[1]:
+            raise TransformError(f"turn90 turns a square image onto itself; this image is {size[0]} x {size[1]} "
+                                 "pixels: use rotate(180) for a non-square one.")
 
 
-_BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "crop": crop, "blur": blur,
+_BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "turn90": turn90, "crop": crop, "blur": blur,
              "noise": noise, "recolour": recolour}
 
 
 def parse(text: str) -> tuple[Transform, ...]:
     """``"pad(4),jitter(8),scale(0.9,1.1),rotate(10)"`` -> the transforms, in that order."""
-    if not re.fullmatch(r"\s*(?:[a-z]+\s*\([^)]*\)\s*(?:,\s*|$))*", text):
+    if not re.fullmatch(r"\s*(?:[a-z][a-z0-9]*\s*\([^)]*\)\s*(?:,\s*|$))*", text):
         raise TransformError(f"cannot read transforms {text!r}; write e.g. pad(4),jitter(8),scale(0.9,1.1).")
     out = []
-    for m in re.finditer(r"([a-z]+)\s*\(([^)]*)\)", text):
+    for m in re.finditer(r"([a-z][a-z0-9]*)\s*\(([^)]*)\)", text):
         name, args = m.group(1), [a for a in m.group(2).replace(" ", "").split(",") if a]
         if name not in _BUILDERS:
             raise TransformError(f"unknown transform {name!r}; transforms: {', '.join(_BUILDERS)}.")

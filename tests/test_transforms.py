@@ -331,3 +331,42 @@ def test_plain_views_see_the_image_as_it_is_and_the_others_as_without_them(vgg):
     for bad in (3, -1, 1.5):
         with pytest.raises(engine.SweepError, match="plain_views"):
             three.replace(plain_views=bad)
+
+
+def test_quarter_turns_are_exact_even_and_carry_a_rectangle_and_its_box():
+    """turn90 turns a square image by 0, 90, 180 or 270 degrees (np.rot90's pixels, no interpolation), each
+    about as often over many keys; a rectangle's box turns with it (width and height swapped at 90 and 270);
+    after a wrapped rotation it joins that warp (one sampling); a non-square image is refused."""
+    x = image(12, 12, seed=4)
+    ctx = tfm.Context(steps=10, fill=(0.5, 0.5, 0.5))
+    yy, xx = np.mgrid[:48, :48] + 0.5
+    rect = ((np.abs(xx - 20) <= 9) & (np.abs(yy - 30) <= 4)).astype(np.float32)
+    rect = jnp.asarray(np.repeat(rect[..., None], 3, -1))
+    box = jnp.asarray([[11.0, 26.0, 29.0, 34.0]], jnp.float32)
+    seen = []
+    for seed in range(40):
+        y = np.asarray(tfm.apply((tfm.turn90(),), x, seed, 0, ctx))
+        quarters = [k for k in range(4) if np.allclose(y, np.rot90(np.asarray(x), k, axes=(0, 1)), atol=1e-6)]
+        assert len(quarters) == 1, (seed, quarters)
+        seen.append(quarters[0])
+        if seed < 8:
+            z, moved = tfm.apply((tfm.turn90(),), rect, seed, 0, ctx, boxes=box)
+            rows, cols = np.nonzero(np.asarray(z)[..., 0] > 0.5)
+            np.testing.assert_allclose([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.asarray(moved)[0],
+                                       atol=1e-4)
+    assert set(seen) == {0, 1, 2, 3}, seen
+    keys = [tfm.view_key(np.uint32(seed), t, view) for seed in range(50) for t in range(4) for view in range(2)]
+    sines = np.asarray([tfm._turn90_matrix(tfm.turn90(), k)[1, 0] for k in keys])
+    cosines = np.asarray([tfm._turn90_matrix(tfm.turn90(), k)[0, 0] for k in keys])
+    counts = [int(np.sum((cosines == c) & (sines == s))) for c, s in ((1, 0), (0, 1), (-1, 0), (0, -1))]
+    assert sum(counts) == 400 and min(counts) >= 70 and max(counts) <= 130, counts  # 100 each, std 8.7
+    seed, t = np.uint32(3), 2
+    base = tfm.step_key(seed, t)
+    chain = (tfm.rotate(30, wrap=True), tfm.turn90(), tfm.scale(0.8, 1.2, wrap=True))
+    matrix = (tfm._rotate_matrix(chain[0], base) @ tfm._turn90_matrix(chain[1], jax.random.fold_in(base, 1))
+              @ tfm._scale_matrix(chain[2], jax.random.fold_in(base, 2)))
+    np.testing.assert_allclose(np.asarray(tfm.apply(chain, x, seed, t, ctx)),
+                               np.asarray(tfm._warp(x, matrix, ctx, wrap=True)), atol=1e-6)
+    assert [t.name for t in tfm.parse("turn90(),rotate(20,wrap)")] == ["turn90()", "rotate(20,wrap)"]
+    with pytest.raises(tfm.TransformError, match="turn90 turns a square image onto itself"):
+        tfm.check((tfm.turn90(),), (12, 16))
