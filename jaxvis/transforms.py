@@ -196,32 +196,28 @@ def _scale_matrix(tr, key):
     return jnp.eye(2, dtype=jnp.float32) / s
 
 
+def _turn(cos, sin):
+    return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+
+
 def _rotate_matrix(tr, key):
     theta = jnp.deg2rad(jax.random.uniform(key, (), jnp.float32, -tr.a, tr.a))
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+    return _turn(jnp.cos(theta), jnp.sin(theta))
 
 
 def _turn90_matrix(tr, key):
     quarter = jax.random.randint(key, (), 0, 4)
-    cos = jnp.asarray([1.0, 0.0, -1.0, 0.0], jnp.float32)[quarter]  # exact, where cos(pi / 2) is not
-    sin = jnp.asarray([0.0, 1.0, 0.0, -1.0], jnp.float32)[quarter]
-    return jnp.stack([jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+    # exact, where cos(pi / 2) is not
+    return _turn(jnp.asarray([1.0, 0.0, -1.0, 0.0], jnp.float32)[quarter],
+                 jnp.asarray([0.0, 1.0, 0.0, -1.0], jnp.float32)[quarter])
 
 
 _MATRIX = {"scale": _scale_matrix, "rotate": _rotate_matrix, "turn90": _turn90_matrix}
 
 
-def _scale(tr, x, key, t, ctx):
-    return _warp(x, _scale_matrix(tr, key), ctx, tr.wrap)
-
-
-def _rotate(tr, x, key, t, ctx):
-    return _warp(x, _rotate_matrix(tr, key), ctx, tr.wrap)
-
-
-def _turn90(tr, x, key, t, ctx):
-    return _warp(x, _turn90_matrix(tr, key), ctx, tr.wrap)
+def _warped(tr, x, key, t, ctx):
+    """A scale, rotation or quarter turn on its own: one warp by its matrix."""
+    return _warp(x, _MATRIX[tr.kind](tr, key), ctx, tr.wrap)
 
 
 def _crop_frame(tr, key, t, ctx, hw):
@@ -268,8 +264,8 @@ def _recolour(tr, x, key, t, ctx):
     return _with_colours(x, x[..., :3] * (1.0 - share) + colour * share)
 
 
-_APPLY = {"pad": _pad, "jitter": _jitter, "scale": _scale, "rotate": _rotate, "turn90": _turn90, "crop": _crop, "blur": _blur,
-          "noise": _noise, "recolour": _recolour}
+_APPLY = {"pad": _pad, "jitter": _jitter, "scale": _warped, "rotate": _warped, "turn90": _warped, "crop": _crop,
+          "blur": _blur, "noise": _noise, "recolour": _recolour}
 
 
 # Target boxes follow the image: each transform's map of input pixels (xyxy, continuous coordinates, pixel i
@@ -378,8 +374,8 @@ def check(transforms: Sequence[Transform], size: tuple[int, int]) -> None:
                                  "pixels: use rotate(180) for a non-square one.")
 
 
-_BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "turn90": turn90, "crop": crop, "blur": blur,
-             "noise": noise, "recolour": recolour}
+_BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "turn90": turn90, "crop": crop,
+             "blur": blur, "noise": noise, "recolour": recolour}
 
 
 def parse(text: str) -> tuple[Transform, ...]:
