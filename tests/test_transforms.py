@@ -258,8 +258,8 @@ def test_text_form_and_bad_transforms():
         tfm.parse("jitter 4")
     with pytest.raises(tfm.TransformError, match="crop takes side fractions"):
         tfm.crop(1.0, 0.0)
-    with pytest.raises(tfm.TransformError, match="cannot read transform 'rotate\\(1,2\\)'"):
-        tfm.parse("rotate(1,2)")
+    with pytest.raises(tfm.TransformError, match="cannot read transform 'rotate\\(1,0.5,2\\)'"):
+        tfm.parse("rotate(1,0.5,2)")
     assert tfm.parse("scale(0.8,1.2,wrap),rotate(180, wrap)") == (tfm.scale(0.8, 1.2, wrap=True),
                                                                    tfm.rotate(180, wrap=True))
     assert [t.name for t in tfm.parse("rotate(180,wrap),rotate(5)")] == ["rotate(180,wrap)", "rotate(5)"]
@@ -370,3 +370,36 @@ def test_quarter_turns_are_exact_even_and_carry_a_rectangle_and_its_box():
     assert [t.name for t in tfm.parse("turn90(),rotate(20,wrap)")] == ["turn90()", "rotate(20,wrap)"]
     with pytest.raises(tfm.TransformError, match="turn90 turns a square image onto itself"):
         tfm.check((tfm.turn90(),), (12, 16))
+
+
+def _tight(z):
+    rows, cols = np.nonzero(np.asarray(z)[..., 0] > 0.5)
+    return np.asarray([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32)
+
+
+def test_a_turn_grows_a_target_box_by_its_share_of_the_turned_rectangles_box():
+    """rotate(d, 1) gives the box of the turned rectangle (its pixels' tight box, within a pixel of
+    interpolation), rotate(d) keeps a disc's box, rotate(d, g) lies at the share g between the two; after
+    zooms in one warp, too; the grow share reads back from its text form and out of [0, 1] is refused."""
+    ctx = tfm.Context(steps=10, fill=(0.0, 0.0, 0.0))
+    yy, xx = np.mgrid[:96, :96] + 0.5
+    rect = ((np.abs(xx - 48) <= 16) & (np.abs(yy - 48) <= 8)).astype(np.float32)
+    disc = (np.hypot(xx - 48, yy - 48) <= 14).astype(np.float32)
+    rect, disc = (jnp.asarray(np.repeat(a[..., None], 3, -1)) for a in (rect, disc))
+    rect_box, disc_box = _tight(rect)[None], _tight(disc)[None]
+    grown_checked = 0
+    for seed in range(6):
+        chain = lambda g: (tfm.scale(0.8, 1.25, wrap=True), tfm.rotate(60, g, wrap=True))
+        z, box = tfm.apply(chain(1.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
+        np.testing.assert_allclose(np.asarray(box)[0], _tight(z), atol=1.5)
+        z, box = tfm.apply(chain(0.0), disc, seed, 0, ctx, boxes=jnp.asarray(disc_box))
+        np.testing.assert_allclose(np.asarray(box)[0], _tight(z), atol=1.5)
+        _, kept = tfm.apply(chain(0.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
+        _, grown = tfm.apply(chain(1.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
+        _, half = tfm.apply(chain(0.3), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
+        np.testing.assert_allclose(np.asarray(half), 0.7 * np.asarray(kept) + 0.3 * np.asarray(grown), atol=1e-3)
+        grown_checked += float(np.abs(np.asarray(grown) - np.asarray(kept)).max()) > 2
+    assert grown_checked >= 4  # the turns were large enough for the two rules to differ
+    assert [t.name for t in tfm.parse("rotate(180,0.5,wrap),rotate(20)")] == ["rotate(180,0.5,wrap)", "rotate(20)"]
+    with pytest.raises(tfm.TransformError, match="how much a target box grows"):
+        tfm.parse("rotate(180,2,wrap)")
