@@ -346,7 +346,7 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
 
     With ``boxes`` (M, 4; xyxy input pixels) it returns (image, boxes) with the boxes moved as the image is:
     shifted with pads, jitters and crops, scaled with zooms and crops, their centres turned with rotations
-    (their sizes kept), so that a target box stays on what it framed."""
+    (their sizes kept, or grown as a rotation's ``grow`` says), so that a target box stays on what it framed."""
     if not transforms:
         return x if boxes is None else (x, boxes)
     h, w = x.shape[:2]
