@@ -333,6 +333,12 @@ def test_plain_views_see_the_image_as_it_is_and_the_others_as_without_them(vgg):
             three.replace(plain_views=bad)
 
 
+def _tight(z):
+    """The xyxy box of the pixels of ``z`` (H, W, C) whose first channel is over 0.5."""
+    rows, cols = np.nonzero(np.asarray(z)[..., 0] > 0.5)
+    return np.asarray([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32)
+
+
 def test_quarter_turns_are_exact_even_and_carry_a_rectangle_and_its_box():
     """turn90 turns a square image by 0, 90, 180 or 270 degrees (np.rot90's pixels, no interpolation), each
     about as often over many keys; a rectangle's box turns with it (width and height swapped at 90 and 270);
@@ -351,9 +357,7 @@ def test_quarter_turns_are_exact_even_and_carry_a_rectangle_and_its_box():
         seen.append(quarters[0])
         if seed < 8:
             z, moved = tfm.apply((tfm.turn90(),), rect, seed, 0, ctx, boxes=box)
-            rows, cols = np.nonzero(np.asarray(z)[..., 0] > 0.5)
-            np.testing.assert_allclose([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.asarray(moved)[0],
-                                       atol=1e-4)
+            np.testing.assert_allclose(_tight(z), np.asarray(moved)[0], atol=1e-4)
     assert set(seen) == {0, 1, 2, 3}, seen
     keys = [tfm.view_key(np.uint32(seed), t, view) for seed in range(50) for t in range(4) for view in range(2)]
     sines = np.asarray([tfm._turn90_matrix(tfm.turn90(), k)[1, 0] for k in keys])
@@ -372,11 +376,6 @@ def test_quarter_turns_are_exact_even_and_carry_a_rectangle_and_its_box():
         tfm.check((tfm.turn90(),), (12, 16))
 
 
-def _tight(z):
-    rows, cols = np.nonzero(np.asarray(z)[..., 0] > 0.5)
-    return np.asarray([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32)
-
-
 def test_a_turn_grows_a_target_box_by_its_share_of_the_turned_rectangles_box():
     """rotate(d, 1) gives the box of the turned rectangle (its pixels' tight box, within a pixel of
     interpolation), rotate(d) keeps a disc's box, rotate(d, g) lies at the share g between the two; after
@@ -387,15 +386,16 @@ def test_a_turn_grows_a_target_box_by_its_share_of_the_turned_rectangles_box():
     disc = (np.hypot(xx - 48, yy - 48) <= 14).astype(np.float32)
     rect, disc = (jnp.asarray(np.repeat(a[..., None], 3, -1)) for a in (rect, disc))
     rect_box, disc_box = _tight(rect)[None], _tight(disc)[None]
+    def chain(grow):
+        return tfm.scale(0.8, 1.25, wrap=True), tfm.rotate(60, grow, wrap=True)
+
     grown_checked = 0
     for seed in range(6):
-        chain = lambda g: (tfm.scale(0.8, 1.25, wrap=True), tfm.rotate(60, g, wrap=True))
-        z, box = tfm.apply(chain(1.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
-        np.testing.assert_allclose(np.asarray(box)[0], _tight(z), atol=1.5)
+        z, grown = tfm.apply(chain(1.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
+        np.testing.assert_allclose(np.asarray(grown)[0], _tight(z), atol=1.5)
         z, box = tfm.apply(chain(0.0), disc, seed, 0, ctx, boxes=jnp.asarray(disc_box))
         np.testing.assert_allclose(np.asarray(box)[0], _tight(z), atol=1.5)
         _, kept = tfm.apply(chain(0.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
-        _, grown = tfm.apply(chain(1.0), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
         _, half = tfm.apply(chain(0.3), rect, seed, 0, ctx, boxes=jnp.asarray(rect_box))
         np.testing.assert_allclose(np.asarray(half), 0.7 * np.asarray(kept) + 0.3 * np.asarray(grown), atol=1e-3)
         grown_checked += float(np.abs(np.asarray(grown) - np.asarray(kept)).max()) > 2
