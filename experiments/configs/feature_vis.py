@@ -130,6 +130,14 @@ judge 4, p 9 (3 / 4); any turn, box grown halfway (``rotate(180,0.5,wrap)``): ju
 and squares empty; ``turn90(),rotate(20,1,wrap)`` (a square's box exact): judge 2, p 9 (2 / 4), the
 squares filled blocks of one colour (p 0.98 / 0.96, read by the judge as circles), every other class a
 blob filling the box, the circles empty.
+On the two-stage flat detector, one of the two views untransformed (``plain_views=1``) with the outside
+penalty and the start of std 0.1: at 40 px, seeds 0-1: judge 6, p 11 (5 / 5 classes read / sure: the 40 px box
+met, by chance: seeds 2-3 give judge 2, p 8, 2 / 4, the circles and squares empty or under 0.9), the shapes as
+flat blobs filling the box; at the quarter: judge 5, p 8 (4 / 3), circles, squares and triangles drawn as
+frames of fragments around the empty box. Without the outside penalty (this recipe's loss and start, one view
+plain): judge 3 / 6 at 40 px / the quarter, p 8 / 8 (3 / 3, 5 / 3). Three views, one of them plain, with the
+outside penalty: judge 5 / 4, p 9 / 8 (3 / 4, 3 / 3). A view seen as reported, with the box unturned, does not
+make the circles and squares form at every seed.
 Earlier, on the standard detector (40 px box / quarter): jitter 8, zoom 0.8-1.25, turns up to 45 degrees,
 jitter 4 (768 steps): judge 0 / 4 of 12, p 10 / 10; the same at 512 steps + total variation (weight 1 / 5):
 judge 2 / 3 and 2 / 4, p 6 / 11 and 9 / 11; jitter 2, zoom 0.85-1.15, any turn, jitter 2 (768 steps):
