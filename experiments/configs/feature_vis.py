@@ -137,8 +137,8 @@ flat blobs filling the box; at the quarter: judge 5, p 8 (4 / 3), circles, squar
 frames of fragments around the empty box. Without the outside penalty (this recipe's loss and start, one view
 plain): judge 3 / 6 at 40 px / the quarter, p 8 / 8 (3 / 3, 5 / 3). Three views, one of them plain, with the
 outside penalty: judge 5 / 4, p 9 / 8 (3 / 4, 3 / 3). A view seen as reported, with the box unturned, does not
-make the circles and squares form at every seed. This recipe as it is on the flat detector: judge 5 / 6, p 6 /
-5 (4 / 2, 4 / 2): over grey it is sure of fewer than the shipped robust detector.
+make the circles and squares form at every seed. This recipe as it is on the flat detector: judge 5 / 6,
+p 6 / 5 (4 / 2, 4 / 2): over grey it is sure of fewer than the shipped robust detector.
 Earlier, on the standard detector (40 px box / quarter): jitter 8, zoom 0.8-1.25, turns up to 45 degrees,
 jitter 4 (768 steps): judge 0 / 4 of 12, p 10 / 10; the same at 512 steps + total variation (weight 1 / 5):
 judge 2 / 3 and 2 / 4, p 6 / 11 and 9 / 11; jitter 2, zoom 0.85-1.15, any turn, jitter 2 (768 steps):
