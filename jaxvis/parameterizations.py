@@ -54,6 +54,10 @@ IMAGENET_COLOUR_SQRT = ((0.26, 0.09, 0.02),
                         (0.27, -0.09, 0.03))
 
 
+SOLID_COLOUR_STD = 1.5  # the spread of a solid image's start colour, before the colour and range maps
+SOLID_KEY = 0x50000000  # a solid image's start colour folds this into the key of its start
+
+
 class Frozen:
     """A numpy array as a hashable, comparable constant (by content), so a value holding one can be a
     static argument of a compiled function."""
@@ -92,6 +96,9 @@ class Parameterization:
         that the engine draws anew for every view, so only what is opaque must do the work.
       backdrop: what an image with opacity is reported over: mid grey (0), or a background of the kind
         the views see with this contrast in (0, 1], drawn from the point's own seed (``report_background``).
+      solid: with ``alpha``, the colour layer is one colour, its mean over the image (see ``solid()``).
+      box_start: with ``alpha`` and a value in (0, 1): the opacity at the start in the middle of the point's
+        target boxes (see ``box_start()``); 0: the start is the same everywhere.
     """
 
     basis: str = "pixels"
@@ -101,6 +108,8 @@ class Parameterization:
     decay: float = 1.0
     alpha: bool = False
     backdrop: float = 0.0
+    solid: bool = False
+    box_start: float = 0.0
 
     def __post_init__(self):
         if self.basis not in ("pixels", "fourier", "maco"):
@@ -115,6 +124,15 @@ class Parameterization:
         if not 0.0 <= self.backdrop <= 1.0 or (self.backdrop and not self.alpha):
             raise ParameterizationError(f"a backdrop is the contrast, in [0, 1], of the background that an image with "
                                         f"opacity is reported over (alpha(C)); got {self.backdrop!r}.")
+
+        if self.solid and not self.alpha:
+            raise ParameterizationError("solid makes the colour layer of an image with opacity one colour: add alpha "
+                                        "(e.g. fourier+decorrelated+sigmoid+alpha+solid).")
+        if self.box_start:
+            _check_box_start(self.box_start)
+            if not self.alpha:
+                raise ParameterizationError("boxstart starts an image with opacity opaque in its target boxes: add "
+                                            "alpha (e.g. fourier+sigmoid+alpha+boxstart(0.9)).")
 
     def __add__(self, other: "Parameterization") -> "Parameterization":
         if not isinstance(other, Parameterization):
@@ -147,6 +165,10 @@ class Parameterization:
             parts.append(self.range)
         if self.alpha:
             parts.append(f"alpha({self.backdrop:g})" if self.backdrop else "alpha")
+        if self.solid:
+            parts.append("solid")
+        if self.box_start:
+            parts.append(f"boxstart({self.box_start:g})")
         return "+".join(parts)
 
     def variable_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
@@ -167,14 +189,25 @@ class Parameterization:
                     f"the MACO magnitude spectrum has shape {self.spectrum.array.shape}, but a {size[0]}x{size[1]} "
                     f"input needs {want}; estimate one at the model's input size with experiments/image_statistics.py.")
 
-    def init(self, key, size: tuple[int, int], scale) -> jax.Array:
+    def init(self, key, size: tuple[int, int], scale, decay=None) -> jax.Array:
         """A starting variable: zeros for scale 0, else Gaussian noise of std ``scale``; MACO's phase is
-        uniform in [-pi, pi) whatever the scale."""
+        uniform in [-pi, pi) whatever the scale. A ``solid`` image starts from a colour of its own, drawn
+        from ``key`` (``SOLID_COLOUR_STD`` around mid grey before the colour and range maps): mid grey, the
+        colour of no object, over backgrounds around mid grey gives the network nothing to answer, and its
+        opacity fades before its colour can move."""
         shape = self.variable_shape(size)
         if self.basis == "maco":
             return jax.random.uniform(key, shape, jnp.float32, -np.pi, np.pi)
         noise = jax.random.normal(key, shape, jnp.float32)
-        return jnp.where(scale > 0, scale * noise, jnp.zeros_like(noise))
+        v = jnp.where(scale > 0, scale * noise, jnp.zeros_like(noise))
+        if self.solid:
+            mean = SOLID_COLOUR_STD * jax.random.normal(jax.random.fold_in(key, SOLID_KEY), (3,), jnp.float32)
+            if self.basis == "pixels":
+                v = v.at[..., :3].add(mean)
+            else:  # the mean of the basis image is the DC bin times its scale over 4 h w
+                dc = fourier_scale(size, self.decay if decay is None else decay)[0, 0]
+                v = v.at[0, 0, :3, 0].add(mean * (4.0 * size[0] * size[1]) / dc)
+        return v
 
 
 def pixels() -> Parameterization:
@@ -221,6 +254,32 @@ def alpha(backdrop: float = 0.0) -> Parameterization:
     a network that never saw flat grey around its objects (the shapes detector) reads the image over such
     a backdrop as it read the views."""
     return Parameterization(alpha=True, backdrop=float(backdrop))
+
+
+def solid() -> Parameterization:
+    """An image with opacity (it brings ``alpha``) whose colour layer is one colour, the mean of the colours
+    the basis makes: a silhouette in a single flat colour over the views' random backgrounds. Only the
+    opacity can draw, so what the network reads must be in the outline; for models trained on flat-coloured
+    objects (the shapes models) it keeps the image in the family they were trained on, with no texture
+    inside the object for a class model to exploit."""
+    return Parameterization(alpha=True, solid=True)
+
+
+def box_start(opacity: float = 0.9) -> Parameterization:
+    """An image with opacity (it brings ``alpha``) that starts opaque in its target boxes: the opacity at the
+    start is ``opacity`` in the middle of each of the point's target boxes, falling off smoothly over the
+    ellipse inscribed in the box, and unchanged outside (``opacity_start``). From a transparent start the
+    opacity penalty can empty the box before the objective has drawn anything there; from an opaque one
+    the objective shapes what is there. The ellipse favours no class of the shapes: its outline is what
+    the optimisation redraws."""
+    _check_box_start(opacity)
+    return Parameterization(alpha=True, box_start=float(opacity))
+
+
+def _check_box_start(opacity: float) -> None:
+    if not 0.0 < opacity < 1.0:
+        raise ParameterizationError(f"boxstart(P) starts an image with opacity at opacity P, in (0, 1), inside its "
+                                    f"target boxes (e.g. fourier+sigmoid+alpha+boxstart(0.9)); got {opacity!r}.")
 
 
 def sigmoid() -> Parameterization:
@@ -302,8 +361,13 @@ def basis_image(par: Parameterization, v: jax.Array, size: tuple[int, int], deca
 
 def rgb_image(par: Parameterization, v: jax.Array, size: tuple[int, int], decay) -> jax.Array:
     """RGB in [0, 1] (for range none: unbounded, centred on 0.5) from variable ``v``; RGBA with ``alpha``
-    (the opacity made by the same range map, not colour-decorrelated)."""
-    return _colour_and_range(par, basis_image(par, v, size, decay))
+    (the opacity made by the same range map, not colour-decorrelated; with ``solid``, the colours replaced
+    by their mean over the image)."""
+    rgb = _colour_and_range(par, basis_image(par, v, size, decay))
+    if par.solid:
+        colour = jnp.mean(rgb[..., :3], axis=(0, 1), keepdims=True)
+        rgb = jnp.concatenate([jnp.broadcast_to(colour, rgb.shape[:-1] + (3,)), rgb[..., 3:]], -1)
+    return rgb
 
 
 def _colour_and_range(par: Parameterization, t: jax.Array) -> jax.Array:
@@ -352,8 +416,8 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
                  decay=None, margin: float = 1e-3) -> jax.Array:
     """A variable whose image is the network-input image ``x`` (H, W, 3): the start of a feature
     accentuation. Exact for every basis but MACO, whose magnitude is fixed: it keeps ``x``'s phase (the
-    image's structure) under the given magnitude. A sigmoid range cannot reach 0 or 1, so colours are first
-    moved ``margin`` inside [0, 1]."""
+    image's structure) under the given magnitude, and for ``solid``, whose image takes the mean of ``x``'s
+    colours. A sigmoid range cannot reach 0 or 1, so colours are first moved ``margin`` inside [0, 1]."""
     if par.identity:
         return jnp.asarray(x, jnp.float32)
     decay = par.decay if decay is None else decay
@@ -369,6 +433,11 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
     if par.alpha:  # the start image opaque
         opaque = np.log((1.0 - margin) / margin) if par.range == "sigmoid" else 0.5 - margin
         t = jnp.concatenate([t, jnp.full(t.shape[:2] + (1,), opaque, jnp.float32)], -1)
+    return _variable_of_basis_image(par, t, size, decay)
+
+
+def _variable_of_basis_image(par: Parameterization, t: jax.Array, size: tuple[int, int], decay) -> jax.Array:
+    """The variable whose ``basis_image`` is ``t`` (H, W, C); for MACO, ``t``'s phase."""
     if par.basis == "pixels":
         return t
     spectrum = jnp.fft.rfft2(t, axes=(0, 1))
@@ -376,6 +445,36 @@ def variable_for(par: Parameterization, x: jax.Array, size: tuple[int, int], to_
         return jnp.angle(spectrum).astype(jnp.float32)
     factor = (4.0 / fourier_scale(size, decay))[..., None]
     return jnp.stack([jnp.real(spectrum) * factor, jnp.imag(spectrum) * factor], -1).astype(jnp.float32)
+
+
+BOX_START_EDGE = 0.15  # the width of the fall-off of a box start, as a share of the ellipse's radius
+
+
+def opacity_start(par: Parameterization, boxes: jax.Array, valid: jax.Array, size: tuple[int, int],
+                  decay=None) -> jax.Array:
+    """What ``box_start`` adds to a starting variable: in the opacity channel alone, before the range map,
+    the amount that takes mid opacity (0.5) to ``par.box_start`` at the middle of each valid xyxy box of
+    ``boxes`` (B, 4; ``valid`` (B,)), falling to nothing at the ellipse inscribed in the box (a smooth step
+    over ``BOX_START_EDGE`` of its radius), the boxes joined by their largest value. Zero without
+    ``box_start``."""
+    h, w = size
+    decay = par.decay if decay is None else decay
+    if not par.box_start:
+        return jnp.zeros(par.variable_shape(size), jnp.float32)
+    lift = (np.log(par.box_start / (1.0 - par.box_start)) if par.range == "sigmoid" else par.box_start - 0.5)
+    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) + 0.5, jnp.arange(w, dtype=jnp.float32) + 0.5,
+                          indexing="ij")
+
+    def one(box, ok):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        rx, ry = jnp.maximum((box[2] - box[0]) / 2, 1.0), jnp.maximum((box[3] - box[1]) / 2, 1.0)
+        r = jnp.sqrt(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2)
+        return jnp.where(ok, jnp.clip((1.0 - r) / BOX_START_EDGE, 0.0, 1.0), 0.0)
+
+    bump = jnp.max(jax.vmap(one)(jnp.asarray(boxes, jnp.float32), jnp.asarray(valid, bool)), axis=0)
+    bump = bump * bump * (3.0 - 2.0 * bump)  # smoothstep
+    t = jnp.zeros((h, w, 4), jnp.float32).at[..., 3].set(lift * bump)
+    return _variable_of_basis_image(par, t, size, decay)
 
 
 def render(par: Parameterization, v: jax.Array, size: tuple[int, int], to_input: InputMap, decay=None) -> jax.Array:
@@ -433,7 +532,8 @@ def background(par: Parameterization, key, size: tuple[int, int], to_input: Inpu
     ``contrast`` is given, through its range map."""
     decay = par.decay if decay is None else decay
     k_noise, k_contrast = jax.random.split(key)
-    colours = dataclasses.replace(par, alpha=False, backdrop=0.0)  # alpha comes with the pixels or fourier basis only
+    # no opacity (the pixels or fourier basis alone)
+    colours = dataclasses.replace(par, alpha=False, backdrop=0.0, solid=False, box_start=0.0)
     t = basis_image(colours, jax.random.normal(k_noise, colours.variable_shape(size), jnp.float32), size, decay)
     spread = BACKGROUND_STD if par.range == "sigmoid" else BACKGROUND_STD / 4.0  # clip's range is t + 0.5
     contrast = jax.random.uniform(k_contrast, (), jnp.float32) if contrast is None else contrast
@@ -511,9 +611,13 @@ def parse(text: str, model=None, stats: str = "") -> Parameterization:
             piece = alpha()
         elif part.startswith("alpha(") and part.endswith(")"):
             piece = alpha(_number(part[6:-1], part))
+        elif part == "solid":
+            piece = solid()
+        elif part.startswith("boxstart(") and part.endswith(")"):
+            piece = box_start(_number(part[9:-1], part))
         else:
             raise ParameterizationError(f"unknown parameterisation part {part!r}; parts: pixels, fourier, "
                                         "fourier(DECAY), maco, decorrelated, sigmoid, clip, alpha, alpha(BACKDROP), "
-                                        "joined by '+'.")
+                                        "solid, boxstart(OPACITY), joined by '+'.")
         out = out + piece
     return out

@@ -57,7 +57,9 @@ class SweepSettings:
                                    "statistics), decorrelated (colour), sigmoid or clip (into the valid range), alpha "
                                    "(an opacity channel: the network sees the image over random backgrounds, it is "
                                    "reported over grey; the opacity term penalises it) or alpha(C) (reported over a "
-                                   "background of contrast C drawn from the point's seed); "
+                                   "background of contrast C drawn from the point's seed), solid (with alpha: the "
+                                   "colours one colour, their mean: a flat silhouette), boxstart(P) (with alpha: "
+                                   "opacity P at the start inside the target boxes); "
                                    "e.g. fourier+decorrelated+sigmoid.", "str")
     decays: tuple = _field((), "Fourier decays of the fourier parameterisation: a sweep axis (empty: the "
                            "parameterisation's own, 1).", "floats")

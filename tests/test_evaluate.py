@@ -192,3 +192,51 @@ def test_points_are_grouped_by_the_axes_other_than_target_and_seed():
     assert ev.groups(records) == [("multibox box 0,0,8,8", [0, 3]), ("multibox box 2,2,6,6", [1]),
                                   ("biggest_box+0.5*box_loc box 0,0,8,8", [2])]
     assert ev.groups([r for r in records if r["loss"] is mb and r["boxes"][0][0] == 0]) == [("", [0, 1])]
+
+
+def _verdict_line(group, target, seed, own_prob, agrees):
+    return {"group": group, "target": target, "seed": seed, "own_prob": own_prob, "agrees": agrees}
+
+
+def test_recipe_search_counts_sure_and_read_classes_per_block_of_seeds():
+    from experiments.recipe_search import block_counts, summarise
+
+    lines = []
+    for seed in range(4):
+        for c, target in enumerate(("circle", "square", "star")):
+            # seeds 0-1: every image sure and read; seeds 2-3: the square unsure at seed 3, the star unread
+            own = 0.5 if (seed == 3 and target == "square") else 0.95
+            agrees = not (seed >= 2 and target == "star")
+            lines.append(_verdict_line("g", target, seed, own, agrees))
+    lines.append(_verdict_line("h", "circle", 0, 0.99, True))
+    lines.append(_verdict_line("h", "circle", 1, 0.2, False))
+    assert block_counts([r for r in lines if r["group"] == "g" and r["seed"] < 2], 0.9) == (3, 3)
+    assert block_counts([r for r in lines if r["group"] == "g" and r["seed"] >= 2], 0.9) == (2, 2)
+    # a class is read when the judge agrees on half its images: one of two counts
+    assert block_counts([r for r in lines if r["group"] == "h"], 0.9) == (0, 1)
+    g, h = summarise(lines, block=2, threshold=0.9, min_sure=3, min_read=3)
+    assert g.startswith("g: p>=0.9 11/12, judge 10/12") and "3/3* 2/2: 1/2 met" in g
+    assert "circle:4/4 square:3/4 star:4/2" in g
+    assert h.startswith("h: p>=0.9 1/2, judge 1/2") and "0/1: 0/1 met" in h
+    # a block of four seeds takes them all (the star read on 2 of 4: read); a last block short of seeds is left out
+    assert "2/3: 0/1 met" in summarise(lines, block=4, threshold=0.9, min_sure=3, min_read=3)[0]
+    assert "3/3* 2/2: 1/2 met" in summarise(lines, block=2, threshold=0.9, min_sure=3, min_read=3)[0]
+    assert ": 1/1 met" in summarise([r for r in lines if r["seed"] < 3], block=2, threshold=0.9, min_sure=3,
+                                    min_read=3)[0]
+
+
+@pytest.mark.slow
+def test_recipe_search_runs_each_variant_and_summarises_it(tmp_path):
+    from conftest import run_module
+
+    variants = tmp_path / "variants.json"
+    variants.write_text(json.dumps({"plain": ["--plain_views", "1"], "broken": ["--views", "0"]}))
+    proc = run_module("experiments.recipe_search", "--variants", str(variants), "--out", str(tmp_path / "s"),
+                      "--flags=--steps 2 --snapshots '' --categories circle --seeds 0,1", "--jobs", "2",
+                      "--min_sure", "1", "--min_read", "0")
+    summary = (tmp_path / "s" / "summary.txt").read_text()
+    assert summary.strip() == proc.stdout.strip()
+    assert "## plain: exit 0" in summary and "plain box 44,44,84,84: p>=0.9" in summary
+    assert "plain box 32,32,96,96: p>=0.9" in summary and "blocks of 2 seeds" in summary
+    assert "## broken: exit 1" in summary and "no verdicts: see" in summary
+    assert "views" in (tmp_path / "s" / "broken.log").read_text()

@@ -212,6 +212,111 @@ def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
     np.testing.assert_array_equal(np.asarray(par.composite(jnp.asarray(background), jnp.zeros(3))), background)
 
 
+def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
+    size, decay = (20, 24), 1.5
+    p = par.parse("fourier(1.5)+decorrelated+sigmoid+solid")
+    assert p.alpha and p.solid and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha+solid"
+    assert par.parse(p.name) == p and p.variable_shape(size) == (20, 13, 4, 2)
+    v = np.random.default_rng(7).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
+    with_alpha = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")
+    free = np.asarray(par.rgb_image(with_alpha, jnp.asarray(v), size, decay))
+    got = np.asarray(par.rgb_image(p, jnp.asarray(v), size, decay))
+    # the colour of every pixel is the mean colour of the free image; the opacity is the free image's
+    np.testing.assert_allclose(got[..., :3], np.broadcast_to(free[..., :3].mean((0, 1)), (*size, 3)), atol=1e-6)
+    np.testing.assert_array_equal(got[..., 3], free[..., 3])
+    assert free[..., :3].std((0, 1)).min() > 0.01  # so the test above is not trivially met
+    # the views' backgrounds stay textured: solid is the object's colour, not theirs
+    to_input = par.InputMap.of(vgg.spec)
+    back = np.asarray(par.background(p, jax.random.key(1), (64, 64), to_input, contrast=1.0))
+    np.testing.assert_array_equal(back, np.asarray(par.background(with_alpha, jax.random.key(1), (64, 64), to_input,
+                                                                   contrast=1.0)))
+    with pytest.raises(par.ParameterizationError, match="add alpha"):
+        par.Parameterization(solid=True)
+    # it starts from a colour of its own seed, the same in either basis, and not mid grey
+    starts = []
+    for basis in ("pixels", "fourier(1.5)"):
+        q = par.parse(f"{basis}+sigmoid+solid")
+        t = np.stack([np.asarray(par.basis_image(q, q.init(jax.random.key(k), size, 0.0, 1.5), size, 1.5))
+                      for k in range(64)])
+        np.testing.assert_allclose(t, np.broadcast_to(t[:, :1, :1], t.shape), atol=1e-5)  # flat, opacity 0.5
+        starts.append(t[:, 0, 0])
+    np.testing.assert_allclose(starts[0], starts[1], atol=1e-4)
+    assert np.all(starts[0][:, 3] == 0) and 1.0 < starts[0][:, :3].std() < 2.0
+    assert np.abs(starts[0][:, :3]).max(1).min() > 0.1  # no seed starts near grey in every channel
+    # the colour still learns: 20 steps raise the score of a solid image
+    eng = engine.Engine(vgg, [obj.make_term("score", vgg)], optimizer=engine.Optimizer("adam"), steps=20,
+                        parameterization=par.fourier() + par.sigmoid() + par.solid())
+    result = eng.run(engine.Sweep(targets=[1], lrs=[0.2], losses=[{"score": 1.0}], init_scales=[0.1], seeds=[0]),
+                     progress=False)
+    start, _ = vgg.apply(vgg.params, jnp.asarray(result.snapshots[0]))
+    end, _ = vgg.apply(vgg.params, jnp.asarray(result.images))
+    assert float(end[0, 1]) > float(start[0, 1]) + 0.5, (start[0, 1], end[0, 1])
+    image = np.asarray(par.from_input(to_input, jnp.asarray(result.images[0])))
+    assert 0.02 < image.std() and np.isfinite(image).all()  # something is drawn over the grey
+
+
+def numpy_box_start(size, boxes, lift):
+    """boxstart's opacity lift by its formula: ``lift`` times a smoothstep of (1 - r) / BOX_START_EDGE, r
+    the radius relative to the ellipse inscribed in each box, the largest over the boxes."""
+    ys, xs = np.mgrid[0:size[0], 0:size[1]] + 0.5
+    out = np.zeros(size)
+    for x1, y1, x2, y2 in boxes:
+        r = np.hypot((xs - (x1 + x2) / 2) / ((x2 - x1) / 2), (ys - (y1 + y2) / 2) / ((y2 - y1) / 2))
+        u = np.clip((1 - r) / par.BOX_START_EDGE, 0, 1)
+        out = np.maximum(out, u * u * (3 - 2 * u))
+    return lift * out
+
+
+def test_box_start_makes_the_start_opaque_in_the_target_boxes_and_nowhere_else():
+    size, decay = (40, 48), 1.5
+    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha+solid+boxstart(0.9)")
+    assert p.alpha and p.box_start == 0.9 and par.parse(p.name) == p and "boxstart(0.9)" in p.name
+    boxes = np.asarray([[4, 6, 24, 30], [30, 10, 46, 20], [0, 0, 8, 8]], np.float32)
+    valid = np.asarray([True, True, False])  # the third is padding: it adds nothing
+    lift = np.asarray(par.opacity_start(p, boxes, valid, size, decay))
+    assert lift.shape == p.variable_shape(size)
+    basis = np.asarray(par.basis_image(p, jnp.asarray(lift), size, decay))
+    np.testing.assert_allclose(basis[..., :3], 0.0, atol=1e-5)  # the colours are left alone
+    np.testing.assert_allclose(basis[..., 3], numpy_box_start(size, boxes[:2], np.log(9.0)), atol=1e-4)
+    alpha = np.asarray(par.rgb_image(p, jnp.asarray(lift), size, decay))[..., 3]
+    assert abs(alpha[18, 14] - 0.9) < 1e-4 and abs(alpha[15, 38] - 0.9) < 1e-4  # the boxes' centres
+    assert abs(alpha[38, 2] - 0.5) < 1e-4 and abs(alpha[3, 3] - 0.5) < 1e-4  # outside, and the padding box
+    # in pixels with a clip range the lift is the opacity's own difference
+    q = par.parse("pixels+clip+alpha+boxstart(0.7)")
+    got = np.asarray(par.opacity_start(q, boxes, valid, size))
+    np.testing.assert_allclose(got[..., 3], numpy_box_start(size, boxes[:2], 0.2), atol=1e-6)
+    assert not got[..., :3].any()
+    # without it nothing is added
+    assert not np.asarray(par.opacity_start(par.parse("fourier+sigmoid+alpha"), boxes, valid, size)).any()
+    for text, match in [("fourier+sigmoid+boxstart(1)", r"in \(0, 1\)"),
+                        ("fourier+sigmoid+boxstart(0)", r"in \(0, 1\)"),
+                        ("fourier+sigmoid+boxstart(x)", "not a number")]:
+        with pytest.raises(par.ParameterizationError, match=match):
+            par.parse(text)
+
+
+def test_the_engine_starts_a_box_start_image_opaque_at_each_points_target_box():
+    from jaxvis.engine import core
+    from tiny import tiny_ssd
+
+    ssd = tiny_ssd(0)
+    p = par.fourier(1.5) + par.sigmoid() + par.box_start(0.9)
+    terms = [obj.make_term("multibox", ssd), obj.make_term("opacity", ssd)]
+    eng = engine.Engine(ssd, terms, optimizer=engine.Optimizer("adam"), steps=2, parameterization=p)
+    boxes = [[[75, 75, 225, 225]], [[0, 150, 100, 300], [200, 0, 300, 60]]]
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"multibox": 1.0, "opacity": 0.5}], init_scales=[0.0],
+                         seeds=[0], boxes=boxes)
+    pts = jax.tree.map(jnp.asarray, sweep.arrays(eng.term_names))
+    v = core.init_chunk(eng.config, pts)[0]
+    for i, sets in enumerate(boxes):
+        pi = jax.tree.map(lambda a: a[i], pts)
+        alpha = np.asarray(core.render(eng.config, v[i], pi))[..., 3]
+        want = 1 / (1 + np.exp(-numpy_box_start((300, 300), sets, np.log(9.0))))
+        np.testing.assert_allclose(alpha, want, atol=1e-4)
+    result = eng.run(sweep, progress=False)
+    assert result.images.shape == (2, 300, 300, 3) and np.all(result.diverged_step == -1)
+
+
 def test_random_backgrounds_are_keyed_valid_and_range_from_flat_to_textured():
     size = (32, 32)
     p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")

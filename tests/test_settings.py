@@ -192,7 +192,8 @@ def test_feature_vis_config_runs_from_the_launcher(tmp_path):
     assert sorted({r["target"] for r in records}) == list(range(6))
     lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25  # the shapes models' network-input values of black and white
     assert images.min() > lo and images.max() < hi  # a sigmoid image lies inside the valid range
-    for arg in ("shapes_ssd", "shapes_ssd_lab", "shapes_ssd_standard", "lab", "maco", "lucid", "ssd300"):
+    for arg in ("shapes_ssd", "shapes_ssd_free", "shapes_ssd_lab", "shapes_ssd_standard", "lab", "maco", "lucid",
+                "ssd300"):
         config = importlib.util.spec_from_file_location("fv", os.path.join(ROOT, "experiments/configs/feature_vis.py"))
         module = importlib.util.module_from_spec(config)
         config.loader.exec_module(module)

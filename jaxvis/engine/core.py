@@ -156,7 +156,9 @@ def init_chunk(cfg: EngineConfig, pts):
     lo, hi = _bounds(cfg)
 
     def init(p):
-        v0 = cfg.parameterization.init(jax.random.key(p["seed"]), (h, w), p["init"])
+        v0 = cfg.parameterization.init(jax.random.key(p["seed"]), (h, w), p["init"], p.get("decay"))
+        if cfg.parameterization.box_start:  # opaque at the start inside the target boxes
+            v0 = v0 + par.opacity_start(cfg.parameterization, p["boxes"], p["box_valid"], (h, w), p.get("decay"))
         if "start_image" in p:  # from the point's image, plus noise of its init scale (MACO: its phase alone)
             start = par.variable_for(cfg.parameterization, p["start_image"], (h, w), cfg.to_input, p.get("decay"))
             v0 = start + (v0 if cfg.parameterization.basis != "maco" else 0.0)
