@@ -177,7 +177,9 @@ triangles 38 %, touching the crop's edges).
 ``shapes_ssd_lab``: the lab's three detector objectives side by side with the shapes_ssd recipe's detector,
 image and transforms, one seed, each with the opacity penalty: the biggest default box's class score with
 the localisation of that box on the target, the class score over all default boxes, and MultiBox (36
-points, about 4 min).
+points, about 8 min). Judge reads of 6 and images with p >= 0.9 of 6, 40 px box / quarter: biggest box +
+localisation 1 / 2 and 3 / 6 (large silhouettes across the box and beyond it); all boxes 1 / 1 and 0 / 0
+(discs tiled over the image); MultiBox 4 / 5 and 6 / 6 (one silhouette in the box).
 
 ``lab``: the lab's plain loss for comparison: -score + mean(x^2) on the pixels, SGD at lr 1 for 200
 steps from faint noise, every class x 4 seeds.
