@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from absl import app, flags
 
+from jaxvis import evaluate as ev
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("variants", None, "JSON file: variant name -> list of launcher flags.")
 flags.DEFINE_string("config", "experiments/configs/feature_vis.py:shapes_ssd", "The study config every variant "
@@ -53,7 +55,8 @@ def run_variant(out: str, name: str, variant_flags: list[str], env: dict) -> tup
     start = time.time()
     with open(os.path.join(out, f"{name}.log"), "w") as log:
         run = ["timeout", str(FLAGS.timeout), sys.executable, "-m", "experiments.class_model", "--config", FLAGS.config,
-               *shlex.split(FLAGS.flags), *variant_flags, "--out", folder, "--noprogress", "--nopngs", "--nocheck_space"]
+               *shlex.split(FLAGS.flags), *variant_flags, "--out", folder, "--noprogress", "--nopngs",
+               "--nocheck_space"]
         rc = subprocess.call(run, stdout=log, stderr=subprocess.STDOUT, env=env)
         seconds = time.time() - start
         if rc == 0:
@@ -61,38 +64,6 @@ def run_variant(out: str, name: str, variant_flags: list[str], env: dict) -> tup
                                   folder + "_eval", "--threshold", str(FLAGS.threshold), "--seeds_shown", "2",
                                   "--cell", "64"], stdout=log, stderr=subprocess.STDOUT, env=env)
     return name, rc, seconds
-
-
-def block_counts(rows: list[dict], threshold: float) -> tuple[int, int]:
-    """(classes whose every image reaches ``threshold``, classes the judge reads on at least half their
-    images) among verdict lines."""
-    classes = dict.fromkeys(r["target"] for r in rows)
-    sure = sum(all(r["own_prob"] >= threshold for r in rows if r["target"] == c) for c in classes)
-    read = sum(2 * sum(r["agrees"] for r in rows if r["target"] == c) >= sum(r["target"] == c for r in rows)
-               for c in classes)
-    return sure, read
-
-
-def summarise(verdict_lines: list[dict], block: int, threshold: float, min_sure: int, min_read: int) -> list[str]:
-    """One line per group of verdicts (``experiments.evaluate``'s verdicts.jsonl lines)."""
-    lines = []
-    for group in dict.fromkeys(r["group"] for r in verdict_lines):
-        rows = [r for r in verdict_lines if r["group"] == group]
-        seeds = sorted({r["seed"] for r in rows})
-        blocks = [seeds[i:i + block] for i in range(0, len(seeds) - block + 1, block)]
-        cells, met = [], 0
-        for seeds_of_block in blocks:
-            sure, read = block_counts([r for r in rows if r["seed"] in seeds_of_block], threshold)
-            ok = sure >= min_sure and read >= min_read
-            met += ok
-            cells.append(f"{sure}/{read}{'*' if ok else ''}")
-        classes = dict.fromkeys(r["target"] for r in rows)
-        per_class = " ".join(f"{c}:{sum(r['own_prob'] >= threshold for r in rows if r['target'] == c)}/"
-                             f"{sum(r['agrees'] for r in rows if r['target'] == c)}" for c in classes)
-        lines.append(f"{group}: p>={threshold:g} {sum(r['own_prob'] >= threshold for r in rows)}/{len(rows)}, judge "
-                     f"{sum(r['agrees'] for r in rows)}/{len(rows)}; blocks of {block} seeds (sure/read) "
-                     f"{' '.join(cells)}: {met}/{len(blocks)} met; per class (sure/read images) {per_class}")
-    return lines
 
 
 def main(argv):
@@ -117,8 +88,8 @@ def main(argv):
             text.append(f"no verdicts: see {os.path.join(FLAGS.out, name + '.log')}")
             continue
         with open(path) as f:
-            text += summarise([json.loads(line) for line in f if line.strip()], FLAGS.block, FLAGS.threshold,
-                              FLAGS.min_sure, FLAGS.min_read)
+            lines = [json.loads(line) for line in f if line.strip()]
+        text += ev.seed_blocks(lines, FLAGS.block, FLAGS.threshold, FLAGS.min_sure, FLAGS.min_read)
     with open(os.path.join(FLAGS.out, "summary.txt"), "w") as f:
         f.write("\n".join(text) + "\n")
     print("\n".join(text))

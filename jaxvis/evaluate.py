@@ -16,7 +16,8 @@ target by class name, so it may list its classes in another order (a detector's 
 not a class here).
 
 ``run_verdicts`` reads a run directory (``images.npy`` and ``results.jsonl``, as ``jaxvis.sweeps.run``
-writes them); ``summary`` counts per class and in all; ``table`` prints it as a Markdown table.
+writes them); ``summary`` counts per class and in all; ``table`` prints it as a Markdown table;
+``seed_blocks`` counts the classes sure and read per block of seeds (``experiments.recipe_search``).
 """
 
 from __future__ import annotations
@@ -233,3 +234,39 @@ def table(rows: dict[str, Summary]) -> str:
                   f"{s.classes_read}/{len(s.per_class)} / {s.classes_confident}/{len(s.per_class)}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def block_counts(rows: list[dict], threshold: float) -> tuple[int, int]:
+    """(classes whose every image reaches ``threshold``, classes the judge reads on at least half their
+    images) among verdict lines."""
+    classes = dict.fromkeys(r["target"] for r in rows)
+    sure = sum(all(r["own_prob"] >= threshold for r in rows if r["target"] == c) for c in classes)
+    read = sum(2 * sum(r["agrees"] for r in rows if r["target"] == c) >= sum(r["target"] == c for r in rows)
+               for c in classes)
+    return sure, read
+
+
+def seed_blocks(verdict_lines: list[dict], block: int, threshold: float, min_sure: int, min_read: int) -> list[str]:
+    """One line per group of verdict lines (as ``experiments.evaluate`` writes them to verdicts.jsonl): images
+    sure and read, then per block of ``block`` seeds (0-1, 2-3, ... for 2; a last block short of seeds is left
+    out) the classes sure / read (``block_counts``), starred where they reach ``min_sure`` and ``min_read``,
+    how many blocks are, and per class the images sure / read. A block is what one run of a recipe with that
+    many seeds shows."""
+    lines = []
+    for group in dict.fromkeys(r["group"] for r in verdict_lines):
+        rows = [r for r in verdict_lines if r["group"] == group]
+        seeds = sorted({r["seed"] for r in rows})
+        blocks = [seeds[i:i + block] for i in range(0, len(seeds) - block + 1, block)]
+        cells, met = [], 0
+        for seeds_of_block in blocks:
+            sure, read = block_counts([r for r in rows if r["seed"] in seeds_of_block], threshold)
+            ok = sure >= min_sure and read >= min_read
+            met += ok
+            cells.append(f"{sure}/{read}{'*' if ok else ''}")
+        classes = dict.fromkeys(r["target"] for r in rows)
+        per_class = " ".join(f"{c}:{sum(r['own_prob'] >= threshold for r in rows if r['target'] == c)}/"
+                             f"{sum(r['agrees'] for r in rows if r['target'] == c)}" for c in classes)
+        lines.append(f"{group}: p>={threshold:g} {sum(r['own_prob'] >= threshold for r in rows)}/{len(rows)}, judge "
+                     f"{sum(r['agrees'] for r in rows)}/{len(rows)}; blocks of {block} seeds (sure/read) "
+                     f"{' '.join(cells)}: {met}/{len(blocks)} met; per class (sure/read images) {per_class}")
+    return lines

@@ -198,9 +198,7 @@ def _verdict_line(group, target, seed, own_prob, agrees):
     return {"group": group, "target": target, "seed": seed, "own_prob": own_prob, "agrees": agrees}
 
 
-def test_recipe_search_counts_sure_and_read_classes_per_block_of_seeds():
-    from experiments.recipe_search import block_counts, summarise
-
+def test_seed_blocks_count_sure_and_read_classes_per_block_of_seeds():
     lines = []
     for seed in range(4):
         for c, target in enumerate(("circle", "square", "star")):
@@ -210,19 +208,19 @@ def test_recipe_search_counts_sure_and_read_classes_per_block_of_seeds():
             lines.append(_verdict_line("g", target, seed, own, agrees))
     lines.append(_verdict_line("h", "circle", 0, 0.99, True))
     lines.append(_verdict_line("h", "circle", 1, 0.2, False))
-    assert block_counts([r for r in lines if r["group"] == "g" and r["seed"] < 2], 0.9) == (3, 3)
-    assert block_counts([r for r in lines if r["group"] == "g" and r["seed"] >= 2], 0.9) == (2, 2)
+    assert ev.block_counts([r for r in lines if r["group"] == "g" and r["seed"] < 2], 0.9) == (3, 3)
+    assert ev.block_counts([r for r in lines if r["group"] == "g" and r["seed"] >= 2], 0.9) == (2, 2)
     # a class is read when the judge agrees on half its images: one of two counts
-    assert block_counts([r for r in lines if r["group"] == "h"], 0.9) == (0, 1)
-    g, h = summarise(lines, block=2, threshold=0.9, min_sure=3, min_read=3)
+    assert ev.block_counts([r for r in lines if r["group"] == "h"], 0.9) == (0, 1)
+    g, h = ev.seed_blocks(lines, block=2, threshold=0.9, min_sure=3, min_read=3)
     assert g.startswith("g: p>=0.9 11/12, judge 10/12") and "3/3* 2/2: 1/2 met" in g
     assert "circle:4/4 square:3/4 star:4/2" in g
     assert h.startswith("h: p>=0.9 1/2, judge 1/2") and "0/1: 0/1 met" in h
     # a block of four seeds takes them all (the star read on 2 of 4: read); a last block short of seeds is left out
-    assert "2/3: 0/1 met" in summarise(lines, block=4, threshold=0.9, min_sure=3, min_read=3)[0]
-    assert "3/3* 2/2: 1/2 met" in summarise(lines, block=2, threshold=0.9, min_sure=3, min_read=3)[0]
-    assert ": 1/1 met" in summarise([r for r in lines if r["seed"] < 3], block=2, threshold=0.9, min_sure=3,
-                                    min_read=3)[0]
+    assert "2/3: 0/1 met" in ev.seed_blocks(lines, block=4, threshold=0.9, min_sure=3, min_read=3)[0]
+    assert "3/3* 2/2: 1/2 met" in ev.seed_blocks(lines, block=2, threshold=0.9, min_sure=3, min_read=3)[0]
+    three_seeds = [r for r in lines if r["seed"] < 3]
+    assert ": 1/1 met" in ev.seed_blocks(three_seeds, block=2, threshold=0.9, min_sure=3, min_read=3)[0]
 
 
 @pytest.mark.slow
