@@ -236,14 +236,16 @@ def table(rows: dict[str, Summary]) -> str:
     return "\n".join(lines)
 
 
-def block_counts(rows: list[dict], threshold: float) -> tuple[int, int]:
-    """(classes whose every image reaches ``threshold``, classes the judge reads on at least half their
-    images) among verdict lines."""
-    classes = dict.fromkeys(r["target"] for r in rows)
-    sure = sum(all(r["own_prob"] >= threshold for r in rows if r["target"] == c) for c in classes)
-    read = sum(2 * sum(r["agrees"] for r in rows if r["target"] == c) >= sum(r["target"] == c for r in rows)
-               for c in classes)
-    return sure, read
+def _verdicts_of(lines: list[dict]) -> list[Verdict]:
+    """Verdict lines (as ``experiments.evaluate`` writes them to verdicts.jsonl) back as verdicts."""
+    return [Verdict(r["index"], r["target"], r["judge_says"], r["judge_prob"], r["own_prob"], r["seed"]) for r in lines]
+
+
+def block_counts(lines: list[dict], threshold: float) -> tuple[int, int]:
+    """(classes sure, classes read) among verdict lines: ``Summary.classes_confident`` and
+    ``Summary.classes_read``."""
+    s = summary(_verdicts_of(lines), threshold)
+    return s.classes_confident, s.classes_read
 
 
 def seed_blocks(verdict_lines: list[dict], block: int, threshold: float, min_sure: int, min_read: int) -> list[str]:
@@ -263,10 +265,9 @@ def seed_blocks(verdict_lines: list[dict], block: int, threshold: float, min_sur
             ok = sure >= min_sure and read >= min_read
             met += ok
             cells.append(f"{sure}/{read}{'*' if ok else ''}")
-        classes = dict.fromkeys(r["target"] for r in rows)
-        per_class = " ".join(f"{c}:{sum(r['own_prob'] >= threshold for r in rows if r['target'] == c)}/"
-                             f"{sum(r['agrees'] for r in rows if r['target'] == c)}" for c in classes)
-        lines.append(f"{group}: p>={threshold:g} {sum(r['own_prob'] >= threshold for r in rows)}/{len(rows)}, judge "
-                     f"{sum(r['agrees'] for r in rows)}/{len(rows)}; blocks of {block} seeds (sure/read) "
-                     f"{' '.join(cells)}: {met}/{len(blocks)} met; per class (sure/read images) {per_class}")
+        s = summary(_verdicts_of(rows), threshold)
+        per_class = " ".join(f"{c}:{conf}/{agree}" for c, (agree, _, _, conf) in s.per_class.items())
+        lines.append(f"{group}: p>={threshold:g} {s.confident}/{s.total}, judge {s.agree}/{s.total}; blocks of "
+                     f"{block} seeds (sure/read) {' '.join(cells)}: {met}/{len(blocks)} met; per class (sure/read "
+                     f"images) {per_class}")
     return lines

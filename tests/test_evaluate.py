@@ -195,7 +195,9 @@ def test_points_are_grouped_by_the_axes_other_than_target_and_seed():
 
 
 def _verdict_line(group, target, seed, own_prob, agrees):
-    return {"group": group, "target": target, "seed": seed, "own_prob": own_prob, "agrees": agrees}
+    """A line of verdicts.jsonl as experiments.evaluate writes it."""
+    return {"run": "r", "group": group, "index": 0, "target": target, "seed": seed,
+            "judge_says": target if agrees else "ring", "judge_prob": 0.5, "own_prob": own_prob, "agrees": agrees}
 
 
 def test_seed_blocks_count_sure_and_read_classes_per_block_of_seeds():
