@@ -23,6 +23,7 @@ from absl import app, flags
 from converters import checkpoint as ckpt
 from converters import ssd as ssd_remap
 from converters import vgg as vgg_remap
+from experiments._launch import quiet_logs
 from jaxvis.models import ARCHS as _ARCHS
 from jaxvis.params import ParamsFileError
 
@@ -102,6 +103,7 @@ def _verify(out: str, arch: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs()  # JAX's backend-probe INFO lines stay hidden, as in the launchers (--verbosity=0 shows them)
     start = time.time()
     try:
         convert(FLAGS.arch, FLAGS.checkpoint, FLAGS.out, allow_download=FLAGS.download,

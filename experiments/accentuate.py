@@ -43,23 +43,23 @@ def start_images(model, seed: int):
 def run(out: str, steps: int, pulls, lr: float, seed: int, transforms: str) -> dict:
     import jax
     import numpy as np
+    import optax
 
     import jaxvis
     from jaxvis import assets, engine, evaluate, render
     from jaxvis import objectives as obj
-    from jaxvis import parameterizations as par
-    from jaxvis import transforms as tfm
+    from jaxvis import cli
 
     model = jaxvis.load(assets.path("classifier"))
     judge = jaxvis.load(assets.path("judge"))
     starts, pictures = start_images(model, seed)
     n = len(model.spec.labels)
     objective = obj.score() + obj.l2_start()
-    sweep = engine.Sweep(targets=list(range(n)), lrs=[lr], losses=[objective], weights={"l2_start": list(pulls)},
+    sweep = engine.Sweep(targets=list(range(n)), lrs=[lr], losses=[objective], weights={obj.l2_start(): list(pulls)},
                          init_scales=[0.0], starts=starts)
-    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, optimizer=engine.Optimizer("adam"),
-                        parameterization=par.parse("fourier(1.5)+decorrelated+sigmoid", model),
-                        transforms=tfm.parse(transforms))
+    eng = engine.Engine(model, sweep.terms, steps=steps, optimizer=engine.Optimizer(optax.adam),
+                        parameterization=cli.parameterization("fourier(1.5)+decorrelated+sigmoid", model),
+                        transforms=cli.transforms(transforms))
     result = eng.run(sweep, progress=None)
     points = sweep.point_axes()
     shown = evaluate.pictures(model, result.images)

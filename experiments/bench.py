@@ -114,10 +114,10 @@ def grid_of(workload: str, model):
     shapes_grid is a sweep of the shipped classifier as a user runs one: its six classes x the learning
     rates x seeds of the starting noise (std 0.1); the first --grid_points of its 72 points in grid order
     (classes outermost, seeds fastest). The others: --points/2 categories x the learning rates, from zeros."""
-    from jaxvis import engine
+    from jaxvis import engine, objectives as O
 
     detector = model.spec.is_detector
-    losses = [{"multibox": 1.0}] if detector else [{"score": 1.0, "sq": LAM}]
+    losses = [O.multibox()] if detector else [O.score() + LAM * O.sq()]
     h, w = model.spec.input_size
     if workload == "shapes_grid":
         sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=LRS, losses=losses, init_scales=[GRID_INIT],
@@ -258,7 +258,7 @@ def engine_side(model, steps: int, compute_dtype: str = "float32", workload: str
 
     h, w = model.spec.input_size
     sweep, n = grid_of(workload, model)
-    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, compute_dtype=compute_dtype,
+    eng = engine.Engine(model, sweep.terms, steps=steps, compute_dtype=compute_dtype,
                         loop=FLAGS.loop)
     points = {k: v[:n] for k, v in sweep.arrays(eng.term_names).items()}
     size = FLAGS.chunk or eng.chunk_size(n)  # the engine's own choice unless --chunk says
@@ -453,14 +453,14 @@ def feature_vis_engine_side(model):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxvis import engine, evaluate
-    from jaxvis import parameterizations as par
-    from jaxvis import transforms as tfm
+    import optax
 
-    sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=[FV_LR], losses=[{"score": 1.0}],
+    from jaxvis import cli, engine, evaluate, objectives as O
+
+    sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=[FV_LR], losses=[O.score()],
                          init_scales=[FV_INIT], seeds=range(FV_SEEDS))
-    eng = engine.Engine(model, engine.terms_for(model, sweep), optimizer=engine.Optimizer("adam"), steps=FLAGS.fv_steps,
-                        parameterization=par.parse(FV_PARAMETERIZATION, model), transforms=tfm.parse(LUCENT_TRANSFORMS),
+    eng = engine.Engine(model, sweep.terms, optimizer=engine.Optimizer(optax.adam), steps=FLAGS.fv_steps,
+                        parameterization=cli.parameterization(FV_PARAMETERIZATION, model), transforms=cli.transforms(LUCENT_TRANSFORMS),
                         loop=FLAGS.loop)
     points = sweep.arrays(eng.term_names)
     n = sweep.size
@@ -813,11 +813,11 @@ def child(workload: str) -> dict:
 def first_step_child(path: str) -> dict:
     """From this process's start: load a converted VGG16 and finish its first engine step."""
     import jaxvis
-    from jaxvis import engine
+    from jaxvis import engine, objectives as O
 
     model = jaxvis.load(path)
-    sweep = engine.Sweep(targets=[1], lrs=[1.0], losses=[{"score": 1.0, "sq": LAM}])
-    engine.Engine(model, engine.terms_for(model, sweep), steps=1).run(sweep, chunk_size=1, progress=False)
+    sweep = engine.Sweep(targets=[1], lrs=[1.0], losses=[O.score() + LAM * O.sq()])
+    engine.Engine(model, sweep.terms, steps=1).run(sweep, chunk_size=1, progress=False)
     return {"first_step_done": time.time()}
 
 

@@ -1,6 +1,6 @@
 r"""Class-model visualisation sweeps (Simonyan et al. 2013, section 2): gradient ascent on the image.
 
-  python -m experiments.class_model --model vgg16 --params vgg16.safetensors --categories goose,horse \
+  python -m experiments.class_model --model vgg16 --params vgg16.safetensors --categories goose,sorrel \
       --lrs 0.1,1,10 --steps 200 --penalty sq=1 --out runs/x
   python -m experiments.class_model --config experiments/configs/vgg_goose.py --params vgg16.safetensors \
       --out runs/goose

@@ -89,16 +89,16 @@ else
 import sys, time
 import jax, numpy as np
 from experiments.bench import _random_model
-from jaxvis import engine, models
+from jaxvis import engine, models, objectives
 
 size, points = int(sys.argv[1]), int(sys.argv[2])
 # XLA's convolutions on both sides (on GPUs they are the only ones), so that the two runs do the same
 # arithmetic and only the partitioning differs.
 model = _random_model(models.arch_spec("vgg16").replace(input_size=(size, size))).with_conv_backend("xla")
-sweep = engine.Sweep(targets=list(range(points // 2)), lrs=[0.5, 1.0], losses=[{"score": 1.0, "sq": 1.0}])
+sweep = engine.Sweep(targets=list(range(points // 2)), lrs=[0.5, 1.0], losses=[objectives.score() + objectives.sq()])
 out = {}
 for n in (1, len(jax.devices())):
-    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=5, devices=jax.devices()[:n])
+    eng = engine.Engine(model, sweep, steps=5, devices=jax.devices()[:n])
     eng.run(sweep, chunk_size=points, progress=False)  # compile
     times = []
     for _ in range(3):

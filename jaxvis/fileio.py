@@ -18,6 +18,26 @@ def sha256(path: str, chunk: int = 2**22) -> str:
     return h.hexdigest()
 
 
+def sha256_arrays(tree) -> str:
+    """Hex sha256 of a nested dict of arrays (a parameter tree): every leaf's path, dtype, shape and bytes,
+    in sorted key order, so that equal parameters give equal digests however they were loaded."""
+    import numpy as np
+
+    h = hashlib.sha256()
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key in sorted(node):
+                walk(node[key], f"{path}/{key}")
+        else:
+            a = np.ascontiguousarray(np.asarray(node))
+            h.update(f"{path}:{a.dtype}:{a.shape};".encode())
+            h.update(a.tobytes())
+
+    walk(tree, "")
+    return h.hexdigest()
+
+
 def atomic_write(path: str, write, sync: bool = True) -> None:
     """Calls ``write(file)`` on a temporary file in the same folder, then renames it to ``path``: after a
     crash at any point, ``path`` holds either its old content or the complete new one. ``sync`` forces

@@ -1,4 +1,5 @@
-"""Reading images from files, with one clear message for each way a file can be wrong.
+"""Image files: reading them with one clear message for each way a file can be wrong, writing PNGs, safe
+file names and the saliency colour ramp (helpers that know nothing of the engine or the report).
 
 ``load_image`` returns RGB float32 in [0, 1]. Grayscale, palette, RGBA and 16-bit images are converted
 (and ``notes`` says how); missing, empty, truncated, non-image and oversized files are refused.
@@ -7,9 +8,12 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import numpy as np
+
+from jaxvis.fileio import atomic_write
 
 MAX_PIXELS = 50_000_000
 
@@ -84,3 +88,32 @@ def load_image(path: str, max_pixels: int = MAX_PIXELS, notes: list[str] | None 
         notes.append(f"{name} has mode {mode}; converted to RGB.")
         image = image.convert("RGB")
     return np.asarray(image, np.float32) / 255.0
+
+
+def safe_name(text: str, limit: int = 60) -> str:
+    """A file-name-safe version of a label or user string: letters, digits, ``-``, ``_`` and ``.`` only,
+    no leading dot, never empty ("traffic light" -> "traffic_light", "N/A" -> "N_A", "../x" -> "x")."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    name = re.sub(r"_+", "_", name)[:limit].strip("._")
+    return name or "_"
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+    """Writes a uint8 image as a PNG, whole or not at all."""
+    from PIL import Image
+
+    atomic_write(path, lambda f: Image.fromarray(np.asarray(image)).save(f, format="PNG"), sync=False)
+
+
+# A perceptually ordered colour ramp (black - purple - red - orange - yellow - white), sampled at 6 knots.
+_RAMP = np.array([[0, 0, 0], [60, 15, 110], [170, 30, 90], [235, 90, 30], [250, 200, 40], [255, 255, 230]], np.float64)
+
+
+def colourise(saliency_map: np.ndarray) -> np.ndarray:
+    """(H, W) map -> uint8 RGB heat map, scaled between the map's minimum and its 99.5th percentile."""
+    m = np.asarray(saliency_map, np.float64)
+    lo, hi = float(m.min()), float(np.percentile(m, 99.5))
+    t = np.clip((m - lo) / max(hi - lo, 1e-12), 0, 1) * (len(_RAMP) - 1)
+    i = np.minimum(t.astype(int), len(_RAMP) - 2)
+    f = (t - i)[..., None]
+    return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5).astype(np.uint8)

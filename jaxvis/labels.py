@@ -59,3 +59,10 @@ def resolve(categories, labels) -> list[int]:
             "; give a class name of the model or an index."
         raise CategoryError(f"unknown category {text!r}{hint}")
     return out
+
+
+def loss_label(loss: dict[str, float]) -> str:
+    """A weighted sum of named terms as text: ``score+sq`` for unit weights, ``score+0.1*sq`` otherwise,
+    ``score-0.5*tv`` for a negative weight (an objective's name, and the label of a run's loss axis)."""
+    parts = [name if w == 1 else f"{w:g}*{name}" for name, w in loss.items()]
+    return "+".join(parts).replace("+-", "-") if parts else "0"

@@ -24,13 +24,13 @@ For detections:
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvis import saliency as sal
+from jaxvis.model import cached_on_model
 
 
 @dataclasses.dataclass
@@ -67,7 +67,7 @@ def _perturbation(x, saliency_map, mode: str, steps: int, sigma: float):
     return counts / (h * w), image
 
 
-@functools.lru_cache(maxsize=32)
+@cached_on_model
 def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma: float, batch: int):
     @jax.jit
     def run(params, x, saliency_map, target):
@@ -152,7 +152,7 @@ def instance_specificity(saliency_map, own_box, other_boxes) -> dict[str, float]
             "other_max": top}
 
 
-@functools.lru_cache(maxsize=32)
+@cached_on_model
 def _detection_perturbation_fn(model, mode: str, steps: int, sigma: float, batch: int):
     @jax.jit
     def run(params, x, saliency_map, target):

@@ -17,6 +17,23 @@ from jaxvis import boxes as bx, detect as det, models, multibox, params as param
 from jaxvis.spec import ModelSpec
 
 
+def cached_on_model(fn):
+    """Memoises ``fn(model, *args)`` (hashable ``args``) on the model itself: what it makes (a compiled program,
+    shapes) lives as long as the model does. A module-level cache keyed on models would keep every model it
+    saw, with its parameters, alive. ``fn.forget(model)`` drops the model's entries of ``fn``."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def cached(model, *args):
+        store = model.__dict__.setdefault("_cached", {}).setdefault(name, {})
+        if args not in store:
+            store[args] = fn(model, *args)
+        return store[args]
+
+    cached.forget = lambda model: model.__dict__.get("_cached", {}).pop(name, None)
+    return cached
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
     """A model ready to use.

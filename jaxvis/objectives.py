@@ -35,31 +35,34 @@ channel as it is reported, over its backdrop, and its opacity), and the grid poi
 given) 1/S_c would have the wrong slope (or a pole at 0), so the term continues as its tangent line at
 eps, which falls as S_c rises with slope -1/eps^2: for eps = 1 it acts like ``score`` there.
 
-**Objectives as values.** ``score()``, ``log_prob()``, ``inv_score()``, ``channel(layer)``,
-``neuron(layer, position=(row, col))``, ``direction(layer, vector)``, ``sq()``, ``l2()``, ``tv()``,
-``l2_to(image)``, ``l2_start()``, ``opacity()``, ``opacity_outside()``, ``head(k)`` (and the detector terms
-by name: ``term("multibox")``) are ``Objective`` values: they add, scale by numbers and negate, ``score() +
-0.1 * sq()`` or ``channel("conv4_3", 7) + channel("conv5_1", 3)``, and know their name (``objective.name``:
-``score+0.1*sq``). The class or channel is the grid point's target (a sweep axis) unless one is given
-(``score(3)``, ``channel(layer, 7)``). An objective is a weighted sum of named terms: ``objective.loss`` is ``{term name: weight}``, a
-loss variant of a ``Sweep`` (``Sweep(losses=[objective])``), so its weights stay per-point numbers.
-Term names read back into terms (``channel:conv4_3[7]``, ``neuron:conv4_1@2,3``, ``score[3]``), which
-is how the launcher's ``--loss`` text names them.
+**Objectives as values.** Every term is a ``Term``: a name and a pure function of the ``Context``
+(``fn(ctx) -> scalar``), with what it needs declared beside it (which point target it reads, whether it
+is for classifiers or detectors, whether it needs target boxes or start images). The built-in terms are
+made the same way, by the functions below; a term a user writes is one more ``Term`` and needs no
+table to be registered in. Terms and ``Objective`` values add, scale by numbers and negate:
+``score() + 0.1 * sq()``, ``channel("conv4_3", 7) + channel("conv5_1", 3)``, or
+``score() + 0.5 * Term("centre", my_fn)``; an objective knows its name (``score+0.1*sq``). The class or
+channel is the grid point's target (a sweep axis) unless one is given (``score(3)``, ``channel(layer, 7)``).
+An objective is a loss variant of a ``Sweep`` (``Sweep(losses=[objective])``): its weights are per-point
+numbers, so an ablation over losses is one compiled program. Terms read the model they run on through
+``ctx.model`` (a detector's default boxes, its heads), so a term is not bound to a model. Text (the
+launcher's ``--loss score+0.1*sq``, names such as ``channel:conv4_3[7]``) is read into these values by
+``jaxvis.cli``, the command line's layer, and by nothing here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
-import re
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvis import boxes as bx
 from jaxvis import multibox as mb
+from jaxvis.labels import loss_label
 from jaxvis.parameterizations import Frozen
 
 
@@ -69,44 +72,140 @@ class ObjectiveError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What a term sees for one grid point. ``outputs`` and activations carry a batch axis of 1."""
+    """What a term sees for one grid point. ``outputs`` and activations carry a batch axis of 1.
+
+    Attributes:
+      outputs: the model's outputs: (1, classes) logits of a classifier; a detector's
+        ``{"cls_logits": (1, A, K), "bbox_regression": (1, A, 4)}``.
+      acts: the named activations, each (1, H, W, C) (or (1, C)); ``<layer>_pre`` before a ReLU.
+      x: (H, W, 3) the image in the network's input space (an image with opacity: as reported, over
+        its backdrop).
+      target: int scalar, the point's class or channel index.
+      boxes: (M, 4) target boxes in input pixels, as the view sees them (moved with its transforms).
+      box_valid: (M,) bool, which boxes are real (the rest pad).
+      start: (H, W, 3) the point's start image (a sweep over start images), or None.
+      alpha: (H, W) the image's opacity (the alpha parameterisation), or None.
+      image_boxes: (M, 4) the target boxes on the image itself (``boxes``: on the view), or None.
+      model: the ``jaxvis.Model`` the term runs on (its spec, a detector's ``anchors``, ``head_ends``,
+        ``loss_config``): static, read while the program is traced.
+    """
 
     outputs: Any
     acts: dict[str, jax.Array]
-    x: jax.Array            # (H, W, 3) image in the network's input space
-    target: jax.Array       # int scalar: class or channel index
-    boxes: jax.Array        # (M, 4) target boxes in input pixels (detectors)
-    box_valid: jax.Array    # (M,) bool
-    start: jax.Array | None = None  # (H, W, 3) the point's start image (a sweep over start images), or None
-    alpha: jax.Array | None = None  # (H, W) the image's opacity (the alpha parameterisation), or None
-    image_boxes: jax.Array | None = None  # (M, 4) the target boxes on the image itself (``boxes``: on the view)
+    x: jax.Array
+    target: jax.Array
+    boxes: jax.Array
+    box_valid: jax.Array
+    start: jax.Array | None = None
+    alpha: jax.Array | None = None
+    image_boxes: jax.Array | None = None
+    model: Any = None
 
 
 TermFn = Callable[[Context], jax.Array]
+"""A term's function: one grid point's ``Context`` -> a scalar the engine minimises."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Term:
-    """A named loss term; ``options`` are static (compiled in), the weight is a per-point number."""
+    """A named loss term: ``fn(ctx)`` is its value for one grid point (see ``Context``).
+
+    Its weight is not part of it: terms are summed with per-point weights (``Objective``, a ``Sweep``'s
+    losses), so ``Term`` values add and scale into objectives (``score() + 0.5 * Term("mine", fn)``).
+
+    Attributes:
+      name: the term's name (in loss labels, run records and weight-factor axes: ``w:<name>``).
+      fn: the function of the context.
+      options: the static options a built-in term was made with (its identity beside its name);
+        a user's term is identified by its function instead.
+      reads_class: the term reads ``ctx.target`` as a class index of the model.
+      channel_of: the layer whose channel ``ctx.target`` names, or None.
+      detector: True for detectors only, False for classifiers only, None for any model.
+      needs_boxes: the term reads the target boxes (a sweep must give a box in every set).
+      needs_start: the term reads the point's start image (a sweep must have start images).
+      check: ``check(model)`` raises ``ObjectiveError`` where the term does not fit ``model`` (a layer it
+        does not have), or None.
+    """
 
     name: str
-    fn: TermFn = dataclasses.field(compare=False)
+    fn: TermFn
     options: tuple = ()
+    reads_class: bool = False
+    channel_of: str | None = None
+    detector: bool | None = None
+    needs_boxes: bool = False
+    needs_start: bool = False
+    check: Callable[[Any], None] | None = None
+
+    def _identity(self) -> tuple[str, Hashable]:
+        return self.name, (self.options if self.options or self.fn in _PLAIN else self.fn)
+
+    def __eq__(self, other):
+        return isinstance(other, Term) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
+    def fits(self, model) -> None:
+        """Raise ``ObjectiveError`` where this term does not fit ``model``."""
+        detector = model.spec.is_detector
+        if self.detector is True and not detector:
+            raise ObjectiveError(f"term {self.name!r} is for detectors, and {model.spec.arch} is a classifier.")
+        if self.detector is False and detector:
+            raise ObjectiveError(f"term {self.name!r} is for classifiers, and {model.spec.arch} is a detector.")
+        if self.check is not None:
+            self.check(model)
+
+    def objective(self) -> "Objective":
+        """This term alone, weight 1."""
+        return Objective(((self, 1.0),))
+
+    def __add__(self, other):
+        return self.objective() + other
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self.objective() - other
+
+    def __rsub__(self, other):
+        return -self.objective() + other
+
+    def __neg__(self):
+        return -self.objective()
+
+    def __mul__(self, factor):
+        return self.objective() * factor
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor):
+        return self.objective() / divisor
+
+    def __repr__(self):
+        return f"Term({self.name})"
 
 
 def _logits(ctx: Context) -> jax.Array:
-    return ctx.outputs[0]  # make_term gives classifier terms to classifiers only
+    return ctx.outputs[0]  # classifier terms run on classifiers only (Term.detector)
 
 
-def score_term(ctx: Context) -> jax.Array:
+def _layer(ctx: Context, layer: str) -> jax.Array:
+    try:
+        return ctx.acts[layer][0]
+    except KeyError:
+        raise ObjectiveError(f"no activation named {layer!r}; the model has {', '.join(sorted(ctx.acts))}") from None
+
+
+def score_fn(ctx: Context) -> jax.Array:
     return -_logits(ctx)[ctx.target]
 
 
-def log_prob_term(ctx: Context) -> jax.Array:
+def log_prob_fn(ctx: Context) -> jax.Array:
     return -jax.nn.log_softmax(_logits(ctx))[ctx.target]
 
 
-def inv_score_term(eps: float = 1.0) -> TermFn:
+def inv_score_fn(eps: float = 1.0) -> TermFn:
     def fn(ctx: Context) -> jax.Array:
         s = _logits(ctx)[ctx.target]
         safe = jnp.where(s > eps, s, 1.0)
@@ -114,13 +213,10 @@ def inv_score_term(eps: float = 1.0) -> TermFn:
     return fn
 
 
-def activation(layer: str, position: tuple[int, int] | None = None) -> TermFn:
+def activation_fn(layer: str, position: tuple[int, int] | None = None) -> TermFn:
     """Minus one neuron (``position`` = (row, col), channel = target) or minus a channel's spatial mean."""
     def fn(ctx: Context) -> jax.Array:
-        try:
-            a = ctx.acts[layer][0]
-        except KeyError:
-            raise ValueError(f"no activation named {layer!r}; the model has {', '.join(sorted(ctx.acts))}") from None
+        a = _layer(ctx, layer)
         if a.ndim == 1:
             return -a[ctx.target]
         channel = jnp.take(a, ctx.target, axis=-1)
@@ -130,21 +226,21 @@ def activation(layer: str, position: tuple[int, int] | None = None) -> TermFn:
     return fn
 
 
-def sq_term(ctx: Context) -> jax.Array:
+def sq_fn(ctx: Context) -> jax.Array:
     return jnp.mean(jnp.square(ctx.x))
 
 
-def l2_term(ctx: Context) -> jax.Array:
+def l2_fn(ctx: Context) -> jax.Array:
     return jnp.sum(jnp.square(ctx.x))
 
 
-def tv_term(ctx: Context) -> jax.Array:
+def tv_fn(ctx: Context) -> jax.Array:
     dy = jnp.abs(ctx.x[1:] - ctx.x[:-1])
     dx = jnp.abs(ctx.x[:, 1:] - ctx.x[:, :-1])
     return jnp.mean(dy) + jnp.mean(dx)
 
 
-def opacity_term(ctx: Context) -> jax.Array:
+def opacity_fn(ctx: Context) -> jax.Array:
     if ctx.alpha is None:
         raise ObjectiveError("the opacity term is the mean of the image's opacity channel, and this image has none; "
                              "add alpha to the parameterisation (e.g. fourier+decorrelated+sigmoid+alpha).")
@@ -154,7 +250,7 @@ def opacity_term(ctx: Context) -> jax.Array:
 OUTSIDE_MARGIN = 4.0  # px past a target box's edge over which opacity_outside's weight ramps from 0 to 1
 
 
-def opacity_outside_term(ctx: Context) -> jax.Array:
+def opacity_outside_fn(ctx: Context) -> jax.Array:
     """The mean over the image of its opacity weighted by the distance outside the target boxes: 0 inside a
     box, ramping to 1 at ``OUTSIDE_MARGIN`` px past its edge (the slack of the random transforms)."""
     if ctx.alpha is None or ctx.image_boxes is None:
@@ -171,276 +267,165 @@ def opacity_outside_term(ctx: Context) -> jax.Array:
     return jnp.mean(ctx.alpha * outside)
 
 
-def _detector_outputs(ctx: Context) -> dict[str, jax.Array]:
-    return ctx.outputs  # make_term gives detector terms to detectors only
+def _biggest_anchor(model) -> int:
+    a = np.asarray(model.anchors)
+    return int(np.argmax((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])))
 
 
-def biggest_box(anchors: np.ndarray) -> TermFn:
-    index = int(np.argmax(np.asarray(bx.area(anchors))))
+def biggest_box_fn(ctx: Context) -> jax.Array:
+    return -ctx.outputs["cls_logits"][0, _biggest_anchor(ctx.model), ctx.target]
 
+
+def box_loc_fn(ctx: Context) -> jax.Array:
+    from jaxvis import boxes as bx
+
+    index = _biggest_anchor(ctx.model)
+    pred = ctx.outputs["bbox_regression"][0, index]
+    goal = bx.encode(ctx.boxes[0], jnp.asarray(ctx.model.anchors[index]), ctx.model.loss_config.box_weights)
+    return jnp.sum(mb.smooth_l1(pred - goal))
+
+
+def all_boxes_mean_fn(ctx: Context) -> jax.Array:
+    return -jnp.mean(ctx.outputs["cls_logits"][0, :, ctx.target])
+
+
+def all_boxes_sum_fn(ctx: Context) -> jax.Array:
+    return -jnp.sum(ctx.outputs["cls_logits"][0, :, ctx.target])
+
+
+def head_rows(model, map_index: int) -> tuple[int, int]:
+    """The rows (start, stop) of the default boxes that the head on source map ``map_index`` predicts: the
+    heads' rows are concatenated in map order, each map's as (y, x, box)."""
+    ends = model.head_ends
+    if not 0 <= map_index < len(ends):
+        raise ObjectiveError(f"{model.spec.arch} has heads on map0 ... map{len(ends) - 1}; got map{map_index}.")
+    return (ends[map_index - 1] if map_index else 0), ends[map_index]
+
+
+def head_fn(map_index: int) -> TermFn:
     def fn(ctx: Context) -> jax.Array:
-        return -_detector_outputs(ctx)["cls_logits"][0, index, ctx.target]
+        start, stop = head_rows(ctx.model, map_index)
+        return -jnp.mean(ctx.outputs["cls_logits"][0, start:stop, ctx.target])
     return fn
 
 
-def box_loc(anchors: np.ndarray, weights=(10.0, 10.0, 5.0, 5.0)) -> TermFn:
-    index = int(np.argmax(np.asarray(bx.area(anchors))))
-    anchor = jnp.asarray(anchors[index])
-
-    def fn(ctx: Context) -> jax.Array:
-        pred = _detector_outputs(ctx)["bbox_regression"][0, index]
-        goal = bx.encode(ctx.boxes[0], anchor, weights)
-        return jnp.sum(mb.smooth_l1(pred - goal))
-    return fn
+def multibox_fn(ctx: Context) -> jax.Array:
+    out = ctx.outputs
+    labels = jnp.full(ctx.box_valid.shape, ctx.target, jnp.int32)[None]
+    terms = mb.multibox_loss(out["cls_logits"], out["bbox_regression"], jnp.asarray(ctx.model.anchors),
+                             ctx.boxes[None], labels, ctx.box_valid[None], ctx.model.loss_config)
+    return terms["total"]
 
 
-def all_boxes(reduce: str = "mean") -> TermFn:
-    if reduce not in ("mean", "sum"):
-        raise ValueError(f"all_boxes reduce must be 'mean' or 'sum', got {reduce!r}")
-
-    def fn(ctx: Context) -> jax.Array:
-        s = _detector_outputs(ctx)["cls_logits"][0, :, ctx.target]
-        return -(jnp.mean(s) if reduce == "mean" else jnp.sum(s))
-    return fn
-
-
-def head_boxes(model, layer: str) -> tuple[int, int]:
-    """The rows (start, stop) of the default boxes that the head on source map ``layer`` (``mapK``) predicts:
-    the heads' rows are concatenated in map order, each map's as (y, x, box)."""
-    if not (layer.startswith("map") and layer[3:].isdigit()):
-        raise ObjectiveError(f"a head is named by the source map it reads, map0 ... map"
-                             f"{len(model.head_ends) - 1}; got {layer!r}.")
-    k, ends = int(layer[3:]), model.head_ends
-    if k >= len(ends):
-        raise ObjectiveError(f"{model.spec.arch} has heads on map0 ... map{len(ends) - 1}; got {layer!r}.")
-    return (ends[k - 1] if k else 0), ends[k]
-
-
-def head_term(rows: tuple[int, int]) -> TermFn:
-    start, stop = rows
-
-    def fn(ctx: Context) -> jax.Array:
-        return -jnp.mean(_detector_outputs(ctx)["cls_logits"][0, start:stop, ctx.target])
-    return fn
-
-
-def multibox(anchors: np.ndarray, cfg: mb.LossConfig = mb.LossConfig()) -> TermFn:
-    anchors = np.asarray(anchors)
-
-    def fn(ctx: Context) -> jax.Array:
-        out = _detector_outputs(ctx)
-        labels = jnp.full(ctx.box_valid.shape, ctx.target, jnp.int32)[None]
-        terms = mb.multibox_loss(out["cls_logits"], out["bbox_regression"], jnp.asarray(anchors),
-                                 ctx.boxes[None], labels, ctx.box_valid[None], cfg)
-        return terms["total"]
-    return fn
-
-
-def _layer(ctx: Context, layer: str) -> jax.Array:
-    try:
-        return ctx.acts[layer][0]
-    except KeyError:
-        raise ValueError(f"no activation named {layer!r}; the model has {', '.join(sorted(ctx.acts))}") from None
-
-
-def direction_term(layer: str, vector) -> TermFn:
-    v = np.asarray(vector, np.float32)
-
+def direction_fn(layer: str, vector: Frozen) -> TermFn:
     def fn(ctx: Context) -> jax.Array:
         a = _layer(ctx, layer)
-        dots = jnp.tensordot(a, jnp.asarray(v), axes=([-1], [0]), precision=jax.lax.Precision.HIGHEST)
+        dots = jnp.tensordot(a, jnp.asarray(vector.array), axes=([-1], [0]), precision=jax.lax.Precision.HIGHEST)
         return -jnp.mean(dots)
     return fn
 
 
-def l2_to_term(image) -> TermFn:
-    ref = np.asarray(image, np.float32)
-
+def l2_to_fn(image: Frozen) -> TermFn:
     def fn(ctx: Context) -> jax.Array:
-        return jnp.mean(jnp.square(ctx.x - jnp.asarray(ref)))
+        return jnp.mean(jnp.square(ctx.x - jnp.asarray(image.array)))
     return fn
 
 
-def l2_start_term(ctx: Context) -> jax.Array:
+def l2_start_fn(ctx: Context) -> jax.Array:
     if ctx.start is None:
         raise ObjectiveError("the l2_start term pulls towards each point's start image, and this sweep has none; "
                              "give the sweep start images (Sweep(starts=...), --start_images).")
     return jnp.mean(jnp.square(ctx.x - ctx.start))
 
 
-def _fixed_target(fn: TermFn, target: int) -> TermFn:
+def fixed_target(fn: TermFn, target: int) -> TermFn:
+    """``fn`` with the point's target replaced by ``target``."""
     def fixed(ctx: Context) -> jax.Array:
         return fn(dataclasses.replace(ctx, target=jnp.asarray(target, jnp.int32)))
     return fixed
 
 
-CLASSIFIER_TERMS = ("score", "log_prob", "inv_score")
-DETECTOR_TERMS = ("biggest_box", "box_loc", "all_boxes", "multibox", "head", "opacity_outside")
-ANY_TERMS = ("activation", "sq", "l2", "tv", "channel", "neuron", "direction", "l2_to", "l2_start", "opacity")
-TERMS = CLASSIFIER_TERMS + DETECTOR_TERMS + ANY_TERMS
+# Functions that take no options: a built-in term made of one of these is known by its name alone.
+_PLAIN = frozenset({score_fn, log_prob_fn, sq_fn, l2_fn, tv_fn, opacity_fn, opacity_outside_fn, biggest_box_fn,
+                    box_loc_fn, all_boxes_mean_fn, all_boxes_sum_fn, multibox_fn, l2_start_fn})
 
 
-def make_term(name: str, model, **options) -> Term:
-    """The term ``name`` for ``model`` (a jaxvis Model), with static options:
-    ``inv_score``: eps; ``activation``, ``channel``, ``neuron``: layer, position; ``direction``: layer,
-    vector; ``l2_to``: image; ``all_boxes``: reduce; and ``target`` (a fixed class or channel instead of
-    the point's) for score, log_prob, inv_score, activation, channel and neuron. A term named as an
-    objective's term (``channel:conv4_3[7]``) is read back into its kind and options."""
-    if name not in TERMS and not options:
-        spec = parse_term_name(name)
-        return dataclasses.replace(make_term(spec.kind, model, **dict(spec.options)), name=name)
-    detector = model.spec.is_detector
-    if name in CLASSIFIER_TERMS and detector:
-        raise ObjectiveError(f"term {name!r} is for classifiers, and {model.spec.arch} is a detector; "
-                         f"use one of {', '.join(DETECTOR_TERMS)}")
-    if name in DETECTOR_TERMS and not detector:
-        raise ObjectiveError(f"term {name!r} is for detectors, and {model.spec.arch} is a classifier; "
-                         f"use one of {', '.join(CLASSIFIER_TERMS)}")
-    builders: dict[str, Callable[[], TermFn]] = {
-        "score": lambda: score_term,
-        "log_prob": lambda: log_prob_term,
-        "inv_score": lambda: inv_score_term(**_no_target(options)),
-        "activation": lambda: activation(**_no_target(options)),
-        "channel": lambda: activation(options["layer"]),
-        "neuron": lambda: activation(options["layer"], tuple(options["position"])),
-        "direction": lambda: direction_term(options["layer"], _array(options["vector"])),
-        "l2_to": lambda: l2_to_term(_array(options["image"])),
-        "sq": lambda: sq_term,
-        "l2": lambda: l2_term,
-        "tv": lambda: tv_term,
-        "l2_start": lambda: l2_start_term,
-        "opacity": lambda: opacity_term,
-        "opacity_outside": lambda: opacity_outside_term,
-        "biggest_box": lambda: biggest_box(model.anchors),
-        "box_loc": lambda: box_loc(model.anchors, model.loss_config.box_weights),
-        "all_boxes": lambda: all_boxes(**options),
-        "multibox": lambda: multibox(model.anchors, model.loss_config),
-        "head": lambda: head_term(head_boxes(model, options["layer"])),
-    }
-    if name not in builders:
-        raise ObjectiveError(f"unknown objective term {name!r}; known: {', '.join(TERMS)}")
-    allowed = {"inv_score": {"eps"}, "activation": {"layer", "position"}, "all_boxes": {"reduce"},
-               "channel": {"layer"}, "neuron": {"layer", "position"}, "direction": {"layer", "vector"},
-               "l2_to": {"image"}, "head": {"layer"}}.get(name, set())
-    if name in TARGETED:
-        allowed = allowed | {"target"}
-    extra = sorted(set(options) - allowed)
-    if extra:
-        raise ObjectiveError(f"term {name!r} takes {'options ' + ', '.join(sorted(allowed)) if allowed else 'no options'}, "
-                             f"got {extra}")
-    needed = {"channel": {"layer"}, "neuron": {"layer", "position"}, "direction": {"layer", "vector"},
-              "l2_to": {"image"}, "activation": {"layer"}, "head": {"layer"}}.get(name, set())
-    if needed - set(options):
-        raise ObjectiveError(f"term {name!r} needs {', '.join(sorted(needed - set(options)))}.")
-    if "layer" in options and name not in ("activation", "head"):  # activation: checked with the sweep; head: by its own rule
-        _check_layer(model, options["layer"])
-    fn = builders[name]()
+def term_name(kind: str, options: dict) -> str:
+    """A built-in term's name: its kind and options (``channel:conv4_3[7]``, ``neuron:conv4_1@2,3``,
+    ``inv_score{eps=0.5}``, ``direction:fc7#<digest>``); ``jaxvis.cli`` reads these back."""
+    text = kind
+    if "layer" in options:
+        text += f":{options['layer']}"
+    if "position" in options:
+        text += f"@{options['position'][0]},{options['position'][1]}"
+    for key in ("vector", "image"):
+        if key in options:
+            text += f"#{options[key].digest}"
     if options.get("target") is not None:
-        fn = _fixed_target(fn, int(options["target"]))
-    return Term(name=name, fn=fn, options=tuple(sorted(options.items())))
+        text += f"[{options['target']}]"
+    if "eps" in options:
+        text += f"{{eps={options['eps']:g}}}"
+    if "reduce" in options:
+        text += f"{{reduce={options['reduce']}}}"
+    return text
 
 
-TARGETED = ("score", "log_prob", "inv_score", "activation", "channel", "neuron", "head")
+def _builtin(kind: str, fn: TermFn, target: int | None = None, targeted: str | None = None, **declared) -> Term:
+    """A built-in term: ``kind`` and its options name it; ``targeted`` says what the point's target is to it
+    ("class", "channel"), unless ``target`` fixes it."""
+    options = {k: v for k, v in declared.pop("options", {}).items() if v is not None}
+    if target is not None:
+        target = int(target)
+        options["target"] = target
+        fn = fixed_target(fn, target)
+    reads_class = targeted == "class" and target is None
+    channel_of = options.get("layer") if targeted == "channel" and target is None else None
+    return Term(term_name(kind, options), fn, tuple(sorted(options.items())), reads_class=reads_class,
+                channel_of=channel_of, **declared)
 
 
-def _no_target(options: dict) -> dict:
-    return {k: v for k, v in options.items() if k != "target"}
+def _has_layer(layer: str) -> Callable[[Any], None]:
+    return functools.partial(check_layer, layer=layer)
 
 
-def _array(value) -> np.ndarray:
-    return value.array if isinstance(value, Frozen) else np.asarray(value, np.float32)
-
-
-def _check_layer(model, layer: str) -> None:
+def check_layer(model, layer: str) -> None:
+    """Raise ``ObjectiveError`` unless ``model`` records an activation named ``layer``."""
     _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
     if layer not in acts:
         raise ObjectiveError(f"no layer named {layer!r}; the model has {', '.join(sorted(acts))}.")
 
 
-def uses_point_channel(term: Term) -> str | None:
-    """The layer whose channel the grid point's target names for this term, or None (the target is a class,
-    or fixed, or unused)."""
-    opts = dict(term.options)
-    if term.name.startswith("head:"):  # a head's layer names the map it reads; its target is a class
-        return None
-    if "layer" in opts and "vector" not in opts and opts.get("target") is None:
-        return opts["layer"]
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Objectives as values.
-
-@dataclasses.dataclass(frozen=True)
-class TermSpec:
-    """A term as a value: its kind and static options; ``name`` is its identity (and reads back)."""
-
-    kind: str
-    options: tuple = ()
-
-    @property
-    def name(self) -> str:
-        o = dict(self.options)
-        text = self.kind
-        if "layer" in o:
-            text += f":{o['layer']}"
-        if "position" in o:
-            text += f"@{o['position'][0]},{o['position'][1]}"
-        if "vector" in o:
-            text += f"#{o['vector'].digest}"
-        if "image" in o:
-            text += f"#{o['image'].digest}"
-        if o.get("target") is not None:
-            text += f"[{o['target']}]"
-        if "eps" in o:
-            text += f"{{eps={o['eps']:g}}}"
-        if "reduce" in o:
-            text += f"{{reduce={o['reduce']}}}"
-        return text
-
-
-_NAME = re.compile(r"(?P<kind>[a-z_0-9]+)(?::(?P<layer>[A-Za-z_0-9.]+))?(?:@(?P<row>\d+),(?P<col>\d+))?"
-                   r"(?:\[(?P<target>\d+)\])?(?:\{eps=(?P<eps>[0-9.eE+-]+)\})?(?:\{reduce=(?P<reduce>[a-z]+)\})?")
-
-
-def parse_term_name(name: str) -> TermSpec:
-    """A term's name read back: ``score``, ``score[3]``, ``channel:conv4_3``, ``channel:conv4_3[7]``,
-    ``neuron:conv4_1@2,3[7]``, ``inv_score{eps=0.5}``. Directions and pulls towards an image hold arrays
-    and are built as values, not read from text."""
-    m = _NAME.fullmatch(name)
-    if not m or m.group("kind") not in TERMS:
-        raise ObjectiveError(f"unknown objective term {name!r}; known: {', '.join(TERMS)}, or an objective's "
-                             "term such as channel:conv4_3, channel:conv4_3[7], neuron:conv4_1@2,3 or score[3]")
-    options: dict[str, Any] = {}
-    if m.group("layer"):
-        options["layer"] = m.group("layer")
-    if m.group("row"):
-        options["position"] = (int(m.group("row")), int(m.group("col")))
-    if m.group("target"):
-        options["target"] = int(m.group("target"))
-    if m.group("eps"):
-        options["eps"] = float(m.group("eps"))
-    if m.group("reduce"):
-        options["reduce"] = m.group("reduce")
-    return TermSpec(m.group("kind"), tuple(sorted(options.items())))
+def _check_head(map_index: int) -> Callable[[Any], None]:
+    def check(model) -> None:
+        head_rows(model, map_index)
+    return check
 
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """A weighted sum of terms (a loss the engine minimises): ``parts`` are (term, weight) pairs."""
 
-    parts: tuple[tuple[TermSpec, float], ...]
+    parts: tuple[tuple[Term, float], ...]
 
-    def _combine(self, other: "Objective", sign: float) -> "Objective":
-        weights: dict[TermSpec, float] = {}
-        for spec, w in self.parts:
-            weights[spec] = weights.get(spec, 0.0) + w
-        for spec, w in other.parts:
-            weights[spec] = weights.get(spec, 0.0) + sign * w
+    def __post_init__(self):
+        seen: dict[str, Term] = {}
+        for t, _ in self.parts:
+            if t.name in seen and seen[t.name] != t:
+                raise ObjectiveError(f"two different terms are named {t.name!r}; give them different names.")
+            seen[t.name] = t
+
+    def _combine(self, other, sign: float) -> "Objective":
+        if isinstance(other, Term):
+            other = other.objective()
+        weights: dict[Term, float] = {}
+        for t, w in self.parts:
+            weights[t] = weights.get(t, 0.0) + w
+        for t, w in other.parts:
+            weights[t] = weights.get(t, 0.0) + sign * w
         return Objective(tuple(weights.items()))
 
     def __add__(self, other):
-        if isinstance(other, Objective):
+        if isinstance(other, (Objective, Term)):
             return self._combine(other, 1.0)
         if isinstance(other, numbers.Number) and other == 0:
             return self  # sum() starts from 0
@@ -449,7 +434,7 @@ class Objective:
     __radd__ = __add__
 
     def __sub__(self, other):
-        if isinstance(other, Objective):
+        if isinstance(other, (Objective, Term)):
             return self._combine(other, -1.0)
         return NotImplemented
 
@@ -458,7 +443,7 @@ class Objective:
 
     def __mul__(self, factor):
         if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
-            return Objective(tuple((spec, float(factor) * w) for spec, w in self.parts))
+            return Objective(tuple((t, float(factor) * w) for t, w in self.parts))
         return NotImplemented
 
     __rmul__ = __mul__
@@ -469,116 +454,162 @@ class Objective:
         return NotImplemented
 
     @property
-    def loss(self) -> dict[str, float]:
-        """``{term name: weight}``: a loss variant of a Sweep."""
-        return {spec.name: float(w) for spec, w in self.parts}
+    def terms(self) -> tuple[Term, ...]:
+        """The terms, in order."""
+        return tuple(t for t, _ in self.parts)
 
     @property
-    def specs(self) -> dict[str, TermSpec]:
-        return {spec.name: spec for spec, _ in self.parts}
+    def loss(self) -> dict[str, float]:
+        """``{term name: weight}``: how a run's records and report write the objective."""
+        return {t.name: float(w) for t, w in self.parts}
 
     @property
     def name(self) -> str:
-        parts = [name if w == 1 else f"{w:g}*{name}" for name, w in self.loss.items()]
-        return "+".join(parts).replace("+-", "-") if parts else "0"
+        return loss_label(self.loss)
 
     def __repr__(self):
         return f"Objective({self.name})"
 
-    def terms(self, model) -> list[Term]:
-        """The engine's terms for ``model``, in the order of ``loss``."""
-        return [build_term(spec, model) for spec, _ in self.parts]
+    def fits(self, model) -> None:
+        """Raise ``ObjectiveError`` where a term does not fit ``model``."""
+        for t in self.terms:
+            t.fits(model)
 
     def value(self, model, ctx: Context) -> jax.Array:
-        """The objective's value for one point's context (the weighted sum of its terms)."""
-        return sum(w * t.fn(ctx) for t, (_, w) in zip(self.terms(model), self.parts))
+        """The objective's value for one point's context on ``model`` (the weighted sum of its terms)."""
+        self.fits(model)
+        ctx = dataclasses.replace(ctx, model=model)
+        return sum(w * t.fn(ctx) for t, w in self.parts)
 
 
-def build_term(spec: TermSpec, model) -> Term:
-    return dataclasses.replace(make_term(spec.kind, model, **dict(spec.options)), name=spec.name)
+def as_objective(value) -> Objective:
+    """An ``Objective`` or a ``Term`` as an objective; anything else is refused with the form to write."""
+    if isinstance(value, Objective):
+        return value
+    if isinstance(value, Term):
+        return value.objective()
+    if isinstance(value, dict):
+        raise ObjectiveError(f"a loss is an objective value, not a dict of term names (got {value!r}): write it as "
+                             "jaxvis.objectives.score() + jaxvis.objectives.sq(), or read the launcher's text with "
+                             "jaxvis.cli.loss('score+sq').")
+    raise ObjectiveError(f"a loss is a jaxvis.objectives.Objective or Term (score(), score() + 0.1 * sq(), "
+                         f"Term(name, fn)); got {value!r}.")
 
 
-def _value(kind: str, **options) -> Objective:
-    options = {k: v for k, v in options.items() if v is not None}
-    return Objective(((TermSpec(kind, tuple(sorted(options.items()))), 1.0),))
-
-
-def _target(c):
-    return None if c is None else int(c)
-
+# ---------------------------------------------------------------------------------------------------
+# The built-in terms, as objectives.
 
 def score(c: int | None = None) -> Objective:
-    """-S_c: the class score (c: the point's target unless given)."""
-    return _value("score", target=_target(c))
+    """-S_c: the class score, the paper's objective (c: the point's target unless given)."""
+    return _builtin("score", score_fn, c, "class", detector=False).objective()
 
 
 def log_prob(c: int | None = None) -> Objective:
-    return _value("log_prob", target=_target(c))
+    """-log softmax(S)_c."""
+    return _builtin("log_prob", log_prob_fn, c, "class", detector=False).objective()
 
 
 def inv_score(c: int | None = None, eps: float | None = None) -> Objective:
-    return _value("inv_score", target=_target(c), eps=None if eps is None else float(eps))
+    """1/S_c above eps (default 1), its tangent at eps below."""
+    fn = inv_score_fn() if eps is None else inv_score_fn(float(eps))
+    return _builtin("inv_score", fn, c, "class", detector=False,
+                    options={"eps": None if eps is None else float(eps)}).objective()
+
+
+def activation(layer: str, position: tuple[int, int] | None = None) -> Objective:
+    """Minus the spatial mean (or the unit at ``position``) of the channel of ``layer`` that the point's
+    target names."""
+    position = None if position is None else (int(position[0]), int(position[1]))
+    return _builtin("activation", activation_fn(layer, position), None, "channel", check=_has_layer(layer),
+                    options={"layer": layer, "position": position}).objective()
 
 
 def channel(layer: str, c: int | None = None) -> Objective:
     """Minus the spatial mean of channel c of ``layer`` (c: the point's target unless given)."""
-    return _value("channel", layer=layer, target=_target(c))
+    return _builtin("channel", activation_fn(layer), c, "channel", check=_has_layer(layer),
+                    options={"layer": layer}).objective()
 
 
 def neuron(layer: str, c: int | None = None, position: tuple[int, int] = (0, 0)) -> Objective:
     """Minus the unit at ``position`` (row, col) of channel c of ``layer``."""
-    return _value("neuron", layer=layer, target=_target(c), position=(int(position[0]), int(position[1])))
+    position = (int(position[0]), int(position[1]))
+    return _builtin("neuron", activation_fn(layer, position), c, "channel", check=_has_layer(layer),
+                    options={"layer": layer, "position": position}).objective()
 
 
 def direction(layer: str, vector) -> Objective:
     """Minus the spatial mean of the activations of ``layer`` projected on ``vector`` (one per channel)."""
-    return _value("direction", layer=layer, vector=Frozen(vector))
+    vector = vector if isinstance(vector, Frozen) else Frozen(vector)
+    return _builtin("direction", direction_fn(layer, vector), check=_has_layer(layer),
+                    options={"layer": layer, "vector": vector}).objective()
 
 
 def sq() -> Objective:
-    return _value("sq")
+    """mean(x^2) over pixels and channels: the lab's penalty."""
+    return _builtin("sq", sq_fn).objective()
 
 
 def l2() -> Objective:
-    return _value("l2")
+    """sum(x^2): the paper's lambda ||I||^2."""
+    return _builtin("l2", l2_fn).objective()
 
 
 def tv() -> Objective:
-    return _value("tv")
+    """Total variation: mean |x[i+1,j]-x[i,j]| + mean |x[i,j+1]-x[i,j]|."""
+    return _builtin("tv", tv_fn).objective()
 
 
 def opacity() -> Objective:
     """The mean opacity of an image with an alpha channel: a penalty that keeps the opaque part, the part that
     must hold the object, small."""
-    return _value("opacity")
+    return _builtin("opacity", opacity_fn).objective()
 
 
 def opacity_outside() -> Objective:
     """The opacity outside the detector's target boxes (weighted by the distance past their edges, up to
     ``OUTSIDE_MARGIN`` px): a penalty that keeps the opaque part in the box, with no cost inside it."""
-    return _value("opacity_outside")
+    return _builtin("opacity_outside", opacity_outside_fn, detector=True).objective()
+
+
+def biggest_box(c: int | None = None) -> Objective:
+    """-S_c at the largest default box of a detector (the lab's first SSD objective, with ``box_loc``)."""
+    return _builtin("biggest_box", biggest_box_fn, c, "class", detector=True).objective()
+
+
+def box_loc() -> Objective:
+    """Smooth-L1 of the largest default box's regression against the first target box."""
+    return _builtin("box_loc", box_loc_fn, detector=True, needs_boxes=True).objective()
+
+
+def all_boxes(c: int | None = None, total: bool = False) -> Objective:
+    """-S_c averaged over all default boxes (summed with ``total``): the lab's second SSD objective."""
+    return _builtin("all_boxes", all_boxes_sum_fn if total else all_boxes_mean_fn, c, "class", detector=True,
+                    options={"reduce": "sum" if total else None}).objective()
+
+
+def multibox(c: int | None = None) -> Objective:
+    """The MultiBox training criterion with the point's target boxes, all labelled c: the lab's third."""
+    return _builtin("multibox", multibox_fn, c, "class", detector=True, needs_boxes=True).objective()
 
 
 def head(map_index: int, c: int | None = None) -> Objective:
     """-mean over the default boxes of one SSD head (the one on source map ``map_index``) of the class
     score S_c: ``all_boxes`` restricted to one scale (c: the point's target unless given)."""
-    return _value("head", layer=f"map{int(map_index)}", target=_target(c))
+    map_index = int(map_index)
+    return _builtin("head", head_fn(map_index), c, "class", detector=True, check=_check_head(map_index),
+                    options={"layer": f"map{map_index}"}).objective()
 
 
 def l2_start() -> Objective:
     """The mean squared distance to the point's own start image (a sweep over start images): feature
     accentuation's pull towards the real image it starts from (Hamblin et al. 2024)."""
-    return _value("l2_start")
+    return _builtin("l2_start", l2_start_fn, needs_start=True).objective()
 
 
 def l2_to(image) -> Objective:
     """The mean squared distance to ``image`` (network-input space, H x W x 3): a pull towards it."""
-    return _value("l2_to", image=Frozen(image))
-
-
-def term(name: str, **options) -> Objective:
-    """Any term by name (e.g. ``term("multibox")``, ``term("all_boxes", reduce="sum")``) as an objective."""
-    return _value(name, **options)
+    image = image if isinstance(image, Frozen) else Frozen(image)
+    return _builtin("l2_to", l2_to_fn(image), options={"image": image}).objective()
 
 
 def target_score(outputs, target, detector: bool) -> tuple[jax.Array, jax.Array]:

@@ -10,7 +10,6 @@ import html
 import itertools
 import json
 import os
-import re
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from jaxvis import preprocess as pre
 from jaxvis import report
 from jaxvis.fileio import atomic_write
+from jaxvis.images import colourise, safe_name, save_png  # noqa: F401  (render's names for them, as before)
 from jaxvis.spec import ModelSpec
 
 _FONTS: dict = {}
@@ -34,14 +34,6 @@ def font(size: int | None = None):
         except (TypeError, ImportError, OSError):
             _FONTS[size] = ImageFont.load_default()
     return _FONTS[size]
-
-
-def safe_name(text: str, limit: int = 60) -> str:
-    """A file-name-safe version of a label or user string: letters, digits, ``-``, ``_`` and ``.`` only,
-    no leading dot, never empty ("traffic light" -> "traffic_light", "N/A" -> "N_A", "../x" -> "x")."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
-    name = re.sub(r"_+", "_", name)[:limit].strip("._")
-    return name or "_"
 
 
 def to_display(spec: ModelSpec, x: np.ndarray, mode: str = "stretch") -> np.ndarray:
@@ -60,10 +52,6 @@ def to_display(spec: ModelSpec, x: np.ndarray, mode: str = "stretch") -> np.ndar
     elif mode != "clip":
         raise ValueError(f"display mode must be 'stretch' or 'clip', got {mode!r}")
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def save_png(path: str, image: np.ndarray) -> None:
-    atomic_write(path, lambda f: Image.fromarray(np.asarray(image)).save(f, format="PNG"), sync=False)
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, face=None) -> tuple[int, int]:
@@ -179,31 +167,11 @@ pre {{ background: #f4f4f4; padding: 8px; }}
 # ---------------------------------------------------------------------------------------------------
 # A class-model sweep's run directory.
 
-def axis_value_label(name: str, value, spec: ModelSpec) -> str:
-    if name == "target":
-        labels = spec.labels
-        return labels[value] if 0 <= value < len(labels) else f"#{value}"
-    if name == "lr":
-        return f"lr={value:g}"
-    if name == "loss":
-        from jaxvis.engine import loss_label
-        return loss_label(value)
-    if name.startswith("w:"):
-        return f"{name[2:]}x{value:g}"
-    if name == "init":
-        return "zeros" if value == 0 else f"noise {value:g}"
-    if name == "seed":
-        return f"seed {value}"
-    if name == "boxes":
-        h, w = spec.input_size
-        if value == [[0.0, 0.0, float(w), float(h)]]:
-            return "whole image"
-        return " ".join("[" + ",".join(f"{c:g}" for c in b) + "]" for b in value) or "no box"
-    return f"{name}={value}"
-
-
-def point_label(point: dict, spec: ModelSpec, varying: Sequence[str]) -> str:
-    return ", ".join(axis_value_label(n, point[n], spec) for n in varying) or axis_value_label("target", point["target"], spec)
+def point_label(sweep, point: dict, spec: ModelSpec, varying: Sequence[str]) -> str:
+    """A point's varying axes' values as text, as the sweep labels them."""
+    def label(name):
+        return sweep.label(name, point[name], spec.labels, tuple(spec.input_size))
+    return ", ".join(label(n) for n in varying) or label("target")
 
 
 def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[str]]:
@@ -217,9 +185,10 @@ def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[
     return row, col, rest[1:]
 
 
-def point_names(spec: ModelSpec, points: Sequence[dict], first: int = 0) -> list[str]:
+def point_names(sweep, spec: ModelSpec, points: Sequence[dict], first: int = 0) -> list[str]:
     """File stems of points ``first``, ``first + 1``, ...: ``NNNNN_<target label>``."""
-    return [f"{first + k:05d}_{safe_name(axis_value_label('target', p['target'], spec))}" for k, p in enumerate(points)]
+    return [f"{first + k:05d}_{safe_name(sweep.label('target', p['target'], spec.labels, tuple(spec.input_size)))}"
+            for k, p in enumerate(points)]
 
 
 def _points_of(sweep, sl: slice) -> list[dict]:
@@ -238,7 +207,7 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
     axes = sweep.axes()
     varying = [name for name, v in axes if len(v) > 1]
     points = _points_of(sweep, sl)
-    names = point_names(spec, points, sl.start)
+    names = point_names(sweep, spec, points, sl.start)
     other = "clip" if display == "stretch" else "stretch"
     steps_snap = sorted(result.snapshots)
     if pngs:
@@ -246,7 +215,7 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
         snaps_shown = {k: to_display(spec, result.snapshots[k], display) for k in steps_snap}
     lines = []
     for local, (i, p, name) in enumerate(zip(range(sl.start, sl.stop), points, names)):
-        label = point_label(p, spec, varying)
+        label = point_label(sweep, p, spec, varying)
         d = int(result.diverged_step[local])
         files, snapshots, curve_png = {}, [], None
         if pngs:
@@ -263,7 +232,7 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
         lines.append(json.dumps({
             "index": i, "file": files.get(display), "files": files, "display": display, "snapshots": snapshots,
             "curve_png": curve_png, "chunk": chunk, "label": label, "at": report.point_at(p, axes),
-            "target": p["target"], "target_name": axis_value_label("target", p["target"], spec),
+            "target": p["target"], "target_name": sweep.label("target", p["target"], spec.labels, tuple(spec.input_size)),
             "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, sweep.point_weights(p, term_names))),
             "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
             "final_loss": float(result.final_loss[local]), "final_score": float(result.final_score[local]),
@@ -361,6 +330,9 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     def shown_point(i):
         return to_display(spec, stored[i], display)
 
+    def label(name, value):
+        return sweep.label(name, value, spec.labels, tuple(spec.input_size))
+
     # Labelled grids: one per combination of the axes that are neither rows nor columns (at most 50).
     row, col, others = _layout(axes)
     index = {tuple((a, json.dumps(p[a])) for a in varying): i for i, p in enumerate(points)}
@@ -385,9 +357,9 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
                 r_caps.append(f"diverged@{d}" if d >= 0 else f"S={final['score'][i]:.3g} p={final['prob'][i]:.2f}")
                 r_marks.append(bool(d >= 0))
             cells.append(r_cells), caps.append(r_caps), marks.append(r_marks)
-        title = ", ".join(axis_value_label(a, v, spec) for a, v in fixed.items())
-        image = grid(cells, [axis_value_label(row, v, spec) for v in row_vals] if row else [""],
-                     [axis_value_label(col, v, spec) for v in col_vals] if col else [""],
+        title = ", ".join(label(a, v) for a, v in fixed.items())
+        image = grid(cells, [label(row, v) for v in row_vals] if row else [""],
+                     [label(col, v) for v in col_vals] if col else [""],
                      captions=caps, title=title, marks=marks, cell=160)
         name = "grid.png" if len(other_combos) == 1 else f"grid_{g:03d}.png"
         save_png(os.path.join(path, name), image)
@@ -396,7 +368,7 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     if pngs:
         rows = list(range(min(n, 32)))
         iter_image = grid([[to_display(spec, stored_snaps[j, i], display) for j in range(len(steps_snap))] for i in rows],
-                          [point_label(points[i], spec, varying)[:40] for i in rows], [f"it {k}" for k in steps_snap],
+                          [point_label(sweep, points[i], spec, varying)[:40] for i in rows], [f"it {k}" for k in steps_snap],
                           cell=112, title="images after k iterations")
         save_png(os.path.join(path, "iterations.png"), iter_image)
 
@@ -407,20 +379,6 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
 
 # ---------------------------------------------------------------------------------------------------
 # Saliency overlays.
-
-# A perceptually ordered colour ramp (black - purple - red - orange - yellow - white), sampled at 6 knots.
-_RAMP = np.array([[0, 0, 0], [60, 15, 110], [170, 30, 90], [235, 90, 30], [250, 200, 40], [255, 255, 230]], np.float64)
-
-
-def colourise(saliency_map: np.ndarray) -> np.ndarray:
-    """(H, W) map -> uint8 RGB heat map, scaled between the map's minimum and its 99.5th percentile."""
-    m = np.asarray(saliency_map, np.float64)
-    lo, hi = float(m.min()), float(np.percentile(m, 99.5))
-    t = np.clip((m - lo) / max(hi - lo, 1e-12), 0, 1) * (len(_RAMP) - 1)
-    i = np.minimum(t.astype(int), len(_RAMP) - 2)
-    f = (t - i)[..., None]
-    return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5).astype(np.uint8)
-
 
 def overlay(image: np.ndarray, saliency_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Heat map over a (H, W, 3) image in [0, 1] or uint8."""

@@ -75,6 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvis import boxes as bx
+from jaxvis.model import cached_on_model
 from jaxvis import preprocess as pre
 from jaxvis.models.taps import TAPS
 
@@ -473,7 +474,7 @@ def _head_vjp(params, layout, anchor, g_cls, g_box):
     return tuple(grads)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_on_model
 def _gradient_program(model, kind: str, score: str, method, space: str, chunk: int, tchunk: int):
     """One jitted function computing every gradient-family attribution of a batch."""
     forward = _forward(model, space)
@@ -565,7 +566,7 @@ def default_layers(model, method) -> tuple[str, ...]:
     return source_maps(model)
 
 
-@functools.lru_cache(maxsize=32)
+@cached_on_model
 def activation_shapes(model) -> dict[str, tuple[int, ...]]:
     """The shape of every activation ``model.apply`` returns for one image of the model's input size, by name,
     in the order the network makes them."""
@@ -652,7 +653,7 @@ def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array
     return functools.reduce(jnp.add, maps)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_on_model
 def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], space: str, out_hw, tchunk: int):
     check_layers(model, layers)
     forward_all = _forward(model, space)
@@ -742,7 +743,7 @@ def drise_reference(model, params, x, target: dict[str, jax.Array]) -> tuple[jax
     return target["box"], jax.nn.one_hot(target["class"] - 1, c - 1, dtype=probs.dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@cached_on_model
 def _drise_program(model, method: DRISE, space: str, out_hw, chunk: int):
     def per_image(params, z, target, key, p):
         x = pre.preprocess(model.spec, z) if space == "image" else z

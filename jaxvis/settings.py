@@ -7,7 +7,7 @@ appears everywhere. Process matters (the run directory, resuming, progress, the 
 settings: they are arguments of ``sweeps.run`` and the launcher's own flags.
 
 Values are typed: numbers as numbers, lists as tuples. ``SweepSettings.create(**values)`` also reads
-the command line's text forms (``lrs="0.1,1,10"``, ``categories="goose,horse"``) and says which field
+the command line's text forms (``lrs="0.1,1,10"``, ``categories="goose,sorrel"``) and says which field
 it could not read.
 """
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 
@@ -44,33 +43,6 @@ def _floats(values, what) -> list[float]:
         raise UsageError(f"{what} must be numbers, got {values!r}") from None
 
 
-def parse_loss(text: str) -> dict[str, float]:
-    """``score+0.1*sq`` -> {"score": 1.0, "sq": 0.1}."""
-    loss = {}
-    for part in text.replace(" ", "").split("+"):
-        m = re.fullmatch(r"(?:([0-9.eE-]+)\*)?([a-z_0-9]+(?::[A-Za-z_0-9.]+)?(?:@\d+,\d+)?(?:\[\d+\])?)", part)
-        if not m:
-            raise UsageError(f"cannot read loss {text!r}: write terms joined by '+', e.g. score+0.1*sq or "
-                             "channel:conv4_3+channel:conv5_1[3]")
-        loss[m.group(2)] = float(m.group(1)) if m.group(1) else 1.0
-    return loss
-
-
-def parse_term_options(entries) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for entry in entries:
-        term, _, rest = entry.partition(":")
-        key, _, value = rest.partition("=")
-        if not (term and key and value):
-            raise UsageError(f"term option {entry!r} should read term:key=value, e.g. activation:layer=conv5_3_pre")
-        if key == "position":
-            value = tuple(int(v) for v in re.split(r"[,x]", value))
-        elif key == "eps":
-            value = float(value)
-        out.setdefault(term, {})[key] = value
-    return out
-
-
 def parse_boxes(entries, input_size) -> list[list[list[float]]]:
     h, w = input_size
     sets = []
@@ -99,35 +71,44 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     from jaxvis import parameterizations as par
     from jaxvis import transforms as tfm
 
+    from jaxvis import cli
+
     settings = as_settings(settings)
     if not settings.params:
         raise UsageError("--params is required: a jaxvis params file (convert one with python -m converters.torchvision).")
     model = jaxvis.load(settings.params, arch=settings.model or None)
     model = model.with_conv_backend(settings.conv_backend)
     detector = model.spec.is_detector
-    if settings.loss:
-        if settings.objective or settings.penalty:
-            raise UsageError("give either --loss variants or --objective/--penalty, not both.")
-        losses = [parse_loss(text) for text in settings.loss]
-        factors = {}
-    else:
-        objective = settings.objective or ("multibox" if detector else "score")
-        loss = {objective: 1.0}
-        factors = {}
-        for entry in settings.penalty:
-            name, _, values = entry.partition("=")
-            if not values:
-                raise UsageError(f"--penalty reads name=weight(s), e.g. sq=1 or sq=0.1,1,10; got {entry!r}")
-            weights = _floats(values, f"weights of penalty {name}")
-            loss[name] = 1.0
-            factors[name] = weights
-        losses = [loss]
-    options = parse_term_options(settings.term_options)
-    probe = eng.Sweep(targets=[0], lrs=[1.0], losses=losses)
-    terms = eng.terms_for(model, probe, options)
+    try:
+        options = cli.term_option_entries(settings.term_options)
+        if settings.loss:
+            if settings.objective or settings.penalty:
+                raise UsageError("give either --loss variants or --objective/--penalty, not both.")
+            losses = [cli.loss(text, options) for text in settings.loss]
+            factors = {}
+        else:
+            name = settings.objective or ("multibox" if detector else "score")
+            loss = cli.term_named(name, options.get(name))
+            factors = {}
+            for entry in settings.penalty:
+                name, _, values = entry.partition("=")
+                if not values:
+                    raise UsageError(f"--penalty reads name=weight(s), e.g. sq=1 or sq=0.1,1,10; got {entry!r}")
+                weights = _floats(values, f"weights of penalty {name}")
+                penalty = cli.term_named(name, options.get(name))
+                loss = loss + penalty
+                factors[penalty.terms[0].name] = weights
+            losses = [loss]
+        optimizer = cli.optimizer(settings.optimizer, settings.momentum)
+        probe = eng.Sweep(targets=[0], lrs=[1.0], losses=losses)
+        for t in probe.terms:
+            t.fits(model)
+    except (cli.TextError, obj.ObjectiveError, eng.SweepError) as e:
+        raise UsageError(str(e)) from None
+    terms = probe.terms
     if not settings.categories:
         raise UsageError("--categories is required: class names or indices.")
-    if any(obj.uses_point_channel(t) is not None for t in terms):
+    if any(t.channel_of is not None for t in terms):
         try:
             targets = [int(c) for c in settings.categories]
         except ValueError:
@@ -142,13 +123,12 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         boxes=parse_boxes(settings.boxes, model.spec.input_size), decays=list(settings.decays),
         starts=load_start_images(model, files) if files else None)
     try:
-        parameterization = par.parse(settings.parameterization, model, settings.image_stats)
-        transforms = tfm.parse(settings.transforms)
+        parameterization = cli.parameterization(settings.parameterization, model, settings.image_stats)
+        transforms = cli.transforms(settings.transforms)
     except (par.ParameterizationError, tfm.TransformError) as e:
         raise UsageError(str(e)) from None
     if settings.decays and parameterization.basis != "fourier":
         raise UsageError(f"decays sweep the fourier parameterisation's decay; {parameterization.name} has none.")
-    optimizer = eng.Optimizer(settings.optimizer, momentum=settings.momentum)
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
                         devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,
                         clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop,
@@ -158,7 +138,8 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     size, n_chunks = engine.n_chunks(sweep, settings.chunk_size or None)
     run_config = {
         "arch": model.spec.arch, "params_sha256": sha256(settings.params),
-        "terms": [[t.name, dict(t.options)] for t in terms], "optimizer": optimizer.__dict__,
+        "terms": [[t.name, dict(t.options)] for t in terms],
+        "optimizer": cli.optimizer_record(settings.optimizer, settings.momentum),
         "steps": engine.steps, "snapshots": list(engine.snapshots), "axes": sweep.axes(),
         "jitter": engine.jitter, "clip": engine.clip, "compute_dtype": engine.compute_dtype,
         "chunk_size": size, "n_chunks": n_chunks,
@@ -166,7 +147,7 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     if not parameterization.identity or transforms:  # runs of the historical engine keep their identity
         run_config["parameterization"] = settings.parameterization
         run_config["image_stats"] = settings.image_stats
-        run_config["transforms"] = [t.name for t in engine.transforms]
+        run_config["transforms"] = [tfm.name_of(t) for t in engine.transforms]
     if files:  # a run from other images (or the same files changed) is another run
         run_config["start_images"] = [[os.path.basename(f), sha256(f)] for f in files]
     if engine.views > 1:
@@ -263,10 +244,70 @@ def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = Fa
     On several processes every process runs the chunks whose index is its rank modulo the process count,
     and writes them into the shared run directory; process 0 then assembles the outputs.
     """
-    from jaxvis.fileio import DirLock, OutputError
-
     cluster = cluster or Cluster()
     settings = as_settings(settings)
+
+    def go():
+        model, sweep, engine, run_config = build(settings, step_progress=progress is not None)
+        return _execute(model, sweep, engine, run_config, settings.to_dict(), out, resume, progress, cluster,
+                        check_space, settings.display, settings.pngs)
+    return _locked(out, cluster, go)
+
+
+def run_engine(engine, sweep, out: str, resume: bool = False, progress=None, display: str = "stretch",
+               pngs: bool = True, chunk_size: int | None = None, cluster: Cluster | None = None,
+               check_space: bool = True) -> str | None:
+    """Runs ``sweep`` on ``engine`` (values built in Python: a user's own terms, parameterisation,
+    transforms and optimiser included) into the run directory ``out``, as ``run`` does for the launcher's
+    settings: the same chunk files, ``results.jsonl``, ``axes.json``, arrays, PNGs and report, resumable
+    with ``resume``. The run's identity (what ``resume`` checks) is ``run_config(engine, sweep)``."""
+    cluster = cluster or Cluster()
+    if progress is not None and not engine.step_progress:
+        engine = engine.replace(step_progress=True)
+
+    def go():
+        config = run_config(engine, sweep, chunk_size)
+        shown = {"model": engine.model.spec.arch, "losses": [loss.name for loss in sweep.losses],
+                 "optimizer": engine.optimizer.name, "steps": engine.steps, "snapshots": list(engine.snapshots),
+                 "parameterization": engine.parameterization.name,
+                 "transforms": [transform_name(t) for t in engine.transforms], "views": engine.views,
+                 "display": display}
+        return _execute(engine.model, sweep, engine, config, shown, out, resume, progress, cluster, check_space,
+                        display, pngs)
+    return _locked(out, cluster, go)
+
+
+def run_config(engine, sweep, chunk_size: int | None = None) -> dict:
+    """The identity of a run of ``sweep`` on ``engine`` (what a run directory keeps in ``config.json``):
+    model and parameters (by content), terms, optimiser, steps, axes, parameterisation, transforms and
+    the chunking. A user's term is known by its name."""
+    from jaxvis.fileio import sha256_arrays
+
+    size, n_chunks = engine.n_chunks(sweep, chunk_size)
+    config = {
+        "arch": engine.model.spec.arch, "params_sha256": sha256_arrays(engine.model.params),
+        "terms": [[t.name, {k: getattr(v, "digest", v) for k, v in t.options}] for t in engine.terms],
+        "optimizer": engine.optimizer.name, "steps": engine.steps, "snapshots": list(engine.snapshots),
+        "axes": sweep.axes(), "jitter": engine.jitter, "clip": engine.clip, "compute_dtype": engine.compute_dtype,
+        "chunk_size": size, "n_chunks": n_chunks, "parameterization": engine.parameterization.name,
+        "transforms": [transform_name(t) for t in engine.transforms], "views": engine.views,
+        "plain_views": engine.plain_views,
+    }
+    if sweep.starts is not None:
+        config["start_images"] = sweep.starts.digest
+    return config
+
+
+def transform_name(transform) -> str:
+    from jaxvis.transforms import name_of
+
+    return name_of(transform)
+
+
+def _locked(out: str, cluster: Cluster, go):
+    """``go()`` with the run directory ``out`` locked by process 0 for the whole cluster."""
+    from jaxvis.fileio import DirLock, OutputError
+
     if not out:
         raise UsageError("--out is required: the run directory.")
     lock, problem = None, ""
@@ -278,7 +319,7 @@ def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = Fa
     cluster.stop_if(problem, OutputError)
     finished = False
     try:
-        index = _run(settings, str(out), resume, progress, cluster, check_space)
+        index = go()
         finished = True
         return index
     finally:
@@ -286,19 +327,20 @@ def run(settings: SweepSettings | Mapping[str, Any], out: str, resume: bool = Fa
             lock.release(remove=not finished)  # a directory made for a refused run goes again
 
 
-def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_space):
+def _execute(model, sweep, engine, run_config, settings_shown, out, resume, progress, cluster, check_space,
+             display, pngs):
     from jaxvis import render
     from jaxvis.rundir import OutputPlan, RunDir, RunDirError, space_guard
 
+    out = str(out)
     progress = progress or None
-    model, sweep, engine, run_config = build(settings, step_progress=progress is not None)
     if cluster.size > 1:
         # Every process must cut the grid the same way: process 0's chunk size wins.
         size = cluster.broadcast(run_config["chunk_size"])
         run_config["chunk_size"], run_config["n_chunks"] = size, (sweep.size + size - 1) // size
     plan = OutputPlan.make(out, model.spec.input_size, [(name, len(v)) for name, v in sweep.axes()],
                            run_config["chunk_size"], engine.steps, len(engine.snapshots), len(engine.terms),
-                           engine.loop, pngs=settings.pngs)
+                           engine.loop, pngs=pngs)
     n_chunks = run_config["n_chunks"]
     mine = [c for c in range(n_chunks) if c % cluster.size == cluster.rank]
     where = f" (process {cluster.rank} of {cluster.size}: {len(mine)} chunk(s))" if cluster.size > 1 else ""
@@ -324,19 +366,16 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
         rundir = RunDir(out, run_config, resume=True)  # created and checked by process 0
         state(rundir.done_chunks())
     done = rundir.done_chunks()
-    settings_shown = settings.to_dict()
     if cluster.rank == 0:  # the report page from the start; each finished chunk appears on it
         with space_guard(rundir, plan, "the report page"):
             render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config, rundir,
-                                settings.display, pngs=settings.pngs)
+                                display, pngs=pngs)
 
     def on_chunk(index, points, result):
         rundir.save_chunk(index, points, result)
-        render.write_chunk(out, model.spec, sweep, engine.term_names, index, points, result, settings.display,
-                           pngs=settings.pngs)
+        render.write_chunk(out, model.spec, sweep, engine.term_names, index, points, result, display, pngs=pngs)
         if cluster.rank == 0:
-            render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config,
-                                pngs=settings.pngs)
+            render.start_report(out, model.spec, sweep, engine.term_names, settings_shown, run_config, pngs=pngs)
 
     start = time.time()
     try:
@@ -355,7 +394,7 @@ def _run(settings: SweepSettings, out: str, resume, progress, cluster, check_spa
     plan.check_assembly()
     with space_guard(rundir, plan, "the assembled outputs"):
         index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,
-                                   settings_shown, display=settings.display, pngs=settings.pngs)
+                                   settings_shown, display=display, pngs=pngs)
     elapsed = time.time() - start
     with open(os.path.join(out, "results.jsonl")) as f:
         n_div = sum(json.loads(line)["diverged"] for line in f)

@@ -1,7 +1,14 @@
 """Random transformations the image must survive (Lucid's transforms; MACO's shrinking crops), applied
 to the network-input image before every forward pass of the optimisation.
 
-A transform is a small frozen value; a tuple of them runs in the order given:
+A transform is any function ``transform(key, image, boxes, step, ctx) -> (image, boxes)``: ``key`` its
+random key for this step and view, ``image`` (H, W, C) in the network's input space (C = 4 with an opacity
+channel last), ``boxes`` the target boxes (M, 4; xyxy input pixels) to move as the image moves, or None
+when nothing is to be moved (return None then), ``step`` the optimisation step (a traced int), ``ctx`` the
+``Context`` (steps, fill value, black and white). It may change the image's size (the chain is cropped back
+to the input size, centred, at the end). The built-in transforms below are such values (small frozen
+``Transform`` records, so that their names and numbers are known), and ``compose(...)`` makes one of
+several; a tuple of them runs in the order given:
 
 | transform | what it does at each step |
 |---|---|
@@ -40,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Sequence
 
 import jax
@@ -78,8 +84,47 @@ class Transform:
                 "crop": (self.a, self.b), "blur": (self.a,), "noise": (self.a,), "recolour": (self.a,)}[self.kind]
         return f"{self.kind}({','.join([f'{v:g}' for v in args] + (['wrap'] if self.wrap else []))})"
 
-    def __call__(self, x: jax.Array, key, t, ctx: Context) -> jax.Array:
-        return _APPLY[self.kind](self, x, key, t, ctx)
+    def __call__(self, key, x: jax.Array, boxes, t, ctx: Context):
+        """(image, boxes) after this transform; ``boxes`` None stays None."""
+        if self.kind in _MATRIX:
+            matrix = _MATRIX[self.kind](self, key)
+            moved = None if boxes is None else _warp_boxes(matrix, boxes, x.shape[:2],
+                                                           self.b if self.kind == "rotate" else 0.0)
+            return _warp(x, matrix, ctx, self.wrap), moved
+        moved = None if boxes is None else _BOXES[self.kind](self, boxes, key, t, ctx, x.shape[:2])
+        return _APPLY[self.kind](self, x, key, t, ctx), moved
+
+
+@dataclasses.dataclass(frozen=True)
+class Compose:
+    """Several transforms as one: ``transforms`` in order, transform i drawing from ``fold_in(key, i)``
+    (i > 0) or ``key`` (i = 0), consecutive built-in scales and rotations run as one warp."""
+
+    transforms: tuple
+
+    @property
+    def name(self) -> str:
+        return "compose(" + ",".join(name_of(t) for t in self.transforms) + ")"
+
+    def __call__(self, key, x: jax.Array, boxes, t, ctx: Context):
+        return run(self.transforms, key, x, boxes, t, ctx)
+
+
+def compose(*transforms) -> Compose:
+    """One transform made of ``transforms``, run in order."""
+    for tr in transforms:
+        if not callable(tr):
+            raise TransformError(f"a transform is a function (key, image, boxes, step, ctx) -> (image, boxes); got "
+                                 f"{tr!r}.")
+    return Compose(tuple(transforms))
+
+
+def name_of(transform) -> str:
+    """A transform's name: a built-in's (``rotate(180,wrap)``), else the function's name."""
+    name = getattr(transform, "name", None)
+    if isinstance(name, str):
+        return name
+    return getattr(transform, "__name__", type(transform).__name__)
 
 
 def pad(n: int) -> Transform:
@@ -338,7 +383,7 @@ def view_key(seed, t, view: int = 0):
     return jax.random.fold_in(base, VIEW_KEYS + int(view)) if view else base
 
 
-def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, view: int = 0,
+def apply(transforms: Sequence, x: jax.Array, seed, t, ctx: Context, view: int = 0,
           boxes: jax.Array | None = None):
     """The image the network sees at step ``t``: ``transforms`` in order, then a centred crop back to
     ``x``'s size when padding made it larger. ``view`` k > 0 (a Python int) is another random copy of the
@@ -350,22 +395,35 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
     if not transforms:
         return x if boxes is None else (x, boxes)
     h, w = x.shape[:2]
-    base = view_key(seed, t, view)
+    y, boxes = run(transforms, view_key(seed, t, view), x, boxes, t, ctx)
+    if y.shape[:2] != (h, w):
+        top, left = (y.shape[0] - h) // 2, (y.shape[1] - w) // 2
+        y = y[top:top + h, left:left + w]
+        if boxes is not None:
+            boxes = boxes - jnp.asarray([left, top, left, top], jnp.float32)
+    return y if boxes is None else (y, boxes)
+
+
+def _warps(tr) -> bool:
+    return isinstance(tr, Transform) and tr.kind in _MATRIX
+
+
+def run(transforms: Sequence, base, x: jax.Array, boxes, t, ctx: Context):
+    """``transforms`` in order from the key ``base``: (image, boxes), the image at the size the chain makes."""
     y, i = x, 0
     while i < len(transforms):
         tr = transforms[i]
         key = base if i == 0 else jax.random.fold_in(base, i)
-        if tr.kind not in _MATRIX:
-            if boxes is not None:
-                boxes = _BOXES[tr.kind](tr, boxes, key, t, ctx, y.shape[:2])
-            y, i = tr(y, key, t, ctx), i + 1
+        if not _warps(tr):
+            y, boxes = tr(key, y, boxes, t, ctx)
+            i += 1
             continue
         # a run of scales and rotations of one mode is one warp: output p samples at M_i (M_i+1 (... (p - c))) + c;
         # quarter turns join a run of either mode (the run's mode is that of its first other transform)
         matrix, i = _MATRIX[tr.kind](tr, key), i + 1
         mode = None if tr.kind == "turn90" else tr.wrap
         grow = tr.b if tr.kind == "rotate" else 0.0  # the run's: its rotations' largest
-        while i < len(transforms) and transforms[i].kind in _MATRIX and (
+        while i < len(transforms) and _warps(transforms[i]) and (
                 transforms[i].kind == "turn90" or mode is None or transforms[i].wrap == mode):
             if transforms[i].kind != "turn90":
                 mode = transforms[i].wrap
@@ -376,45 +434,23 @@ def apply(transforms: Sequence[Transform], x: jax.Array, seed, t, ctx: Context, 
         if boxes is not None:
             boxes = _warp_boxes(matrix, boxes, y.shape[:2], grow)
         y = _warp(y, matrix, ctx, bool(mode))
-    if y.shape[:2] != (h, w):
-        top, left = (y.shape[0] - h) // 2, (y.shape[1] - w) // 2
-        y = y[top:top + h, left:left + w]
-        if boxes is not None:
-            boxes = boxes - jnp.asarray([left, top, left, top], jnp.float32)
-    return y if boxes is None else (y, boxes)
+    return y, boxes
 
 
-def check(transforms: Sequence[Transform], size: tuple[int, int]) -> None:
+def check(transforms: Sequence, size: tuple[int, int]) -> None:
+    """Raise ``TransformError`` for a transform that is not a function, or a built-in that does not fit an
+    image of ``size`` (height, width)."""
     for tr in transforms:
+        if isinstance(tr, Compose):
+            check(tr.transforms, size)
+            continue
+        if not callable(tr):
+            raise TransformError(f"a transform is a function (key, image, boxes, step, ctx) -> (image, boxes), such "
+                                 f"as jaxvis.transforms.jitter(4); got {tr!r}.")
+        if not isinstance(tr, Transform):
+            continue
         if tr.kind == "jitter" and tr.a >= min(size):
             raise TransformError(f"jitter is a shift in pixels, 0 <= jitter < {min(size)}; got {int(tr.a)}.")
         if tr.kind == "turn90" and size[0] != size[1]:
             raise TransformError(f"turn90 turns a square image onto itself; this image is {size[0]} x {size[1]} "
                                  "pixels: use rotate(180) for a non-square one.")
-
-
-_BUILDERS = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "turn90": turn90, "crop": crop,
-             "blur": blur, "noise": noise, "recolour": recolour}
-
-
-def parse(text: str) -> tuple[Transform, ...]:
-    """``"pad(4),jitter(8),scale(0.9,1.1),rotate(10)"`` -> the transforms, in that order."""
-    if not re.fullmatch(r"\s*(?:[a-z][a-z0-9]*\s*\([^)]*\)\s*(?:,\s*|$))*", text):
-        raise TransformError(f"cannot read transforms {text!r}; write e.g. pad(4),jitter(8),scale(0.9,1.1).")
-    out = []
-    for m in re.finditer(r"([a-z][a-z0-9]*)\s*\(([^)]*)\)", text):
-        name, args = m.group(1), [a for a in m.group(2).replace(" ", "").split(",") if a]
-        if name not in _BUILDERS:
-            raise TransformError(f"unknown transform {name!r}; transforms: {', '.join(_BUILDERS)}.")
-        wrap = "wrap" in args
-        if wrap and (name not in ("scale", "rotate") or args[-1] != "wrap" or args.count("wrap") > 1):
-            raise TransformError(f"cannot read transform {m.group(0)!r}: only scale and rotate take wrap, as their "
-                                 "last argument, e.g. rotate(180,wrap).")
-        try:
-            numbers = [float(a) for a in args if a != "wrap"]
-            out.append(_BUILDERS[name](*numbers, wrap=True) if wrap else _BUILDERS[name](*numbers))
-        except TransformError:
-            raise
-        except (TypeError, ValueError) as e:
-            raise TransformError(f"cannot read transform {m.group(0)!r}: {e}") from None
-    return tuple(out)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import jaxvis
+from jaxvis import objectives as O
 from jaxvis import assets, engine, saliency as sal
 from jaxvis.data import shapes
 from torch_ref import nchw
@@ -61,8 +62,8 @@ def test_ssd_detections_on_the_accelerator_equal_the_cpu():
 
 
 def _class_model_sweep(model, devices, compute_dtype="float32", steps=20, loop="auto"):
-    sweep = engine.Sweep(targets=list(range(6)), lrs=[0.1], losses=[{"score": 1.0, "sq": 1.0}], seeds=[0])
-    eng = engine.Engine(model, engine.terms_for(model, sweep), steps=steps, devices=devices,
+    sweep = engine.Sweep(targets=list(range(6)), lrs=[0.1], losses=[O.score() + O.sq()], seeds=[0])
+    eng = engine.Engine(model, sweep.terms, steps=steps, devices=devices,
                         compute_dtype=compute_dtype, loop=loop)
     return eng, eng.run(sweep, progress=False)
 

@@ -106,6 +106,9 @@ def test_conv_backend_and_loop_change_how_not_what(files, tmp_path):
     (["--categories", "1", "--objective", "multibox"], "term 'multibox' is for detectors"),
     (["--categories", "1", "--penalty", "sq"], "--penalty reads name=weight(s)"),
     (["--categories", "1", "--loss", "score", "--penalty", "sq=1"], "give either --loss variants or --objective"),
+    (["--categories", "1", "--loss", "score+sqq"], "cannot read loss 'score+sqq': unknown objective term 'sqq'"),
+    (["--categories", "1", "--loss", "score+*sq"], "cannot read loss 'score+*sq' from '+*sq'"),
+    (["--categories", "1", "--objective", "channel:conv9"], "no layer named 'conv9'"),
 ])
 def test_bad_input_gets_one_clear_line(files, tmp_path, args, message):
     vgg, _ = files

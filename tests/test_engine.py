@@ -8,10 +8,11 @@ import textwrap
 
 import jax
 import numpy as np
+import optax
 import pytest
 import torch
 
-from jaxvis import conv, engine
+from jaxvis import cli, conv, engine
 from jaxvis import objectives as obj
 from jaxvis import parameterizations as par
 from jaxvis import transforms as tfm
@@ -31,11 +32,11 @@ def ssd():
     return tiny_ssd(0)
 
 
-LAB = {"score": 1.0, "sq": 1.0}  # the lab's loss: -S_c + mean(x^2)
+LAB = obj.score() + obj.sq()  # the lab's loss: -S_c + mean(x^2)
 
 
 def lab_engine(model, steps=10, optimizer=engine.Optimizer(), snapshots=()):
-    terms = [obj.make_term("score", model), obj.make_term("sq", model)]
+    terms = (obj.score() + obj.sq()).terms
     return engine.Engine(model, terms, optimizer=optimizer, steps=steps, snapshots=snapshots)
 
 
@@ -74,9 +75,9 @@ def test_images_equal_a_pytorch_loop(vgg, optimizer, init, lrs):
     10 steps). From a shared random start (the engine's step-0 snapshot fed to torch) there are no
     systematic ties and larger learning rates compare too."""
     tmodel = torch_model_from(vgg.spec, jax.tree.map(np.asarray, vgg.params))
-    eng = lab_engine(vgg, optimizer=engine.Optimizer(optimizer))
+    eng = lab_engine(vgg, optimizer=cli.optimizer(optimizer))
     lam, target = 1.0, 3
-    result = eng.run(engine.Sweep(targets=[target], lrs=lrs, losses=[{"score": 1.0, "sq": lam}],
+    result = eng.run(engine.Sweep(targets=[target], lrs=lrs, losses=[obj.score() + lam * obj.sq()],
                                   init_scales=[init], seeds=[7]), progress=False)
     for i, lr in enumerate(lrs):
         x0 = result.snapshots[0][i]
@@ -97,7 +98,7 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
     assert grid.images.shape == (8, 64, 64, 3) and eng.trace_count == 1
     axes = sweep.point_axes()
     k = 5
-    assert axes[k] == {"target": 4, "lr": 0.5, "loss": LAB, "w:sq": 1.0, "init": 0.5, "seed": 3, "boxes": []}
+    assert axes[k] == {"target": 4, "lr": 0.5, "loss": LAB.loss, "w:sq": 1.0, "init": 0.5, "seed": 3, "boxes": []}
     alone_engine = lab_engine(vgg, steps=15, snapshots=[5])
     alone = alone_engine.run(engine.Sweep(targets=[4], lrs=[0.5], losses=[LAB],
                                           init_scales=[0.5], seeds=[3]), progress=False)
@@ -107,7 +108,7 @@ def test_point_in_a_sweep_equals_the_point_alone_and_values_do_not_recompile(vgg
     np.testing.assert_allclose(grid.loss[:, k], alone.loss[:, 0], rtol=1e-5, atol=1e-6)
 
     # New values, same shapes: the compiled program is reused.
-    other = engine.Sweep(targets=[7, 9], lrs=[0.1, 0.3], losses=[{"score": 2.0, "sq": 1.0}], weights={"sq": [0.5, 3.0]},
+    other = engine.Sweep(targets=[7, 9], lrs=[0.1, 0.3], losses=[2.0 * obj.score() + obj.sq()], weights={"sq": [0.5, 3.0]},
                          init_scales=[0.0], seeds=[11])
     again = eng.run(other, chunk_size=8, progress=False)
     assert eng.trace_count == 1
@@ -156,12 +157,13 @@ def test_sharded_over_eight_cpu_devices_equals_unsharded(tmp_path):
         import sys, numpy as np, jax
         sys.path.insert(0, "tests")
         from jaxvis import engine
+        from jaxvis import objectives as obj
         from tiny import tiny_vgg
         assert len(jax.devices()) == 8, jax.devices()
         model = tiny_vgg(0)
-        sweep = engine.Sweep(targets=[0, 1, 2, 3, 4], lrs=[0.3, 1.0], losses=[{"score": 1.0, "sq": 1.0}],
+        sweep = engine.Sweep(targets=[0, 1, 2, 3, 4], lrs=[0.3, 1.0], losses=[obj.score() + obj.sq()],
                              init_scales=[0.2], seeds=[5])
-        terms = engine.terms_for(model, sweep)
+        terms = sweep.terms
         sharded = engine.Engine(model, terms, steps=8, snapshots=[4])
         one = engine.Engine(model, terms, steps=8, snapshots=[4], devices=jax.devices()[:1])
         assert sharded.chunk_size(10, 8) == 8
@@ -196,11 +198,12 @@ OBJECTIVES = [
                          ids=[f"{k}-{t}-{'-'.join(map(str, o.values()))}" for k, t, o in OBJECTIVES])
 def test_every_objective_improves(vgg, ssd, kind, term, options):
     model = vgg if kind == "vgg" else ssd
-    eng = engine.Engine(model, [obj.make_term(term, model, **options)], optimizer=engine.Optimizer("adam"),
+    loss = cli.term(term, **options)
+    eng = engine.Engine(model, loss, optimizer=engine.Optimizer(optax.adam),
                         steps=20)
     boxes = [[[0, 0, 300, 300]], [[75, 75, 225, 225]]] if kind == "ssd" else [[]]
     targets = ([3] if kind == "ssd" else [1, 3]) if term != "activation" else [5]
-    result = eng.run(engine.Sweep(targets=targets, lrs=[0.05], losses=[{term: 1.0}], init_scales=[0.5],
+    result = eng.run(engine.Sweep(targets=targets, lrs=[0.05], losses=[loss], init_scales=[0.5],
                                   seeds=[1], boxes=boxes), progress=False)
     before, after = result.loss[0], result.final_loss
     assert np.all(np.isfinite(after)) and np.all(result.diverged_step == -1)
@@ -209,7 +212,7 @@ def test_every_objective_improves(vgg, ssd, kind, term, options):
 
 def test_a_diverging_point_is_reported_and_leaves_the_others_bit_identical(vgg):
     eng = lab_engine(vgg, steps=12)
-    kw = dict(targets=[0, 5], losses=[{"score": 1.0, "sq": 0.0}], init_scales=[0.3], seeds=[2])
+    kw = dict(targets=[0, 5], losses=[obj.score() + 0.0 * obj.sq()], init_scales=[0.3], seeds=[2])
     with_bad = eng.run(engine.Sweep(lrs=[0.5, 1e30, 2.0], **kw), chunk_size=6, progress=False)
     without = eng.run(engine.Sweep(lrs=[0.5, 2.0], **kw), chunk_size=6, progress=False)
     assert eng.trace_count == 1
@@ -227,7 +230,7 @@ def test_a_diverging_point_is_reported_and_leaves_the_others_bit_identical(vgg):
     (dict(lrs=[0.0]), r"learning rates must be positive and finite, got \[0.0\]"),
     (dict(lrs=[-1.0, 1.0]), r"positive and finite, got \[-1.0\]"),
     (dict(targets=[10]), r"target index 10 is out of range: the classes of tiny_vgg are numbered 0 to 9"),
-    (dict(losses=[{"score": 1.0}]), r"the losses use terms \['score'\] but the engine was built with \['score', 'sq'\]"),
+    (dict(losses=[obj.score()]), r"the losses use terms \['score'\] but the engine was built with \['score', 'sq'\]"),
     (dict(weights={"tv": [1.0]}), r"weight factors are given for \['tv'\], which no loss uses"),
     (dict(losses=[]), r"axis 'loss' is empty"),
     (dict(init_scales=[-1.0]), r"initialisation scales must be >= 0"),
@@ -244,26 +247,25 @@ def test_invalid_steps_boxes_and_terms_are_refused(vgg, ssd):
         lab_engine(vgg, steps=0)
     with pytest.raises(engine.SweepError, match=r"snapshot iterations must lie in 0..steps \(10\), got \[11\]"):
         lab_engine(vgg, snapshots=[11])
-    eng = engine.Engine(ssd, [obj.make_term("multibox", ssd)], steps=2)
+    eng = engine.Engine(ssd, obj.multibox().terms, steps=2)
     for boxes, match in [([[[10, 10, 10, 50]]], r"zero or negative area"), ([[[-5, 0, 100, 100]]], r"outside the 300x300"),
                          ([[]], r"need target boxes")]:
         with pytest.raises(engine.SweepError, match=match):
-            eng.run(engine.Sweep(targets=[1], lrs=[1.0], losses=[{"multibox": 1.0}], boxes=boxes), progress=False)
+            eng.run(engine.Sweep(targets=[1], lrs=[1.0], losses=[obj.multibox()], boxes=boxes), progress=False)
     with pytest.raises(ValueError, match=r"term 'score' is for classifiers, and tiny_ssd is a detector"):
-        obj.make_term("score", ssd)
+        engine.Engine(ssd, obj.score(), steps=2)
     with pytest.raises(ValueError, match=r"term 'multibox' is for detectors"):
-        obj.make_term("multibox", vgg)
+        engine.Engine(vgg, obj.multibox(), steps=2)
     with pytest.raises(ValueError, match=r"unknown objective term 'scor'"):
-        obj.make_term("scor", vgg)
-    eng = engine.Engine(vgg, [obj.make_term("activation", vgg, layer="conv9")], steps=2)
-    with pytest.raises(engine.SweepError, match=r"no layer named 'conv9'"):
-        eng.run(engine.Sweep(targets=[0], lrs=[1.0], losses=[{"activation": 1.0}]), progress=False)
+        cli.term("scor")
+    with pytest.raises(ValueError, match=r"no layer named 'conv9'"):
+        engine.Engine(vgg, obj.activation("conv9"), steps=2)
 
 
 def test_inv_score_continues_below_eps_with_the_right_slope():
     ctx = lambda s: obj.Context(outputs=jax.numpy.reshape(s, (1, 1)), acts={}, x=None, target=0,  # noqa: E731
                                 boxes=None, box_valid=None)
-    f = obj.inv_score_term(1.0)
+    f = obj.inv_score_fn(1.0)
     value = lambda s: float(f(ctx(np.float32(s))))  # noqa: E731
     assert value(4.0) == pytest.approx(0.25) and value(1.0) == pytest.approx(1.0)
     assert value(0.0) == pytest.approx(2.0) and value(-3.0) == pytest.approx(5.0)
@@ -272,7 +274,7 @@ def test_inv_score_continues_below_eps_with_the_right_slope():
 
 
 def test_bfloat16_compute_runs_and_improves(vgg):
-    terms = [obj.make_term("score", vgg), obj.make_term("sq", vgg)]
+    terms = (obj.score() + obj.sq()).terms
     sweep = engine.Sweep(targets=[1, 2], lrs=[1.0], losses=[LAB], init_scales=[0.5], seeds=[0])
     result = engine.Engine(vgg, terms, steps=10, compute_dtype="bfloat16").run(sweep, progress=False)
     assert result.images.dtype == np.float32 and result.loss.dtype == np.float32
@@ -289,7 +291,7 @@ def test_bfloat16_compute_runs_and_improves(vgg):
 
 
 def test_jitter_and_clip(vgg):
-    terms = [obj.make_term("score", vgg), obj.make_term("sq", vgg)]
+    terms = (obj.score() + obj.sq()).terms
     sweep = engine.Sweep(targets=[3], lrs=[10.0], losses=[LAB], init_scales=[1.0], seeds=[2])
     clipped = engine.Engine(vgg, terms, steps=10, clip=True).run(sweep, progress=False)
     lo = (0 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
@@ -307,7 +309,7 @@ def test_jitter_and_clip(vgg):
 
 def test_host_loop_and_scan_agree(vgg):
     """The two ways of looping over steps run the same program: same curves, images and snapshots."""
-    terms = [obj.make_term("score", vgg), obj.make_term("sq", vgg)]
+    terms = (obj.score() + obj.sq()).terms
     sweep = engine.Sweep(targets=[1, 2, 3], lrs=[0.5, 2.0], losses=[LAB], init_scales=[0.0, 0.3], seeds=[1])
     runs = {}
     for loop in ("scan", "host"):

@@ -4,9 +4,11 @@ own image and pulled towards it by ``l2_start``; the launcher's ``--start_images
 import json
 
 import numpy as np
+import optax
 import pytest
 
 from conftest import run_module
+from jaxvis import cli
 from jaxvis import engine
 from jaxvis import objectives as obj
 from jaxvis import parameterizations as par
@@ -29,12 +31,12 @@ def start_images(model, n, seed=0):
     return np.asarray(pre.normalize(model.spec, np.asarray(rgb, np.float32)))
 
 
-@pytest.mark.parametrize("parameterization", [par.pixels(), par.parse("fourier+decorrelated+sigmoid")])
+@pytest.mark.parametrize("parameterization", [par.pixels(), cli.parameterization("fourier+decorrelated+sigmoid")])
 def test_each_point_starts_from_its_image_and_stays_near_it(vgg, parameterization):
     starts = start_images(vgg, 2)
     sweep = engine.Sweep(targets=[1, 3], lrs=[0.05], losses=[obj.score() + 10.0 * obj.l2_start()], starts=starts)
     assert [n for n, _ in sweep.axes()][0] == "start" and sweep.size == 4
-    eng = engine.Engine(vgg, engine.terms_for(vgg, sweep), steps=6, optimizer=engine.Optimizer("adam"),
+    eng = engine.Engine(vgg, sweep.terms, steps=6, optimizer=engine.Optimizer(optax.adam),
                         parameterization=parameterization, snapshots=[0])
     result = eng.run(sweep, progress=None)
     scale = np.abs(starts).max()
@@ -58,7 +60,7 @@ def test_a_start_image_alone_equals_its_points_in_the_sweep(vgg):
     kw = dict(targets=[0, 2], lrs=[0.3], losses=[obj.score() + obj.l2_start()], init_scales=[0.05], seeds=[4])
     both = engine.Sweep(starts=starts, **kw)
     alone = engine.Sweep(starts=starts[2:], **kw)
-    eng = engine.Engine(vgg, engine.terms_for(vgg, both), steps=4, transforms=(), jitter=2)
+    eng = engine.Engine(vgg, both.terms, steps=4, transforms=(), jitter=2)
     a = eng.run(both, chunk_size=4, progress=None)  # the third image's points straddle two chunks
     b = eng.run(alone, chunk_size=4, progress=None)
     np.testing.assert_array_equal(a.images[4:], b.images)
@@ -66,13 +68,13 @@ def test_a_start_image_alone_equals_its_points_in_the_sweep(vgg):
 
 def test_bad_start_images_are_refused(vgg):
     with pytest.raises(engine.SweepError, match=r"\(N, H, W, 3\)"):
-        engine.Sweep(targets=[0], lrs=[1.0], losses=[{"score": 1.0}], starts=np.zeros((64, 64, 3)))
-    sweep = engine.Sweep(targets=[0], lrs=[1.0], losses=[{"score": 1.0}], starts=np.zeros((1, 32, 32, 3)))
+        engine.Sweep(targets=[0], lrs=[1.0], losses=[obj.score()], starts=np.zeros((64, 64, 3)))
+    sweep = engine.Sweep(targets=[0], lrs=[1.0], losses=[obj.score()], starts=np.zeros((1, 32, 32, 3)))
     with pytest.raises(engine.SweepError, match="resize them first"):
-        sweep.validate(vgg, engine.terms_for(vgg, sweep), 3)
+        sweep.validate(vgg, sweep.terms, 3)
     sweep = engine.Sweep(targets=[0], lrs=[1.0], losses=[obj.score() + obj.l2_start()])
     with pytest.raises(engine.SweepError, match="l2_start .* has none"):
-        sweep.validate(vgg, engine.terms_for(vgg, sweep), 3)
+        sweep.validate(vgg, sweep.terms, 3)
 
 
 def test_launcher_sweeps_over_start_image_files(tiny_files, tmp_path):

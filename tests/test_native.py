@@ -241,11 +241,12 @@ def test_sharded_engines_keep_the_models_convolution_on_each_devices_share():
         import sys, jax, numpy as np
         sys.path.insert(0, "tests")
         from jaxvis import conv, engine
+        from jaxvis import objectives as O
         from tiny import tiny_vgg
         model = tiny_vgg(0)
-        sweep = engine.Sweep(targets=[0, 1, 2], lrs=[0.5, 1.0], losses=[{"score": 1.0, "sq": 1.0}],
+        sweep = engine.Sweep(targets=[0, 1, 2], lrs=[0.5, 1.0], losses=[O.score() + O.sq()],
                              init_scales=[0.2], seeds=[0])
-        terms = engine.terms_for(model, sweep)
+        terms = sweep.terms
         two, one = jax.devices()[:2], jax.devices()[:1]
         backends = ["auto"] + (["onednn"] if conv.onednn_available() else [])
         for backend in backends:

@@ -4,10 +4,11 @@ two activation objectives on different layers in one loss, and every objective i
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxvis
-from jaxvis import assets, engine
+from jaxvis import assets, cli, engine
 from jaxvis import objectives as O
 from tiny import tiny_vgg
 
@@ -57,17 +58,27 @@ def test_the_algebra_gives_the_value_of_the_written_sum(vgg):
 
 def test_names_read_back_into_terms_and_bad_ones_are_refused(vgg):
     for objective in (O.neuron("conv4_1", 7, (2, 3)), O.inv_score(eps=0.5), O.score(3), O.channel("fc7_pre"),
-                      O.term("all_boxes", reduce="sum")):
-        (spec,) = objective.specs.values()
-        assert O.parse_term_name(spec.name) == spec
-    with pytest.raises(O.ObjectiveError, match=r"unknown objective term 'chanel:conv4_1'"):
-        O.parse_term_name("chanel:conv4_1")
+                      O.all_boxes(total=True), O.head(1, 4), O.activation("conv5_1", (1, 2))):
+        (term,) = objective.terms
+        assert cli.term_named(term.name) == objective, term.name
+    assert cli.loss("score+0.1*sq-0.5*tv") == O.score() + 0.1 * O.sq() - 0.5 * O.tv()
+    with pytest.raises(cli.TextError, match=r"unknown objective term 'chanel:conv4_1'"):
+        cli.term_named("chanel:conv4_1")
+    for bad in ("score+0.1*sq+", "score sq", "2*"):
+        with pytest.raises(cli.TextError, match=r"cannot read loss"):
+            cli.loss(bad)
+    with pytest.raises(cli.TextError, match=r"cannot read loss 'score\+sqq': unknown objective term 'sqq'"):
+        cli.loss("score+sqq")
     with pytest.raises(O.ObjectiveError, match=r"no layer named 'conv9_9'; the model has conv1_1"):
-        O.channel("conv9_9").terms(vgg)
-    with pytest.raises(O.ObjectiveError, match=r"term 'neuron' needs position"):
-        O.make_term("neuron", vgg, layer="conv4_1")
+        O.channel("conv9_9").fits(vgg)
+    with pytest.raises(O.ObjectiveError, match=r"no layer named 'conv9_9'"):
+        engine.Engine(vgg, O.channel("conv9_9"))
+    with pytest.raises(cli.TextError, match=r"term 'neuron' needs position"):
+        cli.term("neuron", layer="conv4_1")
+    with pytest.raises(engine.SweepError, match=r"not a dict of term names"):
+        engine.Sweep(targets=[0], lrs=[1.0], losses=[{"score": 1.0}])
     sweep = engine.Sweep(targets=[40], lrs=[1.0], losses=[O.channel("conv4_1_pre")])
-    eng = engine.Engine(vgg, engine.terms_for(vgg, sweep), steps=2)
+    eng = engine.Engine(vgg, sweep.terms, steps=2)
     with pytest.raises(engine.SweepError, match=r"target index 40 is out of range: the channels of conv4_1_pre "
                                                 r"are numbered 0 to 31"):
         eng.run(sweep, progress=False)
@@ -76,9 +87,9 @@ def test_names_read_back_into_terms_and_bad_ones_are_refused(vgg):
 def test_two_activation_objectives_on_different_layers_in_one_loss(vgg):
     both = O.channel("conv3_2_pre") + O.channel("conv5_1_pre", 3)
     sweep = engine.Sweep(targets=[1, 6], lrs=[0.05], losses=[both, O.channel("conv3_2_pre")], init_scales=[0.5])
-    terms = engine.terms_for(vgg, sweep)
+    terms = sweep.terms
     assert [t.name for t in terms] == ["channel:conv3_2_pre", "channel:conv5_1_pre[3]"]
-    result = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=20).run(sweep, progress=False)
+    result = engine.Engine(vgg, terms, optimizer=engine.Optimizer(optax.adam), steps=20).run(sweep, progress=False)
     x0 = result.snapshots[0]
     _, acts = vgg.apply(vgg.params, x0)
     a3, a5 = np.asarray(acts["conv3_2_pre"]), np.asarray(acts["conv5_1_pre"])
@@ -124,8 +135,8 @@ def active_neuron(model, layer):
 
 
 DETECTOR = {
-    "multibox": lambda m: O.term("multibox"), "biggest_box+box_loc": lambda m: O.term("biggest_box") + O.term("box_loc"),
-    "all_boxes": lambda m: O.term("all_boxes"), "channel": lambda m: O.channel("map1", active_channel(m, "map1")),
+    "multibox": lambda m: O.multibox(), "biggest_box+box_loc": lambda m: O.biggest_box() + O.box_loc(),
+    "all_boxes": lambda m: O.all_boxes(), "channel": lambda m: O.channel("map1", active_channel(m, "map1")),
     "neuron": lambda m: active_neuron(m, "conv4_3"), "tv": lambda m: O.tv(),
     "l2_to": lambda m: O.l2_to(np.zeros((128, 128, 3), np.float32)),
     "head": lambda m: O.head(2), "two_heads": lambda m: O.head(0, 1) + 0.5 * O.head(3),
@@ -142,7 +153,7 @@ def test_every_objective_improves_over_20_steps(model_name):
     boxes = [[[32.0, 32.0, 96.0, 96.0]]] if model.spec.is_detector else [[]]
     sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=list(objectives.values()), init_scales=[0.5], seeds=[1],
                          boxes=boxes)
-    result = engine.Engine(model, engine.terms_for(model, sweep), optimizer=engine.Optimizer("adam"),
+    result = engine.Engine(model, sweep.terms, optimizer=engine.Optimizer(optax.adam),
                            steps=20).run(sweep, progress=False)
     before, after = result.loss[0], result.final_loss
     assert np.all(result.diverged_step == -1)
@@ -168,13 +179,13 @@ def test_heads_split_all_boxes_by_scale():
         np.testing.assert_allclose(value, -logits[start:start + n].mean(), rtol=1e-5, atol=1e-6)
         values.append(value)
         start += n
-    everything = float(O.term("all_boxes").value(model, ctx))
+    everything = float(O.all_boxes().value(model, ctx))
     np.testing.assert_allclose(np.dot(counts, values) / sum(counts), everything, rtol=1e-5, atol=1e-6)
-    assert O.head(1, 4).name == "head:map1[4]" and O.parse_term_name("head:map1[4]") == O.head(1, 4).specs["head:map1[4]"]
+    assert O.head(1, 4).name == "head:map1[4]" and cli.term_named("head:map1[4]") == O.head(1, 4)
     with pytest.raises(O.ObjectiveError, match="map0 ... map3"):
-        O.head(6).terms(model)
+        O.head(6).fits(model)
     with pytest.raises(O.ObjectiveError, match="for detectors"):
-        O.head(0).terms(tiny_vgg(0))
+        O.head(0).fits(tiny_vgg(0))
 
 
 def test_opacity_outside_weighs_the_opacity_by_the_distance_past_the_target_boxes():
@@ -196,4 +207,4 @@ def test_opacity_outside_weighs_the_opacity_by_the_distance_past_the_target_boxe
     assert weight[50, 60] == 0 and weight[20, 60] == 1 and 0 < weight[50, 82] < 1
     np.testing.assert_allclose(float(O.opacity_outside().value(model, ctx)), (alpha * weight).mean(), rtol=1e-5)
     with pytest.raises(O.ObjectiveError, match="for detectors"):
-        O.opacity_outside().terms(_models()["shapes_vgg"])
+        O.opacity_outside().fits(_models()["shapes_vgg"])

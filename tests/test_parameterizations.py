@@ -5,8 +5,10 @@ network-input image whatever the variable."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from jaxvis import cli
 from jaxvis import engine
 from jaxvis import objectives as obj
 from jaxvis import parameterizations as par
@@ -52,7 +54,7 @@ def test_fourier_decorrelated_sigmoid_equals_numpy():
     size = (20, 24)
     p = par.fourier(1.0) + par.decorrelated() + par.sigmoid()
     assert p.name == "fourier+decorrelated+sigmoid" and p.basis == "fourier" and p.range == "sigmoid"
-    assert (par.fourier(1.5) + par.clip()).name == "fourier(1.5)+clip" and par.parse("fourier(1.5)+clip").decay == 1.5
+    assert (par.fourier(1.5) + par.clip()).name == "fourier(1.5)+clip" and cli.parameterization("fourier(1.5)+clip").decay == 1.5
     v = np.random.default_rng(1).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
     t = numpy_decorrelate(numpy_fourier(v, size, 1.0), par.IMAGENET_COLOUR_SQRT).reshape(*size, 3)
     want = 1.0 / (1.0 + np.exp(-t))
@@ -104,11 +106,11 @@ def test_statistics_script_formula_and_shipped_file():
 
 
 def test_engine_reports_the_network_input_image(vgg):
-    terms = [obj.make_term("score", vgg)]
-    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.1], seeds=[0],
+    terms = obj.score().terms
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[obj.score()], init_scales=[0.1], seeds=[0],
                          decays=[0.5, 1.5])
     p = par.fourier() + par.decorrelated() + par.sigmoid()
-    result = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=6, snapshots=[3],
+    result = engine.Engine(vgg, terms, optimizer=engine.Optimizer(optax.adam), steps=6, snapshots=[3],
                            parameterization=p).run(sweep, progress=False)
     lo = (0 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
     hi = (1 - np.asarray(vgg.spec.mean)) / np.asarray(vgg.spec.std)
@@ -127,16 +129,16 @@ def test_engine_reports_the_network_input_image(vgg):
 
 def test_bad_parameterisations_are_refused(vgg):
     with pytest.raises(par.ParameterizationError, match="unknown parameterisation part 'furier'"):
-        par.parse("furier+sigmoid", vgg)
+        cli.parameterization("furier+sigmoid", vgg)
     with pytest.raises(par.ParameterizationError, match="cannot combine two different ranges"):
         par.sigmoid() + par.clip()
     with pytest.raises(par.ParameterizationError, match=r"needs \(64, 33, 3\)"):
-        engine.Engine(vgg, [obj.make_term("score", vgg)], parameterization=par.maco(np.ones((32, 17, 3))))
+        engine.Engine(vgg, obj.score().terms, parameterization=par.maco(np.ones((32, 17, 3))))
     with pytest.raises(engine.SweepError, match="clip projects the pixels parameterisation"):
-        engine.Engine(vgg, [obj.make_term("score", vgg)], clip=True, parameterization=par.fourier() + par.sigmoid())
+        engine.Engine(vgg, obj.score().terms, clip=True, parameterization=par.fourier() + par.sigmoid())
     with pytest.raises(par.ParameterizationError, match="maco needs a magnitude spectrum for this model"):
-        par.parse("maco+clip", vgg)
-    shapes_like = par.parse("maco+clip", vgg, stats=par.__file__.replace("parameterizations.py", "assets/shapes_image_stats.npz"))
+        cli.parameterization("maco+clip", vgg)
+    shapes_like = cli.parameterization("maco+clip", vgg, stats=par.__file__.replace("parameterizations.py", "assets/shapes_image_stats.npz"))
     assert shapes_like.basis == "maco" and shapes_like.spectrum.array.shape == (64, 33, 3)
 
 
@@ -159,7 +161,7 @@ def test_shipped_statistics_are_what_the_script_writes(tmp_path):
 def test_variable_for_an_image_renders_that_image(vgg, text, bgr):
     # Feature accentuation starts from a real image: the variable found for it renders it back.
     size = (12, 14)
-    p = par.parse(text)
+    p = cli.parameterization(text)
     to_input = par.InputMap((-2.0, -1.5, -1.8), (2.2, 2.6, 2.4), (2, 1, 0) if bgr else (0, 1, 2))
     rgb = np.random.default_rng(3).uniform(0.05, 0.95, (*size, 3)).astype(np.float32)
     x = np.asarray(to_input(jnp.asarray(rgb)))
@@ -187,7 +189,7 @@ def test_variable_for_keeps_the_images_phase_under_macos_magnitude():
 
 def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
     size, decay = (20, 24), 1.5
-    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")
+    p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha")
     assert p.alpha and p.channels == 4 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha"
     assert p.variable_shape(size) == (20, 13, 4, 2)
     v = np.random.default_rng(5).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
@@ -214,11 +216,11 @@ def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
 
 def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
     size, decay = (20, 24), 1.5
-    p = par.parse("fourier(1.5)+decorrelated+sigmoid+solid")
+    p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+solid")
     assert p.alpha and p.solid and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha+solid"
-    assert par.parse(p.name) == p and p.variable_shape(size) == (20, 13, 4, 2)
+    assert cli.parameterization(p.name) == p and p.variable_shape(size) == (20, 13, 4, 2)
     v = np.random.default_rng(7).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
-    with_alpha = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")
+    with_alpha = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha")
     free = np.asarray(par.rgb_image(with_alpha, jnp.asarray(v), size, decay))
     got = np.asarray(par.rgb_image(p, jnp.asarray(v), size, decay))
     # the colour of every pixel is the mean colour of the free image; the opacity is the free image's
@@ -235,7 +237,7 @@ def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
     # it starts from a colour of its own seed, the same in either basis, and not mid grey
     starts = []
     for basis in ("pixels", "fourier(1.5)"):
-        q = par.parse(f"{basis}+sigmoid+solid")
+        q = cli.parameterization(f"{basis}+sigmoid+solid")
         t = np.stack([np.asarray(par.basis_image(q, q.init(jax.random.key(k), size, 0.0, 1.5), size, 1.5))
                       for k in range(64)])
         np.testing.assert_allclose(t, np.broadcast_to(t[:, :1, :1], t.shape), atol=1e-5)  # flat, opacity 0.5
@@ -244,9 +246,9 @@ def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
     assert np.all(starts[0][:, 3] == 0) and 1.0 < starts[0][:, :3].std() < 2.0
     assert np.abs(starts[0][:, :3]).max(1).min() > 0.1  # no seed starts near grey in every channel
     # the colour still learns: 20 steps raise the score of a solid image
-    eng = engine.Engine(vgg, [obj.make_term("score", vgg)], optimizer=engine.Optimizer("adam"), steps=20,
+    eng = engine.Engine(vgg, obj.score().terms, optimizer=engine.Optimizer(optax.adam), steps=20,
                         parameterization=par.fourier() + par.sigmoid() + par.solid())
-    result = eng.run(engine.Sweep(targets=[1], lrs=[0.2], losses=[{"score": 1.0}], init_scales=[0.1], seeds=[0]),
+    result = eng.run(engine.Sweep(targets=[1], lrs=[0.2], losses=[obj.score()], init_scales=[0.1], seeds=[0]),
                      progress=False)
     start, _ = vgg.apply(vgg.params, jnp.asarray(result.snapshots[0]))
     end, _ = vgg.apply(vgg.params, jnp.asarray(result.images))
@@ -269,8 +271,8 @@ def numpy_box_start(size, boxes, lift):
 
 def test_box_start_makes_the_start_opaque_in_the_target_boxes_and_nowhere_else():
     size, decay = (40, 48), 1.5
-    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha+solid+boxstart(0.9)")
-    assert p.alpha and p.box_start == 0.9 and par.parse(p.name) == p and "boxstart(0.9)" in p.name
+    p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha+solid+boxstart(0.9)")
+    assert p.alpha and p.box_start == 0.9 and cli.parameterization(p.name) == p and "boxstart(0.9)" in p.name
     boxes = np.asarray([[4, 6, 24, 30], [30, 10, 46, 20], [0, 0, 8, 8]], np.float32)
     valid = np.asarray([True, True, False])  # the third is padding: it adds nothing
     lift = np.asarray(par.opacity_start(p, boxes, valid, size, decay))
@@ -282,17 +284,17 @@ def test_box_start_makes_the_start_opaque_in_the_target_boxes_and_nowhere_else()
     assert abs(alpha[18, 14] - 0.9) < 1e-4 and abs(alpha[15, 38] - 0.9) < 1e-4  # the boxes' centres
     assert abs(alpha[38, 2] - 0.5) < 1e-4 and abs(alpha[3, 3] - 0.5) < 1e-4  # outside, and the padding box
     # in pixels with a clip range the lift is the opacity's own difference
-    q = par.parse("pixels+clip+alpha+boxstart(0.7)")
+    q = cli.parameterization("pixels+clip+alpha+boxstart(0.7)")
     got = np.asarray(par.opacity_start(q, boxes, valid, size))
     np.testing.assert_allclose(got[..., 3], numpy_box_start(size, boxes[:2], 0.2), atol=1e-6)
     assert not got[..., :3].any()
     # without it nothing is added
-    assert not np.asarray(par.opacity_start(par.parse("fourier+sigmoid+alpha"), boxes, valid, size)).any()
+    assert not np.asarray(par.opacity_start(cli.parameterization("fourier+sigmoid+alpha"), boxes, valid, size)).any()
     for text, match in [("fourier+sigmoid+boxstart(1)", r"in \(0, 1\)"),
                         ("fourier+sigmoid+boxstart(0)", r"in \(0, 1\)"),
                         ("fourier+sigmoid+boxstart(x)", "not a number")]:
         with pytest.raises(par.ParameterizationError, match=match):
-            par.parse(text)
+            cli.parameterization(text)
 
 
 def test_the_engine_starts_a_box_start_image_opaque_at_each_points_target_box():
@@ -301,10 +303,10 @@ def test_the_engine_starts_a_box_start_image_opaque_at_each_points_target_box():
 
     ssd = tiny_ssd(0)
     p = par.fourier(1.5) + par.sigmoid() + par.box_start(0.9)
-    terms = [obj.make_term("multibox", ssd), obj.make_term("opacity", ssd)]
-    eng = engine.Engine(ssd, terms, optimizer=engine.Optimizer("adam"), steps=2, parameterization=p)
+    terms = [obj.multibox().terms[0], obj.opacity().terms[0]]
+    eng = engine.Engine(ssd, terms, optimizer=engine.Optimizer(optax.adam), steps=2, parameterization=p)
     boxes = [[[75, 75, 225, 225]], [[0, 150, 100, 300], [200, 0, 300, 60]]]
-    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"multibox": 1.0, "opacity": 0.5}], init_scales=[0.0],
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[obj.multibox() + 0.5 * obj.opacity()], init_scales=[0.0],
                          seeds=[0], boxes=boxes)
     pts = jax.tree.map(jnp.asarray, sweep.arrays(eng.term_names))
     v = core.init_chunk(eng.config, pts)[0]
@@ -319,7 +321,7 @@ def test_the_engine_starts_a_box_start_image_opaque_at_each_points_target_box():
 
 def test_random_backgrounds_are_keyed_valid_and_range_from_flat_to_textured():
     size = (32, 32)
-    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha")
+    p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha")
     to_input = par.InputMap((-2.0, -1.5, -1.8), (2.2, 2.6, 2.4), (0, 1, 2))
     draw = jax.jit(lambda k: par.background(p, k, size, to_input))
     keys = [jax.random.key(i) for i in range(40)]
@@ -338,11 +340,11 @@ def test_alpha_is_refused_where_it_cannot_work(vgg):
     with pytest.raises(par.ParameterizationError, match="alpha needs a free magnitude"):
         par.maco(np.ones((64, 33, 3))) + par.alpha()
     with pytest.raises(par.ParameterizationError, match="add a range map"):
-        engine.Engine(vgg, [obj.make_term("score", vgg)], parameterization=par.fourier() + par.alpha())
+        engine.Engine(vgg, obj.score().terms, parameterization=par.fourier() + par.alpha())
     with pytest.raises(obj.ObjectiveError, match="add alpha to the parameterisation"):
-        engine.Engine(vgg, [obj.make_term("score", vgg), obj.make_term("opacity", vgg)],
+        engine.Engine(vgg, (obj.score() + obj.opacity()).terms,
                       parameterization=par.fourier() + par.sigmoid()).run(
-            engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0, "opacity": 1.0}], init_scales=[0.1],
+            engine.Sweep(targets=[1], lrs=[0.05], losses=[obj.score() + obj.opacity()], init_scales=[0.1],
                          seeds=[0]), progress=False)
 
 
@@ -351,10 +353,10 @@ def test_alpha_image_is_reported_over_grey_and_seen_over_random_backgrounds(vgg)
     from jaxvis.engine import core
 
     p = par.fourier() + par.decorrelated() + par.sigmoid() + par.alpha()
-    terms = [obj.make_term("score", vgg), obj.make_term("opacity", vgg)]
-    eng = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=8, snapshots=[4], parameterization=p,
+    terms = (obj.score() + obj.opacity()).terms
+    eng = engine.Engine(vgg, terms, optimizer=engine.Optimizer(optax.adam), steps=8, snapshots=[4], parameterization=p,
                         transforms=[tfm.jitter(2)], views=2)
-    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0, "opacity": 0.5}], init_scales=[0.1],
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[obj.score() + 0.5 * obj.opacity()], init_scales=[0.1],
                          seeds=[2])
     result = eng.run(sweep, progress=False)
     to_input = par.InputMap.of(vgg.spec)
@@ -382,11 +384,11 @@ def test_alpha_image_is_reported_over_grey_and_seen_over_random_backgrounds(vgg)
 
 
 def test_a_backdrop_reports_the_image_over_the_points_own_background(vgg):
-    p = par.parse("fourier(1.5)+decorrelated+sigmoid+alpha(0.5)")
+    p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha(0.5)")
     assert p.backdrop == 0.5 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha(0.5)"
     for bad in ("alpha(1.5)", "alpha(x)"):
         with pytest.raises(par.ParameterizationError, match="alpha"):
-            par.parse(f"fourier+sigmoid+{bad}")
+            cli.parameterization(f"fourier+sigmoid+{bad}")
     with pytest.raises(par.ParameterizationError, match="reported over"):
         par.Parameterization(backdrop=0.5)  # a backdrop needs an image with opacity
     to_input = par.InputMap.of(vgg.spec)
@@ -396,9 +398,9 @@ def test_a_backdrop_reports_the_image_over_the_points_own_background(vgg):
     np.testing.assert_array_equal(back, np.asarray(par.background(
         p, jax.random.fold_in(jax.random.key(3), par.REPORT_KEY), (64, 64), to_input, contrast=0.5)))
     assert not np.allclose(back, np.asarray(par.report_background(p, 4, (64, 64), to_input)))  # the seed's own
-    eng = engine.Engine(vgg, [obj.make_term("score", vgg)], optimizer=engine.Optimizer("adam"), steps=4,
+    eng = engine.Engine(vgg, obj.score().terms, optimizer=engine.Optimizer(optax.adam), steps=4,
                         snapshots=[2], parameterization=p)
-    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.1], seeds=[3])
+    sweep = engine.Sweep(targets=[1], lrs=[0.05], losses=[obj.score()], init_scales=[0.1], seeds=[3])
     result = eng.run(sweep, progress=False)
     x0 = par.render(p, p.init(jax.random.key(3), (64, 64), np.float32(0.1)), (64, 64), to_input)
     np.testing.assert_allclose(result.snapshots[0][0], np.asarray(par.composite(x0, back)), atol=1e-6)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from conftest import run_module
 from jaxvis import engine as eng
+from jaxvis import objectives as O
 from jaxvis import render, report
 from jaxvis.spec import ModelSpec
 
@@ -32,7 +33,7 @@ def toy_spec() -> ModelSpec:
 
 
 def toy_sweep() -> eng.Sweep:
-    return eng.Sweep(targets=[0, 1, 2], lrs=[0.1, 1.0], losses=[{"score": 1.0}, {"score": 1.0, "sq": 1.0}], seeds=[0, 1])
+    return eng.Sweep(targets=[0, 1, 2], lrs=[0.1, 1.0], losses=[O.score(), O.score() + O.sq()], seeds=[0, 1])
 
 
 def fake_result(sl: slice, rng) -> eng.Result:
@@ -81,7 +82,7 @@ def make_big_sweep(path, n_targets=10, n_lrs=10, n_seeds=20) -> str:
     spec = toy_spec()
     spec = ModelSpec(**{**spec.__dict__, "labels": tuple(f"class{i}" for i in range(n_targets))})
     sweep = eng.Sweep(targets=list(range(n_targets)), lrs=[10.0 ** (k / 3 - 2) for k in range(n_lrs)],
-                      losses=[{"score": 1.0}], seeds=list(range(n_seeds)))
+                      losses=[O.score()], seeds=list(range(n_seeds)))
     os.makedirs(path / "points", exist_ok=True)
     rng = np.random.default_rng(1)
     for k in range(8):
@@ -95,7 +96,7 @@ def make_big_sweep(path, n_targets=10, n_lrs=10, n_seeds=20) -> str:
             f.write(json.dumps({
                 "index": i, "file": file, "files": {"stretch": file, "clip": file}, "display": "stretch",
                 "snapshots": [[k, file] for k in SNAPSHOTS], "curve_png": file, "chunk": i // 100,
-                "label": render.point_label(p, spec, ["target", "lr", "seed"]), "at": report.point_at(p, axes),
+                "label": render.point_label(sweep, p, spec, ["target", "lr", "seed"]), "at": report.point_at(p, axes),
                 "target": p["target"], "target_name": spec.labels[p["target"]], "lr": p["lr"], "seed": p["seed"],
                 "loss": p["loss"], "weights": {"score": 1.0}, "init": p["init"], "boxes": p["boxes"],
                 "final_score": float(rng.normal()), "final_prob": float(rng.uniform()),

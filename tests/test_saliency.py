@@ -193,3 +193,23 @@ def test_deletion_and_insertion_curves(tiny):
     assert deletion.scores[0] == pytest.approx(p, rel=1e-5) and deletion.scores[-1] == pytest.approx(p0, rel=1e-5)
     assert insertion.scores[-1] == pytest.approx(p, rel=1e-5)
     assert 0 <= deletion.auc <= 1 and 0 <= insertion.auc <= 1
+
+
+def test_no_cache_keeps_a_model_alive():
+    """The compiled programs of saliency and of the metrics live on the model: a model nobody holds any more
+    is freed, with its parameters."""
+    import gc
+    import weakref
+
+    model = tiny_vgg(3)
+    images = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype(np.float32)
+    sal.saliency(model, images, sal.class_score([[1]]), sal.gradient())
+    sal.saliency(model, images, sal.class_score([[1]]), sal.gradcam("conv4_2"))
+    x = np.random.default_rng(6).standard_normal((64, 64, 3)).astype(np.float32)
+    m = sal.saliency(model, x[None], sal.class_score([[1]]), sal.gradient(), space="input").attributions[0, 0, ..., 0]
+    met.deletion_insertion(model, x, m, {"class": 1}, steps=4)
+    assert model.__dict__["_cached"]
+    freed = weakref.ref(model)
+    del model
+    gc.collect()
+    assert freed() is None

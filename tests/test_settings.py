@@ -159,7 +159,8 @@ def test_channels_of_two_layers_from_the_command_line_form():
     _, sweep, eng, _ = sweeps.build(SweepSettings.create(
         params=assets.path("classifier"), categories="3,5", steps=2, loss="channel:conv3_2_pre+0.5*channel:conv5_1_pre[7]"))
     assert eng.term_names == ["channel:conv3_2_pre", "channel:conv5_1_pre[7]"]
-    assert sweep.losses == ({"channel:conv3_2_pre": 1.0, "channel:conv5_1_pre[7]": 0.5},) and list(sweep.targets) == [3, 5]
+    assert [loss.loss for loss in sweep.losses] == [{"channel:conv3_2_pre": 1.0, "channel:conv5_1_pre[7]": 0.5}]
+    assert list(sweep.targets) == [3, 5]
 
 
 def test_detector_feature_vis_config_runs_from_the_launcher(tmp_path):

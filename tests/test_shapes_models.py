@@ -264,10 +264,9 @@ def test_robust_detector_does_not_see_shapes_on_flat_grey():
 def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):
     """The robust recipe (jitter, valid pixel range, total variation) gives class models that the
     classifier is sure of and that a network trained separately also reads as the class."""
-    terms = [obj.make_term(name, classifier) for name in ("score", "sq", "tv")]
-    eng = engine.Engine(classifier, terms, steps=200, jitter=8, clip=True)
-    sweep = engine.Sweep(targets=list(range(6)), lrs=[0.1], losses=[{"score": 1.0, "sq": 1.0, "tv": 3.0}],
+    sweep = engine.Sweep(targets=list(range(6)), lrs=[0.1], losses=[obj.score() + obj.sq() + 3.0 * obj.tv()],
                          seeds=[0, 1])
+    eng = engine.Engine(classifier, sweep, steps=200, jitter=8, clip=True)
     result = eng.run(sweep, progress=False)
     assert np.all(result.final_prob >= 0.9), result.final_prob
     pictures = np.clip(np.asarray(classifier.to_image(result.images)), 0, 1)  # as real images

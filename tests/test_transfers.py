@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxvis import engine
+from jaxvis import objectives as O
 from tiny import tiny_vgg
 
 
@@ -17,9 +18,9 @@ def vgg():
 
 @pytest.mark.parametrize("loop", ["host", "scan"])
 def test_a_sweep_runs_under_a_disallowing_transfer_guard(vgg, loop):
-    sweep = engine.Sweep(targets=[1, 2], lrs=[0.5], losses=[{"score": 1.0, "sq": 1.0}], seeds=[0, 1],
+    sweep = engine.Sweep(targets=[1, 2], lrs=[0.5], losses=[O.score() + O.sq()], seeds=[0, 1],
                          init_scales=[0.1])
-    eng = engine.Engine(vgg, engine.terms_for(vgg, sweep), steps=4, snapshots=[2], jitter=3, loop=loop)
+    eng = engine.Engine(vgg, sweep.terms, steps=4, snapshots=[2], jitter=3, loop=loop)
     warm = eng.run(sweep, chunk_size=4)
     with jax.transfer_guard("disallow"):
         result = eng.run(sweep, chunk_size=4)

@@ -4,9 +4,11 @@ point inside a sweep; reruns are bit-identical), the historical jitter kept, bad
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.ndimage
 
+from jaxvis import cli
 from jaxvis import engine
 from jaxvis import objectives as obj
 from jaxvis import parameterizations as par
@@ -29,13 +31,13 @@ def test_identity_settings_leave_the_image():
     x = image()
     key = jax.random.key(0)
     for tr in (tfm.scale(1.0, 1.0), tfm.rotate(0.0), tfm.crop(1.0, 1.0), tfm.jitter(0), tfm.noise(0.0)):
-        np.testing.assert_allclose(np.asarray(tr(x, key, 3, CTX)), np.asarray(x), atol=1e-5, err_msg=tr.name)
+        np.testing.assert_allclose(np.asarray(tr(key, x, None, 3, CTX)[0]), np.asarray(x), atol=1e-5, err_msg=tr.name)
     np.testing.assert_array_equal(np.asarray(tfm.apply((tfm.pad(5),), x, np.uint32(0), 0, CTX)), np.asarray(x))
 
 
 def test_pad_fills_grey_and_jitter_after_pad_reveals_it():
     x = image(8, 8)
-    padded = np.asarray(tfm.pad(3)(x, None, 0, CTX))
+    padded = np.asarray(tfm.pad(3)(None, x, None, 0, CTX)[0])
     assert padded.shape == (14, 14, 3)
     np.testing.assert_array_equal(padded[:3, :, 1], np.float32(-0.2))
     np.testing.assert_array_equal(padded[3:11, 3:11], np.asarray(x))
@@ -69,27 +71,27 @@ def test_scale_rotate_and_crop_sample_where_their_formula_says():
 
     s = float(jax.random.uniform(key, (), jnp.float32, 0.7, 1.3))
     want = ref([(rows - c[0]) / s + c[0], (cols - c[1]) / s + c[1]])
-    np.testing.assert_allclose(np.asarray(tfm.scale(0.7, 1.3)(x, key, 0, CTX)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tfm.scale(0.7, 1.3)(key, x, None, 0, CTX)[0]), want, atol=1e-5)
 
     theta = np.deg2rad(float(jax.random.uniform(key, (), jnp.float32, -30, 30)))
     r, q = rows - c[0], cols - c[1]
     want = ref([np.cos(theta) * r - np.sin(theta) * q + c[0], np.sin(theta) * r + np.cos(theta) * q + c[1]])
-    np.testing.assert_allclose(np.asarray(tfm.rotate(30)(x, key, 0, CTX)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tfm.rotate(30)(key, x, None, 0, CTX)[0]), want, atol=1e-5)
     # wrap: the image repeated with period (15, 17) instead of grey outside it
     coords = [np.cos(theta) * r - np.sin(theta) * q + c[0], np.sin(theta) * r + np.cos(theta) * q + c[1]]
     want = np.stack([scipy.ndimage.map_coordinates(np.asarray(x)[..., k], coords, order=1, mode="grid-wrap")
                      for k in range(3)], -1)
-    np.testing.assert_allclose(np.asarray(tfm.rotate(30, wrap=True)(x, key, 0, CTX)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tfm.rotate(30, wrap=True)(key, x, None, 0, CTX)[0]), want, atol=1e-5)
     coords = [(rows - c[0]) / s + c[0], (cols - c[1]) / s + c[1]]
     want = np.stack([scipy.ndimage.map_coordinates(np.asarray(x)[..., k], coords, order=1, mode="grid-wrap")
                      for k in range(3)], -1)
-    np.testing.assert_allclose(np.asarray(tfm.scale(0.7, 1.3, wrap=True)(x, key, 0, CTX)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tfm.scale(0.7, 1.3, wrap=True)(key, x, None, 0, CTX)[0]), want, atol=1e-5)
 
     for t in (0, 4, 9):  # MACO's schedule: the side goes linearly from 1.0 to 0.4 of the image
         f = 1.0 + (0.4 - 1.0) * t / 9
         corner = np.asarray(jax.random.uniform(key, (2,), jnp.float32)) * (1 - f) * np.array([15, 17])
         want = ref([corner[0] + (rows + 0.5) * f - 0.5, corner[1] + (cols + 0.5) * f - 0.5])
-        np.testing.assert_allclose(np.asarray(tfm.crop(1.0, 0.4)(x, key, t, CTX)), want, atol=1e-5, err_msg=str(t))
+        np.testing.assert_allclose(np.asarray(tfm.crop(1.0, 0.4)(key, x, None, t, CTX)[0]), want, atol=1e-5, err_msg=str(t))
 
 
 def test_consecutive_scales_and_rotations_are_one_warp_and_their_gradient_is_the_samplings():
@@ -122,8 +124,8 @@ def test_consecutive_scales_and_rotations_are_one_warp_and_their_gradient_is_the
         np.testing.assert_allclose(np.asarray(tfm.apply(chain, x, seed, t, CTX)), want, atol=1e-5, err_msg=str(wrap))
     # a change of mode ends the run: the rotation samples the scaled image, not the original
     split = (tfm.scale(0.7, 1.3), tfm.rotate(40, wrap=True))
-    one = tfm.scale(0.7, 1.3)(x, base, t, CTX)
-    want = tfm.rotate(40, wrap=True)(one, jax.random.fold_in(base, 1), t, CTX)
+    one = tfm.scale(0.7, 1.3)(base, x, None, t, CTX)[0]
+    want = tfm.rotate(40, wrap=True)(jax.random.fold_in(base, 1), one, None, t, CTX)[0]
     np.testing.assert_array_equal(np.asarray(tfm.apply(split, x, seed, t, CTX)), np.asarray(want))
 
     coords = jnp.asarray(np.random.default_rng(3).uniform(-4, 20, (2, 15, 17)), jnp.float32)
@@ -141,9 +143,9 @@ def test_consecutive_scales_and_rotations_are_one_warp_and_their_gradient_is_the
 def test_blur_is_a_gaussian_filter_and_noise_has_its_std():
     x = image(20, 20, seed=2)
     want = scipy.ndimage.gaussian_filter(np.asarray(x, np.float64), sigma=(1.0, 1.0, 0), mode="nearest", truncate=3.0)
-    np.testing.assert_allclose(np.asarray(tfm.blur(1.0)(x, None, 0, CTX)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tfm.blur(1.0)(None, x, None, 0, CTX)[0]), want, atol=1e-5)
     big = jnp.zeros((200, 200, 3), jnp.float32)
-    noisy = np.asarray(tfm.noise(0.3)(big, jax.random.key(1), 0, CTX))
+    noisy = np.asarray(tfm.noise(0.3)(jax.random.key(1), big, None, 0, CTX)[0])
     assert abs(noisy.std() - 0.3) < 0.01
 
 
@@ -152,7 +154,7 @@ def test_recolour_mixes_towards_one_flat_colour_and_transforms_leave_opacity_to_
     x = jnp.concatenate([image(12, 12, seed=3), jnp.linspace(0, 1, 144).reshape(12, 12, 1)], -1)
     shares, colours = [], []
     for i in range(64):
-        y = np.asarray(tfm.recolour(0.8)(x, jax.random.key(i), 0, ctx))
+        y = np.asarray(tfm.recolour(0.8)(jax.random.key(i), x, None, 0, ctx)[0])
         np.testing.assert_array_equal(y[..., 3], x[..., 3])  # the opacity is not a colour
         # y = (1 - s) x + s c for one share s and one colour c: differences of pixels shrink by 1 - s
         s = 1.0 - (y[0, 0, :3] - y[5, 7, :3]) / np.asarray(x[0, 0, :3] - x[5, 7, :3])
@@ -164,14 +166,14 @@ def test_recolour_mixes_towards_one_flat_colour_and_transforms_leave_opacity_to_
     shares, colours = np.asarray(shares), np.asarray(colours)
     assert shares.min() >= 0 and shares.max() <= 0.8 and shares.max() > 0.7 and shares.min() < 0.1
     assert np.all(colours >= np.asarray(ctx.lo) - 1e-3) and np.all(colours <= np.asarray(ctx.hi) + 1e-3)
-    np.testing.assert_array_equal(np.asarray(tfm.recolour(0)(x, jax.random.key(0), 0, ctx)), np.asarray(x))
-    noisy = np.asarray(tfm.noise(0.5)(x, jax.random.key(1), 0, ctx))
+    np.testing.assert_array_equal(np.asarray(tfm.recolour(0)(jax.random.key(0), x, None, 0, ctx)[0]), np.asarray(x))
+    noisy = np.asarray(tfm.noise(0.5)(jax.random.key(1), x, None, 0, ctx)[0])
     np.testing.assert_array_equal(noisy[..., 3], x[..., 3])
-    assert tfm.parse("recolour(0.5)") == (tfm.recolour(0.5),) and tfm.recolour(0.5).name == "recolour(0.5)"
+    assert cli.transforms("recolour(0.5)") == (tfm.recolour(0.5),) and tfm.recolour(0.5).name == "recolour(0.5)"
     with pytest.raises(tfm.TransformError, match="recolour takes the largest share"):
         tfm.recolour(1.5)
     with pytest.raises(tfm.TransformError, match="give the Context lo and hi"):
-        tfm.recolour(0.5)(x, jax.random.key(0), 0, CTX)
+        tfm.recolour(0.5)(jax.random.key(0), x, None, 0, CTX)
     # pads and warps carry the opacity like a colour, transparent outside the image
     padded = np.asarray(tfm.apply((tfm.pad(2), tfm.rotate(30)), x, 0, 0, ctx))
     assert padded.shape == (12, 12, 4) and padded[0, 0, 3] == 0.0
@@ -192,7 +194,7 @@ def test_target_boxes_move_with_the_image(text):
     compared = 0
     for seed in range(8):
         t = seed % 10
-        y, moved = tfm.apply(tfm.parse(text), x, seed, t, ctx, boxes=box)
+        y, moved = tfm.apply(cli.transforms(text), x, seed, t, ctx, boxes=box)
         moved = np.asarray(moved)[0]
         if moved.min() < 0 or moved.max() > 96:  # a crop may leave part of the disc out of view
             continue
@@ -213,10 +215,10 @@ LUCID_IMAGE = par.fourier() + par.decorrelated() + par.sigmoid()
 @pytest.mark.parametrize("parameterization,views", [(par.pixels(), 1), (LUCID_IMAGE, 1), (LUCID_IMAGE, 2)],
                          ids=["pixels", "fourier", "fourier-2views"])
 def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(vgg, parameterization, views):
-    terms = [obj.make_term("score", vgg), obj.make_term("tv", vgg)]
-    kw = dict(optimizer=engine.Optimizer("adam"), steps=6, snapshots=[3], transforms=STOCHASTIC,
+    terms = [obj.score().terms[0], obj.tv().terms[0]]
+    kw = dict(optimizer=engine.Optimizer(optax.adam), steps=6, snapshots=[3], transforms=STOCHASTIC,
               parameterization=parameterization, views=views)
-    loss = {"score": 1.0, "tv": 0.5}
+    loss = (obj.score() + 0.5 * obj.tv())
     sweep = engine.Sweep(targets=[1, 4], lrs=[0.05], losses=[loss], init_scales=[0.1], seeds=[3, 8])
     eng = engine.Engine(vgg, terms, **kw)
     grid = eng.run(sweep, chunk_size=4, progress=False)
@@ -237,8 +239,8 @@ def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(
 
 
 def test_jitter_setting_is_the_first_transform(vgg):
-    terms = [obj.make_term("score", vgg)]
-    sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[{"score": 1.0}], init_scales=[0.5], seeds=[1])
+    terms = obj.score().terms
+    sweep = engine.Sweep(targets=[2], lrs=[1.0], losses=[obj.score()], init_scales=[0.5], seeds=[1])
     a = engine.Engine(vgg, terms, steps=4, jitter=3).run(sweep, progress=False)
     b = engine.Engine(vgg, terms, steps=4, transforms=[tfm.jitter(3)]).run(sweep, progress=False)
     np.testing.assert_array_equal(a.images, b.images)
@@ -246,26 +248,26 @@ def test_jitter_setting_is_the_first_transform(vgg):
 
 
 def test_text_form_and_bad_transforms():
-    assert tfm.parse("pad(4), jitter(8),scale(0.9,1.1),rotate(10),crop(1,0.5),blur(0.5),noise(0.02)") == (
+    assert cli.transforms("pad(4), jitter(8),scale(0.9,1.1),rotate(10),crop(1,0.5),blur(0.5),noise(0.02)") == (
         tfm.pad(4), tfm.jitter(8), tfm.scale(0.9, 1.1), tfm.rotate(10), tfm.crop(1.0, 0.5), tfm.blur(0.5),
         tfm.noise(0.02))
-    assert [t.name for t in tfm.parse("scale(0.9,1.1),crop(1,0.5)")] == ["scale(0.9,1.1)", "crop(1,0.5)"]
+    assert [t.name for t in cli.transforms("scale(0.9,1.1),crop(1,0.5)")] == ["scale(0.9,1.1)", "crop(1,0.5)"]
     with pytest.raises(tfm.TransformError, match="unknown transform 'zoom'"):
-        tfm.parse("zoom(2)")
+        cli.transforms("zoom(2)")
     with pytest.raises(tfm.TransformError, match="scale takes factors 0 < lo <= hi"):
-        tfm.parse("scale(1.2,0.8)")
+        cli.transforms("scale(1.2,0.8)")
     with pytest.raises(tfm.TransformError, match="cannot read transforms"):
-        tfm.parse("jitter 4")
+        cli.transforms("jitter 4")
     with pytest.raises(tfm.TransformError, match="crop takes side fractions"):
         tfm.crop(1.0, 0.0)
     with pytest.raises(tfm.TransformError, match="cannot read transform 'rotate\\(1,0.5,2\\)'"):
-        tfm.parse("rotate(1,0.5,2)")
-    assert tfm.parse("scale(0.8,1.2,wrap),rotate(180, wrap)") == (tfm.scale(0.8, 1.2, wrap=True),
+        cli.transforms("rotate(1,0.5,2)")
+    assert cli.transforms("scale(0.8,1.2,wrap),rotate(180, wrap)") == (tfm.scale(0.8, 1.2, wrap=True),
                                                                    tfm.rotate(180, wrap=True))
-    assert [t.name for t in tfm.parse("rotate(180,wrap),rotate(5)")] == ["rotate(180,wrap)", "rotate(5)"]
+    assert [t.name for t in cli.transforms("rotate(180,wrap),rotate(5)")] == ["rotate(180,wrap)", "rotate(5)"]
     for bad in ("jitter(4,wrap)", "rotate(wrap,10)", "scale(0.8,1.2,wrap,wrap)"):
         with pytest.raises(tfm.TransformError, match="only scale and rotate take wrap"):
-            tfm.parse(bad)
+            cli.transforms(bad)
 
 
 def test_views_average_the_loss_over_independent_copies_and_view_0_is_the_single_view(vgg):
@@ -273,10 +275,10 @@ def test_views_average_the_loss_over_independent_copies_and_view_0_is_the_single
     from its own key; view 0 draws what a single-view engine draws."""
     from jaxvis.engine import core
 
-    terms = [obj.make_term("score", vgg)]
-    sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.3], seeds=[5])
+    terms = obj.score().terms
+    sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=[obj.score()], init_scales=[0.3], seeds=[5])
     transforms = (tfm.pad(4), tfm.jitter(4), tfm.rotate(15))
-    one = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=3, transforms=transforms)
+    one = engine.Engine(vgg, terms, optimizer=engine.Optimizer(optax.adam), steps=3, transforms=transforms)
     three = one.replace(views=3)
     pts = jax.tree.map(jnp.asarray, sweep.arrays(one.term_names))
     v, _, _, _ = core.init_chunk(three.config, pts)
@@ -310,10 +312,10 @@ def test_plain_views_see_the_image_as_it_is_and_the_others_as_without_them(vgg):
     are what an engine without plain views draws for them, and the loss is the mean over the three."""
     from jaxvis.engine import core
 
-    terms = [obj.make_term("score", vgg)]
-    sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=[{"score": 1.0}], init_scales=[0.3], seeds=[5])
+    terms = obj.score().terms
+    sweep = engine.Sweep(targets=[2], lrs=[0.05], losses=[obj.score()], init_scales=[0.3], seeds=[5])
     transforms = (tfm.jitter(4), tfm.scale(0.8, 1.2), tfm.rotate(30))
-    three = engine.Engine(vgg, terms, optimizer=engine.Optimizer("adam"), steps=3, transforms=transforms, views=3)
+    three = engine.Engine(vgg, terms, optimizer=engine.Optimizer(optax.adam), steps=3, transforms=transforms, views=3)
     plain = three.replace(plain_views=1)
     pts = jax.tree.map(jnp.asarray, sweep.arrays(three.term_names))
     p0 = jax.tree.map(lambda a: a[0], pts)
@@ -371,7 +373,7 @@ def test_quarter_turns_are_exact_even_and_carry_a_rectangle_and_its_box():
               @ tfm._scale_matrix(chain[2], jax.random.fold_in(base, 2)))
     np.testing.assert_allclose(np.asarray(tfm.apply(chain, x, seed, t, ctx)),
                                np.asarray(tfm._warp(x, matrix, ctx, wrap=True)), atol=1e-6)
-    assert [t.name for t in tfm.parse("turn90(),rotate(20,wrap)")] == ["turn90()", "rotate(20,wrap)"]
+    assert [t.name for t in cli.transforms("turn90(),rotate(20,wrap)")] == ["turn90()", "rotate(20,wrap)"]
     with pytest.raises(tfm.TransformError, match="turn90 turns a square image onto itself"):
         tfm.check((tfm.turn90(),), (12, 16))
 
@@ -400,6 +402,6 @@ def test_a_turn_grows_a_target_box_by_its_share_of_the_turned_rectangles_box():
         np.testing.assert_allclose(np.asarray(half), 0.7 * np.asarray(kept) + 0.3 * np.asarray(grown), atol=1e-3)
         grown_checked += float(np.abs(np.asarray(grown) - np.asarray(kept)).max()) > 2
     assert grown_checked >= 4  # the turns were large enough for the two rules to differ
-    assert [t.name for t in tfm.parse("rotate(180,0.5,wrap),rotate(20)")] == ["rotate(180,0.5,wrap)", "rotate(20)"]
+    assert [t.name for t in cli.transforms("rotate(180,0.5,wrap),rotate(20)")] == ["rotate(180,0.5,wrap)", "rotate(20)"]
     with pytest.raises(tfm.TransformError, match="how much a target box grows"):
-        tfm.parse("rotate(180,2,wrap)")
+        cli.transforms("rotate(180,2,wrap)")

@@ -27,15 +27,15 @@ network in bfloat16 on GPUs and TPUs while the image and optimiser stay float32.
 A grid point whose loss, gradient or image turns non-finite is frozen at its last finite image and
 reported with the step at which it diverged; points never interact, so the others are unaffected.
 
-The parts: ``grid`` (Sweep: the axes and the per-point arrays; Optimizer; terms_for), ``core`` (the
+The parts: ``grid`` (Sweep: the axes, their terms and the per-point arrays; Optimizer), ``core`` (the
 numeric core: one point's loss, the step, the initial state and the final evaluation as pure functions
 of a frozen EngineConfig; Result, a pytree) and ``runner`` (Engine: chunks, devices, the steps loop,
 progress events).
 """
 
 from jaxvis.engine.core import EngineConfig, Result
-from jaxvis.engine.grid import Optimizer, Sweep, SweepError, loss_label, terms_for
+from jaxvis.engine.grid import Optimizer, Sweep, SweepError
 from jaxvis.engine.runner import Engine, ProgressEvent, available_memory, bytes_per_point, env_devices
 
 __all__ = ["Engine", "EngineConfig", "Optimizer", "ProgressEvent", "Result", "Sweep", "SweepError",
-           "available_memory", "bytes_per_point", "env_devices", "loss_label", "terms_for"]
+           "available_memory", "bytes_per_point", "env_devices"]

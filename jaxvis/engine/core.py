@@ -34,6 +34,7 @@ class EngineConfig:
 
     Attributes:
       module: the Flax module (in the compute dtype, with the convolutions it runs).
+      model: the ``jaxvis.Model`` (what terms read of it: ``objectives.Context.model``).
       terms: the loss terms, in the order of the points' weights.
       optimizer: the optax optimiser, built per point with its learning rate.
       steps: gradient steps per point.
@@ -57,6 +58,7 @@ class EngineConfig:
     """
 
     module: Any
+    model: Any
     terms: tuple
     optimizer: Optimizer
     steps: int
@@ -139,7 +141,7 @@ def loss(cfg: EngineConfig, params, x, p, shift=None, view=None, boxes=None):
     ctx = obj.Context(outputs=outputs, acts=acts, x=x, target=p["target"],
                       boxes=p["boxes"] if boxes is None else boxes,
                       box_valid=p["box_valid"], start=p.get("start_image"), alpha=alpha,
-                      image_boxes=p.get("boxes"))
+                      image_boxes=p.get("boxes"), model=cfg.model)
     values = jnp.stack([t.fn(ctx) for t in cfg.terms])
     total = jnp.dot(p["weights"], values, precision=jax.lax.Precision.HIGHEST)
     score, prob = obj.target_score(outputs, p["target"], detector=cfg.detector)

@@ -1,12 +1,12 @@
-"""The grid of a sweep: its axes (Sweep), the optimiser (Optimizer), the loss terms of a sweep
-(terms_for), and the errors of an invalid sweep (SweepError)."""
+"""The grid of a sweep: its axes and their loss terms (Sweep), the optimiser (Optimizer)
+and the errors of an invalid sweep (SweepError)."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from jaxvis import objectives as obj
+from jaxvis.labels import loss_label
 from jaxvis.parameterizations import Frozen
 
 
@@ -21,34 +22,66 @@ class SweepError(ValueError):
     """An invalid sweep: empty or out-of-range axes, bad learning rates, steps or boxes."""
 
 
-@dataclasses.dataclass(frozen=True)
 class Optimizer:
-    """optax optimiser with a per-point learning rate: ``sgd`` (the lab's), ``momentum`` or ``adam``."""
+    """An optax optimiser with a per-point learning rate: any factory of a ``GradientTransformation`` that
+    takes ``learning_rate`` (``optax.sgd``, ``optax.adam``, a function of your own), with static keyword
+    options. The learning rate is each point's (a sweep axis): the optimiser is built with
+    ``optax.inject_hyperparams``, so the rate (and every numeric option) lives in the point's state and new
+    values never recompile.
 
-    name: str = "sgd"
-    momentum: float = 0.9
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
+    ``schedule``: an optax schedule of unit peak (a function of the step count); each point's learning rate
+    is its rate times the schedule, so the shape of the schedule is static and its height a sweep axis.
 
-    def __post_init__(self):
-        if self.name not in ("sgd", "momentum", "adam"):
-            raise SweepError(f"optimizer must be sgd, momentum or adam, got {self.name!r}")
+        Optimizer(optax.sgd)                                   # the lab's
+        Optimizer(optax.sgd, momentum=0.9)
+        Optimizer(optax.adam, b1=0.9, b2=0.999, eps=1e-8)
+        Optimizer(optax.adam, schedule=optax.warmup_cosine_decay_schedule(0.0, 1.0, 20, 200))
+    """
+
+    def __init__(self, factory: Callable[..., optax.GradientTransformation] = optax.sgd,
+                 schedule: Callable[[Any], Any] | None = None, **options):
+        if isinstance(factory, str):
+            raise SweepError(f"an optimiser is an optax factory, not its name ({factory!r}): Optimizer(optax.sgd), "
+                             "Optimizer(optax.sgd, momentum=0.9), Optimizer(optax.adam), or a function that takes "
+                             "learning_rate.")
+        if not callable(factory):
+            raise SweepError(f"an optimiser is a factory of an optax GradientTransformation that takes "
+                             f"learning_rate (optax.adam, ...); got {factory!r}.")
+        if schedule is not None and not callable(schedule):
+            raise SweepError(f"schedule is an optax schedule (a function of the step count), got {schedule!r}.")
+        self.factory = factory
+        self.schedule = schedule
+        self.options = tuple(sorted(options.items()))
+
+    def _scheduled(self, learning_rate) -> optax.GradientTransformation:
+        return self.factory(learning_rate=lambda count: learning_rate * self.schedule(count), **dict(self.options))
 
     def build(self, learning_rate) -> optax.GradientTransformation:
-        if self.name == "sgd":
-            return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
-        if self.name == "momentum":
-            return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate, momentum=self.momentum)
-        return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
+        """The optimiser of one point, its learning rate (and, without a schedule, its numeric options) held in
+        its state."""
+        if self.schedule is not None:
+            return optax.inject_hyperparams(self._scheduled)(learning_rate=learning_rate)
+        return optax.inject_hyperparams(self.factory)(learning_rate=learning_rate, **dict(self.options))
 
+    @property
+    def name(self) -> str:
+        name = getattr(self.factory, "__name__", type(self.factory).__name__)
+        options = [f"{k}={v}" for k, v in self.options]
+        if self.schedule is not None:
+            options.append(f"schedule={getattr(self.schedule, '__name__', 'schedule')}")
+        return f"{name}({', '.join(options)})" if options else name
 
-def loss_label(loss: dict[str, float]) -> str:
-    """A loss variant as text: ``score+sq`` for unit weights, ``score+0.1*sq`` otherwise."""
-    parts = []
-    for name, w in loss.items():
-        parts.append(name if w == 1 else f"{w:g}*{name}")
-    return "+".join(parts) if parts else "0"
+    def _key(self):
+        return self.factory, self.schedule, self.options
+
+    def __eq__(self, other):
+        return isinstance(other, Optimizer) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Optimizer({self.name})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +91,12 @@ class Sweep:
     Attributes:
       targets: class indices (or channel indices for ``activation`` terms).
       lrs: learning rates (> 0).
-      losses: loss variants, each ``{term: weight}``, e.g. ``[{"score": 1}, {"score": 1, "sq": 1},
-        {"inv_score": 1}]`` (the lab's three losses). The engine's terms are the union of their terms.
-      weights: term -> factors that scale that term's weight in every variant (a penalty-strength
-        sweep: ``{"sq": [0.1, 1, 10]}``); terms not named keep factor 1.
+      losses: loss variants, each an ``objectives.Objective`` (or one ``Term``), e.g. ``[score(),
+        score() + sq(), inv_score()]`` (the lab's three losses, ``jaxvis.objectives``). Their weights are
+        per-point numbers; ``terms``, the union of their terms, is what the engine is built with.
+      weights: term (its name, or the term or one-term objective itself) -> factors that scale that term's
+        weight in every variant (a penalty-strength sweep: ``{sq(): [0.1, 1, 10]}``); terms not named keep
+        factor 1.
       init_scales: 0 starts from zeros (the paper), s > 0 from Gaussian noise of std s.
       seeds: seeds of the noise.
       boxes: target-box sets for detector terms, each a list of xyxy boxes in input pixels.
@@ -92,36 +127,56 @@ class Sweep:
             if not np.all(np.isfinite(images)):
                 raise SweepError("start images hold non-finite values.")
             object.__setattr__(self, "starts", Frozen(images))
-        # Objective values (jaxvis.objectives.Objective) are loss variants too: their {term: weight}, with
-        # their terms kept to build the engine's (terms_for).
-        specs: dict[str, obj.TermSpec] = {}
-        losses = []
-        for loss in self.losses:
-            if isinstance(loss, obj.Objective):
-                specs.update(loss.specs)
-                loss = loss.loss
-            losses.append(dict(loss))
-        object.__setattr__(self, "losses", tuple(losses))
-        object.__setattr__(self, "_specs", specs)
+        try:
+            objectives = tuple(obj.as_objective(loss) for loss in self.losses)
+            terms: dict[str, obj.Term] = {}
+            for t in (t for o in objectives for t in o.terms):
+                if terms.setdefault(t.name, t) != t:
+                    raise obj.ObjectiveError(f"two different terms are named {t.name!r}; give them different names.")
+        except obj.ObjectiveError as e:
+            raise SweepError(str(e)) from None
+        object.__setattr__(self, "losses", objectives)
+        object.__setattr__(self, "weights", {_term_name(k): tuple(v) for k, v in dict(self.weights).items()})
+        object.__setattr__(self, "terms", tuple(terms.values()))
 
     @property
     def term_names(self) -> list[str]:
-        names: list[str] = []
-        for loss in self.losses:
-            names += [n for n in loss if n not in names]
-        return names
+        return [t.name for t in self.terms]
 
     def axes(self) -> list[tuple[str, list]]:
         """(name, values) per axis, outermost first; weight-factor axes are named ``w:<term>``."""
         out = [("start", list(range(len(self.starts.array))))] if self.starts is not None else []
         out += [("target", [int(t) for t in self.targets]), ("lr", [float(v) for v in self.lrs]),
-               ("loss", [{k: float(v) for k, v in loss.items()} for loss in self.losses])]
+               ("loss", [loss.loss for loss in self.losses])]
         out += [(f"w:{name}", [float(v) for v in values]) for name, values in self.weights.items()]
         out += [("init", [float(v) for v in self.init_scales])]
         out += [("decay", [float(v) for v in self.decays])] if len(self.decays) else []
         out += [("seed", [int(s) for s in self.seeds]),
                 ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
         return out
+
+    def label(self, name: str, value, classes: Sequence[str], input_size: tuple[int, int]) -> str:
+        """The text of value ``value`` of axis ``name`` (grids, the report's filters): ``classes`` names the
+        targets (a target past them, a channel, is ``#index``); ``input_size`` (height, width) tells the whole
+        image's box."""
+        if name == "target":
+            return classes[value] if 0 <= value < len(classes) else f"#{value}"
+        if name == "lr":
+            return f"lr={value:g}"
+        if name == "loss":
+            return loss_label(value)
+        if name.startswith("w:"):
+            return f"{name[2:]}x{value:g}"
+        if name == "init":
+            return "zeros" if value == 0 else f"noise {value:g}"
+        if name == "seed":
+            return f"seed {value}"
+        if name == "boxes":
+            h, w = input_size
+            if value == [[0.0, 0.0, float(w), float(h)]]:
+                return "whole image"
+            return " ".join("[" + ",".join(f"{c:g}" for c in b) + "]" for b in value) or "no box"
+        return f"{name}={value}"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -162,21 +217,22 @@ class Sweep:
             h, w = model.spec.input_size
             raise SweepError(f"start images are {self.starts.array.shape[2]}x{self.starts.array.shape[1]}, but "
                              f"{model.spec.arch} takes {w}x{h} inputs; resize them first (jaxvis.preprocess).")
-        if self.starts is None and "l2_start" in names:
-            raise SweepError("the l2_start term pulls towards each point's start image, and this sweep has none; "
-                             "give start images (Sweep(starts=...), --start_images).")
+        needs_start = [t.name for t in terms if t.needs_start]
+        if self.starts is None and needs_start:
+            raise SweepError(f"the {needs_start[0]} term pulls towards each point's start image, and this sweep has "
+                             "none; give start images (Sweep(starts=...), --start_images).")
         bad = [v for v in self.decays if not math.isfinite(v)]
         if bad:
             raise SweepError(f"Fourier decays must be finite, got {bad}.")
         for loss in self.losses:
-            bad = {k: v for k, v in loss.items() if not math.isfinite(v)}
+            bad = {k: v for k, v in loss.loss.items() if not math.isfinite(v)}
             if bad:
                 raise SweepError(f"loss weights must be finite, got {bad}.")
         for name, values in self.weights.items():
             bad = [v for v in values if not math.isfinite(v)]
             if bad:
                 raise SweepError(f"weight factors of {name!r} must be finite, got {bad}.")
-        channel_layers = [layer for t in terms if (layer := obj.uses_point_channel(t)) is not None]
+        channel_layers = [t.channel_of for t in terms if t.channel_of is not None]
         limits = []
         if channel_layers:
             _, acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), jnp.float32))
@@ -184,16 +240,13 @@ class Sweep:
                 if layer not in acts:
                     raise SweepError(f"no layer named {layer!r}; the model has {', '.join(sorted(acts))}.")
                 limits.append((acts[layer].shape[-1], f"channels of {layer}"))
-        if len(channel_layers) < len(terms) and any(t.name.split(":")[0].split("[")[0] in obj.CLASSIFIER_TERMS + obj.DETECTOR_TERMS
-                                                   and dict(t.options).get("target") is None for t in terms):
-            limits.append((len(model.spec.labels), f"classes of {model.spec.arch}"))
-        if not limits:
+        if any(t.reads_class for t in terms) or not limits:
             limits.append((len(model.spec.labels), f"classes of {model.spec.arch}"))
         for limit, what in limits:
             bad = [t for t in self.targets if not 0 <= int(t) < limit]
             if bad:
                 raise SweepError(f"target index {bad[0]} is out of range: the {what} are numbered 0 to {limit - 1}.")
-        box_terms = [t.name for t in terms if t.name in ("box_loc", "multibox")]
+        box_terms = [t.name for t in terms if t.needs_boxes]
         h, w = model.spec.input_size
         for box_set in self.boxes:
             if box_terms and not box_set:
@@ -239,11 +292,12 @@ class Sweep:
         return self.starts.array[np.asarray(index)]
 
 
-def terms_for(model, sweep: Sweep, options: dict[str, dict[str, Any]] | None = None) -> list[obj.Term]:
-    """The terms of a sweep's losses, with static options per term (e.g. ``{"activation": {"layer": ...}}``)."""
-    options = options or {}
-    specs = getattr(sweep, "_specs", {})
-    return [obj.build_term(specs[name], model) if name in specs else obj.make_term(name, model, **options.get(name, {}))
-            for name in sweep.term_names]
-
-
+def _term_name(key) -> str:
+    """A weight-factor axis's term: its name, or the term (or one-term objective) itself."""
+    if isinstance(key, obj.Objective) and len(key.parts) == 1:
+        key = key.terms[0]
+    if isinstance(key, obj.Term):
+        return key.name
+    if isinstance(key, str):
+        return key
+    raise SweepError(f"weight factors are keyed by a term (or its name), e.g. {{sq(): [0.1, 1]}}; got {key!r}.")

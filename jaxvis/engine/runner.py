@@ -124,18 +124,26 @@ class Engine:
         """How many times the chunk program was traced (compiled)."""
         return self._trace_count
 
-    def __init__(self, model, terms: Sequence[obj.Term], optimizer: Optimizer = Optimizer(), steps: int = 200,
+    def __init__(self, model, terms: Sequence[obj.Term] | obj.Objective | Sweep, optimizer: Optimizer = Optimizer(),
+                 steps: int = 200,
                  snapshots: Sequence[int] = (), devices: Sequence[Any] | None = None, step_progress: bool = False,
                  jitter: int = 0, clip: bool = False, compute_dtype: str = "float32", loop: str = "auto",
                  parameterization: par.Parameterization = par.Parameterization(),
-                 transforms: Sequence[tfm.Transform] = (), views: int = 1, plain_views: int = 0):
+                 transforms: Sequence[Callable] = (), views: int = 1, plain_views: int = 0):
+        terms = _terms_of(terms)
         object.__setattr__(self, "_arguments", dict(
-            model=model, terms=tuple(terms), optimizer=optimizer, steps=steps, snapshots=tuple(snapshots),
+            model=model, terms=terms, optimizer=optimizer, steps=steps, snapshots=tuple(snapshots),
             devices=devices, step_progress=step_progress, jitter=jitter, clip=clip, compute_dtype=compute_dtype,
             loop=loop, parameterization=parameterization, transforms=tuple(transforms), views=views,
             plain_views=plain_views))
         if not terms:
             raise SweepError("the loss has no terms; give at least one objective term.")
+        for t in terms:
+            t.fits(model)
+        if callable(optimizer) and not isinstance(optimizer, Optimizer):
+            optimizer = Optimizer(optimizer)  # an optax factory (optax.adam) as it is
+        if not isinstance(optimizer, Optimizer):
+            raise SweepError(f"optimizer is an engine.Optimizer (Optimizer(optax.adam), ...); got {optimizer!r}.")
         if steps <= 0:
             raise SweepError(f"steps must be a positive number of iterations, got {steps}.")
         bad = [s for s in snapshots if not 0 <= int(s) <= steps]
@@ -153,9 +161,10 @@ class Engine:
             raise SweepError(f"clip projects the pixels parameterisation; {parameterization.name} maps into the "
                              "valid range itself (add sigmoid or clip to it).")
         self.parameterization = parameterization
-        bad = [t for t in transforms if not isinstance(t, tfm.Transform)]
+        bad = [t for t in transforms if not callable(t)]
         if bad:
-            raise SweepError(f"transforms must be jaxvis.transforms values (jitter(4), scale(0.9, 1.1), ...), got {bad}.")
+            raise SweepError(f"transforms are functions (key, image, boxes, step, ctx) -> (image, boxes), such as "
+                             f"jaxvis.transforms' jitter(4), scale(0.9, 1.1), ...; got {bad}.")
         # The historical jitter setting is the first transform.
         self.transforms = ((tfm.jitter(self.jitter),) if self.jitter else ()) + tuple(transforms)
         tfm.check(self.transforms, tuple(model.spec.input_size))
@@ -190,7 +199,7 @@ class Engine:
         self._report_every = max(1, self.steps // 50)  # steps between progress updates
         lo, hi = self._bounds()
         self.config = core.EngineConfig(
-            module=self._module, terms=self.terms, optimizer=optimizer, steps=self.steps, snapshots=self.snapshots,
+            module=self._module, model=model, terms=self.terms, optimizer=optimizer, steps=self.steps, snapshots=self.snapshots,
             jitter=self.jitter, clip=self.clip, lo=lo, hi=hi, compute_dtype=compute_dtype,
             detector=model.spec.is_detector, input_size=tuple(model.spec.input_size),
             parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec),
@@ -396,6 +405,20 @@ def onednn_only(module, input_shape: tuple[int, ...], params) -> bool:
         jax.eval_shape(jax.grad(total, argnums=1), jax.tree.unflatten(params[1], params[0]),
                        jax.ShapeDtypeStruct(input_shape, jnp.float32))
     return not xla_convs
+
+
+def _terms_of(terms) -> tuple[obj.Term, ...]:
+    """An engine's terms: given as terms, or as the terms of an objective or of a sweep's losses."""
+    if isinstance(terms, (Sweep, obj.Objective)):
+        return tuple(terms.terms)
+    if isinstance(terms, obj.Term):
+        return (terms,)
+    terms = tuple(terms)
+    bad = [t for t in terms if not isinstance(t, obj.Term)]
+    if bad:
+        raise SweepError(f"an engine's terms are jaxvis.objectives.Term values (or give an objective or the sweep: "
+                         f"Engine(model, sweep)); got {bad[0]!r}.")
+    return terms
 
 
 def env_devices() -> list:

@@ -96,11 +96,10 @@ def _write_page(folder: str, html_name: str, data_name: str, title: str, data: d
 def sweep_axes(spec, sweep, term_names, settings: dict, run_config: dict | None = None) -> dict:
     """The document written as ``axes.json``: each axis with its values and their labels, the axes that
     vary, the model and the run's settings."""
-    from jaxvis.render import axis_value_label
 
     axes = []
     for name, values in sweep.axes():
-        axes.append({"name": name, "values": values, "labels": [axis_value_label(name, v, spec) for v in values]})
+        axes.append({"name": name, "values": values, "labels": [sweep.label(name, v, spec.labels, tuple(spec.input_size)) for v in values]})
     run_config = run_config or {}
     return {
         "format": FORMAT, "kind": "sweep", "arch": spec.arch, "n_points": int(sweep.size),
@@ -210,7 +209,7 @@ def _saliency_assets(run_dir: str, records: list[dict]) -> dict[str, dict]:
     import numpy as np
     from PIL import Image
 
-    from jaxvis import render
+    from jaxvis import images as image_files
 
     images: dict[str, dict] = {}
     names: set[str] = set()
@@ -218,7 +217,7 @@ def _saliency_assets(run_dir: str, records: list[dict]) -> dict[str, dict]:
         src = r.get("image")
         if src is None or src in images:
             continue
-        stem = render.safe_name(os.path.splitext(os.path.basename(str(src)))[0])
+        stem = image_files.safe_name(os.path.splitext(os.path.basename(str(src)))[0])
         name, k = stem, 1
         while name in names:
             name, k = f"{stem}_{k}", k + 1
@@ -233,7 +232,7 @@ def _saliency_assets(run_dir: str, records: list[dict]) -> dict[str, dict]:
                 except OSError:
                     continue
                 rel = f"{PAGE_DIR}/images/{name}.png"
-                render.save_png(os.path.join(run_dir, rel), np.asarray(rgb))
+                image_files.save_png(os.path.join(run_dir, rel), np.asarray(rgb))
                 entry.update(file=rel, width=rgb.width, height=rgb.height)
                 break
         images[src] = entry
@@ -242,8 +241,8 @@ def _saliency_assets(run_dir: str, records: list[dict]) -> dict[str, dict]:
         if not m or not os.path.exists(os.path.join(run_dir, m)):
             continue
         values = np.load(os.path.join(run_dir, m))
-        rel = f"{PAGE_DIR}/maps/{render.safe_name(os.path.splitext(os.path.basename(m))[0])}.png"
-        render.save_png(os.path.join(run_dir, rel), render.colourise(values))
+        rel = f"{PAGE_DIR}/maps/{image_files.safe_name(os.path.splitext(os.path.basename(m))[0])}.png"
+        image_files.save_png(os.path.join(run_dir, rel), image_files.colourise(values))
         r["map_png"] = rel
         r.setdefault("map_size", [int(values.shape[1]), int(values.shape[0])])
     return images

@@ -1,0 +1,268 @@
+"""The command line's text read into the library's values: loss and term names, term options, the
+optimiser's name, parameterisations and transforms. The launchers' flags and config fields (``jaxvis.settings``) are text; everything
+behind them takes values (``jaxvis.objectives``, ``jaxvis.engine.Optimizer``), and this module is where
+one becomes the other, with an error that says what to write.
+
+The term grammar, the inverse of the names the objectives give their terms
+(``jaxvis.objectives.term_name``)::
+
+    kind[:layer][@row,col][[target]][{eps=E}][{reduce=sum}]
+
+``score``, ``score[3]`` (class 3 whatever the point's target), ``channel:conv4_3``,
+``channel:conv4_3[7]``, ``neuron:conv4_1@2,3``, ``inv_score{eps=0.5}``, ``all_boxes{reduce=sum}``,
+``head:map1[4]``. A loss is terms joined by ``+``, each with an optional weight: ``score+0.1*sq``.
+Directions and pulls towards an image hold arrays: they are built as values, never read from text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+from jaxvis import objectives as O
+from jaxvis import parameterizations as P
+from jaxvis import transforms as T
+
+
+class TextError(ValueError):
+    """Text that does not read as a value: says what was found and what to write."""
+
+
+def _target_only(make: Callable[..., O.Objective]) -> Callable[..., O.Objective]:
+    return lambda target=None: make(target)
+
+
+# kind -> (builder from keyword options, the options it takes, the options it needs)
+_TERMS: dict[str, tuple[Callable[..., O.Objective], set[str], set[str]]] = {
+    "score": (_target_only(O.score), {"target"}, set()),
+    "log_prob": (_target_only(O.log_prob), {"target"}, set()),
+    "inv_score": (lambda target=None, eps=None: O.inv_score(target, eps), {"target", "eps"}, set()),
+    "activation": (lambda layer, position=None: O.activation(layer, position), {"layer", "position"}, {"layer"}),
+    "channel": (lambda layer, target=None: O.channel(layer, target), {"layer", "target"}, {"layer"}),
+    "neuron": (lambda layer, position, target=None: O.neuron(layer, target, position),
+               {"layer", "position", "target"}, {"layer", "position"}),
+    "sq": (O.sq, set(), set()),
+    "l2": (O.l2, set(), set()),
+    "tv": (O.tv, set(), set()),
+    "l2_start": (O.l2_start, set(), set()),
+    "opacity": (O.opacity, set(), set()),
+    "opacity_outside": (O.opacity_outside, set(), set()),
+    "biggest_box": (_target_only(O.biggest_box), {"target"}, set()),
+    "box_loc": (O.box_loc, set(), set()),
+    "all_boxes": (lambda target=None, reduce="mean": O.all_boxes(target, total=_reduce(reduce)),
+                  {"target", "reduce"}, set()),
+    "multibox": (_target_only(O.multibox), {"target"}, set()),
+    "head": (lambda layer, target=None: O.head(_map_index(layer), target), {"layer", "target"}, {"layer"}),
+}
+TERM_KINDS = tuple(_TERMS)
+
+
+def _reduce(text: str) -> bool:
+    if text not in ("mean", "sum"):
+        raise TextError(f"all_boxes reduces by mean or sum, got {text!r}.")
+    return text == "sum"
+
+
+def _map_index(layer: str) -> int:
+    if not (layer.startswith("map") and layer[3:].isdigit()):
+        raise TextError(f"a head is named by the source map it reads, map0, map1, ...; got {layer!r}.")
+    return int(layer[3:])
+
+
+def term(kind: str, **options) -> O.Objective:
+    """The built-in term ``kind`` with keyword ``options`` (from text: layer, position, target, eps,
+    reduce), as a one-term objective."""
+    if kind not in _TERMS:
+        raise TextError(f"unknown objective term {kind!r}; known: {', '.join(TERM_KINDS)}.")
+    make, allowed, needed = _TERMS[kind]
+    extra = sorted(set(options) - allowed)
+    if extra:
+        takes = "options " + ", ".join(sorted(allowed)) if allowed else "no options"
+        raise TextError(f"term {kind!r} takes {takes}, got {extra}.")
+    missing = sorted(needed - set(options))
+    if missing:
+        raise TextError(f"term {kind!r} needs {', '.join(missing)}.")
+    return make(**options)
+
+
+_NAME = re.compile(r"(?P<kind>[a-z_0-9]+)(?::(?P<layer>[A-Za-z_0-9.]+))?(?:@(?P<row>\d+),(?P<col>\d+))?"
+                   r"(?:\[(?P<target>\d+)\])?(?:\{eps=(?P<eps>[0-9.eE+-]+)\})?(?:\{reduce=(?P<reduce>[a-z]+)\})?")
+
+
+def term_options(name: str) -> tuple[str, dict[str, Any]]:
+    """A term's name read into (kind, options): ``neuron:conv4_1@2,3[7]`` -> ("neuron", {"layer":
+    "conv4_1", "position": (2, 3), "target": 7})."""
+    m = _NAME.fullmatch(name)
+    if not m or m.group("kind") not in _TERMS:
+        raise TextError(f"unknown objective term {name!r}; known: {', '.join(TERM_KINDS)}, or a term such as "
+                        "channel:conv4_3, channel:conv4_3[7], neuron:conv4_1@2,3 or score[3]")
+    options: dict[str, Any] = {}
+    if m.group("layer"):
+        options["layer"] = m.group("layer")
+    if m.group("row"):
+        options["position"] = (int(m.group("row")), int(m.group("col")))
+    if m.group("target"):
+        options["target"] = int(m.group("target"))
+    if m.group("eps"):
+        options["eps"] = float(m.group("eps"))
+    if m.group("reduce"):
+        options["reduce"] = m.group("reduce")
+    return m.group("kind"), options
+
+
+def term_named(name: str, extra: Mapping[str, Any] | None = None) -> O.Objective:
+    """The term a name gives (``channel:conv4_3[7]``), with ``extra`` options (``--term_options``)."""
+    kind, options = term_options(name)
+    return term(kind, **{**options, **(extra or {})})
+
+
+_NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_PART = re.compile(rf"(?P<sign>[+-])?(?:(?P<weight>{_NUMBER})\*)?(?P<name>[a-z_0-9]+(?::[A-Za-z_0-9.]+)?"
+                   r"(?:@\d+,\d+)?(?:\[\d+\])?(?:\{eps=[0-9.eE+-]+\})?(?:\{reduce=[a-z]+\})?)")
+
+
+def loss(text: str, options: Mapping[str, Mapping[str, Any]] | None = None) -> O.Objective:
+    """``score+0.1*sq`` (or an objective's name, ``score-0.5*tv``) as an objective; ``options`` gives static
+    options per term name (``{"activation": {"layer": "conv5_3_pre"}}``)."""
+    options = options or {}
+    compact = text.replace(" ", "")
+    total, at = None, 0
+    while at < len(compact):
+        m = _PART.match(compact, at)
+        if not m or (at and not m.group("sign")) or m.end() == at:
+            raise TextError(f"cannot read loss {text!r} from {compact[at:]!r}: write terms joined by '+' or '-', "
+                            "each with an optional weight, e.g. score+0.1*sq or channel:conv4_3+channel:conv5_1[3]")
+        weight = float(m.group("weight")) if m.group("weight") else 1.0
+        weight = -weight if m.group("sign") == "-" else weight
+        try:
+            value = weight * term_named(m.group("name"), options.get(m.group("name")))
+        except ValueError as e:
+            raise TextError(f"cannot read loss {text!r}: {e}") from None
+        total = value if total is None else total + value
+        at = m.end()
+    if total is None:
+        raise TextError("a loss is terms joined by '+', e.g. score+0.1*sq; got nothing.")
+    return total
+
+
+def term_option_entries(entries: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--term_options`` entries (``activation:layer=conv5_3_pre``, ``neuron:position=2,3``) per term."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        name, _, rest = entry.partition(":")
+        key, _, value = rest.partition("=")
+        if not (name and key and value):
+            raise TextError(f"term option {entry!r} should read term:key=value, e.g. activation:layer=conv5_3_pre")
+        if key == "position":
+            value = tuple(int(v) for v in re.split(r"[,x]", value))
+        elif key == "eps":
+            value = float(value)
+        elif key == "target":
+            value = int(value)
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+def optimizer(name: str, momentum: float = 0.9):
+    """The launcher's ``--optimizer`` (sgd, momentum, adam) as an ``engine.Optimizer`` with optax's defaults
+    (momentum: ``--momentum``), and the record a run directory keeps of it."""
+    import optax
+
+    from jaxvis.engine import Optimizer
+
+    made = {"sgd": lambda: Optimizer(optax.sgd),
+            "momentum": lambda: Optimizer(optax.sgd, momentum=float(momentum)),
+            "adam": lambda: Optimizer(optax.adam, b1=0.9, b2=0.999, eps=1e-8)}
+    if name not in made:
+        raise TextError(f"optimizer must be sgd, momentum or adam, got {name!r}")
+    return made[name]()
+
+
+def optimizer_record(name: str, momentum: float = 0.9) -> dict[str, Any]:
+    """What a run directory's config keeps of ``--optimizer`` and ``--momentum`` (a run's identity)."""
+    return {"name": name, "momentum": float(momentum), "b1": 0.9, "b2": 0.999, "eps": 1e-8}
+
+
+def _number(text: str, part: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise P.ParameterizationError(f"{part!r}: the number in the brackets is not a number; write e.g. fourier(1.5) "
+                                      "or alpha(0.5).") from None
+
+
+def parameterization(text: str, model=None, stats: str = "") -> P.Parameterization:
+    """``"fourier+decorrelated+sigmoid"``, ``"maco+clip"``, ``"pixels"``: the launcher's form, as a value. The
+    decorrelation matrix and MACO spectrum are the shapes statistics for the shapes models (arch
+    ``shapes_*``), ImageNet's colour matrix otherwise; ``stats`` names another statistics file."""
+    parts = [p for p in text.replace(" ", "").split("+") if p] or ["pixels"]
+    shapes = model is not None and model.spec.arch.startswith("shapes")
+    size = tuple(model.spec.input_size) if model is not None else None
+    loaded: dict[str, Any] | None = None
+
+    def statistics():
+        nonlocal loaded
+        if loaded is None:
+            loaded = P.load_stats(stats or "shapes")
+        return loaded
+
+    out = P.Parameterization()
+    for part in parts:
+        if part == "pixels":
+            piece = P.pixels()
+        elif part == "fourier":
+            piece = P.fourier()
+        elif part.startswith("fourier(") and part.endswith(")"):
+            piece = P.fourier(_number(part[8:-1], part))
+        elif part == "decorrelated":
+            piece = P.decorrelated(statistics()["colour_sqrt"] if (shapes or stats) else P.IMAGENET_COLOUR_SQRT)
+        elif part == "maco":
+            if size is None:
+                raise P.ParameterizationError("maco needs the model (its input size) to find its spectrum.")
+            if not (shapes or stats):
+                raise P.ParameterizationError("maco needs a magnitude spectrum for this model: estimate one from "
+                                              "images with experiments/image_statistics.py and name it as stats.")
+            piece = P.maco(P.spectrum_for(statistics(), size))
+        elif part in ("sigmoid", "clip"):
+            piece = P.sigmoid() if part == "sigmoid" else P.clip()
+        elif part == "alpha":
+            piece = P.alpha()
+        elif part.startswith("alpha(") and part.endswith(")"):
+            piece = P.alpha(_number(part[6:-1], part))
+        elif part == "solid":
+            piece = P.solid()
+        elif part.startswith("boxstart(") and part.endswith(")"):
+            piece = P.box_start(_number(part[9:-1], part))
+        else:
+            raise P.ParameterizationError(f"unknown parameterisation part {part!r}; parts: pixels, fourier, "
+                                        "fourier(DECAY), maco, decorrelated, sigmoid, clip, alpha, alpha(BACKDROP), "
+                                          "solid, boxstart(OPACITY), joined by '+'.")
+        out = out + piece
+    return out
+
+
+_TRANSFORMS = {"pad": T.pad, "jitter": T.jitter, "scale": T.scale, "rotate": T.rotate, "turn90": T.turn90, "crop": T.crop,
+               "blur": T.blur, "noise": T.noise, "recolour": T.recolour}
+
+
+def transforms(text: str) -> tuple:
+    """``"pad(4),jitter(8),scale(0.9,1.1),rotate(10)"`` -> the transforms, in that order."""
+    if not re.fullmatch(r"\s*(?:[a-z][a-z0-9]*\s*\([^)]*\)\s*(?:,\s*|$))*", text):
+        raise T.TransformError(f"cannot read transforms {text!r}; write e.g. pad(4),jitter(8),scale(0.9,1.1).")
+    out = []
+    for m in re.finditer(r"([a-z][a-z0-9]*)\s*\(([^)]*)\)", text):
+        name, args = m.group(1), [a for a in m.group(2).replace(" ", "").split(",") if a]
+        if name not in _TRANSFORMS:
+            raise T.TransformError(f"unknown transform {name!r}; transforms: {', '.join(_TRANSFORMS)}.")
+        wrap = "wrap" in args
+        if wrap and (name not in ("scale", "rotate") or args[-1] != "wrap" or args.count("wrap") > 1):
+            raise T.TransformError(f"cannot read transform {m.group(0)!r}: only scale and rotate take wrap, as their "
+                                   "last argument, e.g. rotate(180,wrap).")
+        try:
+            numbers = [float(a) for a in args if a != "wrap"]
+            out.append(_TRANSFORMS[name](*numbers, wrap=True) if wrap else _TRANSFORMS[name](*numbers))
+        except T.TransformError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise T.TransformError(f"cannot read transform {m.group(0)!r}: {e}") from None
+    return tuple(out)
