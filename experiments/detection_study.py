@@ -70,29 +70,6 @@ def methods():
     }
 
 
-def match(det, gt_boxes, gt_valid, min_score):
-    """Per scene: (detection rank, ground-truth index) pairs, best-scoring detections first."""
-    import numpy as np
-
-    from jaxvis import boxes as bx
-
-    pairs = []
-    for i in range(len(gt_boxes)):
-        taken, found = set(), []
-        for r in np.nonzero(det["valid"][i] & (det["scores"][i] >= min_score))[0]:
-            ious = np.asarray(bx.iou(det["boxes"][i, r][None], gt_boxes[i]))[0]
-            ious = np.where(gt_valid[i], ious, 0.0)
-            ious[list(taken)] = 0.0
-            g = int(np.argmax(ious))
-            if ious[g] >= 0.5:
-                taken.add(g)
-                found.append((int(r), g))
-            if len(found) == K:
-                break
-        pairs.append(found)
-    return pairs
-
-
 def run() -> dict:
     import jax
     import numpy as np
@@ -105,7 +82,7 @@ def run() -> dict:
     model = jaxvis.load(assets.path("detector"))
     images, gt_boxes, gt_labels, gt_valid = shapes.detection_set(FLAGS.seed, FLAGS.scenes, size=128)
     det = jax.device_get(jax.jit(model.detect)(model.params, images))
-    pairs = match(det, gt_boxes, gt_valid, FLAGS.min_score)
+    pairs = met.match_detections(det, gt_boxes, gt_valid, FLAGS.min_score, K)
     keep = [i for i, p in enumerate(pairs) if p]
     # targets padded to K per scene by repeating the first detection (padded maps are computed, not scored)
     ranks = np.array([[p[min(k, len(p) - 1)][0] for k in range(K)] for p in (pairs[i] for i in keep)])
@@ -117,15 +94,12 @@ def run() -> dict:
     n_explained = sum(len(pairs[i]) for i in keep)
     print(f"{FLAGS.scenes} scenes, {n_objects} objects, {n_explained} detections explained")
 
-    def slice_target(t, a, b):
-        return sal.Target(t.kind, {k: v[a:b] for k, v in t.fields.items()}, t.score)
-
     results, all_maps = {}, {}
     for name, method in methods().items():
-        sal.saliency(model, scene_images[:FLAGS.batch], slice_target(targets, 0, FLAGS.batch), method)  # compile
+        sal.saliency(model, scene_images[:FLAGS.batch], targets[:FLAGS.batch], method)  # compile
         start, chunks = time.perf_counter(), []
         for a in range(0, len(keep), FLAGS.batch):
-            e = sal.saliency(model, scene_images[a:a + FLAGS.batch], slice_target(targets, a, a + FLAGS.batch), method)
+            e = sal.saliency(model, scene_images[a:a + FLAGS.batch], targets[a:a + FLAGS.batch], method)
             chunks.append(e.reduce("max"))
         elapsed = time.perf_counter() - start
         maps = np.concatenate(chunks)
@@ -138,7 +112,7 @@ def run() -> dict:
                 m = maps[j, k]
                 rows["pointing"].append(met.pointing_hit(m, gt_boxes[i, g]))
                 rows["energy"].append(met.energy_pointing(m, gt_boxes[i, g]))
-                dx, dy = centroid_offset(m, gt_boxes[i, g])
+                dx, dy = met.centroid_offset(m, gt_boxes[i, g])
                 if np.isfinite(dx):
                     rows["centroid_dx"].append(dx)
                     rows["centroid_dy"].append(dy)
@@ -167,42 +141,16 @@ def run() -> dict:
             "methods": results}
 
 
-def centroid_offset(saliency_map, box):
-    """(dx, dy): the centre of the map's positive mass minus the box's centre, pixels (NaN for an empty map)."""
-    import numpy as np
-
-    m = np.maximum(np.asarray(saliency_map, np.float64), 0.0)
-    total = m.sum()
-    if total <= 0:
-        return float("nan"), float("nan")
-    ys, xs = np.arange(m.shape[0]) + 0.5, np.arange(m.shape[1]) + 0.5
-    x1, y1, x2, y2 = box
-    return float((m.sum(0) * xs).sum() / total - (x1 + x2) / 2), float((m.sum(1) * ys).sum() / total - (y1 + y2) / 2)
-
-
 def randomisation(model, images, targets, method, keep):
     """Spearman correlations after randomising the heads, then the layers above conv5, then everything."""
-    import numpy as np
-
     from jaxvis import metrics as met
-    from jaxvis import saliency as sal
 
     n = min(FLAGS.random_scenes, len(keep))
-    t = sal.Target(targets.kind, {k: v[:n] for k, v in targets.fields.items()}, targets.score)
     order = met.layer_order(model.params)
     heads = [name for name in order if "head" in name]
     upper = heads + [name for name in order if name.startswith(("conv8", "conv9", "conv10", "conv11", "fc"))]
-    stages = {"heads": heads, "heads+extras+fc": upper, "all": order}
-    original = sal.saliency(model, images[:n], t, method).reduce("max")
-    rng = np.random.default_rng(0)
-    params, done, out = model.params, set(), {}
-    for stage, layers in stages.items():
-        for name in [x for x in order if x in layers and x not in done]:
-            params = met.randomise_layer(params, name, rng)
-            done.add(name)
-        maps = sal.saliency(model, images[:n], t, method, params=params).reduce("max")
-        out[stage] = float(np.mean([met.spearman(a, b) for a, b in zip(original[:, 0], maps[:, 0])]))
-    return out
+    return met.staged_randomisation(model, images[:n], targets[:n], method,
+                                    {"heads": heads, "heads+extras+fc": upper, "all": order})
 
 
 def figure(model, images, det, keep, pairs, all_maps, render):

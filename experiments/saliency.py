@@ -60,25 +60,6 @@ class UsageError(ValueError):
     pass
 
 
-def method_value(name: str):
-    """The jaxvis.saliency method value the flags describe."""
-    from jaxvis import saliency as sal
-
-    if name == "gradient":
-        return sal.gradient()
-    if name == "grad_x_input":
-        return sal.grad_x_input()
-    if name == "smoothgrad":
-        return sal.smoothgrad(samples=FLAGS.samples, noise=FLAGS.noise)
-    if name == "integrated":
-        return sal.integrated(steps=FLAGS.steps)
-    if name == "gradcam":
-        return sal.gradcam(FLAGS.layer or None)
-    if name == "odam":
-        return sal.odam(FLAGS.layer or None)
-    return sal.drise(masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
-
-
 def _box(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -113,6 +94,7 @@ def run() -> str:
     import numpy as np
 
     import jaxvis
+    from jaxvis import cli
     from jaxvis import images as image_io
     from jaxvis import labels as lab
     from jaxvis import localize as loc
@@ -195,7 +177,8 @@ def run() -> str:
                              "det_score": float(det["scores"][0, r])} for r in ranks]
                 shown_boxes += [det["boxes"][0, r] for r in ranks]
                 box_labels += names
-        method = method_value(FLAGS.method)
+        method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
+                                        layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
         explanation = sal.saliency(model, batch, target, method, seed=FLAGS.seed)
         maps = explanation.reduce(FLAGS.reduce)
         stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])

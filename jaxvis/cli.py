@@ -266,3 +266,18 @@ def transforms(text: str) -> tuple:
         except (TypeError, ValueError) as e:
             raise T.TransformError(f"cannot read transform {m.group(0)!r}: {e}") from None
     return tuple(out)
+
+
+def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, steps: int = 64, layer=None,
+                       masks: int = 1000, cell: int = 16, p: float = 0.5):
+    """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,
+    smoothgrad (samples, noise), integrated (steps), gradcam / odam (layer), drise (masks, cell, p)."""
+    from jaxvis import saliency as sal
+
+    made = {"gradient": sal.gradient, "grad_x_input": sal.grad_x_input,
+            "smoothgrad": lambda: sal.smoothgrad(samples=samples, noise=noise),
+            "integrated": lambda: sal.integrated(steps=steps), "gradcam": lambda: sal.gradcam(layer),
+            "odam": lambda: sal.odam(layer), "drise": lambda: sal.drise(masks=masks, cell=cell, p=p)}
+    if name not in made:
+        raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(made)}.")
+    return made[name]()

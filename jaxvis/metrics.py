@@ -253,3 +253,57 @@ def cascading_randomisation(model, images, targets, *, kind: str = "class", meth
                                                randomised.reshape(-1, *randomised.shape[2:]))]
         out.append((layer, float(np.mean(rhos))))
     return out
+
+
+def staged_randomisation(model, images, targets, method, stages: dict, seed: int = 0) -> dict[str, float]:
+    """The randomisation check in stages: ``stages`` maps a name to the layers randomised by the end of it
+    (cumulatively, in ``layer_order``); for each, the mean Spearman correlation of the first target's map of
+    each image (``method``, max over channels) with the map on the original weights."""
+    original = sal.saliency(model, images, targets, method).reduce("max")
+    order = layer_order(model.params)
+    rng = np.random.default_rng(seed)
+    params, done, out = model.params, set(), {}
+    for stage, layers in stages.items():
+        for name in [x for x in order if x in layers and x not in done]:
+            params = randomise_layer(params, name, rng)
+            done.add(name)
+        maps = sal.saliency(model, images, targets, method, params=params).reduce("max")
+        out[stage] = float(np.mean([spearman(a, b) for a, b in zip(original[:, 0], maps[:, 0])]))
+    return out
+
+
+def match_detections(det, gt_boxes, gt_valid, min_score: float, most: int, iou: float = 0.5
+                     ) -> list[list[tuple[int, int]]]:
+    """Per image, (detection rank, ground-truth index) pairs: each valid detection scoring at least
+    ``min_score``, best first, takes the free ground-truth box it overlaps most if that IoU reaches ``iou``;
+    at most ``most`` pairs per image. ``det``: ``Detector.detect``'s output (numpy); ``gt_boxes`` (N, M, 4),
+    ``gt_valid`` (N, M)."""
+    from jaxvis import boxes as bx
+
+    pairs = []
+    for i in range(len(gt_boxes)):
+        taken, found = set(), []
+        for r in np.nonzero(det["valid"][i] & (det["scores"][i] >= min_score))[0]:
+            ious = np.asarray(bx.iou(det["boxes"][i, r][None], gt_boxes[i]))[0]
+            ious = np.where(gt_valid[i], ious, 0.0)
+            ious[list(taken)] = 0.0
+            g = int(np.argmax(ious))
+            if ious[g] >= iou:
+                taken.add(g)
+                found.append((int(r), g))
+            if len(found) == most:
+                break
+        pairs.append(found)
+    return pairs
+
+
+def centroid_offset(saliency_map, box) -> tuple[float, float]:
+    """(dx, dy): the centre of the map's positive mass minus the xyxy box's centre, in pixels (pixel i's
+    centre at i + 0.5); NaN for a map with no positive mass."""
+    m = np.maximum(np.asarray(saliency_map, np.float64), 0.0)
+    total = m.sum()
+    if total <= 0:
+        return float("nan"), float("nan")
+    ys, xs = np.arange(m.shape[0]) + 0.5, np.arange(m.shape[1]) + 0.5
+    x1, y1, x2, y2 = box
+    return float((m.sum(0) * xs).sum() / total - (x1 + x2) / 2), float((m.sum(1) * ys).sum() / total - (y1 + y2) / 2)

@@ -206,18 +206,44 @@ CAMS = (GradCAM, ODAM)
 # ----------------------------------------------------------------------------------------------- targets
 
 
+@jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True, eq=False)
 class Target:
-    """Targets of one kind with a leading (images, targets-per-image) shape; ``fields`` maps the legacy
-    field names (``class``, ``anchor``, ``coord``, ``box``) to arrays."""
+    """Targets of one kind with a leading (images, targets-per-image) shape, a pytree: ``fields`` maps
+    field names (``class``, ``anchor``, ``coord``, ``box``, or a user's own) to arrays, the leaves; ``kind``
+    (a built-in kind's name, or a user's function of the outputs, see ``target``) and ``score`` are static.
+    A target passes through ``jit`` and ``vmap``, slices by images (``t[2:5]``) and concatenates
+    (``Target.concatenate``)."""
 
-    kind: str
+    kind: Any
     fields: dict
     score: str = "logit"
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(next(iter(self.fields.values())).shape[:2])
+
+    def tree_flatten(self):
+        names = tuple(sorted(self.fields))
+        return tuple(self.fields[n] for n in names), (self.kind, names, self.score)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        kind, names, score = aux
+        return cls(kind, dict(zip(names, children)), score)
+
+    def __getitem__(self, index) -> "Target":
+        """The targets of the images ``index`` (a slice, or indices: the leading axis stays)."""
+        index = index if isinstance(index, slice) else np.atleast_1d(np.asarray(index))
+        return jax.tree.map(lambda a: a[index], self)
+
+    @classmethod
+    def concatenate(cls, parts) -> "Target":
+        """The targets of ``parts`` (of one kind and score) one image after another."""
+        parts = list(parts)
+        if len({(id(p.kind) if callable(p.kind) else p.kind, p.score, tuple(sorted(p.fields))) for p in parts}) != 1:
+            raise SaliencyError("only targets of one kind, score and fields concatenate.")
+        return jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *parts)
 
 
 _NEEDS = {"class": ("class",), "detection": ("anchor", "class"), "box_coord": ("anchor", "coord"),
@@ -256,6 +282,20 @@ def box_coordinate(anchors, coords) -> Target:
 def box_label(boxes, classes) -> Target:
     """Why a ``classes[n, k]`` in box ``boxes[n, k]`` (xyxy, network-input pixels)."""
     return _target("box_label", {"box": boxes, "class": classes})
+
+
+def target(value, **fields) -> Target:
+    """A target of your own: ``value(model, outputs, fields)`` is the scalar to explain for one image and one
+    target, from that image's ``outputs`` (``model.apply``'s, with a batch axis of 1) and ``fields`` (that
+    target's entries of each field); each field is an array with a leading (images, targets) shape. Every
+    gradient method and Grad-CAM / ODAM explain it, for classifiers and detectors alike."""
+    if not callable(value):
+        raise SaliencyError(f"a target's value is a function (model, outputs, fields) -> scalar; got {value!r}.")
+    arrays = {k: np.asarray(v) for k, v in fields.items()}
+    if not arrays or any(a.ndim < 2 for a in arrays.values()) or len({a.shape[:2] for a in arrays.values()}) != 1:
+        raise SaliencyError(f"a target's fields are arrays with one leading (images, targets) shape; got "
+                            f"{ {k: tuple(a.shape) for k, a in arrays.items()} }")
+    return Target(value, arrays, "value")
 
 
 def detections(det: dict[str, Any], index, score: str = "logit") -> Target:
@@ -316,7 +356,10 @@ def reduce_channels(g, how: str = "max"):
 
 def target_value(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> jax.Array:
     """The scalar target ``t`` (one image's entries of a Target's arrays) of one image's outputs (batch
-    axis of 1); what every method differentiates, and what the metrics measure."""
+    axis of 1); what every method differentiates, and what the metrics measure. ``kind`` may be a user's
+    function (``target``)."""
+    if callable(kind):
+        return kind(model, outputs, t)
     if kind == "class":
         logits = model.class_logits(outputs)[0]
         c = t["class"]
@@ -429,7 +472,7 @@ def _head_layout(model, kind: str):
     (first output row, rows, columns, boxes per cell) of its ``cls_head_<k>`` and ``box_head_<k>``, 3x3
     convolutions of stride 1 and padding 1 (jaxvis.models.ssd). None for other models and for targets
     that read every box (box_label)."""
-    if kind not in ("detection", "box_coord") or not getattr(model.spec, "is_detector", False):
+    if callable(kind) or kind not in ("detection", "box_coord") or not getattr(model.spec, "is_detector", False):
         return None
     heads = model.params.get("params", {}) if hasattr(model.params, "get") else {}
     per = model.spec.config.get("anchors_per_location")
@@ -772,6 +815,9 @@ def _drise_program(model, method: DRISE, space: str, out_hw, chunk: int):
 
 
 def _check(model, z, target: Target):
+    if callable(target.kind):
+        _check_images(z, target)
+        return
     if target.kind not in KINDS:
         raise SaliencyError(f"target kind must be one of {KINDS}, got {target.kind!r}")
     if target.kind != "class" and not model.spec.is_detector:
@@ -781,6 +827,10 @@ def _check(model, z, target: Target):
     missing = [k for k in _NEEDS[target.kind] if k not in target.fields]
     if missing:
         raise SaliencyError(f"{target.kind} targets need {list(_NEEDS[target.kind])}; missing {missing}")
+    _check_images(z, target)
+
+
+def _check_images(z, target: Target):
     n = z.shape[0]
     if target.shape[0] != n:
         raise SaliencyError(f"targets need a leading (images, targets) shape with {n} images; got "
@@ -809,7 +859,8 @@ def explain(model, images, targets: Target, method=None, *, params=None, space: 
     params = model.params if params is None else params
     n, k = targets.shape
     out_hw = tuple(z.shape[1:3])
-    fields = {name: jnp.asarray(v) for name, v in targets.fields.items() if name in _NEEDS[targets.kind]}
+    fields = {name: jnp.asarray(v) for name, v in targets.fields.items()
+              if callable(targets.kind) or name in _NEEDS[targets.kind]}
     if isinstance(method, GRADIENT_FAMILY):
         points = method.samples if isinstance(method, SmoothGrad) else method.steps if isinstance(method, Integrated) else 1
         chunk, tchunk = chunk_sizes(model, points, k, out_hw)
@@ -846,7 +897,7 @@ def explain(model, images, targets: Target, method=None, *, params=None, space: 
     if isinstance(method, DRISE):
         if not model.spec.is_detector:
             raise SaliencyError("D-RISE explains detections; for a classifier use gradient(), gradcam(layer), ...")
-        if targets.kind not in ("detection", "box_label"):
+        if callable(targets.kind) or targets.kind not in ("detection", "box_label"):
             raise SaliencyError(f"D-RISE explains a detection or a box with a label, not a {targets.kind} target; "
                                 "use detection(...)/detections(...) or box_label(...)")
         chunk, _ = chunk_sizes(model, method.masks, 1, out_hw, backward=False)

@@ -185,3 +185,62 @@ def test_a_transform_written_here_moves_the_target_boxes():
     assert T.name_of(T.compose(mirror, T.jitter(2))) == "compose(mirror,jitter(2))"
     with pytest.raises(engine.SweepError, match="transforms are functions"):
         engine.Engine(ssd, sweep, transforms=("mirror",))
+
+
+def margin(model, outputs, fields):
+    """How much more the classifier believes class ``a`` than class ``b``."""
+    logits = outputs[0]
+    return logits[fields["a"]] - logits[fields["b"]]
+
+
+def test_an_attribution_target_written_here_is_explained_by_the_gradient_methods(vgg):
+    from jaxvis import saliency as sal
+
+    x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    target = sal.target(margin, a=[[1, 4]] * 2, b=[[2, 2]] * 2)
+    got = sal.saliency(vgg, x, target, sal.gradient(), space="input")
+    a = sal.saliency(vgg, x, sal.class_score([[1, 4]] * 2), sal.gradient(), space="input")
+    b = sal.saliency(vgg, x, sal.class_score([[2, 2]] * 2), sal.gradient(), space="input")
+    scale = np.abs(a.attributions).max()
+    np.testing.assert_allclose(got.attributions, a.attributions - b.attributions, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(got.scores, a.scores - b.scores, rtol=1e-5, atol=1e-5)
+    traces = sal.TRACES
+    sal.saliency(vgg, x, sal.target(margin, a=[[0, 3]] * 2, b=[[5, 6]] * 2), sal.gradient(), space="input")
+    assert sal.TRACES == traces  # other classes, the same program
+    smooth = sal.saliency(vgg, x, target, sal.smoothgrad(samples=4), space="input")
+    assert smooth.attributions.shape == (2, 2, 64, 64, 3) and np.isfinite(smooth.attributions).all()
+
+    # a detector: the class's mean probability over the default boxes centred in a region of the input
+    import jaxvis
+    from jaxvis import assets
+
+    ssd = jaxvis.load(assets.path("detector"))
+    centres = (ssd.anchors[:, :2] + ssd.anchors[:, 2:]) / 2
+
+    def region_presence(model, outputs, fields):
+        inside = jnp.all((centres >= fields["region"][:2]) & (centres <= fields["region"][2:]), axis=-1)
+        probs = jax.nn.softmax(outputs["cls_logits"][0], axis=-1)[:, fields["class"]]
+        return jnp.sum(jnp.where(inside, probs, 0.0)) / jnp.sum(inside.astype(probs.dtype))
+
+    z = np.random.default_rng(4).uniform(size=(1, 128, 128, 3)).astype(np.float32)
+    fields = {"region": np.array([[[20.0, 20.0, 70.0, 60.0]]], np.float32), "class": np.array([[2]])}
+    got = sal.saliency(ssd, z, sal.target(region_presence, **fields), sal.gradient(), space="input")
+    f = {k: jnp.asarray(v[0, 0]) for k, v in fields.items()}
+    want = jax.grad(lambda zi: region_presence(ssd, ssd.apply(ssd.params, zi[None])[0], f))(jnp.asarray(z[0]))
+    np.testing.assert_allclose(got.attributions[0, 0], want, rtol=0, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(sal.SaliencyError, match="D-RISE explains a detection or a box with a label"):
+        sal.saliency(ssd, z, sal.target(region_presence, **fields), sal.drise(masks=4), space="input")
+
+
+def test_targets_are_pytrees_that_slice_and_concatenate():
+    from jaxvis import saliency as sal
+
+    t = sal.detection([[3, 5], [7, 9], [1, 2]], [[1, 1], [2, 2], [3, 3]])
+    same = jax.jit(lambda target: target)(t)
+    assert isinstance(same, sal.Target) and same.kind == "detection"
+    np.testing.assert_array_equal(same.fields["anchor"], t.fields["anchor"])
+    assert t[1:].shape == (2, 2) and t[[0, 2]].fields["class"].tolist() == [[1, 1], [3, 3]]
+    whole = sal.Target.concatenate([t[:1], t[1:]])
+    np.testing.assert_array_equal(whole.fields["anchor"], t.fields["anchor"])
+    with pytest.raises(sal.SaliencyError, match="one kind"):
+        sal.Target.concatenate([t, sal.class_score([[1, 2]])])

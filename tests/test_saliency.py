@@ -213,3 +213,33 @@ def test_no_cache_keeps_a_model_alive():
     del model
     gc.collect()
     assert freed() is None
+
+
+def test_detections_match_ground_truth_best_first_and_maps_have_a_centroid():
+    det = {"valid": np.array([[True, True, True, True, False]]),
+           "scores": np.array([[0.9, 0.8, 0.7, 0.3, 0.99]]),
+           "boxes": np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [1, 1, 10, 10], [50, 50, 60, 60], [50, 50, 60, 60]]],
+                             np.float32)}
+    gt = np.array([[[0, 0, 10, 10], [21, 21, 31, 31], [50, 50, 60, 60], [0, 0, 10, 10]]], np.float32)
+    valid = np.array([[True, True, True, False]])
+    # rank 2 duplicates rank 0's object (taken), rank 3 scores too little, rank 4 is not a detection, and the
+    # fourth ground-truth box is padding
+    assert met.match_detections(det, gt, valid, min_score=0.5, most=4) == [[(0, 0), (1, 1)]]
+    assert met.match_detections(det, gt, valid, min_score=0.2, most=4) == [[(0, 0), (1, 1), (3, 2)]]
+    assert met.match_detections(det, gt, valid, min_score=0.5, most=1) == [[(0, 0)]]
+    assert met.match_detections(det, gt, valid, min_score=0.5, most=4, iou=0.8) == [[(0, 0)]]
+    m = np.zeros((20, 30))
+    m[5, 7] = 2.0
+    m[5, 9] = 2.0
+    m[0, 0] = -5.0  # negative mass does not count
+    assert met.centroid_offset(m, (4, 2, 10, 8)) == (1.5, 0.5)  # mass at x 7.5 and 9.5, y 5.5
+    assert all(np.isnan(met.centroid_offset(-np.abs(m), (0, 0, 1, 1))))
+
+
+def test_staged_randomisation_reports_each_stage(tiny):
+    x = np.random.default_rng(2).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    t = sal.class_score([[1], [3]])
+    order = met.layer_order(tiny.params)
+    out = met.staged_randomisation(tiny, x, t, sal.gradient(), {"none": [], "top": order[:2], "all": order})
+    assert list(out) == ["none", "top", "all"]
+    assert out["none"] == pytest.approx(1.0) and out["all"] < 0.9 and -1.0 <= out["all"] <= 1.0
