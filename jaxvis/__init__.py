@@ -3,6 +3,10 @@
 Class-model visualisation and saliency maps (Simonyan, Vedaldi & Zisserman 2013) for classifiers and
 detectors ported from torchvision to Flax.
 
+Two namespaces gather what a researcher composes: ``jaxvis.optvis`` (objectives, parameterisations,
+transforms, the optimiser, the sweep and its engine, a run directory from values) and
+``jaxvis.attribution`` (attribution methods, targets, and the metrics that rank them).
+
 ``Model``, ``load``, ``from_spec`` and ``ModelSpec`` are imported on first use, so that ``import jaxvis``
 (and the launchers' first checks) do not wait for JAX to load.
 """

@@ -244,3 +244,21 @@ def test_targets_are_pytrees_that_slice_and_concatenate():
     np.testing.assert_array_equal(whole.fields["anchor"], t.fields["anchor"])
     with pytest.raises(sal.SaliencyError, match="one kind"):
         sal.Target.concatenate([t, sal.class_score([[1, 2]])])
+
+
+def test_the_two_namespaces_hold_what_a_researcher_composes(vgg):
+    from jaxvis import attribution as at
+    from jaxvis import engine as engine_module
+    from jaxvis import optvis as ov
+    from jaxvis import saliency
+
+    for namespace in (ov, at):
+        assert all(hasattr(namespace, name) for name in namespace.__all__), namespace.__name__
+    assert ov.Sweep is engine_module.Sweep and at.target is saliency.target
+    red = ov.Term("centre_red", centre_red)
+    sweep = ov.Sweep(targets=[1], lrs=[0.05], losses=[ov.score() + red], init_scales=[0.2])
+    result = ov.Engine(vgg, sweep, optimizer=optax.adam, steps=2, transforms=(ov.jitter(2),)).run(sweep, progress=False)
+    assert np.isfinite(result.final_loss).all()
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    why = at.explain(vgg, x, at.target(margin, a=[[1]], b=[[2]]), at.gradient(), space="input")
+    assert why.attributions.shape == (1, 1, 64, 64, 3)
