@@ -117,8 +117,7 @@ def term_named(name: str, extra: Mapping[str, Any] | None = None) -> O.Objective
 
 
 _NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_PART = re.compile(rf"(?P<sign>[+-])?(?:(?P<weight>{_NUMBER})\*)?(?P<name>[a-z_0-9]+(?::[A-Za-z_0-9.]+)?"
-                   r"(?:@\d+,\d+)?(?:\[\d+\])?(?:\{eps=[0-9.eE+-]+\})?(?:\{reduce=[a-z]+\})?)")
+_PART = re.compile(rf"(?P<sign>[+-])?(?:(?P<weight>{_NUMBER})\*)?(?P<name>{_NAME.pattern})")  # a term's name, as above
 
 
 def loss(text: str, options: Mapping[str, Mapping[str, Any]] | None = None) -> O.Objective:

@@ -116,8 +116,7 @@ class Term:
     Attributes:
       name: the term's name (in loss labels, run records and weight-factor axes: ``w:<name>``).
       fn: the function of the context.
-      options: the static options a built-in term was made with (its identity beside its name);
-        a user's term is identified by its function instead.
+      options: the static options a built-in term was made with.
       reads_class: the term reads ``ctx.target`` as a class index of the model.
       channel_of: the layer whose channel ``ctx.target`` names, or None.
       detector: True for detectors only, False for classifiers only, None for any model.
@@ -125,6 +124,8 @@ class Term:
       needs_start: the term reads the point's start image (a sweep must have start images).
       check: ``check(model)`` raises ``ObjectiveError`` where the term does not fit ``model`` (a layer it
         does not have), or None.
+      builtin: made by this module: the term is known by its name and options (two calls of ``score()`` are
+        one term); a user's term is known by its name and its function.
     """
 
     name: str
@@ -136,9 +137,10 @@ class Term:
     needs_boxes: bool = False
     needs_start: bool = False
     check: Callable[[Any], None] | None = None
+    builtin: bool = False
 
     def _identity(self) -> tuple[str, Hashable]:
-        return self.name, (self.options if self.options or self.fn in _PLAIN else self.fn)
+        return self.name, (self.options if self.builtin else self.fn)
 
     def __eq__(self, other):
         return isinstance(other, Term) and self._identity() == other._identity()
@@ -345,11 +347,6 @@ def fixed_target(fn: TermFn, target: int) -> TermFn:
     return fixed
 
 
-# Functions that take no options: a built-in term made of one of these is known by its name alone.
-_PLAIN = frozenset({score_fn, log_prob_fn, sq_fn, l2_fn, tv_fn, opacity_fn, opacity_outside_fn, biggest_box_fn,
-                    box_loc_fn, all_boxes_mean_fn, all_boxes_sum_fn, multibox_fn, l2_start_fn})
-
-
 def term_name(kind: str, options: dict) -> str:
     """A built-in term's name: its kind and options (``channel:conv4_3[7]``, ``neuron:conv4_1@2,3``,
     ``inv_score{eps=0.5}``, ``direction:fc7#<digest>``); ``jaxvis.cli`` reads these back."""
@@ -381,7 +378,7 @@ def _builtin(kind: str, fn: TermFn, target: int | None = None, targeted: str | N
     reads_class = targeted == "class" and target is None
     channel_of = options.get("layer") if targeted == "channel" and target is None else None
     return Term(term_name(kind, options), fn, tuple(sorted(options.items())), reads_class=reads_class,
-                channel_of=channel_of, **declared)
+                channel_of=channel_of, builtin=True, **declared)
 
 
 def _has_layer(layer: str) -> Callable[[Any], None]:
@@ -408,11 +405,7 @@ class Objective:
     parts: tuple[tuple[Term, float], ...]
 
     def __post_init__(self):
-        seen: dict[str, Term] = {}
-        for t, _ in self.parts:
-            if t.name in seen and seen[t.name] != t:
-                raise ObjectiveError(f"two different terms are named {t.name!r}; give them different names.")
-            seen[t.name] = t
+        distinct_terms(t for t, _ in self.parts)
 
     def _combine(self, other, sign: float) -> "Objective":
         if isinstance(other, Term):
@@ -480,6 +473,16 @@ class Objective:
         self.fits(model)
         ctx = dataclasses.replace(ctx, model=model)
         return sum(w * t.fn(ctx) for t, w in self.parts)
+
+
+def distinct_terms(terms) -> tuple[Term, ...]:
+    """``terms`` without repeats, in order; two different terms of one name are refused (a name is how a
+    term's weight, its weight-factor axis and its records find it)."""
+    seen: dict[str, Term] = {}
+    for t in terms:
+        if seen.setdefault(t.name, t) != t:
+            raise ObjectiveError(f"two different terms are named {t.name!r}; give them different names.")
+    return tuple(seen.values())
 
 
 def as_objective(value) -> Objective:

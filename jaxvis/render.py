@@ -169,9 +169,8 @@ pre {{ background: #f4f4f4; padding: 8px; }}
 
 def point_label(sweep, point: dict, spec: ModelSpec, varying: Sequence[str]) -> str:
     """A point's varying axes' values as text, as the sweep labels them."""
-    def label(name):
-        return sweep.label(name, point[name], spec.labels, tuple(spec.input_size))
-    return ", ".join(label(n) for n in varying) or label("target")
+    return (", ".join(sweep.label(n, point[n], spec) for n in varying)
+            or sweep.label("target", point["target"], spec))
 
 
 def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[str]]:
@@ -187,8 +186,7 @@ def _layout(axes: list[tuple[str, list]]) -> tuple[str | None, str | None, list[
 
 def point_names(sweep, spec: ModelSpec, points: Sequence[dict], first: int = 0) -> list[str]:
     """File stems of points ``first``, ``first + 1``, ...: ``NNNNN_<target label>``."""
-    return [f"{first + k:05d}_{safe_name(sweep.label('target', p['target'], spec.labels, tuple(spec.input_size)))}"
-            for k, p in enumerate(points)]
+    return [f"{first + k:05d}_{safe_name(sweep.label('target', p['target'], spec))}" for k, p in enumerate(points)]
 
 
 def _points_of(sweep, sl: slice) -> list[dict]:
@@ -232,7 +230,7 @@ def write_chunk(path: str, spec: ModelSpec, sweep, term_names: Sequence[str], ch
         lines.append(json.dumps({
             "index": i, "file": files.get(display), "files": files, "display": display, "snapshots": snapshots,
             "curve_png": curve_png, "chunk": chunk, "label": label, "at": report.point_at(p, axes),
-            "target": p["target"], "target_name": sweep.label("target", p["target"], spec.labels, tuple(spec.input_size)),
+            "target": p["target"], "target_name": sweep.label("target", p["target"], spec),
             "lr": p["lr"], "loss": p["loss"], "weights": dict(zip(term_names, sweep.point_weights(p, term_names))),
             "init": p["init"], "seed": p["seed"], "boxes": p["boxes"],
             "final_loss": float(result.final_loss[local]), "final_score": float(result.final_score[local]),
@@ -330,9 +328,6 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
     def shown_point(i):
         return to_display(spec, stored[i], display)
 
-    def label(name, value):
-        return sweep.label(name, value, spec.labels, tuple(spec.input_size))
-
     # Labelled grids: one per combination of the axes that are neither rows nor columns (at most 50).
     row, col, others = _layout(axes)
     index = {tuple((a, json.dumps(p[a])) for a in varying): i for i, p in enumerate(points)}
@@ -357,9 +352,9 @@ def write_sweep(path: str, spec: ModelSpec, sweep, chunks, term_names: Sequence[
                 r_caps.append(f"diverged@{d}" if d >= 0 else f"S={final['score'][i]:.3g} p={final['prob'][i]:.2f}")
                 r_marks.append(bool(d >= 0))
             cells.append(r_cells), caps.append(r_caps), marks.append(r_marks)
-        title = ", ".join(label(a, v) for a, v in fixed.items())
-        image = grid(cells, [label(row, v) for v in row_vals] if row else [""],
-                     [label(col, v) for v in col_vals] if col else [""],
+        title = ", ".join(sweep.label(a, v, spec) for a, v in fixed.items())
+        image = grid(cells, [sweep.label(row, v, spec) for v in row_vals] if row else [""],
+                     [sweep.label(col, v, spec) for v in col_vals] if col else [""],
                      captions=caps, title=title, marks=marks, cell=160)
         name = "grid.png" if len(other_combos) == 1 else f"grid_{g:03d}.png"
         save_png(os.path.join(path, name), image)

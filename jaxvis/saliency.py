@@ -241,7 +241,7 @@ class Target:
     def concatenate(cls, parts) -> "Target":
         """The targets of ``parts`` (of one kind and score) one image after another."""
         parts = list(parts)
-        if len({(id(p.kind) if callable(p.kind) else p.kind, p.score, tuple(sorted(p.fields))) for p in parts}) != 1:
+        if len({(p.kind, p.score, tuple(sorted(p.fields))) for p in parts}) != 1:
             raise SaliencyError("only targets of one kind, score and fields concatenate.")
         return jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *parts)
 

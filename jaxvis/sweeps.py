@@ -101,7 +101,7 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
             losses = [loss]
         optimizer = cli.optimizer(settings.optimizer, settings.momentum)
         probe = eng.Sweep(targets=[0], lrs=[1.0], losses=losses)
-        for t in probe.terms:
+        for t in probe.terms:  # before the categories are read: a missing layer says so, not "not a channel"
             t.fits(model)
     except (cli.TextError, obj.ObjectiveError, eng.SweepError) as e:
         raise UsageError(str(e)) from None
@@ -267,11 +267,9 @@ def run_engine(engine, sweep, out: str, resume: bool = False, progress=None, dis
 
     def go():
         config = run_config(engine, sweep, chunk_size)
-        shown = {"model": engine.model.spec.arch, "losses": [loss.name for loss in sweep.losses],
-                 "optimizer": engine.optimizer.name, "steps": engine.steps, "snapshots": list(engine.snapshots),
-                 "parameterization": engine.parameterization.name,
-                 "transforms": [transform_name(t) for t in engine.transforms], "views": engine.views,
-                 "display": display}
+        shown = {"model": config["arch"], "losses": [loss.name for loss in sweep.losses], "display": display,
+                 **{k: config[k] for k in ("optimizer", "steps", "snapshots", "parameterization", "transforms",
+                                           "views")}}
         return _execute(engine.model, sweep, engine, config, shown, out, resume, progress, cluster, check_space,
                         display, pngs)
     return _locked(out, cluster, go)
@@ -282,6 +280,7 @@ def run_config(engine, sweep, chunk_size: int | None = None) -> dict:
     model and parameters (by content), terms, optimiser, steps, axes, parameterisation, transforms and
     the chunking. A user's term is known by its name."""
     from jaxvis.fileio import sha256_arrays
+    from jaxvis.transforms import name_of
 
     size, n_chunks = engine.n_chunks(sweep, chunk_size)
     config = {
@@ -290,18 +289,12 @@ def run_config(engine, sweep, chunk_size: int | None = None) -> dict:
         "optimizer": engine.optimizer.name, "steps": engine.steps, "snapshots": list(engine.snapshots),
         "axes": sweep.axes(), "jitter": engine.jitter, "clip": engine.clip, "compute_dtype": engine.compute_dtype,
         "chunk_size": size, "n_chunks": n_chunks, "parameterization": engine.parameterization.name,
-        "transforms": [transform_name(t) for t in engine.transforms], "views": engine.views,
+        "transforms": [name_of(t) for t in engine.transforms], "views": engine.views,
         "plain_views": engine.plain_views,
     }
     if sweep.starts is not None:
         config["start_images"] = sweep.starts.digest
     return config
-
-
-def transform_name(transform) -> str:
-    from jaxvis.transforms import name_of
-
-    return name_of(transform)
 
 
 def _locked(out: str, cluster: Cluster, go):

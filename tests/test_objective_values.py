@@ -50,6 +50,7 @@ def test_the_algebra_gives_the_value_of_the_written_sum(vgg):
     assert (O.channel("conv4_3", 7) + O.channel("conv5_1", 3)).name == "channel:conv4_3[7]+channel:conv5_1[3]"
     assert (-O.score(2) - O.tv() / 4).loss == {"score[2]": -1.0, "tv": -0.25}
     assert (O.score() + O.score()).loss == {"score": 2.0}
+    assert (O.inv_score() + O.inv_score()).loss == {"inv_score": 2.0}  # a built-in is known by name and options
     with pytest.raises(TypeError):
         O.score() + 1.0
     with pytest.raises(TypeError):

@@ -129,15 +129,12 @@ class Sweep:
             object.__setattr__(self, "starts", Frozen(images))
         try:
             objectives = tuple(obj.as_objective(loss) for loss in self.losses)
-            terms: dict[str, obj.Term] = {}
-            for t in (t for o in objectives for t in o.terms):
-                if terms.setdefault(t.name, t) != t:
-                    raise obj.ObjectiveError(f"two different terms are named {t.name!r}; give them different names.")
+            terms = obj.distinct_terms(t for o in objectives for t in o.terms)
         except obj.ObjectiveError as e:
             raise SweepError(str(e)) from None
         object.__setattr__(self, "losses", objectives)
         object.__setattr__(self, "weights", {_term_name(k): tuple(v) for k, v in dict(self.weights).items()})
-        object.__setattr__(self, "terms", tuple(terms.values()))
+        object.__setattr__(self, "terms", terms)
 
     @property
     def term_names(self) -> list[str]:
@@ -155,11 +152,12 @@ class Sweep:
                 ("boxes", [[list(map(float, b)) for b in bs] for bs in self.boxes])]
         return out
 
-    def label(self, name: str, value, classes: Sequence[str], input_size: tuple[int, int]) -> str:
-        """The text of value ``value`` of axis ``name`` (grids, the report's filters): ``classes`` names the
-        targets (a target past them, a channel, is ``#index``); ``input_size`` (height, width) tells the whole
-        image's box."""
+    def label(self, name: str, value, spec) -> str:
+        """The text of value ``value`` of axis ``name`` (grids, the report's filters), for the model of ``spec``
+        (a ``ModelSpec``): its labels name the targets (a target past them, a channel, is ``#index``), its input
+        size tells the whole image's box."""
         if name == "target":
+            classes = spec.labels
             return classes[value] if 0 <= value < len(classes) else f"#{value}"
         if name == "lr":
             return f"lr={value:g}"
@@ -172,7 +170,7 @@ class Sweep:
         if name == "seed":
             return f"seed {value}"
         if name == "boxes":
-            h, w = input_size
+            h, w = spec.input_size
             if value == [[0.0, 0.0, float(w), float(h)]]:
                 return "whole image"
             return " ".join("[" + ",".join(f"{c:g}" for c in b) + "]" for b in value) or "no box"

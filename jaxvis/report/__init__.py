@@ -99,7 +99,7 @@ def sweep_axes(spec, sweep, term_names, settings: dict, run_config: dict | None 
 
     axes = []
     for name, values in sweep.axes():
-        axes.append({"name": name, "values": values, "labels": [sweep.label(name, v, spec.labels, tuple(spec.input_size)) for v in values]})
+        axes.append({"name": name, "values": values, "labels": [sweep.label(name, v, spec) for v in values]})
     run_config = run_config or {}
     return {
         "format": FORMAT, "kind": "sweep", "arch": spec.arch, "n_points": int(sweep.size),
