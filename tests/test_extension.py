@@ -141,6 +141,7 @@ def mirror(key, x, boxes, t, ctx):
     return y, boxes
 
 
+@pytest.mark.slow
 def test_a_transform_written_here_moves_the_target_boxes():
     """A detector sweep through a transform of this file: the view and the boxes the objective sees are the
     mirrored ones whenever the point's key says so, the loss is MultiBox's on them, and the grid is one
@@ -210,9 +211,13 @@ def test_an_attribution_target_written_here_is_explained_by_the_gradient_methods
     smooth = sal.saliency(vgg, x, target, sal.smoothgrad(samples=4), space="input")
     assert smooth.attributions.shape == (2, 2, 64, 64, 3) and np.isfinite(smooth.attributions).all()
 
-    # a detector: the class's mean probability over the default boxes centred in a region of the input
+
+@pytest.mark.slow
+def test_a_detector_target_written_here_equals_its_gradient_by_hand():
+    """A detector: the class's mean probability over the default boxes centred in a region of the input."""
     import jaxvis
     from jaxvis import assets
+    from jaxvis import saliency as sal
 
     ssd = jaxvis.load(assets.path("detector"))
     centres = (ssd.anchors[:, :2] + ssd.anchors[:, 2:]) / 2
