@@ -116,7 +116,7 @@ def saliency_part(out: str, scenes: int) -> dict:
     os.makedirs(folder, exist_ok=True)
     classifier = jaxvis.load(assets.path("classifier"))
     images, labels, boxes = shapes.classification_set(2024, max(scenes, 24))
-    maps = sal.saliency(classifier, images, {"class": labels[:, None]}).maps[:, 0]
+    maps = sal.gradient().attribute(classifier, images, sal.class_score(labels[:, None])).reduce("max")[:, 0]
     cells, captions, hits, ious = [], [], 0, []
     for image, label, box, m in zip(images, labels, boxes, maps):
         found = loc.localize(image, m)
@@ -137,8 +137,8 @@ def saliency_part(out: str, scenes: int) -> dict:
     detector = jaxvis.load(assets.path("detector"))
     scenes_, _, _, _ = shapes.detection_set(2025, min(scenes, 6))
     det = jax.device_get(jax.jit(detector.detect)(detector.params, scenes_))
-    targets = sal.detection_targets(det, np.zeros((len(scenes_), 1), int))
-    dmaps = sal.saliency(detector, scenes_, targets, kind="detection").maps[:, 0]
+    targets = sal.detections(det, np.zeros((len(scenes_), 1), int))
+    dmaps = sal.gradient().attribute(detector, scenes_, targets).reduce("max")[:, 0]
     row_images, row_maps, caps = [], [], []
     for j, (scene, m) in enumerate(zip(scenes_, dmaps)):
         label = detector.labels[det["labels"][j, 0]]

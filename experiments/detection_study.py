@@ -122,7 +122,7 @@ def run() -> dict:
                     rows["specificity"].append(s["hit"])
                     rows["specificity_share"].append(s["share"])
                 if i < FLAGS.curve_scenes:
-                    t = {"anchor": det["anchor"][i, r], "class": det["labels"][i, r]}
+                    t = sal.detection([[det["anchor"][i, r]]], [[det["labels"][i, r]]])
                     for mode in ("deletion", "insertion"):
                         curve = met.detection_deletion_insertion(model, x_inputs[j], m, t, mode=mode,
                                                                  steps=FLAGS.curve_steps)

@@ -13,9 +13,6 @@ images in [0, 1] RGB. The shipped shapes file was written by the first command (
 
 from __future__ import annotations
 
-import glob
-import os
-
 import numpy as np
 from absl import app, flags
 
@@ -27,42 +24,23 @@ flags.DEFINE_string("out", None, "Output .npz file.")
 FLAGS = flags.FLAGS
 
 
-def shapes_images(n: int, sizes, seed: int) -> dict[int, np.ndarray]:
-    from jaxvis.data import shapes
-
-    out = {}
-    for size in sizes:
-        if size == 128:
-            images = np.asarray(shapes.detection_set(seed, n)[0])
-        else:
-            images = np.asarray(shapes.classification_set(seed, n, size=size)[0])
-        out[size] = np.clip(images, 0, 1)
-    return out
-
-
-def folder_images(folder: str, sizes) -> dict[int, np.ndarray]:
-    from PIL import Image
-
-    paths = sorted(p for ext in ("png", "jpg", "jpeg", "PNG", "JPG", "JPEG")
-                   for p in glob.glob(os.path.join(folder, f"*.{ext}")))
-    if not paths:
-        raise app.UsageError(f"no PNG or JPEG images in {folder!r}.")
-    out = {}
-    for size in sizes:
-        out[size] = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR),
-                                         np.float32) / 255.0 for p in paths])
-    return out
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.out or bool(FLAGS.shapes) == bool(FLAGS.folder):
         raise app.UsageError("give --out and one of --shapes N or --folder DIR.")
-    sizes = [int(s) for s in FLAGS.sizes]
-    images = shapes_images(FLAGS.shapes, sizes, FLAGS.seed) if FLAGS.shapes else folder_images(FLAGS.folder, sizes)
+    from jaxvis.data import shapes
+    from jaxvis.images import ImageError, read_folder
     from jaxvis.parameterizations import image_statistics
 
+    sizes = [int(s) for s in FLAGS.sizes]
+    try:
+        if FLAGS.shapes:
+            images = shapes.statistics_images(FLAGS.shapes, sizes, FLAGS.seed)
+        else:
+            images = read_folder(FLAGS.folder, sizes)
+    except ImageError as e:
+        raise app.UsageError(str(e)) from None
     stats = image_statistics(images)
     np.savez(FLAGS.out, **stats)
     print(f"wrote {FLAGS.out}: " + ", ".join(f"{k} {v.shape}" for k, v in stats.items()))

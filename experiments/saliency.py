@@ -135,8 +135,7 @@ def run() -> str:
                 classes = np.asarray([lab.resolve(FLAGS.category, model.spec.labels)])
             else:
                 raise UsageError("give --category or --top_k.")
-            kind, targets = "class", {"class": classes}
-            target = sal.class_score(classes, FLAGS.score)
+            kind, target = "class", sal.class_score(classes, FLAGS.score)
             names = [model.spec.labels[c] for c in classes[0]]
         else:
             if FLAGS.top_k:
@@ -155,9 +154,8 @@ def run() -> str:
                         raise UsageError(f"box {b} lies outside the {w}x{h} image.")
                 cats = cats * len(boxes) if len(cats) == 1 else cats
                 kind = "box_label"
-                targets = {"box": np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32),
-                           "class": np.asarray([cats])}
-                target = sal.box_label(targets["box"], targets["class"])
+                target = sal.box_label(np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32),
+                                       np.asarray([cats]))
                 names = [f"{model.spec.labels[c]} in box" for c in cats]
                 shown_boxes += boxes
                 box_labels += [model.spec.labels[c] for c in cats]
@@ -170,8 +168,7 @@ def run() -> str:
                     raise UsageError(f"{os.path.basename(path)} has {n_valid} detection(s); --detection {bad[0]} "
                                      f"does not exist (ranks start at 0).")
                 kind = "detection"
-                targets = sal.detection_targets(det, np.asarray([ranks]))
-                target = sal.detection(targets["anchor"], targets["class"], FLAGS.score)
+                target = sal.detections(det, np.asarray([ranks]), FLAGS.score)
                 names = [f"{model.spec.labels[det['labels'][0, r]]} #{r} ({det['scores'][0, r]:.2f})" for r in ranks]
                 det_info = [{"detection": r, "label": model.spec.labels[det["labels"][0, r]],
                              "det_score": float(det["scores"][0, r])} for r in ranks]
@@ -206,15 +203,13 @@ def run() -> str:
                 if found.box:
                     drawn.append(found.box), colours.append((0, 200, 255)), texts.append("derived")
             metrics = {}
-            t_one = {key: np.asarray(v)[0, k] for key, v in targets.items()}
-            score = "prob" if kind in ("class", "detection") else "logit"
+            t_one = target.column(k)
             for mode in ("deletion", "insertion"):
                 if mode in FLAGS.metrics:
                     if detector:
                         curve = met.detection_deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode)
                     else:
-                        curve = met.deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode, kind=kind,
-                                                       score=score)
+                        curve = met.deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode)
                     metrics[f"{mode}_auc"] = curve.auc
             if "pointing" in FLAGS.metrics:
                 metrics["pointing_hit"] = met.pointing_hit(m, _box(FLAGS.gt_box))

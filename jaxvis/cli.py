@@ -192,17 +192,18 @@ def _number(text: str, part: str) -> float:
 
 def parameterization(text: str, model=None, stats: str = "") -> P.Parameterization:
     """``"fourier+decorrelated+sigmoid"``, ``"maco+clip"``, ``"pixels"``: the launcher's form, as a value. The
-    decorrelation matrix and MACO spectrum are the shapes statistics for the shapes models (arch
-    ``shapes_*``), ImageNet's colour matrix otherwise; ``stats`` names another statistics file."""
+    decorrelation matrix and MACO spectrum come from the statistics file ``stats`` names, else from those the
+    model's spec names (``ModelSpec.image_stats``); without either, decorrelated is Lucid's ImageNet matrix and
+    maco is refused."""
     parts = [p for p in text.replace(" ", "").split("+") if p] or ["pixels"]
-    shapes = model is not None and model.spec.arch.startswith("shapes")
     size = tuple(model.spec.input_size) if model is not None else None
+    named = stats or (model.spec.image_stats if model is not None else "")
     loaded: dict[str, Any] | None = None
 
     def statistics():
         nonlocal loaded
         if loaded is None:
-            loaded = P.load_stats(stats or "shapes")
+            loaded = P.stats_of(model, stats)
         return loaded
 
     out = P.Parameterization()
@@ -214,11 +215,11 @@ def parameterization(text: str, model=None, stats: str = "") -> P.Parameterizati
         elif part.startswith("fourier(") and part.endswith(")"):
             piece = P.fourier(_number(part[8:-1], part))
         elif part == "decorrelated":
-            piece = P.decorrelated(statistics()["colour_sqrt"] if (shapes or stats) else P.IMAGENET_COLOUR_SQRT)
+            piece = P.decorrelated(statistics()["colour_sqrt"] if named else P.IMAGENET_COLOUR_SQRT)
         elif part == "maco":
             if size is None:
                 raise P.ParameterizationError("maco needs the model (its input size) to find its spectrum.")
-            if not (shapes or stats):
+            if not named:
                 raise P.ParameterizationError("maco needs a magnitude spectrum for this model: estimate one from "
                                               "images with experiments/image_statistics.py and name it as stats.")
             piece = P.maco(P.spectrum_for(statistics(), size))

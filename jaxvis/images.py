@@ -90,6 +90,22 @@ def load_image(path: str, max_pixels: int = MAX_PIXELS, notes: list[str] | None 
     return np.asarray(image, np.float32) / 255.0
 
 
+def read_folder(folder: str, sizes) -> dict[int, np.ndarray]:
+    """Every PNG or JPEG in ``folder`` (sorted by name) resized to each square size: size -> (N, size, size, 3)
+    RGB in [0, 1], for ``parameterizations.image_statistics``. Each file is read as ``load_image`` reads it."""
+    import glob
+
+    from PIL import Image
+
+    paths = sorted(p for ext in ("png", "jpg", "jpeg", "PNG", "JPG", "JPEG")
+                   for p in glob.glob(os.path.join(glob.escape(folder), f"*.{ext}")))
+    if not paths:
+        raise ImageError(f"no PNG or JPEG images in {folder!r}; give a folder of images.")
+    images = [Image.fromarray(np.round(load_image(p) * 255).astype(np.uint8)) for p in paths]
+    return {int(size): np.stack([np.asarray(im.resize((size, size), Image.BILINEAR), np.float32) / 255.0
+                                 for im in images]) for size in sizes}
+
+
 def safe_name(text: str, limit: int = 60) -> str:
     """A file-name-safe version of a label or user string: letters, digits, ``-``, ``_`` and ``.`` only,
     no leading dot, never empty ("traffic light" -> "traffic_light", "N/A" -> "N_A", "../x" -> "x")."""

@@ -68,7 +68,7 @@ def _perturbation(x, saliency_map, mode: str, steps: int, sigma: float):
 
 
 @cached_on_model
-def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma: float, batch: int):
+def _perturbation_fn(model, kind, score: str, mode: str, steps: int, sigma: float, batch: int):
     @jax.jit
     def run(params, x, saliency_map, target):
         shares, image = _perturbation(x, saliency_map, mode, steps, sigma)
@@ -88,23 +88,36 @@ def _perturbation_fn(model, kind: str, score: str, mode: str, steps: int, sigma:
     return run
 
 
-def deletion_insertion(model, x, saliency_map, target: dict, *, mode: str = "deletion", kind: str = "class",
-                       score: str = "prob", steps: int = 50, blur_sigma: float = 5.0, batch: int = 17,
-                       params=None) -> Curve:
+def _one(target, what: str) -> dict:
+    """The fields of a ``jaxvis.saliency.Target`` holding one image's one target, without the leading axes."""
+    if not isinstance(target, sal.Target):
+        raise ValueError(f"{what} takes the target as a jaxvis.saliency Target of one image and one target "
+                         f"(class_score([[c]]), detections(det, [[i]]), t[n:n + 1], ...); got {type(target).__name__}")
+    if target.shape != (1, 1):
+        raise ValueError(f"{what} measures one target of one image; the Target has shape {target.shape}: take one "
+                         "with t[n:n + 1] (and one target per image)")
+    return {k: jnp.asarray(v)[0, 0] for k, v in target.fields.items()}
+
+
+def deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion", score: str | None = "prob",
+                       steps: int = 50, blur_sigma: float = 5.0, batch: int = 17, params=None) -> Curve:
     """Deletion or insertion curve of one image in the network's input space.
 
     Args:
       x: (H, W, 3) network input; saliency_map: (H, W) on the same grid (saliency with space="input").
-      target: one target as for ``jaxvis.saliency`` without the leading axes, e.g. {"class": 3}.
+      target: a ``jaxvis.saliency.Target`` of shape (1, 1), the target the map explains.
+      score: what is measured of a class or detection target: its probability (Petsiuk et al.'s), logit or
+        log-probability; None: the target's own score. Other targets are measured as they are defined.
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    t = _one(target, "deletion_insertion")
+    score = target.score if score is None or target.kind not in ("class", "detection") else score
     x = jnp.asarray(x, jnp.float32)
     m = jnp.asarray(saliency_map, jnp.float32)
     if m.shape != x.shape[:2]:
         raise ValueError(f"map {m.shape} and input {x.shape[:2]} differ in size; compute the map with space='input'")
-    t = {k: jnp.asarray(v) for k, v in target.items()}
-    fn = _perturbation_fn(model, kind, score, mode, int(steps), float(blur_sigma), int(batch))
+    fn = _perturbation_fn(model, target.kind, score, mode, int(steps), float(blur_sigma), int(batch))
     fractions, values = fn(model.params if params is None else params, x, m, t)
     values = np.asarray(values, np.float64)
     auc = float((values.sum() - 0.5 * (values[0] + values[-1])) / steps)
@@ -169,7 +182,7 @@ def _detection_perturbation_fn(model, mode: str, steps: int, sigma: float, batch
     return run
 
 
-def detection_deletion_insertion(model, x, saliency_map, target: dict, *, mode: str = "deletion", steps: int = 50,
+def detection_deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion", steps: int = 50,
                                  blur_sigma: float = 5.0, batch: int = 17, params=None) -> Curve:
     """Deletion or insertion curve of one detection in the network's input space, scored by the D-RISE
     similarity of the perturbed image's best proposal to the detection (found on the unperturbed input).
@@ -177,10 +190,15 @@ def detection_deletion_insertion(model, x, saliency_map, target: dict, *, mode: 
     Args:
       x: (h, w, 3) network input; saliency_map: (H, W) map, resized bilinearly to (h, w) when it differs
         (a squash-resizing detector's image-space map).
-      target: one detection, ``{"anchor": a, "class": c}``, or ``{"box": xyxy input pixels, "class": c}``.
+      target: one detection, a ``jaxvis.saliency.Target`` of shape (1, 1): ``detection``/``detections`` (the
+        default box behind it and its class) or ``box_label`` (a box in input pixels and a class).
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    if isinstance(target, sal.Target) and target.kind not in ("detection", "box_label"):
+        raise ValueError(f"detection_deletion_insertion scores a detection or a labelled box, not a {target.kind} "
+                         "target")
+    target = {k: v for k, v in _one(target, "detection_deletion_insertion").items() if k in ("anchor", "box", "class")}
     x = jnp.asarray(x, jnp.float32)
     m = jnp.asarray(saliency_map, jnp.float32)
     if m.ndim != 2:
@@ -227,21 +245,17 @@ def randomise_layer(params, layer: str, rng: np.random.Generator):
     return out
 
 
-def cascading_randomisation(model, images, targets, *, kind: str = "class", method="gradient",
-                            space: str = "image", seed: int = 0, layers=None, reduce: str = "max"
-                            ) -> list[tuple[str, float]]:
+def cascading_randomisation(model, images, targets, method=None, *, space: str = "image", seed: int = 0,
+                            layers=None, reduce: str = "max") -> list[tuple[str, float]]:
     """Maps after randomising the layers cumulatively from the top; for each step, the layer just
     randomised and the mean Spearman correlation of the maps with the original ones.
 
-    ``targets`` and ``method``: a ``jaxvis.saliency`` Target and method value (any method, detectors
-    included: the targets stay the same default boxes and classes), or the keyword form's dict and string."""
+    ``targets`` and ``method``: a ``jaxvis.saliency`` Target and method value (default ``gradient()``; any
+    method, detectors included: the targets stay the same default boxes and classes)."""
     rng = np.random.default_rng(seed)
 
     def maps(params):
-        if isinstance(targets, sal.Target):
-            e = sal.saliency(model, images, targets, method, space=space, params=params, seed=seed)
-            return e.reduce(reduce)
-        return sal.saliency(model, images, targets, kind=kind, method=method, space=space, params=params).maps
+        return sal.explain(model, images, targets, method, space=space, params=params, seed=seed).reduce(reduce)
 
     original = maps(None)
     params = model.params

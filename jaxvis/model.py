@@ -187,6 +187,10 @@ def load(path: str | os.PathLike, arch: str | None = None) -> Model:
             f"{os.fspath(path)!r} holds a {spec.arch} but {arch} was asked for; pass the params file of a "
             f"{arch}, or ask for {spec.arch}."
         )
+    if not spec.image_stats:  # the shipped models' files predate the field
+        from jaxvis import assets
+
+        spec = spec.replace(image_stats=assets.image_stats_of(os.fspath(path)))
     model = from_spec(spec, variables)
     check_variables(model)
     return model

@@ -4,7 +4,7 @@
     e = sal.saliency(model, images, sal.class_score([[3, 17]]), sal.smoothgrad(samples=32))
     maps = sal.reduce_channels(e.attributions, "max")       # the paper's max over colour channels
     det = jax.jit(ssd.detect)(ssd.params, images)
-    e = sal.saliency(ssd, images, sal.detections(det, [[0, 1, 2]]), sal.odam())   # (N, 3, H, W)
+    e = sal.odam().attribute(ssd, images, sal.detections(det, [[0, 1, 2]]))       # (N, 3, H, W)
 
 **Targets** are scalars read off the model's outputs, with a leading (images, targets-per-image) shape:
 
@@ -60,8 +60,9 @@ preprocessing) or the network input (``space="input"``). ``saliency`` returns an
 ``scores`` (N, K), the target values (D-RISE: the similarity on the unmasked image). The channel
 reduction is a separate step, ``reduce_channels``.
 
-The earlier keyword form ``saliency(model, images, {"class": ...}, kind=..., method="gradient",
-reduce="max", ...)`` still works and returns ``Maps``.
+Every method is a ``Method`` value with ``attribute(model, images, targets)``; ``explain`` (also called
+``saliency``) is the same call with the method last. A gradient method of your own subclasses
+``GradientMethod`` and defines ``combine``; a class activation map, ``CAM`` and ``cam``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ from jaxvis import preprocess as pre
 from jaxvis.models.taps import TAPS
 
 KINDS = ("class", "detection", "box_coord", "box_label")
-METHODS = ("gradient", "smoothgrad", "integrated", "grad_x_input")
 REDUCTIONS = ("max", "sum", "l2", "signed", "none")
 SCORES = ("logit", "prob", "log_prob")
 COMBINE = ("normalised_sum", "sum", "own")
@@ -97,56 +97,224 @@ class SaliencyError(ValueError):
 # ----------------------------------------------------------------------------------------------- methods
 
 
+class Method:
+    """An attribution method, a frozen (hashable) value: ``method.attribute(model, images, targets)`` (the same
+    as ``explain(model, images, targets, method)``) returns an ``Explanation``. A subclass computes it in
+    ``compute(model, z, targets, params, space, seed)`` from checked images ``z`` (N, H, W, 3) and a checked
+    ``Target``; ``GradientMethod`` and ``CAM`` are the two families a new method can join by defining one
+    function (``combine``, ``cam``)."""
+
+    name = "method"
+
+    def attribute(self, model, images, targets: "Target", *, params=None, space: str = "image",
+                  seed: int = 0) -> "Explanation":
+        return explain(model, images, targets, self, params=params, space=space, seed=seed)
+
+    def compute(self, model, z, targets: "Target", params, space: str, seed: int) -> "Explanation":
+        raise NotImplementedError(f"{type(self).__name__} computes nothing; define compute(...)")
+
+
+class GradientMethod(Method):
+    """A method made of the targets' gradients (N, K, H, W, 3): one program takes every target's gradient at
+    the image and hands it, with a function that takes the gradients at any other point, to ``combine``.
+
+    ``points``: how many gradient evaluations ``combine`` makes (the memory chunking counts them);
+    ``data(z)``: per-call arrays with a leading images axis (a baseline, a noise level), not compiled in;
+    ``program_key()``: the method with those left out (what the compiled program depends on)."""
+
+    points = 1
+    chunk = None
+
+    def data(self, z) -> dict:
+        return {}
+
+    def program_key(self) -> "GradientMethod":
+        return self
+
+    def combine(self, grad, z, g, key, data, chunk: int):
+        """The attributions of image ``z`` from ``g``, the targets' gradients there (K, H, W, 3); ``grad(z')``
+        gives them at another point, ``key`` is the image's random key, ``data`` its entries of ``data(z)``."""
+        return g
+
+    def compute(self, model, z, targets, params, space, seed):
+        n, k = targets.shape
+        chunk, tchunk = chunk_sizes(model, self.points, k, tuple(z.shape[1:3]))
+        chunk = int(self.chunk or chunk)
+        keys = jax.random.split(jax.random.key(seed), n)
+        fn = _gradient_program(model, targets.kind, targets.score, self.program_key(), space, chunk, tchunk)
+        scores, g = fn(params, z, _fields(targets), self.data(z), keys)
+        return Explanation(np.asarray(g), np.asarray(scores), self)
+
+
 @dataclasses.dataclass(frozen=True)
-class Gradient:
+class Gradient(GradientMethod):
+    """dS/dI (Simonyan et al. 2013)."""
+
     name = "gradient"
 
 
 @dataclasses.dataclass(frozen=True)
-class GradXInput:
+class GradXInput(GradientMethod):
+    """dS/dI x I."""
+
     name = "grad_x_input"
+
+    def combine(self, grad, z, g, key, data, chunk):
+        return g * z[None]
 
 
 @dataclasses.dataclass(frozen=True)
-class SmoothGrad:
-    method: Gradient | GradXInput = Gradient()
+class SmoothGrad(GradientMethod):
+    """Any gradient method averaged over noisy copies of the image (Smilkov et al. 2017): noise of std
+    ``noise`` times the image's range, ``samples`` copies, each drawn from the image's key."""
+
+    method: GradientMethod = Gradient()
     samples: int = 25
     noise: float = 0.15
     chunk: int | None = None
     name = "smoothgrad"
 
+    @property
+    def points(self):
+        return self.samples
+
+    def data(self, z):
+        return {"noise": jnp.full((z.shape[0],), self.noise, z.dtype), "inner": self.method.data(z)}
+
+    def program_key(self):
+        return dataclasses.replace(self, method=self.method.program_key(), noise=0.0, chunk=None)
+
+    def combine(self, grad, z, g, key, data, chunk):
+        sigma = data["noise"] * (jnp.max(z) - jnp.min(z))
+
+        def sample(i):
+            zi = z + sigma * jax.random.normal(jax.random.fold_in(key, i), z.shape, z.dtype)
+            return self.method.combine(grad, zi, grad(zi), jax.random.fold_in(key, i), data["inner"], chunk)
+
+        return _accumulate(sample, self.samples, chunk, g) / self.samples
+
 
 @dataclasses.dataclass(frozen=True)
-class Integrated:
+class Integrated(GradientMethod):
+    """Integrated Gradients: (x - baseline) times the gradient averaged along the straight path from the
+    baseline (midpoint rule, ``steps`` points)."""
+
     steps: int = 64
     baseline: Any = dataclasses.field(default=None, compare=False, hash=False)  # None: zeros
     chunk: int | None = None
     name = "integrated"
 
+    @property
+    def points(self):
+        return self.steps
+
+    def data(self, z):
+        b = self.baseline
+        return {"baseline": jnp.zeros_like(z) if b is None else jnp.broadcast_to(jnp.asarray(b, z.dtype), z.shape)}
+
+    def program_key(self):
+        return dataclasses.replace(self, baseline=None, chunk=None)
+
+    def combine(self, grad, z, g, key, data, chunk):
+        baseline, steps = data["baseline"], self.steps
+
+        def step(i):
+            alpha = (i.astype(z.dtype) + 0.5) / steps  # midpoint rule
+            return grad(baseline + alpha * (z - baseline))
+
+        return _accumulate(step, steps, chunk, g) / steps * (z - baseline)[None]
+
+
+class CAM(Method):
+    """A class activation map: per layer A and target S, ReLU of ``cam(dS/dA, A)`` up-sampled to the image,
+    the layers combined (see the module's docstring). ``cam(g, a)`` takes one layer's (h, w, c) gradient and
+    activation and returns (map (h, w), the size of its terms (h, w), for the rounding test)."""
+
+    layers: tuple[str, ...] | None = None
+    combine: str = "normalised_sum"
+    chunk: int | None = None
+
+    def cam(self, g, a):
+        raise NotImplementedError
+
+    def default_layers(self, model) -> tuple[str, ...]:
+        """The layers of ``layers=None`` on a detector: its source feature maps."""
+        return source_maps(model)
+
+    def compute(self, model, z, targets, params, space, seed):
+        if space == "image" and model.spec.resize != "squash":
+            raise SaliencyError(f"{self.name} maps in image space need a model that squashes the image to its input "
+                                f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
+        layers = self.layers or self.default_layers(model)
+        if layers == ("sources",):
+            layers = source_maps(model)
+        if self.combine == "own" and (not model.spec.is_detector or layers != source_maps(model)
+                                      or targets.kind not in ("detection", "box_coord")):
+            raise SaliencyError(f"combine='own' keeps the map of the source feature map that predicts a detection: "
+                                f"it needs a detector's source maps and detection or box_coordinate targets "
+                                f"(got layers {layers}, {targets.kind} targets); use 'normalised_sum' or 'sum'")
+        out_hw = tuple(z.shape[1:3])
+        _, tchunk = chunk_sizes(model, 1, targets.shape[1], out_hw)
+        fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(self, layers=layers), layers,
+                          space, out_hw, int(self.chunk or tchunk))
+        scores, maps = fn(params, z, _fields(targets))
+        return Explanation(np.asarray(maps), np.asarray(scores), self)
+
 
 @dataclasses.dataclass(frozen=True)
-class GradCAM:
+class GradCAM(CAM):
+    """Grad-CAM: ReLU(sum_k alpha_k A_k), alpha_k the spatial mean of dS/dA_k."""
+
     layers: tuple[str, ...] | None = None
     combine: str = "normalised_sum"
     chunk: int | None = None  # targets per backward batch
     name = "gradcam"
 
+    def cam(self, g, a):
+        alpha = jnp.mean(g, axis=(0, 1))
+        return jnp.einsum("hwc,c->hw", a, alpha), jnp.einsum("hwc,c->hw", jnp.abs(a), jnp.abs(alpha))
+
 
 @dataclasses.dataclass(frozen=True)
-class ODAM:
+class ODAM(CAM):
+    """ODAM (Zhao & Chan 2023): ReLU(sum_k dS/dA_k * A_k), element-wise."""
+
     layers: tuple[str, ...] | None = None
     combine: str = "normalised_sum"
     chunk: int | None = None
     name = "odam"
 
+    def cam(self, g, a):
+        return jnp.sum(g * a, axis=-1), jnp.sum(jnp.abs(g * a), axis=-1)
+
+    def default_layers(self, model):
+        """``backbone_layers``, or the source feature maps with ``combine="own"`` (which picks one of them)."""
+        return backbone_layers(model) if self.combine != "own" else source_maps(model)
+
 
 @dataclasses.dataclass(frozen=True)
-class DRISE:
+class DRISE(Method):
+    """D-RISE (Petsiuk et al. 2021), detections only (see the module's docstring)."""
+
     masks: int = 1000
     cell: int = 16
     p: float = 0.5
     chunk: int | None = None
     name = "drise"
+
+    def compute(self, model, z, targets, params, space, seed):
+        if not model.spec.is_detector:
+            raise SaliencyError("D-RISE explains detections; for a classifier use gradient(), gradcam(layer), ...")
+        if callable(targets.kind) or targets.kind not in ("detection", "box_label"):
+            raise SaliencyError(f"D-RISE explains a detection or a box with a label, not a {targets.kind} target; "
+                                "use detection(...)/detections(...) or box_label(...)")
+        out_hw = tuple(z.shape[1:3])
+        chunk, _ = chunk_sizes(model, self.masks, 1, out_hw, backward=False)
+        chunk = int(self.chunk or chunk)
+        keys = jax.random.split(jax.random.key(seed), targets.shape[0])
+        fn = _drise_program(model, dataclasses.replace(self, chunk=None, p=0.5), space, out_hw, chunk)
+        scores, maps = fn(params, z, _fields(targets), keys, jnp.asarray(self.p, z.dtype))
+        return Explanation(np.asarray(maps), np.asarray(scores), self)
 
 
 def _layers(layers) -> tuple[str, ...] | None:
@@ -164,9 +332,12 @@ def grad_x_input() -> GradXInput:
 
 
 def smoothgrad(method=None, samples: int = 25, noise: float = 0.15, chunk: int | None = None) -> SmoothGrad:
+    """``method`` (any gradient method: gradient() by default, grad_x_input(), integrated(...), one of your
+    own) averaged over ``samples`` noisy copies of the image."""
     method = Gradient() if method is None else method
-    if not isinstance(method, (Gradient, GradXInput)):
-        raise SaliencyError(f"smoothgrad averages gradient() or grad_x_input(), got {method!r}")
+    if not isinstance(method, GradientMethod):
+        raise SaliencyError(f"smoothgrad averages a gradient method (gradient(), grad_x_input(), integrated(...)), "
+                            f"got {method!r}")
     if int(samples) < 1:
         raise SaliencyError(f"smoothgrad needs samples >= 1, got {samples}")
     return SmoothGrad(method, int(samples), float(noise), chunk)
@@ -200,8 +371,6 @@ def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None =
     return DRISE(int(masks), int(cell), float(p), chunk)
 
 
-GRADIENT_FAMILY = (Gradient, GradXInput, SmoothGrad, Integrated)
-CAMS = (GradCAM, ODAM)
 
 # ----------------------------------------------------------------------------------------------- targets
 
@@ -236,6 +405,10 @@ class Target:
         """The targets of the images ``index`` (a slice, or indices: the leading axis stays)."""
         index = index if isinstance(index, slice) else np.atleast_1d(np.asarray(index))
         return jax.tree.map(lambda a: a[index], self)
+
+    def column(self, k: int) -> "Target":
+        """The ``k``-th target of every image, a Target of shape (images, 1)."""
+        return jax.tree.map(lambda a: a[:, k:k + 1], self)
 
     @classmethod
     def concatenate(cls, parts) -> "Target":
@@ -305,17 +478,6 @@ def detections(det: dict[str, Any], index, score: str = "logit") -> Target:
 
 
 # ----------------------------------------------------------------------------------------------- results
-
-
-@dataclasses.dataclass
-class Maps:
-    """Results of the keyword form (numpy). ``maps``: (N, K, H, W) (or (N, K, H, W, 3) for
-    ``reduce="none"``); ``gradients``: (N, K, H, W, 3) attributions before the channel reduction; ``scores``:
-    (N, K) the target values on the images."""
-
-    maps: np.ndarray
-    gradients: np.ndarray
-    scores: np.ndarray
 
 
 @dataclasses.dataclass
@@ -551,34 +713,15 @@ def _gradient_program(model, kind: str, score: str, method, space: str, chunk: i
 
         return _map(one, targets, tchunk)
 
-    def per_image(params, z, targets, baseline, key, noise):
+    def per_image(params, z, targets, data, key):
         scores, g = grads_at(params, z, targets)
-        if isinstance(method, SmoothGrad):
-            sigma = noise * (jnp.max(z) - jnp.min(z))
-
-            def sample(i):
-                zi = z + sigma * jax.random.normal(jax.random.fold_in(key, i), z.shape, z.dtype)
-                gi = grads_at(params, zi, targets)[1]
-                return gi * zi[None] if isinstance(method.method, GradXInput) else gi
-
-            g = _accumulate(sample, method.samples, chunk, g) / method.samples
-        elif isinstance(method, Integrated):
-            steps = method.steps
-
-            def step(i):
-                alpha = (i.astype(z.dtype) + 0.5) / steps  # midpoint rule
-                return grads_at(params, baseline + alpha * (z - baseline), targets)[1]
-
-            g = _accumulate(step, steps, chunk, g) / steps * (z - baseline)[None]
-        elif isinstance(method, GradXInput):
-            g = g * z[None]
-        return scores, g
+        return scores, method.combine(lambda zi: grads_at(params, zi, targets)[1], z, g, key, data, chunk)
 
     @jax.jit
-    def run(params, z, targets, baseline, keys, noise):
+    def run(params, z, targets, data, keys):
         global TRACES
         TRACES += 1
-        return jax.vmap(lambda zi, ti, bi, ki: per_image(params, zi, ti, bi, ki, noise))(z, targets, baseline, keys)
+        return jax.vmap(lambda zi, ti, di, ki: per_image(params, zi, ti, di, ki))(z, targets, data, keys)
 
     return run
 
@@ -601,12 +744,10 @@ def backbone_layers(model) -> tuple[str, ...]:
     return f"conv4_{len(model.spec.config['blocks'][3])}", "map0"
 
 
-def default_layers(model, method) -> tuple[str, ...]:
-    """The layers of a CAM method with ``layers=None`` on a detector: Grad-CAM the source feature maps; ODAM
-    ``backbone_layers``, or the source feature maps with ``combine="own"`` (which picks one of them)."""
-    if isinstance(method, ODAM) and method.combine != "own":
-        return backbone_layers(model)
-    return source_maps(model)
+def default_layers(model, method: "CAM") -> tuple[str, ...]:
+    """The layers of a CAM method with ``layers=None`` on a detector (``CAM.default_layers``): Grad-CAM the
+    source feature maps; ODAM ``backbone_layers``, or the source feature maps with ``combine="own"``."""
+    return method.default_layers(model)
 
 
 @cached_on_model
@@ -716,12 +857,7 @@ def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], 
             grads = vjp(g_out)[0]
             maps = []
             for k in layers:
-                g, a = grads[k][0], acts[k][0]
-                if isinstance(method, GradCAM):
-                    alpha = jnp.mean(g, axis=(0, 1))
-                    cam, size = jnp.einsum("hwc,c->hw", a, alpha), jnp.einsum("hwc,c->hw", jnp.abs(a), jnp.abs(alpha))
-                else:
-                    cam, size = jnp.sum(g * a, axis=-1), jnp.sum(jnp.abs(g * a), axis=-1)
+                cam, size = method.cam(grads[k][0], acts[k][0])
                 cam = jax.nn.relu(cam)
                 # a map that is rounding error of its own terms is zero (ODAM through a scale-invariant layer)
                 cam = jnp.where(jnp.max(cam) > ROUNDING * jnp.finfo(cam.dtype).eps * jnp.max(size), cam, 0.0)
@@ -847,126 +983,42 @@ def _images(images, space: str) -> jax.Array:
     return z
 
 
-def explain(model, images, targets: Target, method=None, *, params=None, space: str = "image",
+def _fields(targets: Target) -> dict[str, jax.Array]:
+    """The arrays a program reads of ``targets``: a built-in kind's own fields, every field of a user's."""
+    return {name: jnp.asarray(v) for name, v in targets.fields.items()
+            if callable(targets.kind) or name in _NEEDS[targets.kind]}
+
+
+def explain(model, images, targets: Target, method: Method | None = None, *, params=None, space: str = "image",
             seed: int = 0) -> Explanation:
-    """Attributions of ``targets`` (a ``Target``) for a batch of images by ``method`` (a method value)."""
+    """Attributions of ``targets`` (a ``Target``) for a batch of images (N, H, W, 3) by ``method`` (a
+    ``Method`` value; default ``gradient()``): ``method.compute`` on the checked images and targets, with
+    the model's parameters or ``params``, gradients in image or network-input ``space``, random draws
+    (SmoothGrad's noise, D-RISE's masks) from ``seed``."""
     method = Gradient() if method is None else method
+    if isinstance(targets, dict):
+        raise SaliencyError("targets are Target values, not dicts: class_score(classes), detections(det, index), "
+                            "detection(anchors, classes), box_coordinate(...), box_label(...) or target(fn, ...); "
+                            "the keyword form saliency(..., kind=..., method='...') is gone")
     if not isinstance(targets, Target):
         raise SaliencyError("targets must be a Target: class_score(...), detection(...), detections(det, index), "
-                            "box_coordinate(...) or box_label(...)")
+                            "box_coordinate(...), box_label(...) or target(fn, ...)")
+    if not isinstance(method, Method):
+        raise SaliencyError(f"method is a value: gradient(), grad_x_input(), smoothgrad(...), integrated(...), "
+                            f"gradcam(layer), odam(layers), drise(...) or a Method of your own; got {method!r}")
     z = _images(images, space)
     _check(model, z, targets)
-    params = model.params if params is None else params
-    n, k = targets.shape
-    out_hw = tuple(z.shape[1:3])
-    fields = {name: jnp.asarray(v) for name, v in targets.fields.items()
-              if callable(targets.kind) or name in _NEEDS[targets.kind]}
-    if isinstance(method, GRADIENT_FAMILY):
-        points = method.samples if isinstance(method, SmoothGrad) else method.steps if isinstance(method, Integrated) else 1
-        chunk, tchunk = chunk_sizes(model, points, k, out_hw)
-        chunk = int(getattr(method, "chunk", None) or chunk)
-        baseline = getattr(method, "baseline", None)
-        baseline = jnp.zeros_like(z) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, z.dtype), z.shape)
-        keys = jax.random.split(jax.random.key(seed), n)
-        noise = jnp.asarray(getattr(method, "noise", 0.0), z.dtype)
-        key_method = method  # the program's static part: noise and baseline are data
-        if isinstance(method, Integrated):
-            key_method = dataclasses.replace(method, baseline=None, chunk=None)
-        elif isinstance(method, SmoothGrad):
-            key_method = dataclasses.replace(method, noise=0.0, chunk=None)
-        fn = _gradient_program(model, targets.kind, targets.score, key_method, space, chunk, tchunk)
-        scores, g = fn(params, z, fields, baseline, keys, noise)
-        return Explanation(np.asarray(g), np.asarray(scores), method)
-    if isinstance(method, CAMS):
-        if space == "image" and model.spec.resize != "squash":
-            raise SaliencyError(f"{method.name} maps in image space need a model that squashes the image to its input "
-                                f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
-        layers = method.layers or default_layers(model, method)
-        if layers == ("sources",):
-            layers = source_maps(model)
-        if method.combine == "own" and (not model.spec.is_detector or layers != source_maps(model)
-                                        or targets.kind not in ("detection", "box_coord")):
-            raise SaliencyError(f"combine='own' keeps the map of the source feature map that predicts a detection: "
-                                f"it needs a detector's source maps and detection or box_coordinate targets "
-                                f"(got layers {layers}, {targets.kind} targets); use 'normalised_sum' or 'sum'")
-        _, tchunk = chunk_sizes(model, 1, k, out_hw)
-        fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(method, layers=layers), layers,
-                          space, out_hw, int(method.chunk or tchunk))
-        scores, maps = fn(params, z, fields)
-        return Explanation(np.asarray(maps), np.asarray(scores), method)
-    if isinstance(method, DRISE):
-        if not model.spec.is_detector:
-            raise SaliencyError("D-RISE explains detections; for a classifier use gradient(), gradcam(layer), ...")
-        if callable(targets.kind) or targets.kind not in ("detection", "box_label"):
-            raise SaliencyError(f"D-RISE explains a detection or a box with a label, not a {targets.kind} target; "
-                                "use detection(...)/detections(...) or box_label(...)")
-        chunk, _ = chunk_sizes(model, method.masks, 1, out_hw, backward=False)
-        chunk = int(method.chunk or chunk)
-        keys = jax.random.split(jax.random.key(seed), n)
-        fn = _drise_program(model, dataclasses.replace(method, chunk=None, p=0.5), space, out_hw, chunk)
-        scores, maps = fn(params, z, fields, keys, jnp.asarray(method.p, z.dtype))
-        return Explanation(np.asarray(maps), np.asarray(scores), method)
-    raise SaliencyError(f"unknown method {method!r}: use gradient(), grad_x_input(), smoothgrad(...), "
-                        "integrated(...), gradcam(layer), odam(layers) or drise(...)")
+    return method.compute(model, z, targets, model.params if params is None else params, space, seed)
 
 
-def saliency(model, images, targets, method=None, *, params=None, space: str = "image", seed: int = 0,
-             kind: str | None = None, reduce: str | None = None, score: str | None = None,
-             samples: int | None = None, noise: float | None = None, steps: int | None = None, baseline=None):
-    """Saliency of ``targets`` for a batch of images.
-
-    New form: ``saliency(model, images, target, method)`` with a ``Target`` (``class_score``,
-    ``detection``, ``detections``, ``box_coordinate``, ``box_label``) and a method value (``gradient()``,
-    ``smoothgrad(...)``, ``gradcam(...)``, ...); returns an ``Explanation`` (see the module docstring).
-
-    Keyword form (earlier releases): ``targets`` a dict of arrays with leading shape (N, K) (``class``,
-    ``anchor``, ``coord``, ``box``), ``kind`` one of KINDS, ``method`` one of METHODS as a string,
-    ``reduce``, ``score``, ``samples``, ``noise``, ``steps``, ``baseline``; returns ``Maps``.
-    """
-    if isinstance(targets, Target):
-        legacy = {k: v for k, v in dict(kind=kind, reduce=reduce, score=score, samples=samples, noise=noise,
-                                        steps=steps, baseline=baseline).items() if v is not None}
-        if legacy or isinstance(method, str):
-            raise SaliencyError(f"with a Target, give the method as a value and reduce separately: "
-                                f"saliency(model, images, target, smoothgrad(samples=..., noise=...)) then "
-                                f"reduce_channels(e.attributions, 'max'); got keywords {sorted(legacy)}")
-        return explain(model, images, targets, method, params=params, space=space, seed=seed)
-    if not isinstance(targets, dict):
-        raise SaliencyError("targets must be a Target (class_score(...), detections(det, index), ...) or, in the "
-                            "keyword form, a dict of arrays")
-    # the keyword form, computed through the new API
-    kind = kind or "class"
-    method = method or "gradient"
-    reduce = reduce or "max"
-    score = score or "logit"
-    if kind not in KINDS:
-        raise SaliencyError(f"target kind must be one of {KINDS}, got {kind!r}")
-    if not isinstance(method, str) or method not in METHODS:
-        raise SaliencyError(f"method must be one of {METHODS}, got {method!r}; for Grad-CAM, ODAM and D-RISE call "
-                            "saliency(model, images, target, gradcam(layer) / odam() / drise())")
-    if reduce not in REDUCTIONS:
-        raise SaliencyError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    if score not in SCORES:
-        raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
-    z = _images(images, space)
-    needs = _NEEDS[kind]
-    missing = [k for k in needs if k not in targets]
-    if missing:
-        raise SaliencyError(f"{kind} targets need {list(needs)}; missing {missing}")
-    shapes = {k: np.shape(targets[k]) for k in needs}
-    lead = shapes[needs[0]][:2]
-    if len(lead) != 2 or lead[0] != z.shape[0] or any(s[:2] != lead for s in shapes.values()):
-        raise SaliencyError(f"targets need a leading (images, targets) shape with {z.shape[0]} images; got {shapes}")
-    fields = {k: targets[k] for k in needs}
-    t = _target(kind, fields, score)
-    if kind == "box_label" or any(np.asarray(v).dtype == np.float64 for v in fields.values()):
-        t = Target(kind, {k: (v.astype(np.asarray(z).dtype) if v.dtype.kind == "f" else v) for k, v in t.fields.items()},
-                   score)
-    m = {"gradient": Gradient(), "grad_x_input": GradXInput(),
-         "smoothgrad": SmoothGrad(Gradient(), 25 if samples is None else int(samples), 0.15 if noise is None else noise),
-         "integrated": Integrated(64 if steps is None else int(steps), baseline)}[method]
-    e = explain(model, z, t, m, params=params, space=space, seed=seed)
-    return Maps(maps=np.asarray(reduce_channels(e.attributions, reduce)), gradients=e.attributions, scores=e.scores)
+def saliency(model, images, targets: Target, method: Method | None = None, *, params=None, space: str = "image",
+             seed: int = 0, **removed) -> Explanation:
+    """``explain``: saliency of ``targets`` for a batch of images by ``method`` (see the module docstring)."""
+    if removed:
+        raise SaliencyError(f"saliency takes a Target and a method value; the keywords {sorted(removed)} are gone: "
+                            f"saliency(model, images, class_score(c), smoothgrad(samples=..., noise=...)), then "
+                            f"reduce_channels(e.attributions, 'max')")
+    return explain(model, images, targets, method, params=params, space=space, seed=seed)
 
 
 def top_k_classes(model, images, k: int, params=None, space: str = "image") -> np.ndarray:

@@ -64,8 +64,8 @@ class SweepSettings:
     decays: tuple = _field((), "Fourier decays of the fourier parameterisation: a sweep axis (empty: the "
                            "parameterisation's own, 1).", "floats")
     image_stats: str = _field("", "Image statistics file (.npz from python -m experiments.image_statistics) for "
-                              "decorrelated and maco; empty: the shipped shapes statistics for the shapes models, "
-                              "ImageNet's colour matrix for others.", "str")
+                              "decorrelated and maco; empty: those the model's file names (the shipped shapes models: "
+                              "the shapes statistics), else ImageNet's colour matrix.", "str")
     transforms: str = _field("", "Random transforms before each step, in order: pad(N), jitter(N), scale(LO,HI), "
                              "rotate(DEG), crop(START,END), blur(SIGMA), noise(STD), recolour(MOST) (towards a "
                              "random flat colour by up to MOST); scale and rotate take a last "

@@ -35,6 +35,10 @@ class ModelSpec:
       source_sha256: sha256 of that file.
       detection: for detectors, the default-box settings (``anchors``), the post-processing rules
         (``postprocess``) and the MultiBox loss variant (``loss``); None for classifiers.
+      image_stats: the image statistics that parameterisations of this model's inputs use (the colour
+        decorrelation matrix, MACO's magnitude spectrum): the name of a file jaxvis ships (``"shapes"``) or
+        a path to one (``jaxvis.parameterizations.image_statistics`` writes it); empty: none (Lucid's
+        ImageNet colour matrix; no MACO spectrum).
     """
 
     arch: str
@@ -52,6 +56,7 @@ class ModelSpec:
     source: str = ""
     source_sha256: str = ""
     detection: dict[str, Any] | None = None
+    image_stats: str = ""
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:

@@ -127,7 +127,7 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         transforms = cli.transforms(settings.transforms)
     except (par.ParameterizationError, tfm.TransformError) as e:
         raise UsageError(str(e)) from None
-    if settings.decays and parameterization.basis != "fourier":
+    if settings.decays and not isinstance(parameterization.basis, par.Fourier):
         raise UsageError(f"decays sweep the fourier parameterisation's decay; {parameterization.name} has none.")
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
                         devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,

@@ -1,7 +1,8 @@
-"""Extending jaxvis without editing it: a loss term and an optimiser written here, in the test file, run
-in a sweep as one compiled program over the grid (trace count 1), with per-point weights and learning
-rates, and give what the same formula computes by hand."""
+"""Extending jaxvis without editing it: a loss term, a parameterisation stage and an optimiser written here,
+in the test file, run in a sweep as one compiled program over the grid (trace count 1), with per-point
+weights and learning rates, and give what the same formula computes by hand."""
 
+import dataclasses
 import json
 import os
 
@@ -13,6 +14,7 @@ import pytest
 
 from jaxvis import engine
 from jaxvis import objectives as O
+from jaxvis import parameterizations as P
 from tiny import tiny_vgg
 
 
@@ -62,6 +64,47 @@ def test_two_terms_of_one_name_are_refused():
     with pytest.raises(engine.SweepError, match="two different terms are named 'mine'"):
         engine.Sweep(targets=[0], lrs=[1.0], losses=[O.score() + a, O.score() + b])
     assert (a + a).loss == {"mine": 2.0}  # the same term twice is one term
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirror(P.Stage):
+    """A stage written here: the image made left-right symmetric, the mean of it and its mirror image."""
+
+    def __call__(self, t, draw):
+        return 0.5 * (t + t[:, ::-1])
+
+    def check(self, chain, size):
+        if size is not None and size[1] % 2:
+            raise P.ParameterizationError("mirror needs an even width")
+
+
+def test_a_parameterisation_stage_written_here_runs_in_a_sweep(vgg):
+    chain = P.fourier() + P.sigmoid() + Mirror()
+    assert chain.name == "fourier+sigmoid+mirror" and chain.stages[-1] == Mirror()
+    # what the chain renders is the plain chain's image mirrored, by hand
+    v = jax.random.normal(jax.random.key(0), chain.variable_shape((64, 64)))
+    to_input = P.InputMap.of(vgg.spec)
+    plain = np.asarray((P.fourier() + P.sigmoid()).image(v, P.Draw((64, 64), 1.3)))
+    want = to_input(jnp.asarray(0.5 * (plain + plain[:, ::-1])))
+    np.testing.assert_allclose(np.asarray(P.render(chain, v, (64, 64), to_input, 1.3)), want, atol=1e-6)
+    # a grid over targets, learning rates and the Fourier decay: one program, every image symmetric
+    sweep = engine.Sweep(targets=[1, 3], lrs=[0.05, 0.1], losses=[O.score()], init_scales=[0.5], seeds=[0],
+                         decays=[1.0, 1.5])
+    eng = engine.Engine(vgg, sweep, optimizer=optax.adam, steps=6, snapshots=[3], parameterization=chain)
+    result = eng.run(sweep, progress=False)
+    assert eng.trace_count == 1 and result.images.shape[0] == 8
+    for images in (result.images, result.snapshots[0], result.snapshots[3]):
+        np.testing.assert_allclose(images, images[:, :, ::-1], atol=1e-5)
+    assert np.all(result.final_score > result.score[0])
+    # its check runs with the model's input size; a stage that is not hashable is refused with the form to write
+    with pytest.raises(P.ParameterizationError, match="mirror needs an even width"):
+        chain.check((64, 63))
+
+    class Loose(P.Stage):
+        __hash__ = None
+
+    with pytest.raises(P.ParameterizationError, match="frozen dataclass"):
+        P.pixels() + Loose()
 
 
 def test_an_optax_schedule_with_learning_rates_as_a_sweep_axis(vgg):
@@ -210,6 +253,46 @@ def test_an_attribution_target_written_here_is_explained_by_the_gradient_methods
     assert sal.TRACES == traces  # other classes, the same program
     smooth = sal.saliency(vgg, x, target, sal.smoothgrad(samples=4), space="input")
     assert smooth.attributions.shape == (2, 2, 64, 64, 3) and np.isfinite(smooth.attributions).all()
+
+
+def test_an_attribution_method_written_here_runs_in_the_gradient_program(vgg):
+    """VarGrad (Adebayo et al. 2018), the variance of the gradient over noisy copies of the image, written as a
+    GradientMethod here: one compiled program for every image and target, equal to the formula by hand at
+    the same noisy copies (drawn from each image's key), and wrapped by SmoothGrad as a built-in method is."""
+    from jaxvis import saliency as sal
+
+    @dataclasses.dataclass(frozen=True)
+    class VarGrad(sal.GradientMethod):
+        samples: int = 4
+        noise: float = 0.2
+        name = "vargrad"
+
+        @property
+        def points(self):
+            return self.samples
+
+        def combine(self, grad, z, g, key, data, chunk):
+            sigma = self.noise * (jnp.max(z) - jnp.min(z))
+            draws = jax.vmap(lambda i: grad(z + sigma * jax.random.normal(jax.random.fold_in(key, i), z.shape, z.dtype)))
+            return jnp.var(draws(jnp.arange(self.samples)), axis=0)
+
+    x = np.random.default_rng(4).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    classes = [[1, 4], [2, 0]]
+    traces = sal.TRACES
+    got = VarGrad().attribute(vgg, x, sal.class_score(classes), space="input", seed=5)
+    assert sal.TRACES == traces + 1 and got.attributions.shape == (2, 2, 64, 64, 3)
+    keys = jax.random.split(jax.random.key(5), 2)
+    by_hand = jax.jit(jax.vmap(jax.grad(lambda im, c: vgg.apply(vgg.params, im[None])[0][0, c]), in_axes=(0, None)))
+    for n in range(2):
+        sigma = 0.2 * (x[n].max() - x[n].min())
+        noisy = [x[n] + sigma * np.asarray(jax.random.normal(jax.random.fold_in(keys[n], i), x[n].shape))
+                 for i in range(4)]
+        for k, c in enumerate(classes[n]):
+            grads = np.asarray(by_hand(jnp.asarray(np.stack(noisy)), c))
+            np.testing.assert_allclose(got.attributions[n, k], grads.var(0), rtol=1e-3, atol=1e-6 * grads.var(0).max())
+    smoothed = sal.smoothgrad(VarGrad(), samples=2, noise=0.1).attribute(vgg, x, sal.class_score(classes),
+                                                                         space="input", seed=5)
+    assert smoothed.attributions.shape == got.attributions.shape and np.all(smoothed.attributions >= 0)
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def test_fourier_equals_numpy(size, decay):
 def test_fourier_decorrelated_sigmoid_equals_numpy():
     size = (20, 24)
     p = par.fourier(1.0) + par.decorrelated() + par.sigmoid()
-    assert p.name == "fourier+decorrelated+sigmoid" and p.basis == "fourier" and p.range == "sigmoid"
+    assert p.name == "fourier+decorrelated+sigmoid" and p.basis == par.Fourier() and p.range == par.Sigmoid()
     assert (par.fourier(1.5) + par.clip()).name == "fourier(1.5)+clip" and cli.parameterization("fourier(1.5)+clip").decay == 1.5
     v = np.random.default_rng(1).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
     t = numpy_decorrelate(numpy_fourier(v, size, 1.0), par.IMAGENET_COLOUR_SQRT).reshape(*size, 3)
@@ -139,7 +139,36 @@ def test_bad_parameterisations_are_refused(vgg):
     with pytest.raises(par.ParameterizationError, match="maco needs a magnitude spectrum for this model"):
         cli.parameterization("maco+clip", vgg)
     shapes_like = cli.parameterization("maco+clip", vgg, stats=par.__file__.replace("parameterizations.py", "assets/shapes_image_stats.npz"))
-    assert shapes_like.basis == "maco" and shapes_like.spectrum.array.shape == (64, 33, 3)
+    assert isinstance(shapes_like.basis, par.Maco) and shapes_like.basis.spectrum.array.shape == (64, 33, 3)
+
+
+def test_statistics_come_with_the_model_file_or_from_the_user(tmp_path, vgg):
+    """No architecture name picks statistics: a model's spec names them (the shipped files, and copies of
+    them, the shapes statistics), ``stats`` overrides, and a model with none gets ImageNet's matrix."""
+    import dataclasses
+    import shutil
+
+    import jaxvis
+    from jaxvis import assets
+
+    shipped = jaxvis.load(assets.path("classifier"))
+    shutil.copy(assets.path("classifier"), tmp_path / "copy.safetensors")
+    assert shipped.spec.image_stats == "shapes" == jaxvis.load(tmp_path / "copy.safetensors").spec.image_stats
+    want = par.decorrelated(par.load_stats("shapes")["colour_sqrt"])
+    assert cli.parameterization("fourier+decorrelated+sigmoid", shipped).find(par.Decorrelated) == want.stages[1]
+    rng = np.random.default_rng(0)
+    stats = par.image_statistics({64: rng.uniform(size=(4, 64, 64, 3)) ** np.array([1.0, 2.0, 0.5])})
+    np.savez(tmp_path / "mine.npz", **stats)
+    mine = dataclasses.replace(shipped, spec=shipped.spec.replace(image_stats=str(tmp_path / "mine.npz")))
+    for model, stats_flag in ((mine, ""), (shipped, str(tmp_path / "mine.npz"))):
+        p = cli.parameterization("maco+decorrelated+clip", model, stats_flag)
+        assert p.find(par.Decorrelated) == par.decorrelated(stats["colour_sqrt"]).stages[1]
+        np.testing.assert_array_equal(p.basis.spectrum.array, stats["spectrum_64x64"])
+    assert vgg.spec.image_stats == ""  # a model of no known statistics
+    imagenet = par.decorrelated(par.IMAGENET_COLOUR_SQRT).stages[1]
+    assert cli.parameterization("fourier+decorrelated+sigmoid", vgg).find(par.Decorrelated) == imagenet
+    with pytest.raises(par.ParameterizationError, match="maco needs a magnitude spectrum"):
+        cli.parameterization("maco+clip", vgg)
 
 
 @pytest.mark.slow
@@ -190,7 +219,7 @@ def test_variable_for_keeps_the_images_phase_under_macos_magnitude():
 def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
     size, decay = (20, 24), 1.5
     p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha")
-    assert p.alpha and p.channels == 4 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha"
+    assert p.find(par.Alpha) == par.Alpha() and p.channels == 4 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha"
     assert p.variable_shape(size) == (20, 13, 4, 2)
     v = np.random.default_rng(5).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
     four = numpy_fourier(v, size, decay)  # the basis acts on every channel alike
@@ -217,7 +246,7 @@ def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
 def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
     size, decay = (20, 24), 1.5
     p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+solid")
-    assert p.alpha and p.solid and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha+solid"
+    assert p.find(par.Alpha) and p.find(par.Solid) and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha+solid"
     assert cli.parameterization(p.name) == p and p.variable_shape(size) == (20, 13, 4, 2)
     v = np.random.default_rng(7).standard_normal(p.variable_shape(size)).astype(np.float32) * 0.3
     with_alpha = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha")
@@ -232,8 +261,8 @@ def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
     back = np.asarray(par.background(p, jax.random.key(1), (64, 64), to_input, contrast=1.0))
     np.testing.assert_array_equal(back, np.asarray(par.background(with_alpha, jax.random.key(1), (64, 64), to_input,
                                                                    contrast=1.0)))
-    with pytest.raises(par.ParameterizationError, match="add alpha"):
-        par.Parameterization(solid=True)
+    # solid brings the opacity it works on, and keeps another's backdrop
+    assert par.solid().find(par.Alpha) == par.Alpha() and (par.alpha(0.3) + par.solid()).find(par.Alpha).backdrop == 0.3
     # it starts from a colour of its own seed, the same in either basis, and not mid grey
     starts = []
     for basis in ("pixels", "fourier(1.5)"):
@@ -272,7 +301,7 @@ def numpy_box_start(size, boxes, lift):
 def test_box_start_makes_the_start_opaque_in_the_target_boxes_and_nowhere_else():
     size, decay = (40, 48), 1.5
     p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha+solid+boxstart(0.9)")
-    assert p.alpha and p.box_start == 0.9 and cli.parameterization(p.name) == p and "boxstart(0.9)" in p.name
+    assert p.find(par.Alpha) and p.find(par.BoxStart).opacity_at_start == 0.9 and cli.parameterization(p.name) == p and "boxstart(0.9)" in p.name
     boxes = np.asarray([[4, 6, 24, 30], [30, 10, 46, 20], [0, 0, 8, 8]], np.float32)
     valid = np.asarray([True, True, False])  # the third is padding: it adds nothing
     lift = np.asarray(par.opacity_start(p, boxes, valid, size, decay))
@@ -376,8 +405,8 @@ def test_alpha_image_is_reported_over_grey_and_seen_over_random_backgrounds(vgg)
     seen = []
     for k in range(2):
         seen.append(np.asarray(core.seen(cfg, x0, pts, 3, k)))
-        moved = tfm.apply(cfg.transforms, x0, pts["seed"], 3, ctx, k)
-        back = par.background(p, jax.random.fold_in(tfm.view_key(pts["seed"], 3, k), core.BACKGROUND_KEY), (64, 64),
+        moved = tfm.apply(cfg.view_transforms[k], x0, pts["seed"], 3, ctx, k)
+        back = par.background(p, jax.random.fold_in(tfm.view_key(pts["seed"], 3, k), par.BACKGROUND_KEY), (64, 64),
                               to_input)
         np.testing.assert_allclose(seen[k], np.asarray(par.composite(moved, back)), atol=1e-6)
     assert seen[0].shape == (64, 64, 3) and not np.allclose(seen[0], seen[1])
@@ -385,12 +414,12 @@ def test_alpha_image_is_reported_over_grey_and_seen_over_random_backgrounds(vgg)
 
 def test_a_backdrop_reports_the_image_over_the_points_own_background(vgg):
     p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+alpha(0.5)")
-    assert p.backdrop == 0.5 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha(0.5)"
+    assert p.find(par.Alpha).backdrop == 0.5 and p.name == "fourier(1.5)+decorrelated+sigmoid+alpha(0.5)"
     for bad in ("alpha(1.5)", "alpha(x)"):
         with pytest.raises(par.ParameterizationError, match="alpha"):
             cli.parameterization(f"fourier+sigmoid+{bad}")
     with pytest.raises(par.ParameterizationError, match="reported over"):
-        par.Parameterization(backdrop=0.5)  # a backdrop needs an image with opacity
+        par.alpha(-0.5)
     to_input = par.InputMap.of(vgg.spec)
     grey = np.asarray(par.report_background(par.alpha(), 3, (64, 64), to_input))
     np.testing.assert_allclose(grey, np.broadcast_to(np.asarray(to_input(jnp.full((3,), 0.5))), (64, 64, 3)))

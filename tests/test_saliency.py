@@ -44,20 +44,21 @@ def test_classifier_maps_equal_torch_autograd(vgg):
         with jax.enable_x64(True):
             m64 = float64(model)
             x = np.asarray(jaxvis.preprocess.preprocess(model.spec, jnp.asarray(images)))
-            got_input = sal.saliency(m64, x, {"class": classes}, space="input")
-            got_image = sal.saliency(m64, images, {"class": classes}, space="image")
-        assert got_input.maps.dtype == np.float64 and got_image.maps.shape == (2, 2, 190, 250)
+            got_input = sal.saliency(m64, x, sal.class_score(classes), space="input")
+            got_image = sal.saliency(m64, images, sal.class_score(classes), space="image")
+        input_maps, image_maps = got_input.reduce("max"), got_image.reduce("max")
+        assert input_maps.dtype == np.float64 and image_maps.shape == (2, 2, 190, 250)
         for i in range(2):
             for k in range(2):
                 xt = torch.tensor(x[i].transpose(2, 0, 1)[None], requires_grad=True)
                 t64(xt)[0, classes[i, k]].backward()
                 want = xt.grad[0].abs().amax(0).numpy()
-                np.testing.assert_allclose(got_input.maps[i, k], want, rtol=0, atol=1e-9 * want.max())
+                np.testing.assert_allclose(input_maps[i, k], want, rtol=0, atol=1e-9 * want.max())
                 it = torch.tensor(images[i].transpose(2, 0, 1), requires_grad=True)
                 score = t64(transform(it)[None])[0, classes[i, k]]
                 score.backward()
                 want = it.grad.abs().amax(0).numpy()
-                np.testing.assert_allclose(got_image.maps[i, k], want, rtol=0, atol=1e-5 * want.max())
+                np.testing.assert_allclose(image_maps[i, k], want, rtol=0, atol=1e-5 * want.max())
                 np.testing.assert_allclose(got_image.scores[i, k], score.item(), rtol=1e-6)
     finally:
         tmodel.float()
@@ -77,23 +78,23 @@ def test_detection_maps_equal_torch_autograd(converted_ssd):
     try:
         with jax.enable_x64(True):
             m64 = float64(model)
-            got = sal.saliency(m64, x, targets, kind="detection", space="input")
-            coords = sal.saliency(m64, x, {"anchor": targets["anchor"], "coord": np.array([[2, 1]])},
-                                  kind="box_coord", space="input")
+            got = sal.saliency(m64, x, sal.detection(targets["anchor"], targets["class"]), space="input").reduce()
+            coords = sal.saliency(m64, x, sal.box_coordinate(targets["anchor"], np.array([[2, 1]])),
+                                  space="input").reduce()
         for k in range(2):
             a, c = int(targets["anchor"][0, k]), int(targets["class"][0, k])
             xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
             head = t64.head(list(t64.backbone(xt).values()))
             head["cls_logits"][0, a, c].backward()
             want = xt.grad[0].abs().amax(0).numpy()
-            np.testing.assert_allclose(got.maps[0, k], want, rtol=0, atol=1e-9 * want.max())
+            np.testing.assert_allclose(got[0, k], want, rtol=0, atol=1e-9 * want.max())
             xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
             head = t64.head(list(t64.backbone(xt).values()))
             anchors = torch.tensor(model.anchors, dtype=torch.float64)
             decoded = t64.box_coder.decode_single(head["bbox_regression"][0], anchors)
             decoded[a, [2, 1][k]].backward()
             want = xt.grad[0].abs().amax(0).numpy()
-            np.testing.assert_allclose(coords.maps[0, k], want, rtol=0, atol=1e-9 * want.max())
+            np.testing.assert_allclose(coords[0, k], want, rtol=0, atol=1e-9 * want.max())
     finally:
         tmodel.float()
 
@@ -105,24 +106,30 @@ def tiny():
 
 def test_smoothgrad_with_zero_noise_is_the_plain_map(tiny):
     images = np.random.default_rng(2).random((3, 64, 64, 3), dtype=np.float32)
-    targets = {"class": np.array([[1], [2], [3]])}
-    plain = sal.saliency(tiny, images, targets)
-    smooth = sal.saliency(tiny, images, targets, method="smoothgrad", noise=0.0, samples=4)
-    np.testing.assert_allclose(smooth.maps, plain.maps, rtol=1e-6, atol=1e-9)
-    noisy = sal.saliency(tiny, images, targets, method="smoothgrad", noise=0.2, samples=4)
-    assert not np.allclose(noisy.maps, plain.maps)
+    targets = sal.class_score(np.array([[1], [2], [3]]))
+    plain = sal.gradient().attribute(tiny, images, targets).reduce()
+    smooth = sal.smoothgrad(noise=0.0, samples=4).attribute(tiny, images, targets).reduce()
+    np.testing.assert_allclose(smooth, plain, rtol=1e-6, atol=1e-9)
+    noisy = sal.smoothgrad(noise=0.2, samples=4).attribute(tiny, images, targets).reduce()
+    assert not np.allclose(noisy, plain)
+    # the noise wraps any gradient method: integrated gradients at zero noise are integrated gradients
+    ig = sal.integrated(steps=4).attribute(tiny, images, targets).attributions
+    smooth_ig = sal.smoothgrad(sal.integrated(steps=4), noise=0.0, samples=2).attribute(tiny, images, targets)
+    np.testing.assert_allclose(smooth_ig.attributions, ig, rtol=1e-5, atol=1e-6 * np.abs(ig).max())
+    with pytest.raises(sal.SaliencyError, match="averages a gradient method"):
+        sal.smoothgrad(sal.odam())
 
 
 def test_integrated_gradients_are_complete(tiny):
     """Attributions sum to score(x) - score(baseline), up to the path integral's error, which shrinks
     with the number of steps (the random tiny network is piecewise linear with many kinks)."""
     images = np.random.default_rng(3).random((2, 64, 64, 3), dtype=np.float32)
-    targets = {"class": np.array([[4, 1], [0, 7]])}
+    targets = sal.class_score(np.array([[4, 1], [0, 7]]))
     at_zero = sal.saliency(tiny, np.zeros_like(images), targets)
     errors = {}
     for steps in (16, 1024):
-        ig = sal.saliency(tiny, images, targets, method="integrated", steps=steps, reduce="none")
-        total = ig.gradients.reshape(2, 2, -1).sum(-1)
+        ig = sal.saliency(tiny, images, targets, sal.integrated(steps=steps))
+        total = ig.attributions.reshape(2, 2, -1).sum(-1)
         diff = ig.scores - at_zero.scores
         assert np.all(np.abs(diff) > 0.05)
         errors[steps] = np.abs(total - diff) / np.abs(diff)
@@ -134,38 +141,43 @@ def test_a_batch_is_one_compiled_call_and_equals_single_calls(tiny):
     images = np.random.default_rng(4).random((32, 64, 64, 3), dtype=np.float32)
     classes = np.arange(32).reshape(32, 1) % 10
     before = sal.TRACES
-    batch = sal.saliency(tiny, images, {"class": classes})
+    batch = sal.saliency(tiny, images, sal.class_score(classes)).reduce()
     assert sal.TRACES == before + 1
-    assert batch.maps.shape == (32, 1, 64, 64)
+    assert batch.shape == (32, 1, 64, 64)
     for i in range(32):
-        single = sal.saliency(tiny, images[i:i + 1], {"class": classes[i:i + 1]})
-        np.testing.assert_allclose(batch.maps[i], single.maps[0], rtol=1e-5, atol=1e-7 * batch.maps.max())
+        single = sal.saliency(tiny, images[i:i + 1], sal.class_score(classes[i:i + 1])).reduce()
+        np.testing.assert_allclose(batch[i], single[0], rtol=1e-5, atol=1e-7 * batch.max())
     assert sal.TRACES == before + 2  # the 32 single calls share one program
 
 
 def test_grad_x_input_and_reductions(tiny):
     images = np.random.default_rng(5).random((1, 64, 64, 3), dtype=np.float32)
-    t = {"class": np.array([[2]])}
-    g = sal.saliency(tiny, images, t, reduce="none").maps[0, 0]
+    e = sal.saliency(tiny, images, sal.class_score(np.array([[2]])))
+    g = e.reduce("none")[0, 0]
     assert g.shape == (64, 64, 3)
-    np.testing.assert_allclose(sal.saliency(tiny, images, t, reduce="max").maps[0, 0], np.abs(g).max(-1), rtol=1e-6)
-    np.testing.assert_allclose(sal.saliency(tiny, images, t, reduce="sum").maps[0, 0], np.abs(g).sum(-1), rtol=1e-5)
-    np.testing.assert_allclose(sal.saliency(tiny, images, t, reduce="signed").maps[0, 0], g.sum(-1), rtol=1e-4,
-                               atol=1e-6 * np.abs(g).max())
-    gx = sal.saliency(tiny, images, t, method="grad_x_input", reduce="none").maps[0, 0]
+    np.testing.assert_allclose(e.reduce("max")[0, 0], np.abs(g).max(-1), rtol=1e-6)
+    np.testing.assert_allclose(e.reduce("sum")[0, 0], np.abs(g).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(e.reduce("signed")[0, 0], g.sum(-1), rtol=1e-4, atol=1e-6 * np.abs(g).max())
+    gx = sal.grad_x_input().attribute(tiny, images, sal.class_score(np.array([[2]]))).attributions[0, 0]
     np.testing.assert_allclose(gx, g * images[0], rtol=1e-5, atol=1e-9)
 
 
 def test_bad_requests_are_refused(tiny, converted_ssd):
     images = np.zeros((1, 64, 64, 3), np.float32)
     with pytest.raises(sal.SaliencyError, match=r"kind 'detection' is for detectors"):
-        sal.saliency(tiny, images, {"anchor": [[0]], "class": [[1]]}, kind="detection")
+        sal.saliency(tiny, images, sal.detection([[0]], [[1]]))
     with pytest.raises(sal.SaliencyError, match=r"class targets need \['class'\]; missing \['class'\]"):
-        sal.saliency(tiny, images, {"anchor": [[0]]})
+        sal.saliency(tiny, images, sal.Target("class", {"anchor": np.zeros((1, 1), np.int32)}))
+    with pytest.raises(sal.SaliencyError, match=r"leading \(images, targets\) shape"):
+        sal.saliency(tiny, images, sal.class_score([1, 2]))
     with pytest.raises(sal.SaliencyError, match=r"leading \(images, targets\) shape with 1 images"):
-        sal.saliency(tiny, images, {"class": [1, 2]})
-    with pytest.raises(sal.SaliencyError, match=r"method must be one of"):
-        sal.saliency(tiny, images, {"class": [[1]]}, method="gradcam")
+        sal.saliency(tiny, images, sal.class_score([[1], [2]]))
+    with pytest.raises(sal.SaliencyError, match=r"method is a value: gradient\(\)"):
+        sal.saliency(tiny, images, sal.class_score([[1]]), "gradcam")
+    with pytest.raises(sal.SaliencyError, match=r"not dicts"):
+        sal.saliency(tiny, images, {"class": [[1]]})
+    with pytest.raises(sal.SaliencyError, match=r"the keywords \['kind', 'reduce'\] are gone"):
+        sal.saliency(tiny, images, sal.class_score([[1]]), kind="class", reduce="max")
     det = {"anchor": np.zeros((1, 3), int), "labels": np.ones((1, 3), int), "valid": np.array([[True, False, False]])}
     with pytest.raises(sal.SaliencyError, match=r"does not exist"):
         sal.detection_targets(det, [[1]])
@@ -183,8 +195,8 @@ def test_metrics_units():
 
 def test_deletion_and_insertion_curves(tiny):
     x = np.random.default_rng(6).standard_normal((64, 64, 3)).astype(np.float32)
-    target = {"class": 2}
-    m = sal.saliency(tiny, x[None], {"class": [[2]]}, space="input").maps[0, 0]
+    target = sal.class_score([[2]])
+    m = sal.saliency(tiny, x[None], target, space="input").reduce()[0, 0]
     deletion = met.deletion_insertion(tiny, x, m, target, mode="deletion", steps=16)
     insertion = met.deletion_insertion(tiny, x, m, target, mode="insertion", steps=16)
     p = float(jax.nn.softmax(tiny.apply(tiny.params, x[None])[0][0])[2])
@@ -193,6 +205,12 @@ def test_deletion_and_insertion_curves(tiny):
     assert deletion.scores[0] == pytest.approx(p, rel=1e-5) and deletion.scores[-1] == pytest.approx(p0, rel=1e-5)
     assert insertion.scores[-1] == pytest.approx(p, rel=1e-5)
     assert 0 <= deletion.auc <= 1 and 0 <= insertion.auc <= 1
+    logit = met.deletion_insertion(tiny, x, m, target, mode="deletion", steps=16, score=None)  # the target's own
+    assert logit.scores[0] == pytest.approx(float(tiny.apply(tiny.params, x[None])[0][0, 2]), rel=1e-5)
+    with pytest.raises(ValueError, match=r"one target of one image"):
+        met.deletion_insertion(tiny, x, m, sal.class_score([[2, 3]]))
+    with pytest.raises(ValueError, match=r"as a jaxvis.saliency Target"):
+        met.deletion_insertion(tiny, x, m, {"class": 2})
 
 
 def test_no_cache_keeps_a_model_alive():
@@ -207,7 +225,7 @@ def test_no_cache_keeps_a_model_alive():
     sal.saliency(model, images, sal.class_score([[1]]), sal.gradcam("conv4_2"))
     x = np.random.default_rng(6).standard_normal((64, 64, 3)).astype(np.float32)
     m = sal.saliency(model, x[None], sal.class_score([[1]]), sal.gradient(), space="input").attributions[0, 0, ..., 0]
-    met.deletion_insertion(model, x, m, {"class": 1}, steps=4)
+    met.deletion_insertion(model, x, m, sal.class_score([[1]]), steps=4)
     assert model.__dict__["_cached"]
     freed = weakref.ref(model)
     del model

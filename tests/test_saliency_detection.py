@@ -187,9 +187,9 @@ def test_cam_target_chunks_and_layers(shipped):
 def test_methods_and_targets_as_values():
     vgg = tiny_vgg(0)
     images = np.random.default_rng(2).random((2, 64, 64, 3), dtype=np.float32)
-    legacy = sal.saliency(vgg, images, {"class": [[1], [2]]}, method="integrated", steps=8)
     e = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.integrated(steps=8))
-    np.testing.assert_array_equal(e.reduce("max"), legacy.maps)
+    same = sal.integrated(steps=8).attribute(vgg, images, sal.class_score([[1], [2]]))  # the method's own call
+    np.testing.assert_array_equal(e.attributions, same.attributions)
     chunked = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.integrated(steps=8, chunk=3))
     np.testing.assert_allclose(chunked.attributions, e.attributions, rtol=1e-5, atol=1e-7 * np.abs(e.attributions).max())
     gx = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(sal.grad_x_input(), samples=3, noise=0.0))
@@ -201,10 +201,10 @@ def test_methods_and_targets_as_values():
     assert sal.TRACES == before + 1 and not np.allclose(a.attributions, b.attributions)  # noise is data
     cam = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradcam("conv4_1"))
     assert cam.attributions.shape == (2, 1, 64, 64)
-    with pytest.raises(sal.SaliencyError, match=r"saliency\(model, images, target, smoothgrad"):
+    with pytest.raises(sal.SaliencyError, match=r"saliency\(model, images, class_score\(c\), smoothgrad"):
         sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradient(), reduce="max")
     with pytest.raises(sal.SaliencyError, match=r"gradcam\(layer\)"):
-        sal.saliency(vgg, images, {"class": [[1], [2]]}, method="odam")
+        sal.saliency(vgg, images, sal.class_score([[1], [2]]), "odam")
     with pytest.raises(sal.SaliencyError, match="D-RISE explains detections"):
         sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.drise())
     with pytest.raises(sal.SaliencyError, match="need a layer"):
@@ -233,7 +233,7 @@ def test_detection_deletion_insertion_and_randomisation(shipped):
     x = np.asarray(model.preprocess(images))
     e = sal.saliency(model, x, t, sal.drise(masks=8), space="input")
     odam = sal.saliency(model, x, t, sal.odam(), space="input").attributions
-    target = {"anchor": t.fields["anchor"][0, 0], "class": t.fields["class"][0, 0]}
+    target = t[:1]
     deletion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="deletion", steps=8)
     insertion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="insertion", steps=8)
     assert deletion.scores[0] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)

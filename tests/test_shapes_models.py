@@ -278,7 +278,7 @@ def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):
 
 def test_saliency_points_at_the_shape_and_localises_it(classifier):
     images, labels, boxes = shapes.classification_set(FRESH_SEED, 200)
-    maps = sal.saliency(classifier, images, {"class": labels[:, None]}).maps[:, 0]
+    maps = sal.saliency(classifier, images, sal.class_score(labels[:, None])).reduce("max")[:, 0]
     hits = [met.pointing_hit(m, b) for m, b in zip(maps, boxes)]
     ious = []
     for image, m, b in zip(images, maps, boxes):
@@ -292,7 +292,7 @@ def test_saliency_points_at_the_shape_and_localises_it(classifier):
 
 def test_randomising_the_layers_decorrelates_the_maps(classifier):
     images, labels, _ = shapes.classification_set(FRESH_SEED + 1, 8)
-    cascade = met.cascading_randomisation(classifier, images, {"class": labels[:, None]}, seed=0)
+    cascade = met.cascading_randomisation(classifier, images, sal.class_score(labels[:, None]), seed=0)
     layers = [layer for layer, _ in cascade]
     assert layers[0] == "fc8" and layers[-1] == "conv1_1"
     rhos = [rho for _, rho in cascade]
@@ -305,15 +305,15 @@ def test_integrated_gradients_are_complete_on_the_trained_classifier(classifier)
     classifier about 1% (mean) with 64 midpoint steps, falling to about 0.3% with 256."""
     images, labels, _ = shapes.classification_set(FRESH_SEED + 2, 8)
     images = np.asarray(images)
-    targets = {"class": np.asarray(labels)[:, None]}
+    targets = sal.class_score(np.asarray(labels)[:, None])
     at_zero = sal.saliency(classifier, np.zeros_like(images), targets)
     diff = (sal.saliency(classifier, images, targets).scores - at_zero.scores)[:, 0]
     assert np.all(np.abs(diff) > 1.0)
     errors = {}
     for steps in (64, 256):
-        ig = sal.saliency(classifier, images, targets, method="integrated", steps=steps, reduce="none")
+        ig = sal.saliency(classifier, images, targets, sal.integrated(steps=steps))
         np.testing.assert_allclose(ig.scores[:, 0] - at_zero.scores[:, 0], diff, rtol=1e-5)
-        errors[steps] = np.abs(ig.gradients.reshape(8, -1).sum(-1) - diff) / np.abs(diff)
+        errors[steps] = np.abs(ig.attributions.reshape(8, -1).sum(-1) - diff) / np.abs(diff)
     print({k: np.round(v, 4) for k, v in errors.items()})
     assert errors[64].mean() <= 0.015 and errors[64].max() <= 0.03, errors
     assert errors[256].mean() <= 0.005 and errors[256].max() <= 0.015, errors

@@ -23,3 +23,29 @@ def path(name: str) -> str:
     if not os.path.exists(p):
         raise FileNotFoundError(f"jaxvis ships no file {name!r}; shipped models: {', '.join(SHIPPED)}")
     return p
+
+
+# The image statistics of the shipped models, whose files were written before a model spec named its
+# statistics (``ModelSpec.image_stats``): the shapes generator's (``shapes_image_stats.npz``).
+SHIPPED_STATS = "shapes"
+STATS_FILES = {"shapes": "shapes_image_stats.npz"}
+
+
+def image_stats_of(params_file: str) -> str:
+    """The statistics that go with a shipped model file, or a copy of one (``SHIPPED_STATS``); "" for any
+    other file."""
+    import hashlib
+
+    def digest(p):
+        with open(p, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    try:
+        size = os.path.getsize(params_file)
+        for name in SHIPPED.values():
+            shipped = os.fspath(resources.files(__name__).joinpath(name))
+            if os.path.exists(shipped) and os.path.getsize(shipped) == size and digest(shipped) == digest(params_file):
+                return SHIPPED_STATS
+    except OSError:
+        pass
+    return ""

@@ -290,3 +290,13 @@ def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_obje
         parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects,
                                                              free_share, decoy_share, flat_share, even_noise)])
     return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(4))
+
+
+def statistics_images(n: int, sizes, seed: int = 2023) -> dict[int, np.ndarray]:
+    """``n`` images of the generator per size, RGB in [0, 1], for ``parameterizations.image_statistics``: the
+    detection scenes at 128 pixels, the classification images at any other size."""
+    out = {}
+    for size in sizes:
+        images = detection_set(seed, n)[0] if size == 128 else classification_set(seed, n, size=size)[0]
+        out[int(size)] = np.clip(np.asarray(images), 0, 1)
+    return out

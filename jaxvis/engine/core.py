@@ -48,13 +48,11 @@ class EngineConfig:
       detector: whether the module is a detector (what score and probability are reported).
       input_size: (height, width) of the network input.
       parameterization: how the image is made from the optimised variable (``jaxvis.parameterizations``).
-      transforms: random transformations before each forward pass (``jaxvis.transforms``), in order.
       to_input: RGB [0, 1] -> network input (for parameterisations other than plain pixels).
-      views: randomly transformed copies of the image per step (each with its own key), their losses,
-        scores and probabilities averaged: a less noisy gradient of the expected loss over the transforms.
-      plain_views: how many of the views (the first ones) see the image as it is, without the transforms
-        (an image with opacity still over its view's random background): they pull towards an image that
-        works unmoved, as it is reported, while the others keep it robust to the transforms.
+      view_transforms: the transforms (``jaxvis.transforms``) of each view, one chain per view: each step
+        the network sees one randomly transformed copy of the image per view (each with its own key), and
+        their losses, scores and probabilities are averaged, a less noisy gradient of the expected loss
+        over the transforms; a view with no transforms sees the image as it is.
     """
 
     module: Any
@@ -71,57 +69,48 @@ class EngineConfig:
     detector: bool
     input_size: tuple[int, int]
     parameterization: par.Parameterization = par.Parameterization()
-    transforms: tuple = ()
     to_input: par.InputMap | None = None
-    views: int = 1
-    plain_views: int = 0
+    view_transforms: tuple = ((),)
+
+
+def draw(cfg: EngineConfig, p) -> par.Draw:
+    """What the parameterisation's stages know of point ``p``: the input size, its decay, the input map."""
+    return cfg.parameterization.draw(cfg.input_size, cfg.to_input, p.get("decay"))
 
 
 def render(cfg: EngineConfig, v, p):
-    """One point's network-input image from its variable ``v`` (with the opacity as a fourth channel for
-    the alpha parameterisation)."""
-    return par.render(cfg.parameterization, v, cfg.input_size, cfg.to_input, p.get("decay"))
+    """One point's network-input image from its variable ``v`` (with the stages' extra channels, the opacity,
+    after the colours)."""
+    return cfg.parameterization.render(v, draw(cfg, p))
 
 
 def picture(cfg: EngineConfig, x, p):
-    """Point ``p``'s image as reported (H, W, 3): an image with opacity over its backdrop (mid grey, or the
-    point's own background: ``parameterizations.report_background``), any other as it is."""
-    if not cfg.parameterization.alpha:
-        return x
-    return par.composite(x, par.report_background(cfg.parameterization, p["seed"], cfg.input_size, cfg.to_input,
-                                                  p.get("decay")))
-
-
-BACKGROUND_KEY = 0x6B000000  # the random background of an image with opacity folds this into the view's key
+    """Point ``p``'s image as reported (H, W, 3): what the parameterisation's stages report of ``x`` (an
+    image with opacity over its backdrop)."""
+    return cfg.parameterization.report(x, p, draw(cfg, p))
 
 
 def seen(cfg: EngineConfig, x, p, t, view: int = 0, with_boxes: bool = False):
-    """What the network sees of image ``x`` at step ``t``: the point's random transforms of it (its
-    ``view``-th copy; none for the first ``cfg.plain_views``), an image with opacity then composited over a
-    random background of the view's own (``parameterizations.background``, keyed by the view's key folded
-    with ``BACKGROUND_KEY``); with ``with_boxes``, (image, the point's target boxes moved with it)."""
-    if view < cfg.plain_views:
-        y, boxes = x, p["boxes"]
-    else:
-        grey = tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi))
-        ctx = tfm.Context(steps=cfg.steps, fill=grey + (0.0,) * (x.shape[-1] - len(grey)),  # outside: transparent
-                          lo=tuple(cfg.lo), hi=tuple(cfg.hi))
-        out = tfm.apply(cfg.transforms, x, p["seed"], t, ctx, view, boxes=p["boxes"] if with_boxes else None)
-        y, boxes = out if with_boxes else (out, None)
-    if cfg.parameterization.alpha:
-        key = jax.random.fold_in(tfm.view_key(p["seed"], t, view), BACKGROUND_KEY)
-        y = par.composite(y, par.background(cfg.parameterization, key, cfg.input_size, cfg.to_input, p.get("decay")))
+    """What the network sees of image ``x`` at step ``t``: its ``view``-th copy under the view's transforms,
+    then what the parameterisation's stages make of a view (an image with opacity over a random background of
+    the view's own), with the view's key; with ``with_boxes``, (image, the point's target boxes moved with it)."""
+    grey = tuple((a + b) / 2 for a, b in zip(cfg.lo, cfg.hi))
+    ctx = tfm.Context(steps=cfg.steps, fill=grey + (0.0,) * (x.shape[-1] - len(grey)),  # outside: transparent
+                      lo=tuple(cfg.lo), hi=tuple(cfg.hi))
+    out = tfm.apply(cfg.view_transforms[view], x, p["seed"], t, ctx, view, boxes=p["boxes"] if with_boxes else None)
+    y, boxes = out if with_boxes else (out, None)
+    y = cfg.parameterization.seen(y, tfm.view_key(p["seed"], t, view), p, draw(cfg, p))
     return (y, boxes) if with_boxes else y
 
 
 def view_loss(cfg: EngineConfig, params, x, p, t):
     """The loss of step ``t`` on image ``x``: ``loss`` on its transformed view, or the mean of ``loss``
-    (and of its terms, score and probability) over ``cfg.views`` views, run as one batch. A detector's
+    (and of its terms, score and probability) over the views, run as one batch. A detector's
     target boxes move with the image (``jaxvis.transforms.apply``)."""
-    if cfg.views == 1:
+    if len(cfg.view_transforms) == 1:
         view, boxes = seen(cfg, x, p, t, with_boxes=True)
         return loss(cfg, params, x, p, view=view, boxes=boxes)
-    views, boxes = zip(*[seen(cfg, x, p, t, k, with_boxes=True) for k in range(cfg.views)])
+    views, boxes = zip(*[seen(cfg, x, p, t, k, with_boxes=True) for k in range(len(cfg.view_transforms))])
     out = jax.vmap(lambda view, b: loss(cfg, params, x, p, view=view, boxes=b))(jnp.stack(views), jnp.stack(boxes))
     return jax.tree.map(lambda a: jnp.mean(a, axis=0), out)
 
@@ -131,7 +120,7 @@ def loss(cfg: EngineConfig, params, x, p, shift=None, view=None, boxes=None):
     by ``shift`` or as ``view`` (its transformed form) with the target ``boxes`` where the view has them
     (default: the point's); penalties read ``x`` itself (an image with opacity: as reported, over its backdrop, and
     its opacity)."""
-    alpha = x[..., 3] if cfg.parameterization.alpha else None
+    alpha = cfg.parameterization.opacity(x)
     x = picture(cfg, x, p)
     if view is None:
         view = x if shift is None else jnp.roll(x, shift, axis=(0, 1))
@@ -158,12 +147,10 @@ def init_chunk(cfg: EngineConfig, pts):
     lo, hi = _bounds(cfg)
 
     def init(p):
-        v0 = cfg.parameterization.init(jax.random.key(p["seed"]), (h, w), p["init"], p.get("decay"))
-        if cfg.parameterization.box_start:  # opaque at the start inside the target boxes
-            v0 = v0 + par.opacity_start(cfg.parameterization, p["boxes"], p["box_valid"], (h, w), p.get("decay"))
-        if "start_image" in p:  # from the point's image, plus noise of its init scale (MACO: its phase alone)
-            start = par.variable_for(cfg.parameterization, p["start_image"], (h, w), cfg.to_input, p.get("decay"))
-            v0 = start + (v0 if cfg.parameterization.basis != "maco" else 0.0)
+        d = draw(cfg, p)
+        v0 = cfg.parameterization.init(jax.random.key(p["seed"]), (h, w), p["init"], p.get("decay"), p, cfg.to_input)
+        if "start_image" in p:  # from the point's image, plus the starting noise (MACO: its phase alone)
+            v0 = cfg.parameterization.basis.with_noise(cfg.parameterization.variable_for(p["start_image"], d), v0)
         if cfg.clip:
             v0 = jnp.clip(v0, lo, hi)
         with jax.numpy_dtype_promotion("standard"):

@@ -202,8 +202,8 @@ class Engine:
             module=self._module, model=model, terms=self.terms, optimizer=optimizer, steps=self.steps, snapshots=self.snapshots,
             jitter=self.jitter, clip=self.clip, lo=lo, hi=hi, compute_dtype=compute_dtype,
             detector=model.spec.is_detector, input_size=tuple(model.spec.input_size),
-            parameterization=parameterization, transforms=self.transforms, to_input=par.InputMap.of(model.spec),
-            views=self.views, plain_views=self.plain_views)
+            parameterization=parameterization, to_input=par.InputMap.of(model.spec),
+            view_transforms=((),) * self.plain_views + (self.transforms,) * (self.views - self.plain_views))
         self._trace_count = 0
         self._progress: Callable[[ProgressEvent], None] | None = None
         self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress
