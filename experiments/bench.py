@@ -38,10 +38,14 @@ measured in the same run (numpy's float32 product on CPUs; XLA's product of the 
 The count is taken on the CPU, on the model's twin with XLA's convolutions: the analysis does not see
 into oneDNN's kernels nor into cuDNN's, which do the same arithmetic. ``--first_step`` also times a fresh
 process from its start to its first VGG16 engine step, from a converted params file.
+
+Each workload is a ``Workload`` value in ``WORKLOADS``: its model, what its child process measures and its
+PyTorch sides, each a function with explicit arguments; a new workload is one more entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import operator
@@ -53,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 from absl import app, flags
 
@@ -108,26 +113,39 @@ def categories() -> list[int]:
     return list(range(FLAGS.points // len(LRS)))
 
 
-def grid_of(workload: str, model):
-    """(sweep, n) of a class-model workload: the engine's grid and how many of its first points run.
+def _losses(model):
+    from jaxvis import objectives as O
 
-    shapes_grid is a sweep of the shipped classifier as a user runs one: its six classes x the learning
-    rates x seeds of the starting noise (std 0.1); the first --grid_points of its 72 points in grid order
-    (classes outermost, seeds fastest). The others: --points/2 categories x the learning rates, from zeros."""
-    from jaxvis import engine, objectives as O
+    return [O.multibox()] if model.spec.is_detector else [O.score() + LAM * O.sq()]
 
-    detector = model.spec.is_detector
-    losses = [O.multibox()] if detector else [O.score() + LAM * O.sq()]
+
+def categories_grid(model):
+    """(sweep, n): --points/2 categories x the learning rates, from zeros (a detector's target: the whole
+    image)."""
+    from jaxvis import engine
+
     h, w = model.spec.input_size
-    if workload == "shapes_grid":
-        sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=LRS, losses=losses, init_scales=[GRID_INIT],
-                             seeds=range(GRID_SEEDS))
-        if not 0 < FLAGS.grid_points <= sweep.size:
-            raise app.UsageError(f"--grid_points must lie in 1..{sweep.size}, got {FLAGS.grid_points}")
-        return sweep, FLAGS.grid_points
-    sweep = engine.Sweep(targets=categories(), lrs=LRS, losses=losses,
-                         boxes=[[[0.0, 0.0, float(w), float(h)]]] if detector else [[]])
+    sweep = engine.Sweep(targets=categories(), lrs=LRS, losses=_losses(model),
+                         boxes=[[[0.0, 0.0, float(w), float(h)]]] if model.spec.is_detector else [[]])
     return sweep, sweep.size
+
+
+def user_grid(model):
+    """(sweep, n): a sweep of the shipped classifier as a user runs one: its six classes x the learning rates x
+    seeds of the starting noise (std 0.1); the first --grid_points of its 72 points in grid order (classes
+    outermost, seeds fastest)."""
+    from jaxvis import engine
+
+    sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=LRS, losses=_losses(model),
+                         init_scales=[GRID_INIT], seeds=range(GRID_SEEDS))
+    if not 0 < FLAGS.grid_points <= sweep.size:
+        raise app.UsageError(f"--grid_points must lie in 1..{sweep.size}, got {FLAGS.grid_points}")
+    return sweep, FLAGS.grid_points
+
+
+def grid_of(workload: str, model):
+    """(sweep, n) of a class-model workload: the engine's grid and how many of its first points run."""
+    return workload_named(workload).grid(model)
 
 
 def grid_points(workload: str, model) -> list[tuple[int, float, float, int]]:
@@ -210,23 +228,35 @@ def convs_in(jitted, *args) -> str:
     return "onednn" if "jaxvis_conv_" in jitted.lower(*args).as_text() else "xla"
 
 
+def shipped_classifier(tiny: bool):
+    import jaxvis
+    from jaxvis import assets
+
+    return jaxvis.load(assets.path("classifier"))
+
+
+def random_vgg16(tiny: bool):
+    from jaxvis import models
+
+    spec = models.arch_spec("vgg16")
+    return _random_model(spec.replace(input_size=(64, 64)) if tiny else spec)
+
+
+def random_ssd300(tiny: bool):
+    from jaxvis import models
+
+    return _random_model(models.arch_spec("ssd300_vgg16"))
+
+
+def explain_ssd300(tiny: bool):
+    from experiments import bench_explain
+
+    return bench_explain.random_ssd300()
+
+
 def jaxvis_model(workload: str, tiny: bool):
     """The jaxvis model of a workload (the same random weights in every process)."""
-    import jaxvis
-    from jaxvis import assets, models
-
-    if workload in ("shapes", "shapes_grid", "feature_vis"):
-        return jaxvis.load(assets.path("classifier"))
-    if workload in ("vgg16", "saliency"):
-        spec = models.arch_spec("vgg16")
-        return _random_model(spec.replace(input_size=(64, 64)) if tiny else spec)
-    if workload == "ssd300":
-        return _random_model(models.arch_spec("ssd300_vgg16"))
-    if workload in ("cams", "drise"):
-        from experiments import bench_explain
-
-        return bench_explain.random_ssd300()
-    raise app.UsageError(f"unknown workload {workload!r}; known: vgg16, ssd300, shapes, saliency")
+    return workload_named(workload).model(tiny)
 
 
 def torch_twin(model):
@@ -569,24 +599,30 @@ def mask_chunk(model) -> int:
     return FLAGS.mask_chunk or sal.chunk_sizes(model, FLAGS.masks, 1, tuple(model.spec.input_size), backward=False)[0]
 
 
-def explain_jaxvis_sides(model, workload: str) -> dict:
-    """A's side of cams (a callable per method) or drise."""
+def drise_jaxvis_sides(model) -> dict:
+    """A's side of drise: D-RISE of one detection."""
     from jaxvis import saliency as sal
 
     x, anchors, classes = _explain_inputs(model)
-    if workload == "drise":
-        one = [sal.detection(anchors[:, :1], classes[:, :1])]
-        method = sal.drise(masks=FLAGS.masks, chunk=mask_chunk(model))
-        return {"drise": lambda: sal.saliency(model, x, one[0], method, space="input").attributions}
+    one = sal.detection(anchors[:, :1], classes[:, :1])
+    method = sal.drise(masks=FLAGS.masks, chunk=mask_chunk(model))
+    return {"drise": lambda: method.attribute(model, x, one, space="input").attributions}
+
+
+def cams_jaxvis_sides(model) -> dict:
+    """A's side of cams: a callable per method, every detection in one call."""
+    from jaxvis import saliency as sal
+
+    x, anchors, classes = _explain_inputs(model)
     target = sal.detection(anchors, classes)
     # both sides read the six source maps (the PyTorch loop retains their gradients)
     methods = {"odam": sal.odam("sources"), "gradcam": sal.gradcam(), "gradient": sal.gradient()}
-    return {name: (lambda m: lambda: sal.saliency(model, x, target, m, space="input").attributions)(m)
+    return {name: (lambda m: lambda: m.attribute(model, x, target, space="input").attributions)(m)
             for name, m in methods.items()}
 
 
-def explain_torch_sides(model, workload: str, device: str = "cpu") -> dict:
-    """B's side: the PyTorch autograd loop per method (cams), or PyTorch's batched D-RISE."""
+def drise_torch_sides(model, device: str = "cpu") -> dict:
+    """B's side of drise: PyTorch's D-RISE, the masks batched as jaxvis batches them."""
     import torch
 
     from experiments import bench_explain as bx
@@ -594,18 +630,28 @@ def explain_torch_sides(model, workload: str, device: str = "cpu") -> dict:
     tmodel = torch_twin(model).to(device)
     x, anchors, classes = _explain_inputs(model)
     xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device)
-    if workload == "drise":
-        chunk = mask_chunk(model)
-        return {"drise": lambda: bx.torch_drise(tmodel, model, xt, int(anchors[0, 0]), int(classes[0, 0]),
-                                                FLAGS.masks, chunk)}
+    chunk = mask_chunk(model)
+    return {"drise": lambda: bx.torch_drise(tmodel, model, xt, int(anchors[0, 0]), int(classes[0, 0]), FLAGS.masks,
+                                            chunk)}
+
+
+def cams_torch_sides(model, device: str = "cpu") -> dict:
+    """B's side of cams: the PyTorch autograd loop per method, one backward per detection."""
+    import torch
+
+    from experiments import bench_explain as bx
+
+    tmodel = torch_twin(model).to(device)
+    x, anchors, classes = _explain_inputs(model)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device)
     a, c = anchors[0].tolist(), classes[0].tolist()
     return {name: (lambda name: lambda: bx.torch_cams(tmodel, xt, a, c, (name,)))(name) for name in CAMS}
 
 
-def feature_vis_child() -> dict:
+def feature_vis_child(workload: "Workload") -> dict:
     """The feature_vis row: A here, B and C (Lucent) in a PyTorch worker, interleaved; with the share of
     each side's images that the shipped judge reads as their class (of the last repetition)."""
-    model = jaxvis_model("feature_vis", FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
+    model = workload.model(FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
     a, used, loop, chunk = feature_vis_engine_side(model)
     folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
     worker = TorchWorker("feature_vis", "cpu", [f"--fv_steps={FLAGS.fv_steps}",
@@ -637,16 +683,15 @@ def feature_vis_child() -> dict:
             "judge_C": judge_transfer(model, lucent_images["C"], classes)}
 
 
-def explain_child(workload: str) -> list[dict]:
-    """Rows of cams (odam, gradcam, gradient) or drise: A here, B in a PyTorch worker, interleaved."""
+def explain_child(workload: "Workload") -> list[dict]:
+    """Rows of an explanation workload (cams: odam, gradcam, gradient; drise): A here, B in a PyTorch worker,
+    interleaved."""
     import jax
 
-    from experiments import bench_explain as bx
-
-    model = bx.random_ssd300().with_conv_backend(FLAGS.conv_backend)
-    sides = explain_jaxvis_sides(model, workload)
-    chunk = mask_chunk(model) if workload == "drise" else None
-    worker = TorchWorker(workload, "cpu", [f"--mask_chunk={chunk or 0}", f"--masks={FLAGS.masks}",
+    model = workload.model(FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
+    sides = workload.jaxvis_sides(model)
+    chunk = workload.chunk(model) if workload.chunk else None
+    worker = TorchWorker(workload.name, "cpu", [f"--mask_chunk={chunk or 0}", f"--masks={FLAGS.masks}",
                                            f"--detections={FLAGS.detections}"])
     compile_s, times = {}, {name: {"A": [], "B": []} for name in sides}
     try:
@@ -662,11 +707,11 @@ def explain_child(workload: str) -> list[dict]:
                 times[name]["B"].append(worker.time(name))
     finally:
         worker.close()
-    work = FLAGS.masks if workload == "drise" else FLAGS.detections
+    work = workload.work()
     rows = []
     for name, ts in times.items():
         a, b = (work / statistics.median(ts[k]) for k in ("A", "B"))
-        rows.append({"workload": name, "unit": "masks/s" if workload == "drise" else "detections/s", "A": a, "B": b,
+        rows.append({"workload": name, "unit": workload.unit, "A": a, "B": b,
                      "C": None, "A/B": a / b, "A/C": None, "gflop_per_image_step": None, "A_gflops": None,
                      "matmul_peak_gflops": None, "A_fraction_of_peak": None, "A_compile_s": compile_s[name],
                      "peak_rss_gb": max_rss_gb(), "reps": FLAGS.reps, "points": work, "dtype": "float32",
@@ -683,27 +728,13 @@ def explain_child(workload: str) -> list[dict]:
 # small operations by up to a quarter. Each side thus runs as it would for its own user.
 
 def torch_worker(workload: str) -> None:
-    """Builds B and C, warms them up, then runs "B" or "C" per line of stdin and prints its seconds."""
+    """Builds the workload's PyTorch sides (B and C, or one per explanation method), warms them up, then runs
+    the side named on each line of stdin and prints its seconds."""
     import torch
 
     torch.set_grad_enabled(True)
-    device = FLAGS.torch_device
-    model = jaxvis_model(workload, FLAGS.tiny)
-    tmodel = None if workload in ("cams", "drise") else torch_twin(model).to(device)
-    if workload in ("cams", "drise"):
-        sides = explain_torch_sides(model, workload, device)
-    elif workload == "feature_vis":
-        b, c = lucent_sides(model, tmodel)
-        sides = {"B": b, "C": c}
-    elif workload == "saliency":
-        b, c = saliency_torch_sides(model, tmodel, _saliency_images(), device)
-        sides = {"B": b, "C": c}
-    else:
-        bf16 = FLAGS.compute_dtype == "bfloat16"
-        points = grid_points(workload, model)
-        b = torch_one_at_a_time(model, tmodel, FLAGS.steps, device, bf16, points)
-        c = torch_batched(model, tmodel, FLAGS.steps, device, bf16, points)
-        sides = {"B": b, "C": c}
+    w = workload_named(workload)
+    sides = w.torch_sides(w.model(FLAGS.tiny), FLAGS.torch_device)
     last = {name: fn() for name, fn in sides.items()}  # warm-up
     print("ready", flush=True)
     for line in sys.stdin:
@@ -762,32 +793,24 @@ def torch_device_for(platform: str) -> str:
     return "cuda"
 
 
-def child(workload: str) -> dict:
-    """One workload: A in this process, B and C in a PyTorch worker; medians of interleaved repetitions."""
+def _platform() -> str:
     import jax
 
     platform = jax.default_backend()
     if FLAGS.device == "gpu" and platform != "gpu":
         raise RuntimeError(f"--device gpu, but jax runs on {platform}: install jax's CUDA build "
                            "(pip install -U 'jax[cuda13]').")
-    dtype = "float32" if workload == "saliency" else FLAGS.compute_dtype
-    peak = matmul_peak(dtype)
-    worker = TorchWorker(workload, torch_device_for(platform))
-    model = jaxvis_model(workload, FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
-    loop = chunk = None
-    if workload == "saliency":
-        a, flops, used = saliency_jaxvis_side(model, _saliency_images())
-        n = work = _saliency_images()  # images
-    else:
-        a, flops, used, loop, chunk = engine_side(model, FLAGS.steps, dtype, workload)
-        n = grid_of(workload, model)[1]
-        work = n * FLAGS.steps  # image-steps
+    return platform
+
+
+def _timed(a, worker, reps: int) -> tuple[float, dict]:
+    """A's compile time, then ``reps`` interleaved repetitions of A (here) and B and C (in the worker)."""
     t = time.perf_counter()
     a()  # compile
     compile_s = time.perf_counter() - t
     times = {"A": [], "B": [], "C": []}
     try:
-        for _ in range(FLAGS.reps):
+        for _ in range(reps):
             t = time.perf_counter()
             a()
             times["A"].append(time.perf_counter() - t)
@@ -795,19 +818,132 @@ def child(workload: str) -> dict:
             times["C"].append(worker.time("C"))
     finally:
         worker.close()
+    return compile_s, times
+
+
+def _row(workload: "Workload", work: int, times: dict, compile_s: float, flops: float, peak: float,
+         platform: str, **fields) -> dict:
+    import jax
+
     rate = {k: work / statistics.median(v) for k, v in times.items()}
     gflops = rate["A"] * flops / 1e9
     return {
-        "workload": workload, "unit": "images/s" if workload == "saliency" else "image-steps/s",
+        "workload": workload.name, "unit": workload.unit,
         "A": rate["A"], "B": rate["B"], "C": rate["C"], "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"],
         "gflop_per_image_step": flops / 1e9, "A_gflops": gflops, "matmul_peak_gflops": peak,
         "A_fraction_of_peak": gflops / peak, "A_compile_s": compile_s, "peak_rss_gb": max_rss_gb(),
-        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, "conv": used,
-        "points": n, "dtype": dtype, "loop": loop, "chunk": chunk,
+        "reps": FLAGS.reps, "steps": FLAGS.steps, "tiny": FLAGS.tiny, **fields,
         "device": jax.devices()[0].device_kind if platform != "cpu" else "cpu",
         "A_device_peak_gb": (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30
         if platform != "cpu" else None,
     }
+
+
+def class_model_child(workload: "Workload") -> dict:
+    """A class-model workload: A (the engine) in this process, B and C in a PyTorch worker; medians of
+    interleaved repetitions."""
+    platform = _platform()
+    dtype = FLAGS.compute_dtype
+    peak = matmul_peak(dtype)
+    worker = TorchWorker(workload.name, torch_device_for(platform))
+    model = workload.model(FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
+    a, flops, used, loop, chunk = engine_side(model, FLAGS.steps, dtype, workload.name)
+    n = workload.grid(model)[1]
+    compile_s, times = _timed(a, worker, FLAGS.reps)
+    return _row(workload, n * FLAGS.steps, times, compile_s, flops, peak, platform,  # image-steps
+                conv=used, points=n, dtype=dtype, loop=loop, chunk=chunk)
+
+
+def saliency_child(workload: "Workload") -> dict:
+    """The saliency workload: maps of VGG16 images, A (jaxvis, one call) here, B (captum) and C (autograd on
+    the batch) in a PyTorch worker."""
+    platform = _platform()
+    peak = matmul_peak("float32")
+    worker = TorchWorker(workload.name, torch_device_for(platform))
+    model = workload.model(FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
+    n = _saliency_images()
+    a, flops, used = saliency_jaxvis_side(model, n)
+    compile_s, times = _timed(a, worker, FLAGS.reps)
+    return _row(workload, n, times, compile_s, flops, peak, platform, conv=used, points=n, dtype="float32",
+                loop=None, chunk=None)
+
+
+def class_model_torch_sides(workload: str):
+    """B (one point at a time, batch 1) and C (the points as one batch) of a class-model workload."""
+    def sides(model, device: str):
+        tmodel = torch_twin(model).to(device)
+        bf16 = FLAGS.compute_dtype == "bfloat16"
+        points = grid_points(workload, model)
+        return {"B": torch_one_at_a_time(model, tmodel, FLAGS.steps, device, bf16, points),
+                "C": torch_batched(model, tmodel, FLAGS.steps, device, bf16, points)}
+
+    return sides
+
+
+def saliency_torch_sides_of(model, device: str):
+    b, c = saliency_torch_sides(model, torch_twin(model).to(device), _saliency_images(), device)
+    return {"B": b, "C": c}
+
+
+def lucent_sides_of(model, device: str):
+    b, c = lucent_sides(model, torch_twin(model).to(device))
+    return {"B": b, "C": c}
+
+
+# --------------------------------------------------------------------------------------------------
+# The workloads: each a value naming its model, what its child process measures, and its PyTorch sides.
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A benchmark workload.
+
+    Attributes:
+      name: its name on the command line and in the table.
+      model: tiny -> the jaxvis model (the same random weights in every process).
+      child: the workload -> its row (or rows), measured in a process of its own: A there, the PyTorch
+        sides in a worker beside it.
+      torch_sides: (model, device) -> {side name: a function that runs it}, the worker's sides.
+      unit: what the rates count.
+      grid: class-model workloads: model -> (sweep, how many of its first points run).
+      dtypes: whether --dtypes gives it a row per compute dtype (float32 only otherwise).
+      jaxvis_sides, chunk, work: explanation workloads: model -> {method: A's function}; model -> the mask
+        chunk (or None); () -> the detections or masks of one call.
+    """
+
+    name: str
+    model: Callable[[bool], Any]
+    child: Callable[["Workload"], Any]
+    torch_sides: Callable[[Any, str], dict]
+    unit: str = "image-steps/s"
+    grid: Callable[[Any], tuple] | None = None
+    dtypes: bool = False
+    jaxvis_sides: Callable[[Any], dict] | None = None
+    chunk: Callable[[Any], int] | None = None
+    work: Callable[[], int] | None = None
+
+
+def _class_model(name: str, model, grid=categories_grid) -> Workload:
+    return Workload(name, model, class_model_child, class_model_torch_sides(name), grid=grid, dtypes=True)
+
+
+WORKLOADS = {w.name: w for w in (
+    _class_model("vgg16", random_vgg16),
+    _class_model("ssd300", random_ssd300),
+    _class_model("shapes", shipped_classifier),
+    _class_model("shapes_grid", shipped_classifier, grid=user_grid),
+    Workload("saliency", random_vgg16, saliency_child, saliency_torch_sides_of, unit="images/s"),
+    Workload("feature_vis", shipped_classifier, feature_vis_child, lucent_sides_of),
+    Workload("cams", explain_ssd300, explain_child, cams_torch_sides, unit="detections/s",
+             jaxvis_sides=cams_jaxvis_sides, work=lambda: FLAGS.detections),
+    Workload("drise", explain_ssd300, explain_child, drise_torch_sides, unit="masks/s",
+             jaxvis_sides=drise_jaxvis_sides, chunk=mask_chunk, work=lambda: FLAGS.masks),
+)}
+
+
+def workload_named(name: str) -> Workload:
+    if name not in WORKLOADS:
+        raise app.UsageError(f"unknown workload {name!r}; workloads: {', '.join(WORKLOADS)}")
+    return WORKLOADS[name]
 
 
 def first_step_child(path: str) -> dict:
@@ -883,12 +1019,9 @@ def main(argv):
             print(json.dumps(first_step_child(FLAGS.params_file)))
         elif FLAGS.child.startswith("memory"):
             print(json.dumps(memory_child(FLAGS.memory_points)))
-        elif FLAGS.child in ("cams", "drise"):
-            print(json.dumps(explain_child(FLAGS.child)))
-        elif FLAGS.child == "feature_vis":
-            print(json.dumps(feature_vis_child()))
         else:
-            print(json.dumps(child(FLAGS.child)))
+            workload = workload_named(FLAGS.child)
+            print(json.dumps(workload.child(workload)))
         return
     if FLAGS.omp_wait_policy:  # before any OpenMP runtime starts: the children and their workers inherit it
         os.environ["OMP_WAIT_POLICY"] = FLAGS.omp_wait_policy
@@ -896,9 +1029,11 @@ def main(argv):
     if bad:
         raise app.UsageError(f"--dtypes takes float32 and bfloat16, got {bad}")
     categories()  # checks --points
+    for name in FLAGS.workloads:
+        workload_named(name)
     rows = []
     for workload in FLAGS.workloads:
-        for dtype in ["float32"] if workload in ("saliency", "cams", "drise", "feature_vis") else FLAGS.dtypes:
+        for dtype in FLAGS.dtypes if WORKLOADS[workload].dtypes else ["float32"]:
             print(f"running {workload} ({dtype}) ...", file=sys.stderr, flush=True)
             got = _spawn([f"--child={workload}", f"--compute_dtype={dtype}"])
             got = got if isinstance(got, list) else [got]

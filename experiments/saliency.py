@@ -89,20 +89,60 @@ def main(argv):
         sys.exit(f"error: {e}")
 
 
-def run() -> str:
+def _targets(model, image, path: str):
+    """The targets the flags ask for in one image: (kind, Target, names, per-target detection fields, boxes to
+    draw with their labels)."""
     import jax
     import numpy as np
 
-    import jaxvis
-    from jaxvis import cli
-    from jaxvis import images as image_io
     from jaxvis import labels as lab
-    from jaxvis import localize as loc
-    from jaxvis import metrics as met
-    from jaxvis import preprocess as pre
-    from jaxvis import render
     from jaxvis import saliency as sal
 
+    h, w = image.shape[:2]
+    batch = image[None]
+    if not model.spec.is_detector:
+        if FLAGS.detection or FLAGS.box:
+            raise UsageError(f"{model.spec.arch} is a classifier: --detection and --box are for detectors.")
+        if FLAGS.top_k:
+            classes = sal.top_k_classes(model, batch, FLAGS.top_k)
+        elif FLAGS.category:
+            classes = np.asarray([lab.resolve(FLAGS.category, model.spec.labels)])
+        else:
+            raise UsageError("give --category or --top_k.")
+        return "class", sal.class_score(classes, FLAGS.score), [model.spec.labels[c] for c in classes[0]], [], []
+    if FLAGS.top_k:
+        raise UsageError(f"{model.spec.arch} is a detector: use --detection or --box with --category.")
+    th, tw = model.spec.input_size
+    scale = np.array([tw / w, th / h, tw / w, th / h])
+    if FLAGS.box:
+        if not FLAGS.category:
+            raise UsageError("--box needs --category: the label whose presence in the box is explained.")
+        cats = lab.resolve(FLAGS.category, model.spec.labels)
+        if len(cats) not in (1, len(FLAGS.box)):
+            raise UsageError("give one --category for all boxes, or one per box.")
+        boxes = [_box(b) for b in FLAGS.box]
+        for b in boxes:
+            if b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
+                raise UsageError(f"box {b} lies outside the {w}x{h} image.")
+        cats = cats * len(boxes) if len(cats) == 1 else cats
+        target = sal.box_label(np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32), np.asarray([cats]))
+        names = [f"{model.spec.labels[c]} in box" for c in cats]
+        return "box_label", target, names, [], list(zip(boxes, [model.spec.labels[c] for c in cats]))
+    ranks = [int(r) for r in (FLAGS.detection or ["0"])]
+    det = jax.device_get(jax.jit(model.detect)(model.params, batch))
+    n_valid = int(det["valid"][0].sum())
+    bad = [r for r in ranks if not 0 <= r < n_valid]
+    if bad:
+        raise UsageError(f"{os.path.basename(path)} has {n_valid} detection(s); --detection {bad[0]} "
+                         f"does not exist (ranks start at 0).")
+    names = [f"{model.spec.labels[det['labels'][0, r]]} #{r} ({det['scores'][0, r]:.2f})" for r in ranks]
+    det_info = [{"detection": r, "label": model.spec.labels[det["labels"][0, r]],
+                 "det_score": float(det["scores"][0, r])} for r in ranks]
+    return ("detection", sal.detections(det, np.asarray([ranks]), FLAGS.score), names, det_info,
+            list(zip([det["boxes"][0, r] for r in ranks], names)))
+
+
+def _check_flags() -> None:
     if not FLAGS.params:
         raise UsageError("--params is required: a jaxvis params file.")
     if not FLAGS.image:
@@ -114,103 +154,59 @@ def run() -> str:
         raise UsageError(f"--metrics takes deletion, insertion, pointing; got {unknown}")
     if "pointing" in FLAGS.metrics and not FLAGS.gt_box:
         raise UsageError("the pointing game needs --gt_box x1,y1,x2,y2.")
+
+
+def run() -> str:
+    import numpy as np
+
+    import jaxvis
+    from jaxvis import cli
+    from jaxvis import images as image_io
+    from jaxvis import localize as loc
+    from jaxvis import metrics as met
+    from jaxvis import preprocess as pre
+    from jaxvis import render
+    from jaxvis import saliency as sal
+
+    _check_flags()
     model = jaxvis.load(FLAGS.params, arch=FLAGS.model or None)
-    detector = model.spec.is_detector
     notes: list[str] = []
     images = [image_io.load_image(p, notes=notes) for p in FLAGS.image]
     for note in notes:
         print(f"note: {note}")
     os.makedirs(FLAGS.out, exist_ok=True)
+    method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
+                                    layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
+    curves = [m for m in ("deletion", "insertion") if m in FLAGS.metrics]
     lines = []
     for path, image in zip(FLAGS.image, images):
-        h, w = image.shape[:2]
-        batch = image[None]
-        shown_boxes, box_labels, det_info = [], [], []
-        if not detector:
-            if FLAGS.detection or FLAGS.box:
-                raise UsageError(f"{model.spec.arch} is a classifier: --detection and --box are for detectors.")
-            if FLAGS.top_k:
-                classes = sal.top_k_classes(model, batch, FLAGS.top_k)
-            elif FLAGS.category:
-                classes = np.asarray([lab.resolve(FLAGS.category, model.spec.labels)])
-            else:
-                raise UsageError("give --category or --top_k.")
-            kind, target = "class", sal.class_score(classes, FLAGS.score)
-            names = [model.spec.labels[c] for c in classes[0]]
-        else:
-            if FLAGS.top_k:
-                raise UsageError(f"{model.spec.arch} is a detector: use --detection or --box with --category.")
-            th, tw = model.spec.input_size
-            scale = np.array([tw / w, th / h, tw / w, th / h])
-            if FLAGS.box:
-                if not FLAGS.category:
-                    raise UsageError("--box needs --category: the label whose presence in the box is explained.")
-                cats = lab.resolve(FLAGS.category, model.spec.labels)
-                if len(cats) not in (1, len(FLAGS.box)):
-                    raise UsageError("give one --category for all boxes, or one per box.")
-                boxes = [_box(b) for b in FLAGS.box]
-                for b in boxes:
-                    if b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
-                        raise UsageError(f"box {b} lies outside the {w}x{h} image.")
-                cats = cats * len(boxes) if len(cats) == 1 else cats
-                kind = "box_label"
-                target = sal.box_label(np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32),
-                                       np.asarray([cats]))
-                names = [f"{model.spec.labels[c]} in box" for c in cats]
-                shown_boxes += boxes
-                box_labels += [model.spec.labels[c] for c in cats]
-            else:
-                ranks = [int(r) for r in (FLAGS.detection or ["0"])]
-                det = jax.device_get(jax.jit(model.detect)(model.params, batch))
-                n_valid = int(det["valid"][0].sum())
-                bad = [r for r in ranks if not 0 <= r < n_valid]
-                if bad:
-                    raise UsageError(f"{os.path.basename(path)} has {n_valid} detection(s); --detection {bad[0]} "
-                                     f"does not exist (ranks start at 0).")
-                kind = "detection"
-                target = sal.detections(det, np.asarray([ranks]), FLAGS.score)
-                names = [f"{model.spec.labels[det['labels'][0, r]]} #{r} ({det['scores'][0, r]:.2f})" for r in ranks]
-                det_info = [{"detection": r, "label": model.spec.labels[det["labels"][0, r]],
-                             "det_score": float(det["scores"][0, r])} for r in ranks]
-                shown_boxes += [det["boxes"][0, r] for r in ranks]
-                box_labels += names
-        method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
-                                        layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
-        explanation = sal.saliency(model, batch, target, method, seed=FLAGS.seed)
+        kind, target, names, det_info, shown = _targets(model, image, path)
+        explanation = method.attribute(model, image[None], target, seed=FLAGS.seed)
         maps = explanation.reduce(FLAGS.reduce)
         stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])
-        x = np.asarray(pre.preprocess(model.spec, batch))[0]
-        need_input_maps = any(m in FLAGS.metrics for m in ("deletion", "insertion"))
-        input_maps = (sal.saliency(model, x[None], target, method, space="input", seed=FLAGS.seed).reduce("max")
-                      if need_input_maps else None)
+        x = np.asarray(pre.preprocess(model.spec, image[None]))[0]
+        input_maps = (method.attribute(model, x[None], target, space="input", seed=FLAGS.seed).reduce("max")
+                      if curves else None)
         for k, name in enumerate(names):
             m = maps[0, k].astype(np.float32)
             base = f"{stem}_{k}_{render.safe_name(name)}"
             np.save(os.path.join(FLAGS.out, base + ".npy"), m)
             record = {"image": path, "target": name, "kind": kind, "score": float(explanation.scores[0, k]),
-                      "method": FLAGS.method, "map": base + ".npy"}
-            if k < len(det_info):
-                record.update(det_info[k])
+                      "method": FLAGS.method, "map": base + ".npy", **(det_info[k] if k < len(det_info) else {})}
             if FLAGS.gt_box:
                 record["gt_box"] = _box(FLAGS.gt_box)
             drawn, colours, texts = [], [], []
-            if k < len(shown_boxes):
-                drawn.append(shown_boxes[k]), colours.append((0, 255, 0)), texts.append(box_labels[k])
-                record["box"] = [float(v) for v in shown_boxes[k]]
+            if k < len(shown):
+                drawn.append(shown[k][0]), colours.append((0, 255, 0)), texts.append(shown[k][1])
+                record["box"] = [float(v) for v in shown[k][0]]
             if FLAGS.localize:
                 found = loc.localize(image, m)
                 record["derived_box"] = list(found.box) if found.box else None
                 if found.box:
                     drawn.append(found.box), colours.append((0, 200, 255)), texts.append("derived")
-            metrics = {}
-            t_one = target.column(k)
-            for mode in ("deletion", "insertion"):
-                if mode in FLAGS.metrics:
-                    if detector:
-                        curve = met.detection_deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode)
-                    else:
-                        curve = met.deletion_insertion(model, x, input_maps[0, k], t_one, mode=mode)
-                    metrics[f"{mode}_auc"] = curve.auc
+            metrics = {f"{mode}_auc": curve.auc
+                       for mode, curve in met.curves(model, x, input_maps[0, k], target.column(k), curves).items()
+                       } if curves else {}
             if "pointing" in FLAGS.metrics:
                 metrics["pointing_hit"] = met.pointing_hit(m, _box(FLAGS.gt_box))
                 metrics["energy_pointing"] = met.energy_pointing(m, _box(FLAGS.gt_box))

@@ -14,7 +14,7 @@ own subclasses ``GradientMethod`` and defines ``combine``; a class activation ma
 defines ``cam``. The names are those of ``jaxvis.saliency`` and ``jaxvis.metrics``; see each for the details.
 """
 
-from jaxvis.metrics import (box_energy, cascading_randomisation, centroid_offset, deletion_insertion,
+from jaxvis.metrics import (box_energy, cascading_randomisation, centroid_offset, curves, deletion_insertion,
                             detection_deletion_insertion, energy_pointing, instance_specificity, match_detections,
                             pointing_hit, spearman, staged_randomisation)
 from jaxvis.saliency import (CAM, Explanation, GradientMethod, Method, SaliencyError, Target, box_coordinate, box_label,
@@ -23,8 +23,8 @@ from jaxvis.saliency import (CAM, Explanation, GradientMethod, Method, SaliencyE
 
 __all__ = [
     "CAM", "Explanation", "GradientMethod", "Method", "SaliencyError", "Target", "box_coordinate", "box_energy",
-    "box_label", "cascading_randomisation", "centroid_offset", "class_score", "deletion_insertion", "detection",
-    "detection_deletion_insertion", "detections", "drise", "energy_pointing", "explain", "grad_x_input", "gradcam",
-    "gradient", "instance_specificity", "integrated", "match_detections", "odam", "pointing_hit", "reduce_channels",
-    "smoothgrad", "spearman", "staged_randomisation", "target", "top_k_classes",
+    "box_label", "cascading_randomisation", "centroid_offset", "class_score", "curves", "deletion_insertion",
+    "detection", "detection_deletion_insertion", "detections", "drise", "energy_pointing", "explain",
+    "grad_x_input", "gradcam", "gradient", "instance_specificity", "integrated", "match_detections", "odam",
+    "pointing_hit", "reduce_channels", "smoothgrad", "spearman", "staged_randomisation", "target", "top_k_classes",
 ]

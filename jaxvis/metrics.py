@@ -124,6 +124,14 @@ def deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion"
     return Curve(fractions=np.asarray(fractions), scores=values, auc=auc)
 
 
+def curves(model, x, saliency_map, target, modes=("deletion", "insertion"), **options) -> dict[str, Curve]:
+    """The deletion and/or insertion curves (``modes``) of one map: a classifier's target measured by
+    ``deletion_insertion``, a detection (or a labelled box) by ``detection_deletion_insertion``; ``options``
+    go to that function."""
+    measure = detection_deletion_insertion if model.spec.is_detector else deletion_insertion
+    return {mode: measure(model, x, saliency_map, target, mode=mode, **options) for mode in modes}
+
+
 def pointing_hit(saliency_map, box, tolerance: float = 0.0) -> bool:
     """Whether the map's maximum lies inside ``box`` (x1, y1, x2, y2 pixels) grown by ``tolerance`` pixels."""
     m = np.asarray(saliency_map)

@@ -225,6 +225,7 @@ class Integrated(GradientMethod):
         return _accumulate(step, steps, chunk, g) / steps * (z - baseline)[None]
 
 
+@dataclasses.dataclass(frozen=True)
 class CAM(Method):
     """A class activation map: per layer A and target S, ReLU of ``cam(dS/dA, A)`` up-sampled to the image,
     the layers combined (see the module's docstring). ``cam(g, a)`` takes one layer's (h, w, c) gradient and
@@ -232,7 +233,7 @@ class CAM(Method):
 
     layers: tuple[str, ...] | None = None
     combine: str = "normalised_sum"
-    chunk: int | None = None
+    chunk: int | None = None  # targets per backward batch
 
     def cam(self, g, a):
         raise NotImplementedError
@@ -265,9 +266,6 @@ class CAM(Method):
 class GradCAM(CAM):
     """Grad-CAM: ReLU(sum_k alpha_k A_k), alpha_k the spatial mean of dS/dA_k."""
 
-    layers: tuple[str, ...] | None = None
-    combine: str = "normalised_sum"
-    chunk: int | None = None  # targets per backward batch
     name = "gradcam"
 
     def cam(self, g, a):
@@ -279,9 +277,6 @@ class GradCAM(CAM):
 class ODAM(CAM):
     """ODAM (Zhao & Chan 2023): ReLU(sum_k dS/dA_k * A_k), element-wise."""
 
-    layers: tuple[str, ...] | None = None
-    combine: str = "normalised_sum"
-    chunk: int | None = None
     name = "odam"
 
     def cam(self, g, a):

@@ -41,6 +41,21 @@ def bench_flags():
         yield bench
 
 
+def test_workloads_are_values_in_a_registry(bench_flags):
+    """Each workload names its model, its child's measurement and its PyTorch sides; a name that is not in the
+    registry is refused with the names that are."""
+    from absl import app
+
+    bench = bench_flags
+    assert list(bench.WORKLOADS) == ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency", "feature_vis", "cams",
+                                     "drise"]
+    for w in bench.WORKLOADS.values():
+        assert callable(w.model) and callable(w.child) and callable(w.torch_sides)
+        assert (w.grid is not None) == w.dtypes == (w.child is bench.class_model_child)
+    assert bench.WORKLOADS["drise"].work() == bench.FLAGS.masks and bench.WORKLOADS["cams"].unit == "detections/s"
+    with pytest.raises(app.UsageError, match="unknown workload 'vgg'; workloads: vgg16, ssd300, shapes"):
+        bench.workload_named("vgg")
+
 def test_the_shapes_grid_is_six_classes_by_learning_rates_by_seeds(bench_flags):
     bench = bench_flags
     model = bench.jaxvis_model("shapes_grid", tiny=False)
