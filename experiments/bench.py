@@ -422,7 +422,7 @@ def saliency_jaxvis_side(model, n: int):
     x, classes = _saliency_inputs(model, n)
 
     def jaxvis_side():
-        return sal.gradient().attribute(model, x, sal.class_score(classes), space="input").reduce("max")
+        return sal.gradient().attribute(model, x, sal.class_score(classes), space="input").reduce()
 
     h, w = model.spec.input_size
     twin = model.with_conv_backend("xla")  # XLA's cost analysis does not count oneDNN's work

@@ -116,7 +116,7 @@ def saliency_part(out: str, scenes: int) -> dict:
     os.makedirs(folder, exist_ok=True)
     classifier = jaxvis.load(assets.path("classifier"))
     images, labels, boxes = shapes.classification_set(2024, max(scenes, 24))
-    maps = sal.gradient().attribute(classifier, images, sal.class_score(labels[:, None])).reduce("max")[:, 0]
+    maps = sal.gradient().attribute(classifier, images, sal.class_score(labels[:, None])).reduce()[:, 0]
     cells, captions, hits, ious = [], [], 0, []
     for image, label, box, m in zip(images, labels, boxes, maps):
         found = loc.localize(image, m)
@@ -138,7 +138,7 @@ def saliency_part(out: str, scenes: int) -> dict:
     scenes_, _, _, _ = shapes.detection_set(2025, min(scenes, 6))
     det = jax.device_get(jax.jit(detector.detect)(detector.params, scenes_))
     targets = sal.detections(det, np.zeros((len(scenes_), 1), int))
-    dmaps = sal.gradient().attribute(detector, scenes_, targets).reduce("max")[:, 0]
+    dmaps = sal.gradient().attribute(detector, scenes_, targets).reduce()[:, 0]
     row_images, row_maps, caps = [], [], []
     for j, (scene, m) in enumerate(zip(scenes_, dmaps)):
         label = detector.labels[det["labels"][j, 0]]

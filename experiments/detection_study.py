@@ -100,7 +100,7 @@ def run() -> dict:
         start, chunks = time.perf_counter(), []
         for a in range(0, len(keep), FLAGS.batch):
             e = sal.saliency(model, scene_images[a:a + FLAGS.batch], targets[a:a + FLAGS.batch], method)
-            chunks.append(e.reduce("max"))
+            chunks.append(e.reduce())
         elapsed = time.perf_counter() - start
         maps = np.concatenate(chunks)
         all_maps[name] = maps

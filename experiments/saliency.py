@@ -95,6 +95,7 @@ def _targets(model, image, path: str):
     import jax
     import numpy as np
 
+    from jaxvis import cli
     from jaxvis import labels as lab
     from jaxvis import saliency as sal
 
@@ -109,7 +110,8 @@ def _targets(model, image, path: str):
             classes = np.asarray([lab.resolve(FLAGS.category, model.spec.labels)])
         else:
             raise UsageError("give --category or --top_k.")
-        return "class", sal.class_score(classes, FLAGS.score), [model.spec.labels[c] for c in classes[0]], [], []
+        return ("class", sal.class_score(classes, cli.attribution_score(FLAGS.score)),
+                [model.spec.labels[c] for c in classes[0]], [], [])
     if FLAGS.top_k:
         raise UsageError(f"{model.spec.arch} is a detector: use --detection or --box with --category.")
     th, tw = model.spec.input_size
@@ -138,7 +140,7 @@ def _targets(model, image, path: str):
     names = [f"{model.spec.labels[det['labels'][0, r]]} #{r} ({det['scores'][0, r]:.2f})" for r in ranks]
     det_info = [{"detection": r, "label": model.spec.labels[det["labels"][0, r]],
                  "det_score": float(det["scores"][0, r])} for r in ranks]
-    return ("detection", sal.detections(det, np.asarray([ranks]), FLAGS.score), names, det_info,
+    return ("detection", sal.detections(det, np.asarray([ranks]), cli.attribution_score(FLAGS.score)), names, det_info,
             list(zip([det["boxes"][0, r] for r in ranks], names)))
 
 
@@ -182,10 +184,10 @@ def run() -> str:
     for path, image in zip(FLAGS.image, images):
         kind, target, names, det_info, shown = _targets(model, image, path)
         explanation = method.attribute(model, image[None], target, seed=FLAGS.seed)
-        maps = explanation.reduce(FLAGS.reduce)
+        maps = explanation.reduce(cli.channel_reduction(FLAGS.reduce))
         stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])
         x = np.asarray(pre.preprocess(model.spec, image[None]))[0]
-        input_maps = (method.attribute(model, x[None], target, space="input", seed=FLAGS.seed).reduce("max")
+        input_maps = (method.attribute(model, x[None], target, space="input", seed=FLAGS.seed).reduce()
                       if curves else None)
         for k, name in enumerate(names):
             m = maps[0, k].astype(np.float32)

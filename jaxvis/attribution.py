@@ -5,13 +5,15 @@ detectors alike.
 
     why = at.odam().attribute(ssd, images, at.detections(det, [[0, 1]] * len(images)))
     mine = at.target(my_fn, region=regions, cls=classes)      # a target of your own: my_fn(model, outputs, fields)
-    maps = at.smoothgrad(at.integrated(steps=16), samples=8).attribute(model, images, mine).reduce("max")
+    maps = at.smoothgrad(at.integrated(steps=16), samples=8).attribute(model, images, mine).reduce()
     curve = at.deletion_insertion(model, x, maps_in_input_space[0, 0], mine[:1].column(0))  # one image, one target
 
 Every method is a ``Method`` value with ``attribute(model, images, targets)`` (``explain(model, images,
 targets, method)`` is the same call); ``smoothgrad`` wraps any ``GradientMethod``. A gradient method of your
 own subclasses ``GradientMethod`` and defines ``combine``; a class activation map subclasses ``CAM`` and
-defines ``cam``. The names are those of ``jaxvis.saliency`` and ``jaxvis.metrics``; see each for the details.
+defines ``cam``. Scores (``logit``, ``prob``, ``log_prob``) and channel reductions (``max_abs``, ``sum_abs``,
+``l2_norm``, ``signed_sum``) are functions, yours as well as these. The names are those of ``jaxvis.saliency``
+and ``jaxvis.metrics``; see each for the details.
 """
 
 from jaxvis.metrics import (box_energy, cascading_randomisation, centroid_offset, curves, deletion_insertion,
@@ -19,12 +21,14 @@ from jaxvis.metrics import (box_energy, cascading_randomisation, centroid_offset
                             pointing_hit, spearman, staged_randomisation)
 from jaxvis.saliency import (CAM, Explanation, GradientMethod, Method, SaliencyError, Target, box_coordinate, box_label,
                              class_score, detection, detections, drise, explain, grad_x_input, gradcam, gradient,
-                             integrated, odam, reduce_channels, smoothgrad, target, top_k_classes)
+                             integrated, l2_norm, log_prob, logit, max_abs, odam, prob, reduce_channels, signed_sum,
+                             smoothgrad, sum_abs, target, top_k_classes)
 
 __all__ = [
     "CAM", "Explanation", "GradientMethod", "Method", "SaliencyError", "Target", "box_coordinate", "box_energy",
     "box_label", "cascading_randomisation", "centroid_offset", "class_score", "curves", "deletion_insertion",
     "detection", "detection_deletion_insertion", "detections", "drise", "energy_pointing", "explain",
-    "grad_x_input", "gradcam", "gradient", "instance_specificity", "integrated", "match_detections", "odam",
-    "pointing_hit", "reduce_channels", "smoothgrad", "spearman", "staged_randomisation", "target", "top_k_classes",
+    "grad_x_input", "gradcam", "gradient", "instance_specificity", "integrated", "l2_norm", "log_prob", "logit",
+    "match_detections", "max_abs", "odam", "pointing_hit", "prob", "reduce_channels", "signed_sum", "smoothgrad",
+    "spearman", "staged_randomisation", "sum_abs", "target", "top_k_classes",
 ]

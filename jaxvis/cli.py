@@ -268,6 +268,26 @@ def transforms(text: str) -> tuple:
     return tuple(out)
 
 
+def channel_reduction(name: str):
+    """``--reduce``: max, sum, l2 or signed, the ``jaxvis.saliency`` channel reduction of that name."""
+    from jaxvis import saliency as sal
+
+    reductions = {"max": sal.max_abs, "sum": sal.sum_abs, "l2": sal.l2_norm, "signed": sal.signed_sum}
+    if name not in reductions:
+        raise TextError(f"unknown channel reduction {name!r}; reductions: {', '.join(reductions)}.")
+    return reductions[name]
+
+
+def attribution_score(name: str):
+    """``--score``: logit, prob or log_prob, the ``jaxvis.saliency`` score function of that name."""
+    from jaxvis import saliency as sal
+
+    scores = {"logit": sal.logit, "prob": sal.prob, "log_prob": sal.log_prob}
+    if name not in scores:
+        raise TextError(f"unknown score {name!r}; scores: {', '.join(scores)}.")
+    return scores[name]
+
+
 def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, steps: int = 64, layer=None,
                        masks: int = 1000, cell: int = 16, p: float = 0.5):
     """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,

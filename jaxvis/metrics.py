@@ -68,7 +68,7 @@ def _perturbation(x, saliency_map, mode: str, steps: int, sigma: float):
 
 
 @cached_on_model
-def _perturbation_fn(model, kind, score: str, mode: str, steps: int, sigma: float, batch: int):
+def _perturbation_fn(model, kind, score, mode: str, steps: int, sigma: float, batch: int):
     @jax.jit
     def run(params, x, saliency_map, target):
         shares, image = _perturbation(x, saliency_map, mode, steps, sigma)
@@ -99,15 +99,16 @@ def _one(target, what: str) -> dict:
     return {k: jnp.asarray(v)[0, 0] for k, v in target.fields.items()}
 
 
-def deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion", score: str | None = "prob",
+def deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion", score=sal.prob,
                        steps: int = 50, blur_sigma: float = 5.0, batch: int = 17, params=None) -> Curve:
     """Deletion or insertion curve of one image in the network's input space.
 
     Args:
       x: (H, W, 3) network input; saliency_map: (H, W) on the same grid (saliency with space="input").
       target: a ``jaxvis.saliency.Target`` of shape (1, 1), the target the map explains.
-      score: what is measured of a class or detection target: its probability (Petsiuk et al.'s), logit or
-        log-probability; None: the target's own score. Other targets are measured as they are defined.
+      score: what is measured of a class or detection target, a function of (logits, class): its probability
+        (``saliency.prob``, Petsiuk et al.'s), ``saliency.logit``, ...; None: the target's own score. Other
+        targets are measured as they are defined.
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -254,7 +255,7 @@ def randomise_layer(params, layer: str, rng: np.random.Generator):
 
 
 def cascading_randomisation(model, images, targets, method=None, *, space: str = "image", seed: int = 0,
-                            layers=None, reduce: str = "max") -> list[tuple[str, float]]:
+                            layers=None, reduce=sal.max_abs) -> list[tuple[str, float]]:
     """Maps after randomising the layers cumulatively from the top; for each step, the layer just
     randomised and the mean Spearman correlation of the maps with the original ones.
 
@@ -281,7 +282,7 @@ def staged_randomisation(model, images, targets, method, stages: dict, seed: int
     """The randomisation check in stages: ``stages`` maps a name to the layers randomised by the end of it
     (cumulatively, in ``layer_order``); for each, the mean Spearman correlation of the first target's map of
     each image (``method``, max over channels) with the map on the original weights."""
-    original = sal.saliency(model, images, targets, method).reduce("max")
+    original = sal.saliency(model, images, targets, method).reduce()
     order = layer_order(model.params)
     rng = np.random.default_rng(seed)
     params, done, out = model.params, set(), {}
@@ -289,7 +290,7 @@ def staged_randomisation(model, images, targets, method, stages: dict, seed: int
         for name in [x for x in order if x in layers and x not in done]:
             params = randomise_layer(params, name, rng)
             done.add(name)
-        maps = sal.saliency(model, images, targets, method, params=params).reduce("max")
+        maps = sal.saliency(model, images, targets, method, params=params).reduce()
         out[stage] = float(np.mean([spearman(a, b) for a, b in zip(original[:, 0], maps[:, 0])]))
     return out
 

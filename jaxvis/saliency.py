@@ -2,7 +2,7 @@
 
     from jaxvis import saliency as sal
     e = sal.saliency(model, images, sal.class_score([[3, 17]]), sal.smoothgrad(samples=32))
-    maps = sal.reduce_channels(e.attributions, "max")       # the paper's max over colour channels
+    maps = e.reduce(sal.max_abs)                            # the paper's max of |g| over colour channels
     det = jax.jit(ssd.detect)(ssd.params, images)
     e = sal.odam().attribute(ssd, images, sal.detections(det, [[0, 1, 2]]))       # (N, 3, H, W)
 
@@ -10,7 +10,7 @@
 
 | target | score | fields |
 |---|---|---|
-| ``class_score(classes, score)`` | logit S_c (``"logit"``), ``"prob"`` or ``"log_prob"`` of class c | ``classes`` |
+| ``class_score(classes, score)`` | logit S_c (``logit``), ``prob`` or ``log_prob`` of class c, or a function of yours | ``classes`` |
 | ``detection(anchors, classes, score)`` / ``detections(det, index)`` | the class score of the pre-NMS default box behind a detection | ``anchors``, ``classes`` |
 | ``box_coordinate(anchors, coords)`` | one decoded coordinate (x1, y1, x2, y2 = 0..3, input pixels) of that default box | ``anchors``, ``coords`` |
 | ``box_label(boxes, classes)`` | sum over all default boxes of IoU(decoded box, given box) x probability of the class | ``boxes`` (input pixels), ``classes`` |
@@ -81,8 +81,6 @@ from jaxvis import preprocess as pre
 from jaxvis.models.taps import TAPS
 
 KINDS = ("class", "detection", "box_coord", "box_label")
-REDUCTIONS = ("max", "sum", "l2", "signed", "none")
-SCORES = ("logit", "prob", "log_prob")
 COMBINE = ("normalised_sum", "sum", "own")
 
 TRACES = 0  # compilations of the batched gradient program (tests check that a batch is one call)
@@ -370,6 +368,23 @@ def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None =
 # ----------------------------------------------------------------------------------------------- targets
 
 
+def logit(logits, c):
+    """A class's score as its logit S_c (the paper's)."""
+    return logits[c]
+
+
+def prob(logits, c):
+    """A class's score as its softmax probability."""
+    return jax.nn.softmax(logits)[c]
+
+
+def log_prob(logits, c):
+    """A class's score as its log-probability."""
+    return jax.nn.log_softmax(logits)[c]
+
+
+
+
 @jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True, eq=False)
 class Target:
@@ -381,7 +396,7 @@ class Target:
 
     kind: Any
     fields: dict
-    score: str = "logit"
+    score: Any = None  # a class or detection target's score function of (logits, class): logit, prob, log_prob
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -418,9 +433,10 @@ _NEEDS = {"class": ("class",), "detection": ("anchor", "class"), "box_coord": ("
           "box_label": ("box", "class")}
 
 
-def _target(kind: str, fields: dict, score: str = "logit") -> Target:
-    if score not in SCORES:
-        raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
+def _target(kind: str, fields: dict, score=None) -> Target:
+    if score is not None and not callable(score):
+        raise SaliencyError(f"a target's score is a function (logits, class) -> scalar: saliency.logit, prob, "
+                            f"log_prob or one of your own; got {score!r}")
     t = {}
     for k, v in fields.items():
         a = np.asarray(v)
@@ -432,12 +448,13 @@ def _target(kind: str, fields: dict, score: str = "logit") -> Target:
     return Target(kind, t, score)
 
 
-def class_score(classes, score: str = "logit") -> Target:
-    """Class ``classes[n, k]`` of a classifier for image n."""
+def class_score(classes, score=logit) -> Target:
+    """Class ``classes[n, k]`` of a classifier for image n, scored by ``score`` (``logit``, ``prob``,
+    ``log_prob``, or a function of your own of (logits, class))."""
     return _target("class", {"class": classes}, score)
 
 
-def detection(anchors, classes, score: str = "logit") -> Target:
+def detection(anchors, classes, score=logit) -> Target:
     """The class score of default box ``anchors[n, k]`` for class ``classes[n, k]``."""
     return _target("detection", {"anchor": anchors, "class": classes}, score)
 
@@ -463,10 +480,10 @@ def target(value, **fields) -> Target:
     if not arrays or any(a.ndim < 2 for a in arrays.values()) or len({a.shape[:2] for a in arrays.values()}) != 1:
         raise SaliencyError(f"a target's fields are arrays with one leading (images, targets) shape; got "
                             f"{ {k: tuple(a.shape) for k, a in arrays.items()} }")
-    return Target(value, arrays, "value")
+    return Target(value, arrays)
 
 
-def detections(det: dict[str, Any], index, score: str = "logit") -> Target:
+def detections(det: dict[str, Any], index, score=logit) -> Target:
     """Detections chosen by ``index`` ((N, K) ranks) from ``Detector.detect``'s output."""
     t = detection_targets(det, index)
     return detection(t["anchor"], t["class"], score)
@@ -483,35 +500,56 @@ class Explanation:
     scores: np.ndarray
     method: Any
 
-    def reduce(self, how: str = "max") -> np.ndarray:
-        return np.asarray(reduce_channels(self.attributions, how))
+    def reduce(self, how=None) -> np.ndarray:
+        """The maps with their channels reduced by ``how`` (default ``max_abs``, the paper's; see
+        ``reduce_channels``)."""
+        return np.asarray(reduce_channels(self.attributions, max_abs if how is None else how))
 
     @property
     def has_channels(self) -> bool:
         return self.attributions.ndim == 5
 
 
-def reduce_channels(g, how: str = "max"):
-    """The channel reduction of (..., H, W, 3) attributions: ``max`` of |g| (the paper), ``sum`` of |g|,
-    ``l2``, ``signed`` (sum) or ``none``. Maps without a channel axis (CAMs, D-RISE; ndim 4) pass through."""
-    if how not in REDUCTIONS:
-        raise SaliencyError(f"reduce must be one of {REDUCTIONS}, got {how!r}")
-    if getattr(g, "ndim", 5) == 4 or how == "none":
+def _xp(g):
+    return np if isinstance(g, np.ndarray) else jnp
+
+
+def max_abs(g):
+    """The largest |g| over the colour channels (the paper's)."""
+    return _xp(g).max(_xp(g).abs(g), axis=-1)
+
+
+def sum_abs(g):
+    """The sum of |g| over the colour channels."""
+    return _xp(g).sum(_xp(g).abs(g), axis=-1)
+
+
+def l2_norm(g):
+    """The Euclidean norm of g over the colour channels."""
+    return _xp(g).sqrt(_xp(g).sum(_xp(g).square(g), axis=-1))
+
+
+def signed_sum(g):
+    """The sum of g over the colour channels, its sign kept."""
+    return _xp(g).sum(g, axis=-1)
+
+
+def reduce_channels(g, how=max_abs):
+    """(..., H, W, 3) attributions reduced over the channels by ``how``, a function of the (..., 3) array:
+    ``max_abs`` (the paper's), ``sum_abs``, ``l2_norm``, ``signed_sum`` or one of your own; None keeps them.
+    Maps without a channel axis (CAMs, D-RISE; ndim 4) pass through."""
+    if how is not None and not callable(how):
+        raise SaliencyError(f"how is a function of the attributions that reduces their last (channel) axis: "
+                            f"saliency.max_abs, sum_abs, l2_norm, signed_sum, one of your own, or None; got {how!r}")
+    if getattr(g, "ndim", 5) == 4 or how is None:
         return g
-    xp = np if isinstance(g, np.ndarray) else jnp
-    if how == "max":
-        return xp.max(xp.abs(g), axis=-1)
-    if how == "sum":
-        return xp.sum(xp.abs(g), axis=-1)
-    if how == "l2":
-        return xp.sqrt(xp.sum(xp.square(g), axis=-1))
-    return xp.sum(g, axis=-1)
+    return how(g)
 
 
 # ----------------------------------------------------------------------------------------------- scores
 
 
-def target_value(model, outputs, t: dict[str, jax.Array], kind: str, score: str) -> jax.Array:
+def target_value(model, outputs, t: dict[str, jax.Array], kind, score) -> jax.Array:
     """The scalar target ``t`` (one image's entries of a Target's arrays) of one image's outputs (batch
     axis of 1); what every method differentiates, and what the metrics measure. ``kind`` may be a user's
     function (``target``)."""
@@ -539,13 +577,7 @@ def target_value(model, outputs, t: dict[str, jax.Array], kind: str, score: str)
         c = t["class"]
     else:
         raise SaliencyError(f"target kind must be one of {KINDS}, got {kind!r}")
-    if score == "logit":
-        return logits[c]
-    if score == "prob":
-        return jax.nn.softmax(logits)[c]
-    if score == "log_prob":
-        return jax.nn.log_softmax(logits)[c]
-    raise SaliencyError(f"score must be one of {SCORES}, got {score!r}")
+    return score(logits, c)
 
 
 # ----------------------------------------------------------------------------------------------- memory
@@ -1012,7 +1044,7 @@ def saliency(model, images, targets: Target, method: Method | None = None, *, pa
     if removed:
         raise SaliencyError(f"saliency takes a Target and a method value; the keywords {sorted(removed)} are gone: "
                             f"saliency(model, images, class_score(c), smoothgrad(samples=..., noise=...)), then "
-                            f"reduce_channels(e.attributions, 'max')")
+                            f"e.reduce(max_abs)")
     return explain(model, images, targets, method, params=params, space=space, seed=seed)
 
 

@@ -115,7 +115,7 @@ def test_odam_keeps_more_of_its_mass_in_the_box_than_the_gradient():
         gt.append(boxes[i, int(np.argmax(ious))])
     energy = {}
     for name, method in (("odam", sal.odam()), ("sources", sal.odam(sal.source_maps(model))), ("gradient", None)):
-        maps = sal.saliency(model, images, t, method or sal.gradient()).reduce("max")
+        maps = sal.saliency(model, images, t, method or sal.gradient()).reduce()
         energy[name] = np.mean([met.energy_pointing(maps[i, 0], gt[i]) for i in range(n)])
     assert energy["odam"] > max(energy["gradient"], energy["sources"]), energy
 
@@ -199,6 +199,14 @@ def test_methods_and_targets_as_values():
     a = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(samples=2, noise=0.1))
     b = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.smoothgrad(samples=2, noise=0.3))
     assert sal.TRACES == before + 1 and not np.allclose(a.attributions, b.attributions)  # noise is data
+    # a score is a function of (logits, class): one of the user's equals the built-in of the same formula
+    mine = sal.saliency(vgg, images, sal.class_score([[1], [2]], lambda z, c: z[c] - jax.nn.logsumexp(z)))
+    built_in = sal.saliency(vgg, images, sal.class_score([[1], [2]], sal.log_prob))
+    np.testing.assert_allclose(mine.attributions, built_in.attributions, rtol=1e-4,
+                               atol=1e-6 * np.abs(built_in.attributions).max())
+    np.testing.assert_allclose(mine.scores, built_in.scores, rtol=1e-5)
+    with pytest.raises(sal.SaliencyError, match=r"score is a function \(logits, class\)"):
+        sal.class_score([[1]], "prob")
     cam = sal.saliency(vgg, images, sal.class_score([[1], [2]]), sal.gradcam("conv4_1"))
     assert cam.attributions.shape == (2, 1, 64, 64)
     with pytest.raises(sal.SaliencyError, match=r"saliency\(model, images, class_score\(c\), smoothgrad"):

@@ -139,7 +139,7 @@ def test_parameterisation_transforms_and_decays_reach_the_engine():
     assert ("decay", [0.5, 1.5]) in sweep.axes() and sweep.size == 4
     assert run_config["transforms"] == ["pad(4)", "jitter(4)", "rotate(10)"]
     _, _, eng, _ = sweeps.build(SweepSettings.create(**base, parameterization="maco+clip", jitter=2))
-    np.testing.assert_array_equal(eng.parameterization.spectrum.array, stats["spectrum_64x64"])
+    np.testing.assert_array_equal(eng.parameterization.basis.spectrum.array, stats["spectrum_64x64"])
     assert eng.transforms == (tfm.jitter(2),)
     # the defaults build today's engine, with today's run identity
     _, sweep, eng, run_config = sweeps.build(SweepSettings.create(**base))
