@@ -65,7 +65,7 @@ def methods():
         "gradcam": sal.gradcam(),
         "odam": sal.odam(),
         "odam_sources": sal.odam(layers="sources"),
-        "odam_own": sal.odam(combine="own"),
+        "odam_own": sal.odam(combine=sal.own_level),
         "drise": sal.drise(masks=FLAGS.masks, cell=16, p=0.5),
     }
 

@@ -11,8 +11,9 @@ detectors alike.
 Every method is a ``Method`` value with ``attribute(model, images, targets)`` (``explain(model, images,
 targets, method)`` is the same call); ``smoothgrad`` wraps any ``GradientMethod``. A gradient method of your
 own subclasses ``GradientMethod`` and defines ``combine``; a class activation map subclasses ``CAM`` and
-defines ``cam``. Scores (``logit``, ``prob``, ``log_prob``) and channel reductions (``max_abs``, ``sum_abs``,
-``l2_norm``, ``signed_sum``) are functions, yours as well as these. The names are those of ``jaxvis.saliency``
+defines ``cam``. Scores (``logit``, ``prob``, ``log_prob``), channel reductions (``max_abs``, ``sum_abs``,
+``l2_norm``, ``signed_sum``) and the CAMs' combinations of layers (``normalised_sum``, ``layer_sum``,
+``own_level``) are functions, yours as well as these. The names are those of ``jaxvis.saliency``
 and ``jaxvis.metrics``; see each for the details.
 """
 
@@ -21,14 +22,15 @@ from jaxvis.metrics import (box_energy, cascading_randomisation, centroid_offset
                             pointing_hit, spearman, staged_randomisation)
 from jaxvis.saliency import (CAM, Explanation, GradientMethod, Method, SaliencyError, Target, box_coordinate, box_label,
                              class_score, detection, detections, drise, explain, grad_x_input, gradcam, gradient,
-                             integrated, l2_norm, log_prob, logit, max_abs, odam, prob, reduce_channels, signed_sum,
-                             smoothgrad, sum_abs, target, top_k_classes)
+                             integrated, l2_norm, layer_sum, log_prob, logit, max_abs, normalised_sum, odam, own_level,
+                             prob, reduce_channels, signed_sum, smoothgrad, sum_abs, target, top_k_classes)
 
 __all__ = [
     "CAM", "Explanation", "GradientMethod", "Method", "SaliencyError", "Target", "box_coordinate", "box_energy",
     "box_label", "cascading_randomisation", "centroid_offset", "class_score", "curves", "deletion_insertion",
     "detection", "detection_deletion_insertion", "detections", "drise", "energy_pointing", "explain",
-    "grad_x_input", "gradcam", "gradient", "instance_specificity", "integrated", "l2_norm", "log_prob", "logit",
-    "match_detections", "max_abs", "odam", "pointing_hit", "prob", "reduce_channels", "signed_sum", "smoothgrad",
-    "spearman", "staged_randomisation", "sum_abs", "target", "top_k_classes",
+    "grad_x_input", "gradcam", "gradient", "instance_specificity", "integrated", "l2_norm", "layer_sum", "log_prob",
+    "logit", "match_detections", "max_abs", "normalised_sum", "odam", "own_level", "pointing_hit", "prob",
+    "reduce_channels", "signed_sum", "smoothgrad", "spearman", "staged_randomisation", "sum_abs", "target",
+    "top_k_classes",
 ]

@@ -41,9 +41,9 @@ static, the rest (noise level, baseline, keep probability) is data:
   activation of a detector on ((i + 0.5) * stride, …) with its power-of-two stride, a classifier's with
   half-pixel centres (as ``F.interpolate(align_corners=False)``). A map whose maximum is within rounding
   error of its terms (``ROUNDING`` epsilons of the largest |alpha_k A_k| or |dS/dA_k * A_k|) is zero. The
-  layers are then combined: with ``combine="normalised_sum"`` (default) each map is divided by its own
-  maximum (an all-zero map stays zero) and the maps are summed, so that every scale counts alike; ``"sum"``
-  adds them as they are; ``"own"`` keeps only the map of the source feature map whose head predicts the
+  layers are then combined by a function of the maps: ``normalised_sum`` (default) divides each map by its
+  own maximum (an all-zero map stays zero) and sums them, so that every scale counts alike; ``layer_sum``
+  adds them as they are; ``own_level`` keeps only the map of the source feature map whose head predicts the
   detection (the one its default box sits on), as the ODAM authors explain a multi-level detector's
   prediction at its own level (detection and box-coordinate targets on the source maps).
 - ``drise(masks, cell, p)`` (Petsiuk et al. 2021), detectors only: random binary grids with cells of
@@ -81,7 +81,6 @@ from jaxvis import preprocess as pre
 from jaxvis.models.taps import TAPS
 
 KINDS = ("class", "detection", "box_coord", "box_label")
-COMBINE = ("normalised_sum", "sum", "own")
 
 TRACES = 0  # compilations of the batched gradient program (tests check that a batch is one call)
 ROUNDING = 64  # a CAM whose maximum is below this many epsilons of its largest term is rounding error
@@ -93,6 +92,24 @@ class SaliencyError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------- methods
+
+
+def normalised_sum(maps, level=None):
+    """The layers' maps, each divided by its own maximum (an all-zero map stays zero), summed: every scale
+    counts alike."""
+    maps = [m / jnp.where(jnp.max(m) > 0, jnp.max(m), 1.0) for m in maps]
+    return functools.reduce(jnp.add, maps)
+
+
+def layer_sum(maps, level=None):
+    """The layers' maps summed as they are."""
+    return functools.reduce(jnp.add, maps)
+
+
+def own_level(maps, level):
+    """The map of the source feature map at ``level``, the one whose head predicts the detection (the
+    detector's source maps and detection or box-coordinate targets only)."""
+    return functools.reduce(jnp.add, [jnp.where(level == k, m, 0.0) for k, m in enumerate(maps)])
 
 
 class Method:
@@ -230,8 +247,15 @@ class CAM(Method):
     activation and returns (map (h, w), the size of its terms (h, w), for the rounding test)."""
 
     layers: tuple[str, ...] | None = None
-    combine: str = "normalised_sum"
+    combine: Any = None  # a function (maps, level) -> map; None: normalised_sum
     chunk: int | None = None  # targets per backward batch
+
+    def __post_init__(self):
+        if self.combine is None:
+            object.__setattr__(self, "combine", normalised_sum)
+        if not callable(self.combine):
+            raise SaliencyError(f"combine is a function of the layers' maps and the target's level: "
+                                f"saliency.normalised_sum, layer_sum, own_level or one of your own; got {self.combine!r}")
 
     def cam(self, g, a):
         raise NotImplementedError
@@ -247,11 +271,11 @@ class CAM(Method):
         layers = self.layers or self.default_layers(model)
         if layers == ("sources",):
             layers = source_maps(model)
-        if self.combine == "own" and (not model.spec.is_detector or layers != source_maps(model)
+        if self.combine is own_level and (not model.spec.is_detector or layers != source_maps(model)
                                       or targets.kind not in ("detection", "box_coord")):
-            raise SaliencyError(f"combine='own' keeps the map of the source feature map that predicts a detection: "
+            raise SaliencyError(f"own_level keeps the map of the source feature map that predicts a detection: "
                                 f"it needs a detector's source maps and detection or box_coordinate targets "
-                                f"(got layers {layers}, {targets.kind} targets); use 'normalised_sum' or 'sum'")
+                                f"(got layers {layers}, {targets.kind} targets); use normalised_sum or layer_sum")
         out_hw = tuple(z.shape[1:3])
         _, tchunk = chunk_sizes(model, 1, targets.shape[1], out_hw)
         fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(self, layers=layers), layers,
@@ -281,8 +305,8 @@ class ODAM(CAM):
         return jnp.sum(g * a, axis=-1), jnp.sum(jnp.abs(g * a), axis=-1)
 
     def default_layers(self, model):
-        """``backbone_layers``, or the source feature maps with ``combine="own"`` (which picks one of them)."""
-        return backbone_layers(model) if self.combine != "own" else source_maps(model)
+        """``backbone_layers``, or the source feature maps with ``own_level`` (which picks one of them)."""
+        return backbone_layers(model) if self.combine is not own_level else source_maps(model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,19 +366,15 @@ def integrated(steps: int = 64, baseline=None, chunk: int | None = None) -> Inte
     return Integrated(int(steps), baseline, chunk)
 
 
-def gradcam(layer=None, combine: str = "normalised_sum", chunk: int | None = None) -> GradCAM:
+def gradcam(layer=None, combine=None, chunk: int | None = None) -> GradCAM:
     """Grad-CAM on ``layer`` (a name or several; None or ``"sources"``: a detector's source feature maps,
     ``source_maps``)."""
-    if combine not in COMBINE:
-        raise SaliencyError(f"combine must be one of {COMBINE}, got {combine!r}")
     return GradCAM(_layers(layer), combine, chunk)
 
 
-def odam(layers=None, combine: str = "normalised_sum", chunk: int | None = None) -> ODAM:
+def odam(layers=None, combine=None, chunk: int | None = None) -> ODAM:
     """ODAM on ``layers`` (a name or several; None: a detector's ``backbone_layers``, or its source feature maps
-    with ``combine="own"``; ``"sources"``: its source feature maps, ``source_maps``)."""
-    if combine not in COMBINE:
-        raise SaliencyError(f"combine must be one of {COMBINE}, got {combine!r}")
+    with ``combine=own_level``; ``"sources"``: its source feature maps, ``source_maps``)."""
     return ODAM(_layers(layers), combine, chunk)
 
 
@@ -773,7 +793,7 @@ def backbone_layers(model) -> tuple[str, ...]:
 
 def default_layers(model, method: "CAM") -> tuple[str, ...]:
     """The layers of a CAM method with ``layers=None`` on a detector (``CAM.default_layers``): Grad-CAM the
-    source feature maps; ODAM ``backbone_layers``, or the source feature maps with ``combine="own"``."""
+    source feature maps; ODAM ``backbone_layers``, or the source feature maps with ``combine=own_level``."""
     return method.default_layers(model)
 
 
@@ -855,13 +875,10 @@ def source_level(model, anchors) -> jax.Array:
     return jnp.searchsorted(jnp.asarray(model.head_ends), anchors, side="right")
 
 
-def combine_scales(maps: Sequence[jax.Array], how: str, level=None) -> jax.Array:
-    """One map from the per-layer maps: ``normalised_sum``, ``sum`` or ``own`` (``maps[level]``)."""
-    if how == "own":
-        return functools.reduce(jnp.add, [jnp.where(level == k, m, 0.0) for k, m in enumerate(maps)])
-    if how == "normalised_sum":
-        maps = [m / jnp.where(jnp.max(m) > 0, jnp.max(m), 1.0) for m in maps]
-    return functools.reduce(jnp.add, maps)
+def combine_scales(maps: Sequence[jax.Array], how, level=None) -> jax.Array:
+    """One map from the per-layer maps by ``how`` (``normalised_sum``, ``layer_sum``, ``own_level``, or a
+    function of your own of (maps, level))."""
+    return how(maps, level)
 
 
 @cached_on_model
@@ -889,7 +906,7 @@ def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], 
                 # a map that is rounding error of its own terms is zero (ODAM through a scale-invariant layer)
                 cam = jnp.where(jnp.max(cam) > ROUNDING * jnp.finfo(cam.dtype).eps * jnp.max(size), cam, 0.0)
                 maps.append(upsample(cam, out_hw, cell_scale(model, k, cam.shape, out_hw)))
-            level = source_level(model, t["anchor"]) if method.combine == "own" else None
+            level = source_level(model, t["anchor"]) if method.combine is own_level else None
             return value, combine_scales(maps, method.combine, level)
 
         return _map(one, targets, tchunk)

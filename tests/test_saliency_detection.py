@@ -77,16 +77,16 @@ def test_gradcam_and_odam_equal_torch_autograd_on_the_tiny_ssd():
                           model.spec.detection["anchors"]["steps"], model.spec.input_size, backbone=True)
     with jax.enable_x64(True):
         m64 = float64(model)
-        for method, reference in ((sal.gradcam(combine="sum"), wants), (sal.odam(sal.source_maps(m64)), wants),
+        for method, reference in ((sal.gradcam(combine=sal.layer_sum), wants), (sal.odam(sal.source_maps(m64)), wants),
                                   (sal.odam(), backbone), (sal.gradcam(("conv4_3", "map0")), backbone)):
             maps = sal.saliency(m64, x, targets, method, space="input").attributions
             assert maps.shape == (1, 4, 300, 300) and maps.dtype == np.float64
             for k in range(4):
-                want = reference[k][method.name, method.combine]
+                want = reference[k][method.name, {sal.layer_sum: "sum", sal.normalised_sum: "normalised_sum"}[method.combine]]
                 assert want.max() > 0, (method, k)
                 np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
         # the L2 norm is scale-invariant: ODAM on conv4_3 of the map0 detection is zero, of the others not
-        alone = sal.saliency(m64, x, targets, sal.odam("conv4_3", combine="sum"), space="input").attributions
+        alone = sal.saliency(m64, x, targets, sal.odam("conv4_3", combine=sal.layer_sum), space="input").attributions
         assert not alone[0, 0].any() and all(alone[0, k].max() > 0 for k in (1, 2, 3))
 
 
@@ -169,19 +169,21 @@ def test_cam_target_chunks_and_layers(shipped):
         np.testing.assert_allclose(one, whole, rtol=1e-5, atol=1e-6)
     sources = sal.saliency(model, images, t, sal.odam("sources")).attributions
     np.testing.assert_array_equal(sources, sal.saliency(model, images, t, sal.odam(sal.source_maps(model))).attributions)
-    single = sal.saliency(model, images, t, sal.odam("map1", combine="sum")).attributions
+    single = sal.saliency(model, images, t, sal.odam("map1", combine=sal.layer_sum)).attributions
     assert single.shape == (3, 2, 128, 128) and (single >= 0).all()
     with pytest.raises(sal.SaliencyError, match="has no activation 'nope'"):
         sal.saliency(model, images, t, sal.odam("nope"))
-    # combine="own": the map of the source feature map whose head predicts each detection
-    own = sal.saliency(model, images, t, sal.odam(combine="own")).attributions
+    # own_level: the map of the source feature map whose head predicts each detection
+    own = sal.saliency(model, images, t, sal.odam(combine=sal.own_level)).attributions
     level = np.asarray(sal.source_level(model, t.fields["anchor"]))
     assert len(set(level.ravel().tolist())) > 1, level  # detections on more than one map
     for lvl in set(level.ravel().tolist()):
-        alone = sal.saliency(model, images, t, sal.odam(f"map{lvl}", combine="sum")).attributions
+        alone = sal.saliency(model, images, t, sal.odam(f"map{lvl}", combine=sal.layer_sum)).attributions
         np.testing.assert_allclose(own[level == lvl], alone[level == lvl], rtol=1e-5, atol=1e-6 * alone.max())
-    with pytest.raises(sal.SaliencyError, match="combine='own'"):
-        sal.saliency(model, images, sal.box_label([[[10, 10, 60, 60]]] * 3, [[1]] * 3), sal.odam(combine="own"))
+    with pytest.raises(sal.SaliencyError, match="own_level keeps the map"):
+        sal.saliency(model, images, sal.box_label([[[10, 10, 60, 60]]] * 3, [[1]] * 3), sal.odam(combine=sal.own_level))
+    with pytest.raises(sal.SaliencyError, match="combine is a function"):
+        sal.odam(combine="own")
 
 
 def test_methods_and_targets_as_values():
@@ -346,7 +348,7 @@ def test_cams_on_a_classifier_layer_that_only_a_pooling_reads_equal_torch_autogr
         wants.append({k: place_on_grid(torch.relu(v), (64, 64), (16.0, 16.0)).numpy() for k, v in cams.items()})
     with jax.enable_x64(True):
         m64 = float64(vgg)
-        for method in (sal.gradcam("conv5_2", combine="sum"), sal.odam("conv5_2", combine="sum")):
+        for method in (sal.gradcam("conv5_2", combine=sal.layer_sum), sal.odam("conv5_2", combine=sal.layer_sum)):
             maps = sal.saliency(m64, x, sal.class_score([[1, 2]]), method, space="input").attributions
             for k in range(2):
                 want = wants[k][method.name]
