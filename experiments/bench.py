@@ -422,7 +422,7 @@ def saliency_jaxvis_side(model, n: int):
     x, classes = _saliency_inputs(model, n)
 
     def jaxvis_side():
-        return sal.gradient().attribute(model, x, sal.class_score(classes), space="input").reduce()
+        return sal.gradient().attribute(model, x, sal.class_score(classes), preprocess=False).reduce()
 
     h, w = model.spec.input_size
     twin = model.with_conv_backend("xla")  # XLA's cost analysis does not count oneDNN's work
@@ -606,7 +606,7 @@ def drise_jaxvis_sides(model) -> dict:
     x, anchors, classes = _explain_inputs(model)
     one = sal.detection(anchors[:, :1], classes[:, :1])
     method = sal.drise(masks=FLAGS.masks, chunk=mask_chunk(model))
-    return {"drise": lambda: method.attribute(model, x, one, space="input").attributions}
+    return {"drise": lambda: method.attribute(model, x, one, preprocess=False).attributions}
 
 
 def cams_jaxvis_sides(model) -> dict:
@@ -617,7 +617,7 @@ def cams_jaxvis_sides(model) -> dict:
     target = sal.detection(anchors, classes)
     # both sides read the six source maps (the PyTorch loop retains their gradients)
     methods = {"odam": sal.odam("sources"), "gradcam": sal.gradcam(), "gradient": sal.gradient()}
-    return {name: (lambda m: lambda: m.attribute(model, x, target, space="input").attributions)(m)
+    return {name: (lambda m: lambda: m.attribute(model, x, target, preprocess=False).attributions)(m)
             for name, m in methods.items()}
 
 

@@ -160,7 +160,7 @@ def cams_case() -> dict:
     x = np.asarray(model.preprocess(image))
     row = {"case": "cams", "detections": FLAGS.detections}
     for name, method in (("odam", sal.odam("sources")), ("gradcam", sal.gradcam()), ("gradient", sal.gradient())):
-        row[f"jaxvis_{name}_s"] = timed(lambda: sal.saliency(model, x, target, method, space="input"), FLAGS.reps)
+        row[f"jaxvis_{name}_s"] = timed(lambda: sal.saliency(model, x, target, method, preprocess=False), FLAGS.reps)
     tmodel = torch_ssd300(model).requires_grad_(False)
     xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
     for name in ("odam", "gradcam", "gradient"):
@@ -236,7 +236,7 @@ def drise_case() -> dict:
     chunk = FLAGS.mask_chunk or sal.chunk_sizes(model, FLAGS.masks, 1, (300, 300), backward=False)[0]
     method = sal.drise(masks=FLAGS.masks, chunk=chunk)
     row = {"case": "drise", "masks": FLAGS.masks, "chunk": chunk}
-    row["jaxvis_s"] = timed(lambda: sal.saliency(model, x, sal.detection(anchors, classes), method, space="input"),
+    row["jaxvis_s"] = timed(lambda: sal.saliency(model, x, sal.detection(anchors, classes), method, preprocess=False),
                             FLAGS.reps)
     tmodel = torch_ssd300(model).requires_grad_(False)
     xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())

@@ -124,7 +124,7 @@ def run() -> dict:
                 if i < FLAGS.curve_scenes:
                     t = sal.detection([[det["anchor"][i, r]]], [[det["labels"][i, r]]])
                     for mode in ("deletion", "insertion"):
-                        curve = met.detection_deletion_insertion(model, x_inputs[j], m, t, mode=mode,
+                        curve = met.detection_deletion_insertion(model, x_inputs[j], m, t, insert=mode == "insertion",
                                                                  steps=FLAGS.curve_steps)
                         rows[mode].append(curve.auc)
         summary = {key: float(np.mean(v)) for key, v in rows.items() if v}

@@ -187,7 +187,7 @@ def run() -> str:
         maps = explanation.reduce(cli.channel_reduction(FLAGS.reduce))
         stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])
         x = np.asarray(pre.preprocess(model.spec, image[None]))[0]
-        input_maps = (method.attribute(model, x[None], target, space="input", seed=FLAGS.seed).reduce()
+        input_maps = (method.attribute(model, x[None], target, preprocess=False, seed=FLAGS.seed).reduce()
                       if curves else None)
         for k, name in enumerate(names):
             m = maps[0, k].astype(np.float32)
@@ -207,7 +207,8 @@ def run() -> str:
                 if found.box:
                     drawn.append(found.box), colours.append((0, 200, 255)), texts.append("derived")
             metrics = {f"{mode}_auc": curve.auc
-                       for mode, curve in met.curves(model, x, input_maps[0, k], target.column(k), curves).items()
+                       for mode, curve in met.curves(model, x, input_maps[0, k], target.column(k),
+                                                     "deletion" in curves, "insertion" in curves).items()
                        } if curves else {}
             if "pointing" in FLAGS.metrics:
                 metrics["pointing_hit"] = met.pointing_hit(m, _box(FLAGS.gt_box))

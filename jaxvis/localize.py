@@ -46,7 +46,7 @@ def localize(image: np.ndarray, saliency_map: np.ndarray, fg_quantile: float = 0
         img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     if img.shape[:2] != np.shape(saliency_map):
         raise ValueError(f"image {img.shape[:2]} and saliency map {np.shape(saliency_map)} differ in size; give the "
-                         "map in the image's pixels (saliency with space='image').")
+                         "map in the image's pixels (saliency with preprocess=True, the default).")
     mask = seeds(saliency_map, fg_quantile, bg_quantile)
     if not (mask == cv2.GC_FGD).any() or not (mask == cv2.GC_BGD).any():
         return Localisation(box=None, mask=np.zeros(mask.shape, bool))

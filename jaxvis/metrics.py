@@ -99,25 +99,24 @@ def _one(target, what: str) -> dict:
     return {k: jnp.asarray(v)[0, 0] for k, v in target.fields.items()}
 
 
-def deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion", score=sal.prob,
+def deletion_insertion(model, x, saliency_map, target, *, insert: bool = False, score=sal.prob,
                        steps: int = 50, blur_sigma: float = 5.0, batch: int = 17, params=None) -> Curve:
-    """Deletion or insertion curve of one image in the network's input space.
+    """The deletion curve (``insert=True``: the insertion curve) of one image in the network's input space.
 
     Args:
-      x: (H, W, 3) network input; saliency_map: (H, W) on the same grid (saliency with space="input").
+      x: (H, W, 3) network input; saliency_map: (H, W) on the same grid (saliency with preprocess=False).
       target: a ``jaxvis.saliency.Target`` of shape (1, 1), the target the map explains.
       score: what is measured of a class or detection target, a function of (logits, class): its probability
         (``saliency.prob``, Petsiuk et al.'s), ``saliency.logit``, ...; None: the target's own score. Other
         targets are measured as they are defined.
     """
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    mode = "insertion" if insert else "deletion"
     t = _one(target, "deletion_insertion")
     score = target.score if score is None or target.kind not in ("class", "detection") else score
     x = jnp.asarray(x, jnp.float32)
     m = jnp.asarray(saliency_map, jnp.float32)
     if m.shape != x.shape[:2]:
-        raise ValueError(f"map {m.shape} and input {x.shape[:2]} differ in size; compute the map with space='input'")
+        raise ValueError(f"map {m.shape} and input {x.shape[:2]} differ in size; compute the map with preprocess=False")
     fn = _perturbation_fn(model, target.kind, score, mode, int(steps), float(blur_sigma), int(batch))
     fractions, values = fn(model.params if params is None else params, x, m, t)
     values = np.asarray(values, np.float64)
@@ -125,12 +124,14 @@ def deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion"
     return Curve(fractions=np.asarray(fractions), scores=values, auc=auc)
 
 
-def curves(model, x, saliency_map, target, modes=("deletion", "insertion"), **options) -> dict[str, Curve]:
-    """The deletion and/or insertion curves (``modes``) of one map: a classifier's target measured by
-    ``deletion_insertion``, a detection (or a labelled box) by ``detection_deletion_insertion``; ``options``
+def curves(model, x, saliency_map, target, deletion: bool = True, insertion: bool = True,
+           **options) -> dict[str, Curve]:
+    """The deletion and insertion curves of one map, by name (those asked for): a classifier's target measured
+    by ``deletion_insertion``, a detection (or a labelled box) by ``detection_deletion_insertion``; ``options``
     go to that function."""
     measure = detection_deletion_insertion if model.spec.is_detector else deletion_insertion
-    return {mode: measure(model, x, saliency_map, target, mode=mode, **options) for mode in modes}
+    wanted = [name for name, want in (("deletion", deletion), ("insertion", insertion)) if want]
+    return {name: measure(model, x, saliency_map, target, insert=name == "insertion", **options) for name in wanted}
 
 
 def pointing_hit(saliency_map, box, tolerance: float = 0.0) -> bool:
@@ -191,10 +192,10 @@ def _detection_perturbation_fn(model, mode: str, steps: int, sigma: float, batch
     return run
 
 
-def detection_deletion_insertion(model, x, saliency_map, target, *, mode: str = "deletion", steps: int = 50,
+def detection_deletion_insertion(model, x, saliency_map, target, *, insert: bool = False, steps: int = 50,
                                  blur_sigma: float = 5.0, batch: int = 17, params=None) -> Curve:
-    """Deletion or insertion curve of one detection in the network's input space, scored by the D-RISE
-    similarity of the perturbed image's best proposal to the detection (found on the unperturbed input).
+    """The deletion (``insert=True``: insertion) curve of one detection in the network's input space, scored by
+    the D-RISE similarity of the perturbed image's best proposal to the detection (found on the unperturbed input).
 
     Args:
       x: (h, w, 3) network input; saliency_map: (H, W) map, resized bilinearly to (h, w) when it differs
@@ -202,8 +203,7 @@ def detection_deletion_insertion(model, x, saliency_map, target, *, mode: str = 
       target: one detection, a ``jaxvis.saliency.Target`` of shape (1, 1): ``detection``/``detections`` (the
         default box behind it and its class) or ``box_label`` (a box in input pixels and a class).
     """
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    mode = "insertion" if insert else "deletion"
     if isinstance(target, sal.Target) and target.kind not in ("detection", "box_label"):
         raise ValueError(f"detection_deletion_insertion scores a detection or a labelled box, not a {target.kind} "
                          "target")
@@ -254,7 +254,7 @@ def randomise_layer(params, layer: str, rng: np.random.Generator):
     return out
 
 
-def cascading_randomisation(model, images, targets, method=None, *, space: str = "image", seed: int = 0,
+def cascading_randomisation(model, images, targets, method=None, *, preprocess: bool = True, seed: int = 0,
                             layers=None, reduce=sal.max_abs) -> list[tuple[str, float]]:
     """Maps after randomising the layers cumulatively from the top; for each step, the layer just
     randomised and the mean Spearman correlation of the maps with the original ones.
@@ -264,7 +264,8 @@ def cascading_randomisation(model, images, targets, method=None, *, space: str =
     rng = np.random.default_rng(seed)
 
     def maps(params):
-        return sal.explain(model, images, targets, method, space=space, params=params, seed=seed).reduce(reduce)
+        return sal.explain(model, images, targets, method, preprocess=preprocess, params=params,
+                           seed=seed).reduce(reduce)
 
     original = maps(None)
     params = model.params

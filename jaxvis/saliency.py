@@ -54,8 +54,8 @@ static, the rest (noise level, baseline, keep probability) is data:
   probability). The map is sum_i s_i M_i / (N p). Masks run in chunks inside one compiled program; the
   masks depend on the seed and the mask index only, so the chunk size does not change the map.
 
-Gradients are taken with respect to the image's own pixels (``space="image"``, through the
-preprocessing) or the network input (``space="input"``). ``saliency`` returns an ``Explanation``:
+Gradients are taken with respect to the image's own pixels, RGB in [0, 1] (``preprocess=True``, the default:
+through the model's preprocessing), or the network input (``preprocess=False``: the images are network inputs). ``saliency`` returns an ``Explanation``:
 ``attributions`` (N, K, H, W, 3) for the gradient family, (N, K, H, W) for the CAMs and D-RISE, and
 ``scores`` (N, K), the target values (D-RISE: the similarity on the unmasked image). The channel
 reduction is a separate step, ``reduce_channels``.
@@ -115,17 +115,17 @@ def own_level(maps, level):
 class Method:
     """An attribution method, a frozen (hashable) value: ``method.attribute(model, images, targets)`` (the same
     as ``explain(model, images, targets, method)``) returns an ``Explanation``. A subclass computes it in
-    ``compute(model, z, targets, params, space, seed)`` from checked images ``z`` (N, H, W, 3) and a checked
+    ``compute(model, z, targets, params, preprocess, seed)`` from checked images ``z`` (N, H, W, 3) and a checked
     ``Target``; ``GradientMethod`` and ``CAM`` are the two families a new method can join by defining one
     function (``combine``, ``cam``)."""
 
     name = "method"
 
-    def attribute(self, model, images, targets: "Target", *, params=None, space: str = "image",
+    def attribute(self, model, images, targets: "Target", *, params=None, preprocess: bool = True,
                   seed: int = 0) -> "Explanation":
-        return explain(model, images, targets, self, params=params, space=space, seed=seed)
+        return explain(model, images, targets, self, params=params, preprocess=preprocess, seed=seed)
 
-    def compute(self, model, z, targets: "Target", params, space: str, seed: int) -> "Explanation":
+    def compute(self, model, z, targets: "Target", params, preprocess: bool, seed: int) -> "Explanation":
         raise NotImplementedError(f"{type(self).__name__} computes nothing; define compute(...)")
 
 
@@ -151,12 +151,12 @@ class GradientMethod(Method):
         gives them at another point, ``key`` is the image's random key, ``data`` its entries of ``data(z)``."""
         return g
 
-    def compute(self, model, z, targets, params, space, seed):
+    def compute(self, model, z, targets, params, preprocess, seed):
         n, k = targets.shape
         chunk, tchunk = chunk_sizes(model, self.points, k, tuple(z.shape[1:3]))
         chunk = int(self.chunk or chunk)
         keys = jax.random.split(jax.random.key(seed), n)
-        fn = _gradient_program(model, targets.kind, targets.score, self.program_key(), space, chunk, tchunk)
+        fn = _gradient_program(model, targets.kind, targets.score, self.program_key(), preprocess, chunk, tchunk)
         scores, g = fn(params, z, _fields(targets), self.data(z), keys)
         return Explanation(np.asarray(g), np.asarray(scores), self)
 
@@ -264,10 +264,10 @@ class CAM(Method):
         """The layers of ``layers=None`` on a detector: its source feature maps."""
         return source_maps(model)
 
-    def compute(self, model, z, targets, params, space, seed):
-        if space == "image" and model.spec.resize != "squash":
+    def compute(self, model, z, targets, params, preprocess, seed):
+        if preprocess and model.spec.resize != "squash":
             raise SaliencyError(f"{self.name} maps in image space need a model that squashes the image to its input "
-                                f"({model.spec.arch} resizes and crops); pass space='input' and network inputs")
+                                f"({model.spec.arch} resizes and crops); pass preprocess=False and network inputs")
         layers = self.layers or self.default_layers(model)
         if layers == ("sources",):
             layers = source_maps(model)
@@ -279,7 +279,7 @@ class CAM(Method):
         out_hw = tuple(z.shape[1:3])
         _, tchunk = chunk_sizes(model, 1, targets.shape[1], out_hw)
         fn = _cam_program(model, targets.kind, targets.score, dataclasses.replace(self, layers=layers), layers,
-                          space, out_hw, int(self.chunk or tchunk))
+                          preprocess, out_hw, int(self.chunk or tchunk))
         scores, maps = fn(params, z, _fields(targets))
         return Explanation(np.asarray(maps), np.asarray(scores), self)
 
@@ -319,7 +319,7 @@ class DRISE(Method):
     chunk: int | None = None
     name = "drise"
 
-    def compute(self, model, z, targets, params, space, seed):
+    def compute(self, model, z, targets, params, preprocess, seed):
         if not model.spec.is_detector:
             raise SaliencyError("D-RISE explains detections; for a classifier use gradient(), gradcam(layer), ...")
         if callable(targets.kind) or targets.kind not in ("detection", "box_label"):
@@ -329,7 +329,7 @@ class DRISE(Method):
         chunk, _ = chunk_sizes(model, self.masks, 1, out_hw, backward=False)
         chunk = int(self.chunk or chunk)
         keys = jax.random.split(jax.random.key(seed), targets.shape[0])
-        fn = _drise_program(model, dataclasses.replace(self, chunk=None, p=0.5), space, out_hw, chunk)
+        fn = _drise_program(model, dataclasses.replace(self, chunk=None, p=0.5), preprocess, out_hw, chunk)
         scores, maps = fn(params, z, _fields(targets), keys, jnp.asarray(self.p, z.dtype))
         return Explanation(np.asarray(maps), np.asarray(scores), self)
 
@@ -644,12 +644,12 @@ def chunk_sizes(model, n_points: int, n_targets: int, out_hw, backward: bool = T
 # ----------------------------------------------------------------------------------------------- programs
 
 
-def _forward(model, space):
+def _forward(model, preprocess: bool):
     """``forward(params, z, taps=None)``: (outputs, activations) of one image ``z`` (the network's input, or
     an image through the preprocessing); ``taps``, zero tensors by activation name, are added where those
     activations are made (``jaxvis.models.taps``), so that the gradient with respect to them is dS/dA."""
     def forward(params, z, taps=None):
-        x = pre.preprocess(model.spec, z) if space == "image" else z
+        x = pre.preprocess(model.spec, z) if preprocess else z
         return model.apply(params if taps is None else {**params, TAPS: taps}, x[None])
 
     return forward
@@ -727,9 +727,9 @@ def _head_vjp(params, layout, anchor, g_cls, g_box):
 
 
 @cached_on_model
-def _gradient_program(model, kind: str, score: str, method, space: str, chunk: int, tchunk: int):
+def _gradient_program(model, kind, score, method, preprocess: bool, chunk: int, tchunk: int):
     """One jitted function computing every gradient-family attribution of a batch."""
-    forward = _forward(model, space)
+    forward = _forward(model, preprocess)
     layout = _head_layout(model, kind)
 
     def grads_at(params, z, targets):
@@ -882,9 +882,9 @@ def combine_scales(maps: Sequence[jax.Array], how, level=None) -> jax.Array:
 
 
 @cached_on_model
-def _cam_program(model, kind: str, score: str, method, layers: tuple[str, ...], space: str, out_hw, tchunk: int):
+def _cam_program(model, kind, score, method, layers: tuple[str, ...], preprocess: bool, out_hw, tchunk: int):
     check_layers(model, layers)
-    forward_all = _forward(model, space)
+    forward_all = _forward(model, preprocess)
 
     def forward(params, z, deltas):
         # dS/dA of each layer A is the gradient with respect to a zero tap added where A is made
@@ -967,16 +967,16 @@ def drise_reference(model, params, x, target: dict[str, jax.Array]) -> tuple[jax
 
 
 @cached_on_model
-def _drise_program(model, method: DRISE, space: str, out_hw, chunk: int):
+def _drise_program(model, method: DRISE, preprocess: bool, out_hw, chunk: int):
     def per_image(params, z, target, key, p):
-        x = pre.preprocess(model.spec, z) if space == "image" else z
+        x = pre.preprocess(model.spec, z) if preprocess else z
         tb, tv = drise_reference(model, params, x, target)
         clean = drise_similarity(*proposals(model, model.apply(params, x[None])[0]), tb, tv)
 
         def one(i):
             m = rise_mask(jax.random.fold_in(key, i), out_hw, method.cell, p)
             zi = z * m[..., None]
-            xi = pre.preprocess(model.spec, zi) if space == "image" else zi
+            xi = pre.preprocess(model.spec, zi) if preprocess else zi
             s = drise_similarity(*proposals(model, model.apply(params, xi[None])[0]), tb, tv)
             return s[:, None, None] * m[None]
 
@@ -1017,9 +1017,10 @@ def _check_images(z, target: Target):
                             f"{ {k: tuple(v.shape) for k, v in target.fields.items()} }")
 
 
-def _images(images, space: str) -> jax.Array:
-    if space not in ("image", "input"):
-        raise SaliencyError(f"space must be 'image' or 'input', got {space!r}")
+def _images(images, preprocess: bool) -> jax.Array:
+    if not isinstance(preprocess, (bool, np.bool_)):
+        raise SaliencyError(f"preprocess is True (the images are RGB in [0, 1], explained through the model's "
+                            f"preprocessing) or False (they are network inputs); got {preprocess!r}")
     z = jnp.asarray(images)
     z = z if z.dtype == jnp.float64 else z.astype(jnp.float32)
     if z.ndim != 4 or z.shape[-1] != 3:
@@ -1033,11 +1034,12 @@ def _fields(targets: Target) -> dict[str, jax.Array]:
             if callable(targets.kind) or name in _NEEDS[targets.kind]}
 
 
-def explain(model, images, targets: Target, method: Method | None = None, *, params=None, space: str = "image",
+def explain(model, images, targets: Target, method: Method | None = None, *, params=None, preprocess: bool = True,
             seed: int = 0) -> Explanation:
     """Attributions of ``targets`` (a ``Target``) for a batch of images (N, H, W, 3) by ``method`` (a
     ``Method`` value; default ``gradient()``): ``method.compute`` on the checked images and targets, with
-    the model's parameters or ``params``, gradients in image or network-input ``space``, random draws
+    the model's parameters or ``params``, gradients in the image's pixels through the preprocessing or, with
+    ``preprocess=False``, in the network input, random draws
     (SmoothGrad's noise, D-RISE's masks) from ``seed``."""
     method = Gradient() if method is None else method
     if isinstance(targets, dict):
@@ -1050,24 +1052,27 @@ def explain(model, images, targets: Target, method: Method | None = None, *, par
     if not isinstance(method, Method):
         raise SaliencyError(f"method is a value: gradient(), grad_x_input(), smoothgrad(...), integrated(...), "
                             f"gradcam(layer), odam(layers), drise(...) or a Method of your own; got {method!r}")
-    z = _images(images, space)
+    z = _images(images, preprocess)
     _check(model, z, targets)
-    return method.compute(model, z, targets, model.params if params is None else params, space, seed)
+    return method.compute(model, z, targets, model.params if params is None else params, bool(preprocess), seed)
 
 
-def saliency(model, images, targets: Target, method: Method | None = None, *, params=None, space: str = "image",
+def saliency(model, images, targets: Target, method: Method | None = None, *, params=None, preprocess: bool = True,
              seed: int = 0, **removed) -> Explanation:
     """``explain``: saliency of ``targets`` for a batch of images by ``method`` (see the module docstring)."""
+    if "space" in removed:
+        raise SaliencyError("space= is now preprocess=: True (the default) for images in [0, 1] explained through the "
+                            "model's preprocessing, False for network inputs")
     if removed:
         raise SaliencyError(f"saliency takes a Target and a method value; the keywords {sorted(removed)} are gone: "
                             f"saliency(model, images, class_score(c), smoothgrad(samples=..., noise=...)), then "
                             f"e.reduce(max_abs)")
-    return explain(model, images, targets, method, params=params, space=space, seed=seed)
+    return explain(model, images, targets, method, params=params, preprocess=preprocess, seed=seed)
 
 
-def top_k_classes(model, images, k: int, params=None, space: str = "image") -> np.ndarray:
+def top_k_classes(model, images, k: int, params=None, preprocess: bool = True) -> np.ndarray:
     """(N, k) indices of each image's k highest logits."""
-    x = pre.preprocess(model.spec, images) if space == "image" else jnp.asarray(images)
+    x = pre.preprocess(model.spec, images) if preprocess else jnp.asarray(images)
     logits, _ = jax.jit(model.apply)(model.params if params is None else params, x)
     return np.asarray(jax.lax.top_k(logits, k)[1])
 

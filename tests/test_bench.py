@@ -104,7 +104,7 @@ def test_torch_drise_equals_jaxvis_drise_on_the_same_masks():
     x = np.asarray(model.preprocess(image))
     anchor, cls, masks, seed = len(model.anchors) // 3, 1, 6, 5
     target = sal.detection(np.array([[anchor]]), np.array([[cls]]))
-    e = sal.saliency(model, x, target, sal.drise(masks=masks, chunk=4), space="input", seed=seed)
+    e = sal.saliency(model, x, target, sal.drise(masks=masks, chunk=4), preprocess=False, seed=seed)
     key = jax.random.split(jax.random.key(seed), 1)[0]
     ms = np.stack([np.asarray(sal.rise_mask(jax.random.fold_in(key, i), (300, 300), 16, 0.5)) for i in range(masks)])
     tmodel = torch_ssd300(model).requires_grad_(False)

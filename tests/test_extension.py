@@ -242,16 +242,16 @@ def test_an_attribution_target_written_here_is_explained_by_the_gradient_methods
 
     x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
     target = sal.target(margin, a=[[1, 4]] * 2, b=[[2, 2]] * 2)
-    got = sal.saliency(vgg, x, target, sal.gradient(), space="input")
-    a = sal.saliency(vgg, x, sal.class_score([[1, 4]] * 2), sal.gradient(), space="input")
-    b = sal.saliency(vgg, x, sal.class_score([[2, 2]] * 2), sal.gradient(), space="input")
+    got = sal.saliency(vgg, x, target, sal.gradient(), preprocess=False)
+    a = sal.saliency(vgg, x, sal.class_score([[1, 4]] * 2), sal.gradient(), preprocess=False)
+    b = sal.saliency(vgg, x, sal.class_score([[2, 2]] * 2), sal.gradient(), preprocess=False)
     scale = np.abs(a.attributions).max()
     np.testing.assert_allclose(got.attributions, a.attributions - b.attributions, rtol=0, atol=1e-5 * scale)
     np.testing.assert_allclose(got.scores, a.scores - b.scores, rtol=1e-5, atol=1e-5)
     traces = sal.TRACES
-    sal.saliency(vgg, x, sal.target(margin, a=[[0, 3]] * 2, b=[[5, 6]] * 2), sal.gradient(), space="input")
+    sal.saliency(vgg, x, sal.target(margin, a=[[0, 3]] * 2, b=[[5, 6]] * 2), sal.gradient(), preprocess=False)
     assert sal.TRACES == traces  # other classes, the same program
-    smooth = sal.saliency(vgg, x, target, sal.smoothgrad(samples=4), space="input")
+    smooth = sal.saliency(vgg, x, target, sal.smoothgrad(samples=4), preprocess=False)
     assert smooth.attributions.shape == (2, 2, 64, 64, 3) and np.isfinite(smooth.attributions).all()
 
 
@@ -279,7 +279,7 @@ def test_an_attribution_method_written_here_runs_in_the_gradient_program(vgg):
     x = np.random.default_rng(4).uniform(size=(2, 64, 64, 3)).astype(np.float32)
     classes = [[1, 4], [2, 0]]
     traces = sal.TRACES
-    got = VarGrad().attribute(vgg, x, sal.class_score(classes), space="input", seed=5)
+    got = VarGrad().attribute(vgg, x, sal.class_score(classes), preprocess=False, seed=5)
     assert sal.TRACES == traces + 1 and got.attributions.shape == (2, 2, 64, 64, 3)
     keys = jax.random.split(jax.random.key(5), 2)
     by_hand = jax.jit(jax.vmap(jax.grad(lambda im, c: vgg.apply(vgg.params, im[None])[0][0, c]), in_axes=(0, None)))
@@ -291,7 +291,7 @@ def test_an_attribution_method_written_here_runs_in_the_gradient_program(vgg):
             grads = np.asarray(by_hand(jnp.asarray(np.stack(noisy)), c))
             np.testing.assert_allclose(got.attributions[n, k], grads.var(0), rtol=1e-3, atol=1e-6 * grads.var(0).max())
     smoothed = sal.smoothgrad(VarGrad(), samples=2, noise=0.1).attribute(vgg, x, sal.class_score(classes),
-                                                                         space="input", seed=5)
+                                                                         preprocess=False, seed=5)
     assert smoothed.attributions.shape == got.attributions.shape and np.all(smoothed.attributions >= 0)
 
 
@@ -312,12 +312,12 @@ def test_a_detector_target_written_here_equals_its_gradient_by_hand():
 
     z = np.random.default_rng(4).uniform(size=(1, 128, 128, 3)).astype(np.float32)
     fields = {"region": np.array([[[20.0, 20.0, 70.0, 60.0]]], np.float32), "class": np.array([[2]])}
-    got = sal.saliency(ssd, z, sal.target(region_presence, **fields), sal.gradient(), space="input")
+    got = sal.saliency(ssd, z, sal.target(region_presence, **fields), sal.gradient(), preprocess=False)
     f = {k: jnp.asarray(v[0, 0]) for k, v in fields.items()}
     want = jax.grad(lambda zi: region_presence(ssd, ssd.apply(ssd.params, zi[None])[0], f))(jnp.asarray(z[0]))
     np.testing.assert_allclose(got.attributions[0, 0], want, rtol=0, atol=1e-5 * np.abs(want).max())
     with pytest.raises(sal.SaliencyError, match="D-RISE explains a detection or a box with a label"):
-        sal.saliency(ssd, z, sal.target(region_presence, **fields), sal.drise(masks=4), space="input")
+        sal.saliency(ssd, z, sal.target(region_presence, **fields), sal.drise(masks=4), preprocess=False)
 
 
 def test_targets_are_pytrees_that_slice_and_concatenate():
@@ -348,5 +348,5 @@ def test_the_two_namespaces_hold_what_a_researcher_composes(vgg):
     result = ov.Engine(vgg, sweep, optimizer=optax.adam, steps=2, transforms=(ov.jitter(2),)).run(sweep, progress=False)
     assert np.isfinite(result.final_loss).all()
     x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
-    why = at.explain(vgg, x, at.target(margin, a=[[1]], b=[[2]]), at.gradient(), space="input")
+    why = at.explain(vgg, x, at.target(margin, a=[[1]], b=[[2]]), at.gradient(), preprocess=False)
     assert why.attributions.shape == (1, 1, 64, 64, 3)

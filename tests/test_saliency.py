@@ -44,8 +44,8 @@ def test_classifier_maps_equal_torch_autograd(vgg):
         with jax.enable_x64(True):
             m64 = float64(model)
             x = np.asarray(jaxvis.preprocess.preprocess(model.spec, jnp.asarray(images)))
-            got_input = sal.saliency(m64, x, sal.class_score(classes), space="input")
-            got_image = sal.saliency(m64, images, sal.class_score(classes), space="image")
+            got_input = sal.saliency(m64, x, sal.class_score(classes), preprocess=False)
+            got_image = sal.saliency(m64, images, sal.class_score(classes), preprocess=True)
         input_maps, image_maps = got_input.reduce(), got_image.reduce()
         assert input_maps.dtype == np.float64 and image_maps.shape == (2, 2, 190, 250)
         for i in range(2):
@@ -78,9 +78,9 @@ def test_detection_maps_equal_torch_autograd(converted_ssd):
     try:
         with jax.enable_x64(True):
             m64 = float64(model)
-            got = sal.saliency(m64, x, sal.detection(targets["anchor"], targets["class"]), space="input").reduce()
+            got = sal.saliency(m64, x, sal.detection(targets["anchor"], targets["class"]), preprocess=False).reduce()
             coords = sal.saliency(m64, x, sal.box_coordinate(targets["anchor"], np.array([[2, 1]])),
-                                  space="input").reduce()
+                                  preprocess=False).reduce()
         for k in range(2):
             a, c = int(targets["anchor"][0, k]), int(targets["class"][0, k])
             xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
@@ -176,6 +176,10 @@ def test_bad_requests_are_refused(tiny, converted_ssd):
         sal.saliency(tiny, images, sal.class_score([[1], [2]]))
     with pytest.raises(sal.SaliencyError, match=r"method is a value: gradient\(\)"):
         sal.saliency(tiny, images, sal.class_score([[1]]), "gradcam")
+    with pytest.raises(sal.SaliencyError, match=r"space= is now preprocess="):
+        sal.saliency(tiny, images, sal.class_score([[1]]), preprocess=False, space="input")
+    with pytest.raises(sal.SaliencyError, match=r"preprocess is True"):
+        sal.explain(tiny, images, sal.class_score([[1]]), preprocess="input")
     with pytest.raises(sal.SaliencyError, match=r"not dicts"):
         sal.saliency(tiny, images, {"class": [[1]]})
     with pytest.raises(sal.SaliencyError, match=r"the keywords \['kind', 'reduce'\] are gone"):
@@ -198,16 +202,16 @@ def test_metrics_units():
 def test_deletion_and_insertion_curves(tiny):
     x = np.random.default_rng(6).standard_normal((64, 64, 3)).astype(np.float32)
     target = sal.class_score([[2]])
-    m = sal.saliency(tiny, x[None], target, space="input").reduce()[0, 0]
-    deletion = met.deletion_insertion(tiny, x, m, target, mode="deletion", steps=16)
-    insertion = met.deletion_insertion(tiny, x, m, target, mode="insertion", steps=16)
+    m = sal.saliency(tiny, x[None], target, preprocess=False).reduce()[0, 0]
+    deletion = met.deletion_insertion(tiny, x, m, target, steps=16)
+    insertion = met.deletion_insertion(tiny, x, m, target, insert=True, steps=16)
     p = float(jax.nn.softmax(tiny.apply(tiny.params, x[None])[0][0])[2])
     p0 = float(jax.nn.softmax(tiny.apply(tiny.params, np.zeros((1, 64, 64, 3), np.float32))[0][0])[2])
     assert deletion.scores.shape == (17,) and deletion.fractions[0] == 0 and deletion.fractions[-1] == 1
     assert deletion.scores[0] == pytest.approx(p, rel=1e-5) and deletion.scores[-1] == pytest.approx(p0, rel=1e-5)
     assert insertion.scores[-1] == pytest.approx(p, rel=1e-5)
     assert 0 <= deletion.auc <= 1 and 0 <= insertion.auc <= 1
-    logit = met.deletion_insertion(tiny, x, m, target, mode="deletion", steps=16, score=None)  # the target's own
+    logit = met.deletion_insertion(tiny, x, m, target, steps=16, score=None)  # the target's own
     assert logit.scores[0] == pytest.approx(float(tiny.apply(tiny.params, x[None])[0][0, 2]), rel=1e-5)
     with pytest.raises(ValueError, match=r"one target of one image"):
         met.deletion_insertion(tiny, x, m, sal.class_score([[2, 3]]))
@@ -226,7 +230,7 @@ def test_no_cache_keeps_a_model_alive():
     sal.saliency(model, images, sal.class_score([[1]]), sal.gradient())
     sal.saliency(model, images, sal.class_score([[1]]), sal.gradcam("conv4_2"))
     x = np.random.default_rng(6).standard_normal((64, 64, 3)).astype(np.float32)
-    m = sal.saliency(model, x[None], sal.class_score([[1]]), sal.gradient(), space="input").attributions[0, 0, ..., 0]
+    m = sal.saliency(model, x[None], sal.class_score([[1]]), sal.gradient(), preprocess=False).attributions[0, 0, ..., 0]
     met.deletion_insertion(model, x, m, sal.class_score([[1]]), steps=4)
     assert model.__dict__["_cached"]
     freed = weakref.ref(model)

@@ -42,7 +42,7 @@ def test_gradcam_and_odam_equal_torch_autograd_on_ssd300(converted_ssd):
         with jax.enable_x64(True):
             m64 = float64(model)
             sources = sal.source_maps(m64)
-            got = {(m.name, m.layers): sal.saliency(m64, x, targets, m, space="input").attributions
+            got = {(m.name, m.layers): sal.saliency(m64, x, targets, m, preprocess=False).attributions
                    for m in (sal.gradcam(), sal.odam(sources), sal.odam())}
         pairs = [(int(a), int(c)) for a, c in zip(targets.fields["anchor"][0], targets.fields["class"][0])]
         wants = {None: torch_cams(t64, x[0], pairs, (300, 300), steps, model.spec.input_size),
@@ -79,14 +79,15 @@ def test_gradcam_and_odam_equal_torch_autograd_on_the_tiny_ssd():
         m64 = float64(model)
         for method, reference in ((sal.gradcam(combine=sal.layer_sum), wants), (sal.odam(sal.source_maps(m64)), wants),
                                   (sal.odam(), backbone), (sal.gradcam(("conv4_3", "map0")), backbone)):
-            maps = sal.saliency(m64, x, targets, method, space="input").attributions
+            maps = sal.saliency(m64, x, targets, method, preprocess=False).attributions
             assert maps.shape == (1, 4, 300, 300) and maps.dtype == np.float64
             for k in range(4):
-                want = reference[k][method.name, {sal.layer_sum: "sum", sal.normalised_sum: "normalised_sum"}[method.combine]]
+                combined = {sal.layer_sum: "sum", sal.normalised_sum: "normalised_sum"}[method.combine]
+                want = reference[k][method.name, combined]
                 assert want.max() > 0, (method, k)
                 np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
         # the L2 norm is scale-invariant: ODAM on conv4_3 of the map0 detection is zero, of the others not
-        alone = sal.saliency(m64, x, targets, sal.odam("conv4_3", combine=sal.layer_sum), space="input").attributions
+        alone = sal.saliency(m64, x, targets, sal.odam("conv4_3", combine=sal.layer_sum), preprocess=False).attributions
         assert not alone[0, 0].any() and all(alone[0, k].max() > 0 for k in (1, 2, 3))
 
 
@@ -241,11 +242,15 @@ def test_detection_deletion_insertion_and_randomisation(shipped):
     model, images, _, det = shipped
     t = sal.detections(det, np.zeros((3, 1), int))
     x = np.asarray(model.preprocess(images))
-    e = sal.saliency(model, x, t, sal.drise(masks=8), space="input")
-    odam = sal.saliency(model, x, t, sal.odam(), space="input").attributions
+    e = sal.saliency(model, x, t, sal.drise(masks=8), preprocess=False)
+    odam = sal.saliency(model, x, t, sal.odam(), preprocess=False).attributions
     target = t[:1]
-    deletion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="deletion", steps=8)
-    insertion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, mode="insertion", steps=8)
+    deletion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, steps=8)
+    insertion = met.detection_deletion_insertion(model, x[0], odam[0, 0], target, insert=True, steps=8)
+    both = met.curves(model, x[0], odam[0, 0], target, steps=8)  # picks the detection's curves
+    np.testing.assert_array_equal(both["insertion"].scores, insertion.scores)
+    assert list(both) == ["deletion", "insertion"] and list(met.curves(model, x[0], odam[0, 0], target, insertion=False,
+                                                                       steps=8)) == ["deletion"]
     assert deletion.scores[0] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)
     assert insertion.scores[-1] == pytest.approx(float(e.scores[0, 0]), rel=1e-5)
     assert 0 <= deletion.auc <= 1 and insertion.scores.shape == (9,)
@@ -303,7 +308,7 @@ def test_a_source_map_cell_lands_on_its_default_box_centre(which):
                 np.testing.assert_allclose([(m * ys).sum() / m.sum(), (m * xs).sum() / m.sum()], [cy, cx], atol=1e-6)
                 box = start + (i * w + j) * a  # the first default box of the cell: same centre
                 np.testing.assert_allclose(centres[box], [cx, cy], atol=1e-3)
-                # on an image of another size (space="image", squashed to the input), scaled coordinates
+                # on an image of another size (preprocess=True, squashed to the input), scaled coordinates
                 big = (2 * hw[0], 3 * hw[1])
                 m2 = np.asarray(sal.upsample(jnp.asarray(one), big, sal.cell_scale(model, layer, (h, w), big)))
                 y2, x2 = np.mgrid[0:big[0], 0:big[1]] + 0.5
@@ -349,7 +354,7 @@ def test_cams_on_a_classifier_layer_that_only_a_pooling_reads_equal_torch_autogr
     with jax.enable_x64(True):
         m64 = float64(vgg)
         for method in (sal.gradcam("conv5_2", combine=sal.layer_sum), sal.odam("conv5_2", combine=sal.layer_sum)):
-            maps = sal.saliency(m64, x, sal.class_score([[1, 2]]), method, space="input").attributions
+            maps = sal.saliency(m64, x, sal.class_score([[1, 2]]), method, preprocess=False).attributions
             for k in range(2):
                 want = wants[k][method.name]
                 assert want.max() > 0, (method, k)
@@ -371,12 +376,12 @@ def test_detection_gradients_through_the_local_head_equal_torch_and_the_full_bac
     classes = [1, 2, 3, 4, 1, 2]
     with jax.enable_x64(True):
         m64 = float64(model)
-        got = sal.explain(m64, x, sal.detection([anchors], [classes]), space="input").attributions
+        got = sal.explain(m64, x, sal.detection([anchors], [classes]), preprocess=False).attributions
         coords = sal.box_coordinate([anchors], [[0, 1, 2, 3, 0, 3]])
-        local = sal.explain(m64, x, coords, space="input").attributions
+        local = sal.explain(m64, x, coords, preprocess=False).attributions
         monkeypatch.setattr(sal, "_head_layout", lambda model, kind: None)
         sal._gradient_program.forget(m64)
-        full = sal.explain(m64, x, coords, space="input").attributions
+        full = sal.explain(m64, x, coords, preprocess=False).attributions
     np.testing.assert_allclose(local, full, rtol=0, atol=1e-10 * np.abs(full).max())
     tmodel = torch_ssd(model).double()
     xt = torch.tensor(x[0].transpose(2, 0, 1)[None], requires_grad=True)
