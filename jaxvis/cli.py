@@ -1,7 +1,8 @@
-"""The command line's text read into the library's values: loss and term names, term options, the
-optimiser's name, parameterisations and transforms. The launchers' flags and config fields (``jaxvis.settings``) are text; everything
-behind them takes values (``jaxvis.objectives``, ``jaxvis.engine.Optimizer``), and this module is where
-one becomes the other, with an error that says what to write.
+"""The command line's text read into the library's values: loss and term names, term options, penalties,
+the optimiser's name, parameterisations, transforms, target boxes, attribution methods, scores and channel
+reductions. The launchers' flags and config fields (``jaxvis.settings``) are text; everything behind them
+takes values (``jaxvis.objectives``, ``jaxvis.engine.Optimizer``, ``jaxvis.saliency``), and this module is
+where one becomes the other, with an error that says what to write.
 
 The term grammar, the inverse of the names the objectives give their terms
 (``jaxvis.objectives.term_name``)::
@@ -180,6 +181,44 @@ def optimizer(name: str, momentum: float = 0.9):
 def optimizer_record(name: str, momentum: float = 0.9) -> dict[str, Any]:
     """What a run directory's config keeps of ``--optimizer`` and ``--momentum`` (a run's identity)."""
     return {"name": name, "momentum": float(momentum), "b1": 0.9, "b2": 0.999, "eps": 1e-8}
+
+
+def numbers(values, what: str) -> list[float]:
+    """``"0.1,1,10"`` (or a list of numbers) as floats; ``what`` names them in the error."""
+    try:
+        return [float(v) for v in (values if isinstance(values, (list, tuple)) else str(values).split(","))]
+    except ValueError:
+        raise TextError(f"{what} must be numbers, got {values!r}") from None
+
+
+def penalty(entry: str) -> tuple[str, list[float]]:
+    """``--penalty``'s ``"sq=0.1,1,10"``: (the term's name, its weights)."""
+    name, _, values = entry.partition("=")
+    if not values:
+        raise TextError(f"--penalty reads name=weight(s), e.g. sq=1 or sq=0.1,1,10; got {entry!r}")
+    return name, numbers(values, f"weights of penalty {name}")
+
+
+def boxes(entries, input_size) -> list[list[list[float]]]:
+    """``--boxes``: per entry a set of target boxes (xyxy, input pixels): ``whole`` (the whole input),
+    ``centre_quarter`` (its middle half in each direction) or ``"x1,y1,x2,y2"`` boxes joined by ``;``;
+    no entry: one empty set."""
+    h, w = input_size
+    sets = []
+    for entry in entries or []:
+        if entry in ("whole", "whole_image"):
+            sets.append([[0.0, 0.0, float(w), float(h)]])
+        elif entry in ("centre_quarter", "center_quarter"):
+            sets.append([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]])
+        else:
+            found = []
+            for part in entry.split(";"):
+                nums = numbers(part, "box coordinates")
+                if len(nums) != 4:
+                    raise TextError(f"a box is x1,y1,x2,y2; got {part!r}")
+                found.append(nums)
+            sets.append(found)
+    return sets or [[]]
 
 
 def _number(text: str, part: str) -> float:

@@ -36,32 +36,6 @@ def as_settings(settings: SweepSettings | Mapping[str, Any]) -> SweepSettings:
         raise UsageError(str(e)) from None
 
 
-def _floats(values, what) -> list[float]:
-    try:
-        return [float(v) for v in (values if isinstance(values, (list, tuple)) else str(values).split(","))]
-    except ValueError:
-        raise UsageError(f"{what} must be numbers, got {values!r}") from None
-
-
-def parse_boxes(entries, input_size) -> list[list[list[float]]]:
-    h, w = input_size
-    sets = []
-    for entry in entries or []:
-        if entry in ("whole", "whole_image"):
-            sets.append([[0.0, 0.0, float(w), float(h)]])
-        elif entry in ("centre_quarter", "center_quarter"):
-            sets.append([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]])
-        else:
-            boxes = []
-            for part in entry.split(";"):
-                nums = _floats(part, "box coordinates")
-                if len(nums) != 4:
-                    raise UsageError(f"a box is x1,y1,x2,y2; got {part!r}")
-                boxes.append(nums)
-            sets.append(boxes)
-    return sets or [[]]
-
-
 def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = False):
     """(model, sweep, engine, run config) from the settings."""
     import jaxvis
@@ -91,10 +65,7 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
             loss = cli.term_named(name, options.get(name))
             factors = {}
             for entry in settings.penalty:
-                name, _, values = entry.partition("=")
-                if not values:
-                    raise UsageError(f"--penalty reads name=weight(s), e.g. sq=1 or sq=0.1,1,10; got {entry!r}")
-                weights = _floats(values, f"weights of penalty {name}")
+                name, weights = cli.penalty(entry)
                 penalty = cli.term_named(name, options.get(name))
                 loss = loss + penalty
                 factors[penalty.terms[0].name] = weights
@@ -117,10 +88,14 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
     else:
         targets = lab.resolve(list(settings.categories), model.spec.labels)
     files = start_image_files(settings.start_images)
+    try:
+        box_sets = cli.boxes(settings.boxes, model.spec.input_size)
+    except cli.TextError as e:
+        raise UsageError(str(e)) from None
     sweep = eng.Sweep(
         targets=targets, lrs=list(settings.lrs), losses=losses, weights=factors,
         init_scales=list(settings.init), seeds=list(settings.seeds),
-        boxes=parse_boxes(settings.boxes, model.spec.input_size), decays=list(settings.decays),
+        boxes=box_sets, decays=list(settings.decays),
         starts=load_start_images(model, files) if files else None)
     try:
         parameterization = cli.parameterization(settings.parameterization, model, settings.image_stats)
