@@ -133,12 +133,17 @@ class GradientMethod(Method):
     """A method made of the targets' gradients (N, K, H, W, 3): one program takes every target's gradient at
     the image and hands it, with a function that takes the gradients at any other point, to ``combine``.
 
-    ``points``: how many gradient evaluations ``combine`` makes (the memory chunking counts them);
-    ``data(z)``: per-call arrays with a leading images axis (a baseline, a noise level), not compiled in;
-    ``program_key()``: the method with those left out (what the compiled program depends on)."""
+    ``points``: how many gradient evaluations ``combine`` makes (the memory chunking counts them): the field
+    ``counted_by`` names, or one; ``data(z)``: per-call arrays with a leading images axis (a baseline, a noise
+    level), not compiled in; ``program_key()``: the method with those left out (what the compiled program
+    depends on)."""
 
-    points = 1
+    counted_by = None
     chunk = None
+
+    @property
+    def points(self) -> int:
+        return getattr(self, self.counted_by) if self.counted_by else 1
 
     def data(self, z) -> dict:
         return {}
@@ -187,11 +192,7 @@ class SmoothGrad(GradientMethod):
     samples: int = 25
     noise: float = 0.15
     chunk: int | None = None
-    name = "smoothgrad"
-
-    @property
-    def points(self):
-        return self.samples
+    name, counted_by = "smoothgrad", "samples"
 
     def data(self, z):
         return {"noise": jnp.full((z.shape[0],), self.noise, z.dtype), "inner": self.method.data(z)}
@@ -217,11 +218,7 @@ class Integrated(GradientMethod):
     steps: int = 64
     baseline: Any = dataclasses.field(default=None, compare=False, hash=False)  # None: zeros
     chunk: int | None = None
-    name = "integrated"
-
-    @property
-    def points(self):
-        return self.steps
+    name, counted_by = "integrated", "steps"
 
     def data(self, z):
         b = self.baseline
