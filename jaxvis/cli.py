@@ -260,7 +260,8 @@ def parameterization(text: str, model=None, stats: str = "") -> P.Parameterizati
                 raise P.ParameterizationError("maco needs the model (its input size) to find its spectrum.")
             if not named:
                 raise P.ParameterizationError("maco needs a magnitude spectrum for this model: estimate one from "
-                                              "images with experiments/image_statistics.py and name it as stats.")
+                                              "images with jaxvis.parameterizations.image_statistics (python -m "
+                                              "experiments.image_statistics) and name it as stats.")
             piece = P.maco(P.spectrum_for(statistics(), size))
         elif part in ("sigmoid", "clip"):
             piece = P.sigmoid() if part == "sigmoid" else P.clip()

@@ -682,7 +682,7 @@ def covariance_sqrt(cov) -> np.ndarray:
 
 
 def image_statistics(images_at: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """The statistics ``experiments/image_statistics.py`` writes, from ``images_at``: size -> (N, size,
+    """Image statistics (what ``experiments/image_statistics.py`` writes) from ``images_at``: size -> (N, size,
     size, 3) RGB in [0, 1]. ``colour_sqrt``: Lucid's square root of the colour covariance of all the
     pixels; ``spectrum_SxS``: the mean over images of |rfft2(image - 0.5)| per channel."""
     pixels = np.concatenate([im.reshape(-1, 3) for im in images_at.values()]).astype(np.float64)
