@@ -621,15 +621,20 @@ def cams_jaxvis_sides(model) -> dict:
             for name, m in methods.items()}
 
 
-def drise_torch_sides(model, device: str = "cpu") -> dict:
-    """B's side of drise: PyTorch's D-RISE, the masks batched as jaxvis batches them."""
+def _explain_torch_inputs(model, device: str):
+    """The PyTorch twin on ``device``, the input (as a torch tensor, NCHW), the anchors and the classes of the
+    explanation workloads."""
     import torch
 
+    x, anchors, classes = _explain_inputs(model)
+    return torch_twin(model).to(device), torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device), anchors, classes
+
+
+def drise_torch_sides(model, device: str = "cpu") -> dict:
+    """B's side of drise: PyTorch's D-RISE, the masks batched as jaxvis batches them."""
     from experiments import bench_explain as bx
 
-    tmodel = torch_twin(model).to(device)
-    x, anchors, classes = _explain_inputs(model)
-    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device)
+    tmodel, xt, anchors, classes = _explain_torch_inputs(model, device)
     chunk = mask_chunk(model)
     return {"drise": lambda: bx.torch_drise(tmodel, model, xt, int(anchors[0, 0]), int(classes[0, 0]), FLAGS.masks,
                                             chunk)}
@@ -637,13 +642,9 @@ def drise_torch_sides(model, device: str = "cpu") -> dict:
 
 def cams_torch_sides(model, device: str = "cpu") -> dict:
     """B's side of cams: the PyTorch autograd loop per method, one backward per detection."""
-    import torch
-
     from experiments import bench_explain as bx
 
-    tmodel = torch_twin(model).to(device)
-    x, anchors, classes = _explain_inputs(model)
-    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device)
+    tmodel, xt, anchors, classes = _explain_torch_inputs(model, device)
     a, c = anchors[0].tolist(), classes[0].tolist()
     return {name: (lambda name: lambda: bx.torch_cams(tmodel, xt, a, c, (name,)))(name) for name in CAMS}
 

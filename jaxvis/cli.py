@@ -236,14 +236,12 @@ def parameterization(text: str, model=None, stats: str = "") -> P.Parameterizati
     maco is refused."""
     parts = [p for p in text.replace(" ", "").split("+") if p] or ["pixels"]
     size = tuple(model.spec.input_size) if model is not None else None
-    named = stats or (model.spec.image_stats if model is not None else "")
-    loaded: dict[str, Any] | None = None
+    loaded: list = []  # the statistics (None: none named), read when a part needs them
 
     def statistics():
-        nonlocal loaded
-        if loaded is None:
-            loaded = P.stats_of(model, stats)
-        return loaded
+        if not loaded:
+            loaded.append(P.stats_of(model, stats))
+        return loaded[0]
 
     out = P.Parameterization()
     for part in parts:
@@ -254,11 +252,12 @@ def parameterization(text: str, model=None, stats: str = "") -> P.Parameterizati
         elif part.startswith("fourier(") and part.endswith(")"):
             piece = P.fourier(_number(part[8:-1], part))
         elif part == "decorrelated":
-            piece = P.decorrelated(statistics()["colour_sqrt"] if named else P.IMAGENET_COLOUR_SQRT)
+            found = statistics()
+            piece = P.decorrelated(found["colour_sqrt"] if found is not None else P.IMAGENET_COLOUR_SQRT)
         elif part == "maco":
             if size is None:
                 raise P.ParameterizationError("maco needs the model (its input size) to find its spectrum.")
-            if not named:
+            if statistics() is None:
                 raise P.ParameterizationError("maco needs a magnitude spectrum for this model: estimate one from "
                                               "images with jaxvis.parameterizations.image_statistics (python -m "
                                               "experiments.image_statistics) and name it as stats.")

@@ -260,8 +260,10 @@ class Maco(Basis):
         return start + 0.0
 
     def check(self, chain, size):
-        want = size and (size[0], size[1] // 2 + 1, 3)
-        if size is not None and self.spectrum.array.shape != want:
+        if size is None:
+            return
+        want = (size[0], size[1] // 2 + 1, 3)
+        if self.spectrum.array.shape != want:
             raise ParameterizationError(
                 f"the MACO magnitude spectrum has shape {self.spectrum.array.shape}, but a {size[0]}x{size[1]} "
                 f"input needs {want}; estimate one at the model's input size with jaxvis.parameterizations."
@@ -488,7 +490,7 @@ class Parameterization:
             if have is None or have == s or _gives_way(have, s):
                 merged[_slot(s)] = s
             elif not _gives_way(s, have):
-                raise ParameterizationError(f"cannot combine two different {_slot_name(s)}s ({have.name or 'none'} "
+                raise ParameterizationError(f"cannot combine two different {_slot_names(s)} ({have.name or 'none'} "
                                             f"and {s.name or 'none'}).")
         object.__setattr__(self, "stages", tuple(sorted(merged.values(), key=lambda s: s.order)))
         self.check(None)
@@ -597,9 +599,11 @@ class Parameterization:
         return x
 
 
-def _slot_name(stage: Stage) -> str:
+def _slot_names(stage: Stage) -> str:
+    """The plural of the stage's slot, for messages: bases, colour maps, ranges, or its class's name."""
     slot = _slot(stage)
-    return {"range": "range", "basis": "basis", "colour": "colour map"}.get(slot, getattr(slot, "__name__", str(slot)))
+    plurals = {"basis": "bases", "colour": "colour maps", "range": "ranges"}
+    return plurals.get(slot, f"{getattr(slot, '__name__', str(slot)).lower()} stages")
 
 
 def pixels() -> Parameterization:

@@ -55,7 +55,8 @@ static, the rest (noise level, baseline, keep probability) is data:
   masks depend on the seed and the mask index only, so the chunk size does not change the map.
 
 Gradients are taken with respect to the image's own pixels, RGB in [0, 1] (``preprocess=True``, the default:
-through the model's preprocessing), or the network input (``preprocess=False``: the images are network inputs). ``saliency`` returns an ``Explanation``:
+through the model's preprocessing), or the network input (``preprocess=False``: the images are network
+inputs). ``saliency`` returns an ``Explanation``:
 ``attributions`` (N, K, H, W, 3) for the gradient family, (N, K, H, W) for the CAMs and D-RISE, and
 ``scores`` (N, K), the target values (D-RISE: the similarity on the unmasked image). The channel
 reduction is a separate step, ``reduce_channels``.
@@ -69,7 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -788,12 +789,6 @@ def backbone_layers(model) -> tuple[str, ...]:
     return f"conv4_{len(model.spec.config['blocks'][3])}", "map0"
 
 
-def default_layers(model, method: "CAM") -> tuple[str, ...]:
-    """The layers of a CAM method with ``layers=None`` on a detector (``CAM.default_layers``): Grad-CAM the
-    source feature maps; ODAM ``backbone_layers``, or the source feature maps with ``combine=own_level``."""
-    return method.default_layers(model)
-
-
 @cached_on_model
 def activation_shapes(model) -> dict[str, tuple[int, ...]]:
     """The shape of every activation ``model.apply`` returns for one image of the model's input size, by name,
@@ -872,12 +867,6 @@ def source_level(model, anchors) -> jax.Array:
     return jnp.searchsorted(jnp.asarray(model.head_ends), anchors, side="right")
 
 
-def combine_scales(maps: Sequence[jax.Array], how, level=None) -> jax.Array:
-    """One map from the per-layer maps by ``how`` (``normalised_sum``, ``layer_sum``, ``own_level``, or a
-    function of your own of (maps, level))."""
-    return how(maps, level)
-
-
 @cached_on_model
 def _cam_program(model, kind, score, method, layers: tuple[str, ...], preprocess: bool, out_hw, tchunk: int):
     check_layers(model, layers)
@@ -904,7 +893,7 @@ def _cam_program(model, kind, score, method, layers: tuple[str, ...], preprocess
                 cam = jnp.where(jnp.max(cam) > ROUNDING * jnp.finfo(cam.dtype).eps * jnp.max(size), cam, 0.0)
                 maps.append(upsample(cam, out_hw, cell_scale(model, k, cam.shape, out_hw)))
             level = source_level(model, t["anchor"]) if method.combine is own_level else None
-            return value, combine_scales(maps, method.combine, level)
+            return value, method.combine(maps, level)
 
         return _map(one, targets, tchunk)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvis import models, multibox
+from jaxvis import assets, models, multibox
 from jaxvis.data import shapes
 from jaxvis.model import Detector, Model, from_spec
 from jaxvis.spec import ModelSpec
@@ -26,7 +26,6 @@ from jaxvis.spec import ModelSpec
 EVAL_SEED = 1_000_003  # held-out sets; training keys are fold_in(key(train seed), step)
 
 SHAPES_MEAN = (0.5, 0.5, 0.5)
-SHAPES_STATS = "shapes"  # the shapes generator's image statistics, shipped (jaxvis/assets/shapes_image_stats.npz)
 SHAPES_STD = (0.25, 0.25, 0.25)
 
 
@@ -38,7 +37,7 @@ def classifier_spec(arch: str = "shapes_vgg", blocks=((16,), (32,), (64, 64), (6
                 "fc_width": fc_width, "pool_size": [2, 2]},
         input_size=(size, size), resize="squash", resize_size=None, antialias=True,
         mean=SHAPES_MEAN, std=SHAPES_STD, labels=shapes.CLASSES, source="experiments/train_shapes.py",
-        image_stats=SHAPES_STATS)
+        image_stats=assets.SHIPPED_STATS)
 
 
 def judge_spec() -> ModelSpec:
@@ -68,7 +67,7 @@ def detector_spec(size: int = 128) -> ModelSpec:
         detection={"anchors": {"aspect_ratios": aspect_ratios, "scales": [0.08, 0.16, 0.32, 0.5, 0.75],
                                "clip": True, "clip_centres": False},
                    "postprocess": {"topk_candidates": 100, "detections_per_img": 50}, "loss": {}},
-        image_stats=SHAPES_STATS)
+        image_stats=assets.SHIPPED_STATS)
 
 
 def init_variables(spec: ModelSpec, seed: int) -> dict:
