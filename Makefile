@@ -1,12 +1,13 @@
 # The two commands: `make test` (set-up and the default test suite, minutes) and `make demo`;
 # `make test-all` adds the heavy cases (the slow marker: full-size VGG16 and SSD300, the fault tests);
-# `make test-slow` runs those alone (CI runs it after `make test`, so that each test runs once).
+# `make test-slow` runs those alone (CI runs it after `make test`, so that each test runs once);
+# `make docs` builds the documentation site with its tutorials executed, and checks it in Chromium.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-all test-slow clean native
+.PHONY: demo test test-all test-slow docs clean native
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,12 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	else echo "jaxvis: no apt-get; the report's browser tests will be skipped without chromium"; fi
 	touch $@
 
+# The site's build runs the tutorials, which need the test extra's PyTorch (a torchvision checkpoint
+# converted) and its browser (the site's check).
+$(VENV)/.docs-installed: $(VENV)/.test-installed
+	$(PIP) install --quiet -e '.[docs]'
+	touch $@
+
 # The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo
 # (made afresh on each call).
 demo: native
@@ -49,9 +56,17 @@ test-all: $(VENV)/.test-installed native
 test-slow: $(VENV)/.test-installed native
 	$(PY) -m pytest -m slow -q
 
+# The documentation site -> docs/_build/html: the API reference from the docstrings and the tutorials,
+# executed afresh (a warning fails the build); then every page is opened in Chromium (no console error,
+# every image loaded, every link between pages reaching its file and anchor).
+docs: $(VENV)/.docs-installed native
+	rm -rf docs/_build
+	$(PY) -m sphinx -W --keep-going -q -j auto -b html docs docs/_build/html
+	$(PY) docs/check_site.py docs/_build/html
+
 # The oneDNN kernels live outside the tree, in a cache shared by every checkout of this user; clear it
 # by hand with the command echoed.
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache jaxvis/native/*.so jaxvis/native/*.tmp
+	rm -rf $(VENV) build *.egg-info .pytest_cache docs/_build jaxvis/native/*.so jaxvis/native/*.tmp
 	@echo "make clean leaves the oneDNN kernels in the per-user cache; to clear it:" \
 	  "rm -rf \"$${JAXVIS_NATIVE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/jaxvis/native}\""
