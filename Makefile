@@ -44,17 +44,18 @@ demo: native
 	rm -rf runs/demo
 	$(PY) -m experiments.demo --out runs/demo
 
-# The default suite: every behaviour, on small models and images.
+# The default suite: every behaviour, on small models and images, on every core (pytest-xdist), with the
+# slowest tests listed at the end.
 test: $(VENV)/.test-installed native
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --durations=15
 
 # The whole suite, the slow marker included.
 test-all: $(VENV)/.test-installed native
-	$(PY) -m pytest -m '' -q
+	$(PY) -m pytest -m '' -q -n auto --durations=15
 
 # The heavy cases alone: with `make test`, the whole suite (what CI runs).
 test-slow: $(VENV)/.test-installed native
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m slow -q -n auto --durations=15
 
 # The documentation site -> docs/_build/html: the API reference from the docstrings and the tutorials,
 # executed afresh (a warning fails the build); then every page is opened in Chromium (no console error,

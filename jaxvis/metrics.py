@@ -128,7 +128,24 @@ def curves(model, x, saliency_map, target, deletion: bool = True, insertion: boo
            **options) -> dict[str, Curve]:
     """The deletion and insertion curves of one map, by name (those asked for): a classifier's target measured
     by ``deletion_insertion``, a detection (or a labelled box) by ``detection_deletion_insertion``; ``options``
-    go to that function."""
+    go to that function.
+
+    Example:
+
+    ```python
+    import jaxvis
+    from jaxvis import assets, metrics, saliency as sal
+    from jaxvis.data import shapes
+
+    model = jaxvis.load(assets.path("classifier"))
+    images, labels, _ = shapes.classification_set(0, 1)
+    x = model.preprocess(images)                            # the curves perturb the network's input
+    target = sal.class_score(labels[:, None])
+    m = sal.gradient().attribute(model, x, target, preprocess=False).reduce()[0, 0]
+    found = metrics.curves(model, x[0], m, target, steps=10)
+    print({name: round(c.auc, 3) for name, c in found.items()})
+    ```
+    """
     measure = detection_deletion_insertion if model.spec.is_detector else deletion_insertion
     wanted = [name for name, want in (("deletion", deletion), ("insertion", insertion)) if want]
     return {name: measure(model, x, saliency_map, target, insert=name == "insertion", **options) for name in wanted}

@@ -180,6 +180,19 @@ def load(path: str | os.PathLike, arch: str | None = None) -> Model:
 
     The architecture is read from the file's metadata; give ``arch`` to insist on one. Nothing in the
     file is executed, and no random initialisation is run.
+
+    Example:
+
+    ```python
+    import jax.numpy as jnp
+    import jaxvis
+    from jaxvis import assets
+
+    model = jaxvis.load(assets.path("classifier"))   # a shipped model, or a file converters.torchvision wrote
+    images = jnp.zeros((2, 64, 64, 3))               # RGB in [0, 1]
+    logits, activations = model.apply(model.params, model.preprocess(images))
+    print(model.spec.arch, logits.shape, sorted(activations)[:3])
+    ```
     """
     variables, spec, _ = params_io.load(path)
     if arch is not None and arch != spec.arch:

@@ -126,6 +126,17 @@ class Term:
         does not have), or None.
       builtin: made by this module: the term is known by its name and options (two calls of ``score()`` are
         one term); a user's term is known by its name and its function.
+
+    Example:
+
+    ```python
+    import jax.numpy as jnp
+    from jaxvis import objectives as O
+
+    quiet_edges = O.Term("quiet_edges", lambda ctx: jnp.mean(jnp.square(ctx.x[:4])))   # the top rows' energy
+    loss = O.score() + 0.1 * quiet_edges
+    print(loss, [t.name for t in loss.terms])
+    ```
     """
 
     name: str

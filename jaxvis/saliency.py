@@ -491,7 +491,26 @@ def target(value, **fields) -> Target:
     """A target of your own: ``value(model, outputs, fields)`` is the scalar to explain for one image and one
     target, from that image's ``outputs`` (``model.apply``'s, with a batch axis of 1) and ``fields`` (that
     target's entries of each field); each field is an array with a leading (images, targets) shape. Every
-    gradient method and Grad-CAM / ODAM explain it, for classifiers and detectors alike."""
+    gradient method and Grad-CAM / ODAM explain it, for classifiers and detectors alike.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import jaxvis
+    from jaxvis import assets, saliency as sal
+    from jaxvis.data import shapes
+
+    def margin(model, outputs, fields):                  # why class c rather than class other
+        logits = model.class_logits(outputs)[0]
+        return logits[fields["c"]] - logits[fields["other"]]
+
+    model = jaxvis.load(assets.path("classifier"))
+    images, _, _ = shapes.classification_set(0, 2)
+    why = sal.target(margin, c=np.zeros((2, 1), int), other=np.full((2, 1), 5))
+    print(sal.gradient().attribute(model, images, why).reduce().shape)
+    ```
+    """
     if not callable(value):
         raise SaliencyError(f"a target's value is a function (model, outputs, fields) -> scalar; got {value!r}.")
     arrays = {k: np.asarray(v) for k, v in fields.items()}
@@ -1026,7 +1045,21 @@ def explain(model, images, targets: Target, method: Method | None = None, *, par
     ``Method`` value; default ``gradient()``): ``method.compute`` on the checked images and targets, with
     the model's parameters or ``params``, gradients in the image's pixels through the preprocessing or, with
     ``preprocess=False``, in the network input, random draws
-    (SmoothGrad's noise, D-RISE's masks) from ``seed``."""
+    (SmoothGrad's noise, D-RISE's masks) from ``seed``.
+
+    Example:
+
+    ```python
+    import jaxvis
+    from jaxvis import assets, saliency as sal
+    from jaxvis.data import shapes
+
+    model = jaxvis.load(assets.path("classifier"))
+    images, labels, boxes = shapes.classification_set(0, 4)
+    why = sal.explain(model, images, sal.class_score(labels[:, None]), sal.smoothgrad(sal.gradient(), samples=8))
+    print(why.attributions.shape, why.reduce().shape)   # (4, 1, 64, 64, 3) -> the paper's max over channels
+    ```
+    """
     method = Gradient() if method is None else method
     if isinstance(targets, dict):
         raise SaliencyError("targets are Target values, not dicts: class_score(classes), detections(det, index), "

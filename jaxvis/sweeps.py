@@ -235,7 +235,22 @@ def run_engine(engine, sweep, out: str, resume: bool = False, progress=None, dis
     """Runs ``sweep`` on ``engine`` (values built in Python: a user's own terms, parameterisation,
     transforms and optimiser included) into the run directory ``out``, as ``run`` does for the launcher's
     settings: the same chunk files, ``results.jsonl``, ``axes.json``, arrays, PNGs and report, resumable
-    with ``resume``. The run's identity (what ``resume`` checks) is ``run_config(engine, sweep)``."""
+    with ``resume``. The run's identity (what ``resume`` checks) is ``run_config(engine, sweep)``.
+
+    Example:
+
+    ```python
+    import tempfile
+    import optax
+    import jaxvis
+    from jaxvis import assets, engine, sweeps, objectives as O
+
+    model = jaxvis.load(assets.path("classifier"))
+    sweep = engine.Sweep(targets=[0, 5], lrs=[1.0], losses=[O.score()])
+    eng = engine.Engine(model, sweep, optimizer=optax.sgd, steps=10)
+    print(sweeps.run_engine(eng, sweep, tempfile.mkdtemp(), check_space=False))   # the report, index.html
+    ```
+    """
     cluster = cluster or Cluster()
     if progress is not None and not engine.step_progress:
         engine = engine.replace(step_progress=True)

@@ -111,7 +111,17 @@ class Compose:
 
 
 def compose(*transforms) -> Compose:
-    """One transform made of ``transforms``, run in order."""
+    """One transform made of ``transforms``, run in order.
+
+    Example:
+
+    ```python
+    from jaxvis import transforms as T
+
+    robust = T.compose(T.jitter(8), T.scale(0.65, 1.35, wrap=True), T.rotate(180, wrap=True))
+    print(robust)
+    ```
+    """
     for tr in transforms:
         if not callable(tr):
             raise TransformError(f"a transform is a function (key, image, boxes, step, ctx) -> (image, boxes); got "

@@ -234,6 +234,7 @@ def test_models_take_the_convolution_as_a_function():
     assert conv.backend_of(counting) is None and conv.backend_of(lax.conv_general_dilated) == "xla"
 
 
+@pytest.mark.slow  # two-device engines in a process of their own; test_engine's sharding test stays
 def test_sharded_engines_keep_the_models_convolution_on_each_devices_share():
     # The engine maps its step over the devices' shares of the points, so a sharded chunk runs the
     # model's own convolution (oneDNN's kernels where built) on each device, and equals one device's run.

@@ -70,6 +70,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(model_file, tmp_path):
     assert outputs(killed) == outputs(whole)
 
 
+@pytest.mark.slow  # a fault test: interrupts a launcher
 def test_ctrl_c_stops_cleanly_and_keeps_finished_chunks(model_file, tmp_path):
     run = tmp_path / "int"
     args = sweep_args(model_file, run)

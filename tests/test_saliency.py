@@ -27,6 +27,7 @@ def vgg(converted_vgg):
     return tmodel, jaxvis.load(path)
 
 
+@pytest.mark.slow  # full-size VGG11_bn in float64, four backward passes in each framework
 def test_classifier_maps_equal_torch_autograd(vgg):
     """max over channels of |dS_c/dx| against torch autograd through torchvision's model, for two images
     and two classes each, in the network's input space and through the preprocessing to the image's own

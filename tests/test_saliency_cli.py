@@ -36,6 +36,7 @@ def test_classifier_targets(setup, tmp_path):
     assert "derived_box" in first
 
 
+@pytest.mark.slow  # detector targets through the launcher; test_detection_methods stays
 def test_detector_targets(setup, tmp_path):
     out = tmp_path / "d"
     run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
@@ -66,7 +67,8 @@ def test_bad_input(setup, tmp_path, args, message):
     assert last.startswith("error: ") and message in last, proc.stderr
 
 
-@pytest.mark.parametrize("method", ["odam", "gradcam", "drise", "smoothgrad"])
+@pytest.mark.parametrize("method", ["odam", "gradcam", pytest.param("drise", marks=pytest.mark.slow),
+                                    pytest.param("smoothgrad", marks=pytest.mark.slow)])  # sampling methods: slow
 def test_detection_methods(setup, tmp_path, method):
     """Per detection: the map (.npy, float32, the image's size) named in results.jsonl beside the
     detection's rank, box, label and score, and the ground-truth box with its pointing metrics."""

@@ -99,6 +99,7 @@ def shipped():
     return model, images, boxes, det
 
 
+@pytest.mark.slow  # a property of the shipped detector
 def test_odam_keeps_more_of_its_mass_in_the_box_than_the_gradient():
     """The shipped detector's best detection on 36 generated scenes of one or two objects: the share of the map's
     mass inside the ground-truth box (energy-based pointing game) is higher for ODAM on its default layers than
@@ -134,6 +135,7 @@ def test_drise_is_deterministic_and_chunking_does_not_change_it(shipped):
     assert not np.allclose(d, a)
 
 
+@pytest.mark.slow  # D-RISE on the shipped detector; the D-RISE tests on the tiny SSD stay
 def test_drise_map_peaks_inside_the_detection_box():
     """Generated scenes with one object each, the shipped detector's top detection: the D-RISE map is
     denser inside the detection's box than outside on every scene, and its maximum falls inside the box
@@ -154,6 +156,7 @@ def test_drise_map_peaks_inside_the_detection_box():
     assert hits >= 5, hits
 
 
+@pytest.mark.slow  # every CAM layer choice on the shipped detector
 def test_cam_target_chunks_and_layers(shipped):
     """Targets in batches of one equal all targets at once; a single named layer with plain sum works; the
     ODAM map of a detection on the shipped detector peaks inside its box."""
@@ -262,6 +265,7 @@ def test_detection_deletion_insertion_and_randomisation(shipped):
     assert steps[-1][1] < 0.5, steps
 
 
+@pytest.mark.slow  # compiles every method at two chunk sizes
 def test_chunks_follow_the_memory_budget(monkeypatch):
     """With a budget below one pass, samples and targets go one at a time, and the maps do not change."""
     model = tiny_ssd(0)

@@ -163,6 +163,7 @@ def test_channels_of_two_layers_from_the_command_line_form():
     assert list(sweep.targets) == [3, 5]
 
 
+@pytest.mark.slow  # the detector recipe through the launcher; the classifier's stays
 def test_detector_feature_vis_config_runs_from_the_launcher(tmp_path):
     """The detector recipe's documented command (the robust detector, an image with opacity), shortened to 2
     steps: every class x 2 seeds x 2 boxes, network-input RGB images (reported over grey), targets."""

@@ -76,6 +76,7 @@ def test_adversarial_images_are_one_signed_step_from_a_random_start_within_the_b
     np.testing.assert_allclose(jax.grad(train_loss)(params), float(jnp.sum(w * jnp.asarray(got) ** 2)), rtol=1e-5)
 
 
+@pytest.mark.slow  # a property of the shipped models
 def test_shipped_classifiers_hold_their_accuracy_on_fresh_images(classifier, judge):
     for name, model in (("classifier", classifier), ("judge", judge)):
         recorded = json.loads(metadata(name)["metrics"])["top1"]
@@ -92,6 +93,7 @@ def test_shipped_detector_map(name):
     assert fresh["map50"] >= 0.8, fresh
 
 
+@pytest.mark.slow  # an attack on both shipped detectors
 def test_robust_detector_is_the_shipped_one_fine_tuned_and_withstands_adversarial_scenes():
     from jaxvis import fileio, multibox
 
@@ -133,6 +135,7 @@ def test_free_scenes_hold_one_shape_anywhere_and_leave_quadrant_scenes_alone():
         shapes.detection_image(jax.random.key(0), free_share=1.5)
 
 
+@pytest.mark.slow  # training-scene options, drawn eagerly
 def test_decoys_change_the_background_only_and_leave_the_shapes_and_labels_alone():
     plain = shapes.detection_set(FRESH_SEED, 32, free_share=0.5)
     decoyed = shapes.detection_set(FRESH_SEED, 32, free_share=0.5, decoy_share=0.5)
@@ -157,6 +160,7 @@ def test_decoys_change_the_background_only_and_leave_the_shapes_and_labels_alone
         shapes.detection_image(jax.random.key(0), decoy_share=-0.1)
 
 
+@pytest.mark.slow  # training-scene options, drawn eagerly
 def test_flat_backgrounds_are_one_colour_with_the_pixel_noise_and_leave_the_shapes_alone():
     patterned = shapes.detection_set(FRESH_SEED, 48, free_share=0.5)
     flat = shapes.detection_set(FRESH_SEED, 48, free_share=0.5, flat_share=0.5)
@@ -182,6 +186,7 @@ def test_flat_backgrounds_are_one_colour_with_the_pixel_noise_and_leave_the_shap
         shapes.detection_image(jax.random.key(0), flat_share=2.0)
 
 
+@pytest.mark.slow  # training-scene options, drawn eagerly
 def test_even_noise_lies_over_the_shapes_as_over_the_background():
     """Scenes carry pixel noise on the background and none on the shapes, a cue a detector learns; with
     ``even_noise`` a shape's pixels are as noisy as its flat background's, at a level drawn per scene."""
@@ -239,6 +244,7 @@ def _centred_shapes(detector, radii, over_grey=False):
 
 
 @pytest.mark.parametrize("name", ["detector", "detector_robust"])
+@pytest.mark.slow  # a property of the shipped detectors, 48 scenes drawn eagerly
 def test_shipped_detector_finds_shapes_at_the_centre(name):
     """Default boxes sit at the centre (3 x 3 and 1 x 1 maps): a shape drawn there at the trained size or at
     the lab's centred quarter is found, with its class, by the default box on the target."""
@@ -248,6 +254,7 @@ def test_shipped_detector_finds_shapes_at_the_centre(name):
     assert np.median(probs) >= 0.8
 
 
+@pytest.mark.slow  # a property of the shipped detector, 48 scenes drawn eagerly
 def test_robust_detector_does_not_see_shapes_on_flat_grey():
     """The shapes detectors never saw a flat background: the robust one finds the trained-size shapes of the
     test above over their scenes' backgrounds, and almost none of the same shapes over mid grey. A class
@@ -261,6 +268,7 @@ def test_robust_detector_does_not_see_shapes_on_flat_grey():
     assert np.median(scene) >= 0.8 and np.median(grey) <= 0.2
 
 
+@pytest.mark.slow  # a property of the shipped models; the tutorials show it at every docs build
 def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):
     """The robust recipe (jitter, valid pixel range, total variation) gives class models that the
     classifier is sure of and that a network trained separately also reads as the class."""
@@ -300,6 +308,7 @@ def test_randomising_the_layers_decorrelates_the_maps(classifier):
     assert rhos[-1] < 0.5
 
 
+@pytest.mark.slow  # IG on the shipped classifier; test_saliency checks completeness on the tiny one
 def test_integrated_gradients_are_complete_on_the_trained_classifier(classifier):
     """Attributions sum to score(x) - score(0) up to the path integral's error: on the shipped
     classifier about 1% (mean) with 64 midpoint steps, falling to about 0.3% with 256."""
@@ -319,6 +328,7 @@ def test_integrated_gradients_are_complete_on_the_trained_classifier(classifier)
     assert errors[256].mean() <= 0.005 and errors[256].max() <= 0.015, errors
 
 
+@pytest.mark.slow  # starts the training launcher
 def test_robust_detector_command_refuses_bad_input(tmp_path):
     from conftest import run_module
 

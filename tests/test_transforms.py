@@ -212,7 +212,8 @@ STOCHASTIC = (tfm.pad(4), tfm.jitter(4), tfm.scale(0.9, 1.1), tfm.rotate(10), tf
 LUCID_IMAGE = par.fourier() + par.decorrelated() + par.sigmoid()
 
 
-@pytest.mark.parametrize("parameterization,views", [(par.pixels(), 1), (LUCID_IMAGE, 1), (LUCID_IMAGE, 2)],
+@pytest.mark.parametrize("parameterization,views", [(par.pixels(), 1), (LUCID_IMAGE, 1),
+                                                    pytest.param(LUCID_IMAGE, 2, marks=pytest.mark.slow)],
                          ids=["pixels", "fourier", "fourier-2views"])
 def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(vgg, parameterization, views):
     terms = [obj.score().terms[0], obj.tv().terms[0]]
@@ -270,6 +271,7 @@ def test_text_form_and_bad_transforms():
             cli.transforms(bad)
 
 
+@pytest.mark.slow  # eager gradients of the tiny VGG per view; test_plain_views stays
 def test_views_average_the_loss_over_independent_copies_and_view_0_is_the_single_view(vgg):
     """With views=3 the step's loss (and gradient) is the mean over three transformed copies, each drawn
     from its own key; view 0 draws what a single-view engine draws."""

@@ -106,6 +106,16 @@ class Sweep:
         outermost), each point starting from its image (plus noise of its init scale) instead of from
         zeros or noise, and the ``l2_start`` term pulling towards it: feature accentuation (Hamblin et
         al. 2024). Held as a ``parameterizations.Frozen`` constant.
+
+    Example:
+
+    ```python
+    from jaxvis import engine, objectives as O
+
+    sweep = engine.Sweep(targets=[0, 1], lrs=[0.1, 1.0], losses=[O.score(), O.score() + O.sq()],
+                         weights={O.sq(): [0.1, 1.0]})
+    print(sweep.size, sweep.point_axes()[0])   # 2 targets x 2 rates x 2 losses x 2 factors = 16 points
+    ```
     """
 
     targets: Sequence[int]

@@ -99,6 +99,20 @@ class Engine:
 
     ``run(progress=callback)`` reports progress as ``ProgressEvent`` values (chunks done, steps of the
     current chunk); the launchers draw them as a progress bar.
+
+    Example:
+
+    ```python
+    import optax
+    import jaxvis
+    from jaxvis import assets, engine, objectives as O
+
+    model = jaxvis.load(assets.path("classifier"))
+    sweep = engine.Sweep(targets=range(6), lrs=[1.0], losses=[O.score() + O.sq()])
+    eng = engine.Engine(model, sweep, optimizer=optax.sgd, steps=20, snapshots=[10])
+    result = eng.run(sweep)    # one compiled program for the six points
+    print(result.images.shape, result.snapshots[10].shape, result.prob.shape)
+    ```
     """
 
     _CONSTRUCTOR = ("model", "terms", "optimizer", "steps", "snapshots", "devices", "step_progress", "jitter",
