@@ -96,21 +96,30 @@ def _find(*names: str) -> str | None:
     return None
 
 
-def browser():
-    """Headless Chromium through Selenium, with the browser's console log kept."""
+def chromium_paths() -> tuple[str, str] | None:
+    """Debian's chromium and its driver, or None where either is missing."""
+    binary, driver_path = _find("chromium", "chromium-browser"), _find("chromedriver")
+    return (binary, driver_path) if binary and driver_path else None
+
+
+def browser(args=CHROMIUM_ARGS):
+    """(driver, profile folder): headless Chromium through Selenium, with the browser's console log kept,
+    in a profile of its own (the caller removes it after ``driver.quit()``). The report's tests use it too."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    binary, driver_path = _find("chromium", "chromium-browser"), _find("chromedriver")
-    if not binary or not driver_path:
+    paths = chromium_paths()
+    if paths is None:
         raise SystemExit("check_site: Debian's chromium and chromium-driver are needed (apt-get install chromium "
                          "chromium-driver; `make test` installs them).")
-    profile = tempfile.mkdtemp(prefix="jaxvis-docs-chromium-")
+    binary, driver_path = paths
+    profile = tempfile.mkdtemp(prefix="jaxvis-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in CHROMIUM_ARGS + (f"--user-data-dir={profile}",):
+    for arg in tuple(args) + (f"--user-data-dir={profile}",):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The driver's path is given, so Selenium Manager never looks for (or downloads) one.
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(30)
     return driver, profile

@@ -7,17 +7,17 @@ The browser tests use Debian's chromium and chromedriver through Selenium (``mak
 and are skipped, with the reason, where they cannot be found.
 """
 
+import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_module
+from conftest import ROOT, run_module
 from jaxvis import engine as eng
 from jaxvis import objectives as O
 from jaxvis import render, report
@@ -197,33 +197,24 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900")
 
 
-def _find(*names):
-    for name in names:
-        path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
-        if path:
-            return path
-    return None
+def _check_site():
+    """docs/check_site.py, which starts the browser for these tests as for the documentation site's check."""
+    spec = importlib.util.spec_from_file_location("check_site", os.path.join(ROOT, "docs", "check_site.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def browser():
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         pytest.skip("selenium is not installed (pip install -e '.[test]'); the report's browser tests need it")
-    binary, driver_path = _find("chromium", "chromium-browser"), _find("chromedriver")
-    if not binary or not driver_path:
+    site = _check_site()
+    if site.chromium_paths() is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (make test installs them with apt-get)")
-    profile = tempfile.mkdtemp(prefix="jaxvis-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in CHROMIUM_ARGS + (f"--user-data-dir={profile}",):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # The driver's path is given, so Selenium Manager never looks for (or downloads) one.
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(30)
+    driver, profile = site.browser(CHROMIUM_ARGS)
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
