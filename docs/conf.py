@@ -9,6 +9,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "docs", "_ext"))
 
 import jaxvis  # noqa: E402
 
@@ -50,10 +51,11 @@ nb_merge_streams = True
 
 # ``name`` in a docstring is code, as in the rest of the project's text.
 default_role = "code"
-# The API reference: read from the source (nothing is imported), docstrings read as MyST markdown.
+# The API reference: read from the source (nothing is imported), docstrings read as MyST markdown with
+# Google-style sections (docs/_ext/jaxvis_sphinx.py).
 autodoc2_packages = [{"path": "../jaxvis", "auto_mode": False}]
-autodoc2_docstring_parser_regexes = [(r".*", "myst")]
-autodoc2_render_plugin = "myst"
+autodoc2_docstring_parser_regexes = [(r".*", "jaxvis_sphinx")]
+autodoc2_render_plugin = "jaxvis_sphinx.Renderer"
 autodoc2_hidden_objects = ["private", "inherited", "dunder"]
 autodoc2_class_docstring = "both"
 

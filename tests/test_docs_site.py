@@ -13,11 +13,15 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a1dc5d0f0000000049454e44ae426082")
 
 
-def check_site():
-    spec = importlib.util.spec_from_file_location("check_site", os.path.join(ROOT, "docs", "check_site.py"))
+def docs_module(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "docs", *name.split("/")) + ".py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def check_site():
+    return docs_module("check_site")
 
 
 def write_site(folder, index_body, guide_body='<h1 id="top">Guide</h1>'):
@@ -54,3 +58,16 @@ def test_a_clean_site_passes_and_a_broken_one_fails_in_the_browser(tmp_path):
     problems = site.check(str(broken))
     assert any(p.startswith("index.html: console error") and "undefinedFunction" in p for p in problems), problems
     assert any(p.startswith(os.path.join("guides", "guide.html") + ": image") for p in problems), problems
+
+
+def test_google_style_sections_become_titles_and_lists():
+    """The API reference's docstring parser (docs/_ext/jaxvis_sphinx.py) turns an Args section into a list
+    whose entries name their argument in code, keeps continuation lines with their entry, and leaves the
+    text around the sections alone."""
+    pytest.importorskip("autodoc2")
+    sections = docs_module("_ext/jaxvis_sphinx")
+    doc = ("Does a thing.\n\nArgs:\n  x: (H, W, 3) the image;\n    in [0, 1].\n  steps (int): how many.\n\n"
+           "Returns:\n  the map.\n\nMore text.")
+    assert sections.google_sections(doc).split("\n") == [
+        "Does a thing.", "", "**Args**", "", "- `x`: (H, W, 3) the image;", "  in [0, 1].",
+        "- `steps` *(int)*: how many.", "", "**Returns**", "", "the map.", "", "More text."]
