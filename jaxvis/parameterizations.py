@@ -461,7 +461,21 @@ def _gives_way(stage: Stage, other: Stage) -> bool:
 class Parameterization:
     """How the image is made from the variable: a chain of ``Stage`` values (see the module's docstring).
     ``Parameterization(stages)`` puts them in order, merges a slot's default with another stage of that
-    slot, adds what they need, and fills in the pixels basis and the plain range when there are none."""
+    slot, adds what they need, and fills in the pixels basis and the plain range when there are none.
+
+    Example:
+
+    ```python
+    import jax
+    from jaxvis import parameterizations as P
+
+    image = P.fourier(1.5) + P.decorrelated() + P.sigmoid()   # Lucid's image (ImageNet's colour matrix)
+    draw = image.draw((64, 64))
+    v = image.init(jax.random.key(0), (64, 64), 0.01)         # the variable the optimiser changes
+    rgb = image.image(v, draw)                                 # RGB in [0, 1]
+    print(image, v.shape, rgb.shape, float(rgb.min()) >= 0.0)
+    ```
+    """
 
     stages: tuple
 

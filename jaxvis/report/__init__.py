@@ -347,7 +347,25 @@ def list_runs(folder: str, refresh: bool = True) -> list[dict]:
 
 def write_folder(folder: str, out: str = "runs.html", refresh: bool = True) -> str:
     """Writes ``folder/out``, a page listing the run directories under ``folder``, each linking to its
-    report; returns its path."""
+    report; returns its path.
+
+    Example:
+
+    ```python
+    import tempfile
+    import optax
+    import jaxvis
+    from jaxvis import assets, engine, report, sweeps, objectives as O
+
+    model = jaxvis.load(assets.path("classifier"))
+    runs = tempfile.mkdtemp()
+    for lr in (0.1, 1.0):                                   # two run directories under one folder
+        sweep = engine.Sweep(targets=[0], lrs=[lr], losses=[O.score()])
+        eng = engine.Engine(model, sweep, optimizer=optax.sgd, steps=5)
+        sweeps.run_engine(eng, sweep, f"{runs}/lr{lr:g}", check_space=False)
+    print(report.write_folder(runs))                        # runs.html, linking each run's index.html
+    ```
+    """
     runs = list_runs(folder, refresh=refresh)
     data = {"kind": "folder", "title": f"jaxvis runs in {os.path.basename(os.path.abspath(folder))}", "runs": runs}
     return _write_page(folder, out, "runs_data.js", data["title"], data)
