@@ -21,9 +21,6 @@ import urllib.parse
 
 CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--window-size=1400,1000", "--allow-file-access-from-files")
-# Pages Sphinx writes for its own machinery, checked for links and images like the others but not
-# worth a browser's visit each: the highlighted source of every module.
-SOURCE_PAGES = "_modules" + os.sep
 # The theme's template fragments, which Sphinx copies among the static files: not pages of the site.
 STATIC = "_static" + os.sep
 
@@ -151,7 +148,7 @@ def check(site: str, shots: str | None = None) -> list[str]:
     problems = link_problems(site)
     driver, profile = browser()
     try:
-        visited = [p for p in pages(site) if SOURCE_PAGES not in os.path.relpath(p, site)]
+        visited = pages(site)
         for page in visited:
             problems += page_problems(driver, site, page)
         if shots:
@@ -163,8 +160,7 @@ def check(site: str, shots: str | None = None) -> list[str]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-    print(f"check_site: {len(visited)} pages opened in Chromium, the links of {len(pages(site))} followed; "
-          f"{len(problems)} problem(s).")
+    print(f"check_site: {len(visited)} pages opened in Chromium and their links followed; {len(problems)} problem(s).")
     return problems
 
 
