@@ -32,7 +32,7 @@ def make_runs(work: str) -> tuple[str, str]:
 
     sweep_dir = os.path.join(work, "classifier")
     if not os.path.exists(os.path.join(sweep_dir, "results.jsonl")):
-        sweeps.run(_classifier_settings(sweep_dir, 200), progress=False)
+        sweeps.run(_classifier_settings(200), sweep_dir, progress=False)
     sal_dir = os.path.join(work, "detector_saliency")
     if not os.path.exists(os.path.join(sal_dir, "results.jsonl")):
         scenes, _, _, _ = shapes.detection_set(11, 1)
@@ -43,19 +43,6 @@ def make_runs(work: str) -> tuple[str, str]:
                             "--image", image, "--detection", "0,1,2", "--method", method, "--out",
                             os.path.join(sal_dir)], cwd=ROOT, check=True)
     return sweep_dir, sal_dir
-
-
-def browser(width: int, height: int):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                f"--window-size={width},{height}", f"--user-data-dir={tempfile.mkdtemp()}"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
 
 
 def settle(driver, seconds=0.8):
@@ -69,7 +56,11 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     sweep_dir, sal_dir = make_runs(args.work)
-    driver = browser(1280, 860)
+    from check_site import browser   # beside this script
+
+    driver, profile = browser(("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                               "--disable-component-update", "--disable-sync", "--no-first-run",
+                               "--hide-scrollbars", "--window-size=1280,860"))
     try:
         page = "file://" + os.path.abspath(os.path.join(sweep_dir, "index.html"))
         driver.get(page)
@@ -95,6 +86,7 @@ def main():
         driver.save_screenshot(os.path.join(args.out, "report_saliency.png"))
     finally:
         driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
     print("wrote", ", ".join(f"docs/report_{v}.png" for v in ("tiles", "compare", "detail", "saliency")))
 
 

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -19,6 +21,27 @@ def run_module(module: str, *args: str, env: dict | None = None, check: bool = T
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def docs_module(name: str):
+    """A module of docs/ (``check_site``, ``_ext/jaxvis_sphinx``), which is not a package, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name.split("/")[-1], os.path.join(ROOT, "docs", *name.split("/")) + ".py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def python_blocks(text: str) -> list[str]:
+    """The code of every ```python block of a Markdown text (README, a docstring)."""
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def run_alone(code: str, folder) -> subprocess.CompletedProcess:
+    """``code`` as a reader would paste it: alone in a fresh interpreter, from ``folder``, on the CPU, with
+    deprecations as errors."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "error::DeprecationWarning"}
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=900)
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,13 @@ kind of fault it is there for, on small sites written here: a link to a missing 
 that does not load, a script error; and passes a site without them. The site itself is built and checked
 by `make docs` (CI runs it)."""
 
-import importlib.util
 import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import docs_module
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a1dc5d0f0000000049454e44ae426082")
-
-
-def docs_module(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "docs", *name.split("/")) + ".py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_site():

@@ -4,13 +4,10 @@ folder, on the models that ship with the package."""
 
 import ast
 import os
-import re
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, python_blocks, run_alone
 
 
 def docstring_examples() -> list[tuple[str, str]]:
@@ -26,7 +23,7 @@ def docstring_examples() -> list[tuple[str, str]]:
             for node in ast.walk(tree):
                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
                     doc = ast.get_docstring(node)
-                    for code in re.findall(r"^```python\n(.*?)^```", doc or "", flags=re.M | re.S):
+                    for code in python_blocks(doc or ""):
                         where = f"{os.path.relpath(path, ROOT)}:{getattr(node, 'name', 'module')}"
                         found.append((where, code))
     return sorted(found)
@@ -44,8 +41,6 @@ def test_the_api_values_have_examples_that_compile():
 @pytest.mark.slow
 @pytest.mark.parametrize("where, code", EXAMPLES, ids=[w for w, _ in EXAMPLES])
 def test_a_docstring_example_runs_alone(where, code, tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "error::DeprecationWarning"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = run_alone(code, tmp_path)
     assert done.returncode == 0, f"the example of {where} failed:\n{code}\n{done.stdout}\n{done.stderr}"
     assert done.stdout.strip(), "an example prints what it made"

@@ -7,7 +7,6 @@ The browser tests use Debian's chromium and chromedriver through Selenium (``mak
 and are skipped, with the reason, where they cannot be found.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_module
+from conftest import docs_module, run_module
 from jaxvis import engine as eng
 from jaxvis import objectives as O
 from jaxvis import render, report
@@ -197,21 +196,13 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900")
 
 
-def _check_site():
-    """docs/check_site.py, which starts the browser for these tests as for the documentation site's check."""
-    spec = importlib.util.spec_from_file_location("check_site", os.path.join(ROOT, "docs", "check_site.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def browser():
     try:
         import selenium  # noqa: F401
     except ImportError:
         pytest.skip("selenium is not installed (pip install -e '.[test]'); the report's browser tests need it")
-    site = _check_site()
+    site = docs_module("check_site")   # it starts the browser for these tests as for the site's check
     if site.chromium_paths() is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (make test installs them with apt-get)")
     driver, profile = site.browser(CHROMIUM_ARGS)
