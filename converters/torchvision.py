@@ -45,8 +45,7 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
     """Converts and writes ``out``; returns its path. Raises CheckpointError with a clear message."""
     from jaxvis import models, params as params_io
 
-    if os.path.exists(out) and not overwrite:
-        raise ckpt.CheckpointError(f"{out!r} exists; pass --overwrite to replace it.")
+    check_out(out, overwrite)  # before any reading or converting: a refused --out costs nothing
     spec = models.arch_spec(arch)
     path = ckpt.locate(arch, checkpoint, allow_download=allow_download)
     digest = ckpt.sha256(path)
@@ -70,11 +69,41 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
     if channel_order and channel_order != spec.channel_order:
         # mean and std are stored in the network's channel order.
         spec = spec.replace(channel_order=channel_order, mean=spec.mean[::-1], std=spec.std[::-1])
-    params_io.save(out, variables, spec)
+    try:
+        params_io.save(out, variables, spec)
+    except OSError as e:
+        raise ckpt.CheckpointError(f"could not write {out!r}: {e.strerror or e}; give --out a path on a disk with "
+                                   "room that you can write.") from None
     _verify(out, arch)
     n = sum(int(v.size) for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     log(f"wrote {out}: {arch}, {n:,} parameters from {name} (sha256 {digest[:12]}…)")
     return out
+
+
+def check_out(out: str, overwrite: bool = False) -> None:
+    """Raises CheckpointError (one line) unless ``out`` can be written as a file: not a directory, not an
+    existing file without ``overwrite``, in a folder (made if missing) on a writable file system that this
+    user may write."""
+    if not out:
+        raise ckpt.CheckpointError("--out is required: the path of the params file to write (.safetensors).")
+    if os.path.isdir(out):
+        raise ckpt.CheckpointError(f"--out {out!r} is a directory; give the path of the file to write, e.g. "
+                                   f"{os.path.join(out, 'model.safetensors')!r}.")
+    if os.path.exists(out) and not overwrite:
+        raise ckpt.CheckpointError(f"{out!r} exists; pass --overwrite to replace it.")
+    folder = os.path.dirname(os.path.abspath(out))
+    base = folder
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    if not os.path.isdir(base):
+        raise ckpt.CheckpointError(f"--out {out!r} lies under {base!r}, which is a file, not a folder; give "
+                                   "another path.")
+    if os.statvfs(base).f_flag & os.ST_RDONLY:
+        raise ckpt.CheckpointError(f"--out {out!r} is on a read-only file system ({base!r} cannot be written); "
+                                   "give a path on a writable disk.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ckpt.CheckpointError(f"--out {out!r} cannot be written: the folder {base!r} is not writable by this "
+                                   "user; give a path in a folder you can write, or change its permissions.")
 
 
 def _describe(arch: str) -> str:

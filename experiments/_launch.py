@@ -28,7 +28,8 @@ def quiet_logs() -> None:
 
 def progress_bar():
     """A progress callback for ``Engine.run`` and ``sweeps.run``: a tqdm bar on stderr counting the
-    point-steps of the run (chunks x points x steps), closed when the run ends."""
+    point-steps of the run (chunks x points x steps), closed when the run ends; ``close()`` closes it
+    sooner."""
     from tqdm import tqdm
 
     bar = None
@@ -45,7 +46,47 @@ def progress_bar():
         if event.chunks_done >= event.chunks:
             bar.close()
 
+    def close() -> None:
+        """Closes the bar (before a last line of the run's own, such as an interrupted run's)."""
+        if bar is not None:
+            bar.close()
+
+    update.close = close
     return update
+
+
+def check_config_args(argv, names, default: str, flag: str = "config") -> None:
+    """Exits with one line when the command line names a ``--config`` file that does not exist, or
+    overrides a field that no setting has (``--config.stepz=3``): ml_collections reports both as tracebacks
+    (the overrides while the flag is defined, so this runs first). ``names``: the settings' names."""
+    from jaxvis.settings import unknown_message
+
+    argv = list(argv)
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            break
+        if arg in (f"--{flag}", f"-{flag}") and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith((f"--{flag}=", f"-{flag}=")):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        file = path.split(":", 1)[0]
+        if not os.path.isfile(file):
+            what = "is a directory, not a config file" if os.path.isdir(file) else "does not exist"
+            sys.exit(f"error: --{flag} {file} {what}; give a config file such as {os.path.relpath(default)} "
+                     f"(or leave --{flag} out for the defaults).")
+    unknown = []
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        for prefix in (f"--{flag}.", f"-{flag}.", f"--no{flag}.", f"-no{flag}."):
+            if arg.startswith(prefix):
+                field = arg[len(prefix):].split("=", 1)[0].split(".", 1)[0]
+                if field not in names and field not in unknown:
+                    unknown.append(field)
+    if unknown:
+        sys.exit(f"error: {unknown_message(unknown, given_as=f'--{flag}.')}")
 
 
 def start(out: str | None, what: str = "--out") -> None:

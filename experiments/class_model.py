@@ -17,14 +17,17 @@ Terms: score, log_prob, inv_score, activation (classifiers); biggest_box, box_lo
 Detector target boxes: ``--boxes whole``, ``--boxes centre_quarter`` or ``--boxes "x1,y1,x2,y2;..."`` (in
 the network input's pixels), one flag per box set.
 
-Results go to --out chunk by chunk; ``--resume`` continues a run that was stopped (Ctrl-C saves what
-is finished). The run directory gets images.npy, PNGs, a labelled grid, curves, results.jsonl and
-index.html. Before the first step the run states its points, chunks, compiled programs and the bytes it
-will write, and refuses to start when they exceed the disk's free space (``--nopngs`` writes no PNG,
-``--nocheck_space`` starts anyway); a disk that fills up stops it with the space still needed, its
-finished chunks kept for ``--resume``. One process writes a run directory at a time: a second one on
-the same --out is refused, naming the first one's PID and host. JAX's and absl's INFO log lines are
-hidden unless --verbosity is given (--verbosity=0 shows them).
+Results go to --out chunk by chunk; ``--resume`` continues a run that was stopped (Ctrl-C saves what is
+finished). Each chunk file carries its run's digest and range and is checked before a run continues: one
+that is unreadable or not this run's is set aside (``chunks/NNNNN.npz.rejected``) and computed again,
+with a warning on the terminal and in ``warnings.jsonl``, as are points that diverged. The run directory
+gets images.npy, PNGs, a labelled grid, curves, results.jsonl and index.html. Before the first step the
+run states its points, chunks, compiled programs and the bytes it will write, and refuses to start when
+they exceed the disk's free space (``--nopngs`` writes no PNG, ``--nocheck_space`` starts anyway); a
+disk that fills up stops it with the space still needed, its finished chunks kept for ``--resume``. One
+process writes a run directory at a time: a second one on the same --out is refused, naming the first
+one's PID and host. JAX's and absl's INFO log lines are hidden unless --verbosity is given (--verbosity=0
+shows them).
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ from jaxvis import settings as settings_lib
 
 FLAGS = flags.FLAGS
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+if __name__ == "__main__":  # before the config flag is defined: it reads --config.FIELD overrides then
+    from experiments import _launch
+
+    _launch.check_config_args(sys.argv, [f.name for f in settings_lib.fields()], DEFAULT_CONFIG)
 
 config_flags.DEFINE_config_file(
     "config", DEFAULT_CONFIG,
@@ -87,8 +95,18 @@ def settings_from_flags() -> settings_lib.SweepSettings:
     """The run's settings: the config's fields, overridden by the setting flags given on the command line."""
     from jaxvis import sweeps
 
+    source = config_flags.get_config_filename(FLAGS["config"])
     try:
-        settings = settings_lib.SweepSettings.from_mapping(FLAGS.config)
+        config = dict(FLAGS.config)
+    except OSError as e:  # ml_collections defers a config file it could not load to the first use
+        reason = str(e).strip().splitlines()[-1].strip()
+        raise sweeps.UsageError(f"--config {source} could not be loaded ({reason}); give a config file such as "
+                                f"{os.path.relpath(DEFAULT_CONFIG)}.") from None
+    try:
+        settings = settings_lib.SweepSettings.from_mapping(config)
+    except settings_lib.SettingsError as e:
+        raise sweeps.UsageError(f"--config {source}: {e}") from None
+    try:
         given = {f.name: FLAGS[f.name].value for f in settings_lib.fields() if FLAGS[f.name].present}
         return settings.replace(**given)
     except settings_lib.SettingsError as e:
@@ -111,6 +129,10 @@ def main(argv):
             check_space=FLAGS.check_space)
     except (UsageError, OutputError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # before the first chunk (a run under way says what it kept, sweeps.run)
+        print("\ninterrupted before the sweep started; run the command again (with --resume if --out holds "
+              "finished chunks).", file=sys.stderr)
+        sys.exit(130)
     except ValueError as e:  # the library's errors about settings, files and run directories
         from jaxvis.engine import SweepError
         from jaxvis.labels import CategoryError

@@ -16,12 +16,18 @@ Writes into --out: ``table.md`` (one row per run or group: the judge's reads in 
 probability, how many reach --threshold), ``verdicts.jsonl`` (one line per image) and ``grid.png``
 (a row per run or group and seed, --seeds_shown seeds of each, a column per class; captions: what the judge read
 and the own probability). The table is printed too. Seconds on a CPU for the shapes runs.
+
+An image with NaN or infinite pixels (a diverged point) is not judged: verdicts.jsonl says so in its
+``judge_says`` (probabilities null), the table names how many, and a warning on the terminal lists
+them. A run whose images.npy and results.jsonl disagree (counts) is refused, with one line, before any
+run is judged.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags
 
@@ -57,23 +63,29 @@ def _named(entries):
 def _model_of(run: str, params: str | None):
     import jaxvis
     from jaxvis import assets
+    from jaxvis.evaluate import EvaluationError
     from jaxvis.fileio import sha256
 
     config_path = os.path.join(run, "config.json")
     if not os.path.exists(config_path):
-        raise app.UsageError(f"{run} has no config.json: give a run directory of python -m experiments.class_model.")
-    with open(config_path) as f:
-        recorded = json.load(f).get("params_sha256")
+        raise EvaluationError(f"{run} has no config.json: give a run directory of python -m experiments.class_model.")
+    try:
+        with open(config_path) as f:
+            recorded = json.load(f).get("params_sha256")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise EvaluationError(f"{config_path} is not a JSON object; the file is damaged: run the sweep "
+                              "again.") from None
     if params:
+        model = jaxvis.load(params)  # a missing or damaged file: ParamsFileError, one line
         if recorded and sha256(params) != recorded:
-            raise app.UsageError(f"{run} was made with another params file than {params} (sha256 differs); give "
-                                 "the run's own --params.")
-        return jaxvis.load(params)
+            raise EvaluationError(f"{run} was made with another params file than {params} (sha256 differs); give "
+                                  "the run's own --params.")
+        return model
     for name in assets.SHIPPED:
         path = assets.path(name)
         if sha256(path) == recorded:
             return jaxvis.load(path)
-    raise app.UsageError(f"{run} was not made with a shipped model; give its params file with --params.")
+    raise EvaluationError(f"{run} was not made with a shipped model; give its params file with --params.")
 
 
 def main(argv):
@@ -90,19 +102,35 @@ def main(argv):
     from jaxvis import assets, render
     from jaxvis import evaluate as ev
 
+    from jaxvis.params import ParamsFileError
+
     runs = _named(FLAGS.run)
-    judge = jaxvis.load(FLAGS.judge or assets.path("judge"))
-    if judge.is_detector:
-        raise app.UsageError("--judge must be a classifier.")
+    try:
+        judge = jaxvis.load(FLAGS.judge or assets.path("judge"))
+        if judge.is_detector:
+            raise ev.EvaluationError(f"--judge {FLAGS.judge} is a detector; give a classifier's params file.")
+        # every run's model and files are checked before any is judged: a bad run costs no work
+        models = {}
+        for name, folder in runs.items():
+            models[name] = _model_of(folder, FLAGS.params)
+            ev.check_run(folder)
+    except (ev.EvaluationError, ParamsFileError) as e:
+        sys.exit(f"error: {e}")
     os.makedirs(FLAGS.out, exist_ok=True)
     summaries, rows, row_labels, captions, lines, classes = {}, [], [], [], [], []
     for name, folder in runs.items():
-        model = _model_of(folder, FLAGS.params)
+        model = models[name]
         try:
             verdicts, records = ev.run_verdicts(folder, model, judge)
         except ev.EvaluationError as e:
-            raise app.UsageError(str(e)) from None
-        images, _ = ev.read_run(folder)
+            sys.exit(f"error: {name}: {e}")
+        images, _ = ev.check_run(folder)  # memory-mapped: only the pictures shown are read again
+        unjudged = [v for v in verdicts if not v.judged]
+        if unjudged:
+            print(f"warning: {name}: {len(unjudged)} of {len(verdicts)} image(s) have NaN or infinite pixels "
+                  f"(diverged points: {', '.join(str(records[v.index]['index']) for v in unjudged[:10])}"
+                  f"{', ...' if len(unjudged) > 10 else ''}); they are not judged: verdicts.jsonl marks them "
+                  f"\"{ev.NOT_JUDGED}\" and the table counts them as not read.", file=sys.stderr)
         classes += [c for c in dict.fromkeys(v.target for v in verdicts) if c not in classes]
         for label, positions in ev.groups(records):
             group = f"{name} {label}".strip()
@@ -114,10 +142,13 @@ def main(argv):
             for i in positions:
                 v, r = verdicts[i], records[i]
                 lines.append({"run": name, "group": group, "index": r["index"], "target": v.target, "seed": v.seed,
-                              "judge_says": v.judge_says, "judge_prob": round(v.judge_prob, 6),
-                              "own_prob": round(v.own_prob, 6), "agrees": v.agrees,
+                              "judge_says": v.judge_says,
+                              "judge_prob": round(v.judge_prob, 6) if v.judged else None,
+                              "own_prob": round(v.own_prob, 6) if v.judged else None, "agrees": v.agrees,
                               **({"box": r["boxes"][0]} if model.is_detector else {})})
-                if v.seed in shown:
+                if v.seed in shown and not v.judged:
+                    cells[(v.seed, v.target)] = (None, "not judged: NaN/inf")
+                elif v.seed in shown:
                     picture = (ev.pictures(model, images[r["index"]][None])[0] * 255).round().astype(np.uint8)
                     if model.is_detector:
                         picture = render.draw_boxes(picture, [r["boxes"][0]], [(255, 255, 255)], width=1)
@@ -127,9 +158,12 @@ def main(argv):
                 rows.append({c: cells.get((seed, c)) for c in classes})
     grid = [[row[c][0] if row.get(c) else None for c in classes] for row in rows]
     caps = [[row[c][1] if row.get(c) else "" for c in classes] for row in rows]
-    render.save_png(os.path.join(FLAGS.out, "grid.png"),
-                    render.grid(grid, row_labels, classes, captions=caps, cell=FLAGS.cell,
-                                title="class models; under each: what the judge reads, the model's own probability"))
+    if any(cell is not None for row in grid for cell in row):
+        title = "class models; under each: what the judge reads, the model's own probability"
+        render.save_png(os.path.join(FLAGS.out, "grid.png"),
+                        render.grid(grid, row_labels, classes, captions=caps, cell=FLAGS.cell, title=title))
+    else:
+        print("warning: grid.png is not written: no image shown has finite pixels.", file=sys.stderr)
     text = ev.table(summaries)
     with open(os.path.join(FLAGS.out, "table.md"), "w") as f:
         f.write(text + "\n")

@@ -5,7 +5,9 @@ r"""Report pages for a folder of runs.
 
 Each run directory (a class-model sweep, finished or not, or a saliency run) gets its page rewritten from
 its data (axes.json, results.jsonl); the folder page lists the runs (model, grid, date, status: finished,
-partial, diverged points) with links to their pages. Open the pages from disk; no server is needed.
+partial, diverged points) with links to their pages. A run whose data cannot be read (a damaged axes.json,
+for one) is named with the reason on the terminal and on the folder page; the other runs' pages are
+written all the same. Open the pages from disk; no server is needed.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ def main(argv):
         sys.exit(f"error: --out is a file name ending in .html, written inside {folder}; got {FLAGS.out!r}.")
     runs = report.list_runs(folder, refresh=FLAGS.refresh)
     page = report.write_folder(folder, out=FLAGS.out, refresh=False)
+    unreadable = [r for r in runs if r["status"].get("unreadable")]
     for r in runs:
-        print(f"{r['path']}: {r['kind']}, {r['model'] or '?'}, {r['grid']}, {r['status']['text']}")
-    print(f"{len(runs)} run(s). Open {page}")
+        if r in unreadable:
+            where = os.path.normpath(os.path.join(folder, r["path"]))
+            print(f"warning: {where} could not be read: {r['error']}.", file=sys.stderr)
+        else:
+            print(f"{r['path']}: {r['kind']}, {r['model'] or '?'}, {r['grid']}, {r['status']['text']}")
+    skipped = f", {len(unreadable)} of them unreadable (named in the warnings and on the page)" if unreadable else ""
+    print(f"{len(runs)} run(s){skipped}. Open {page}")
 
 
 if __name__ == "__main__":

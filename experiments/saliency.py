@@ -14,7 +14,15 @@ with the heat map over the image and the detection's or the derived box drawn, a
 ``results.jsonl``: ``image``, ``target``, ``kind``, ``score`` (the target's value; D-RISE: the similarity on
 the unmasked image), ``method``, ``map``, ``png``, ``box``, ``derived_box``, ``metrics``, and for detections
 ``detection`` (its rank), ``label``, ``det_score`` and ``gt_box`` (with --gt_box). ``--localize`` derives a box from the
-map (GrabCut on saliency seeds); ``--metrics deletion,insertion`` measures the map.
+map (GrabCut on saliency seeds, on at most ``jaxvis.localize.MAX_PIXELS`` pixels and for at most
+``jaxvis.localize.TIMEOUT`` seconds: past them the record's ``derived_box_note`` says why there is none);
+``--metrics deletion,insertion`` measures the map.
+
+Outputs are named ``<image stem>_<k>_<target>``; a name an earlier output in --out already has gets ``-2``,
+``-3`` …, so a second run into the same --out (another method, an image of the same name from another
+folder) adds its files and records and never overwrites. One process writes an --out at a time. Every
+image's size, the memory its full-resolution maps need (stated when large, refused when it does not fit)
+and every image's targets are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -78,6 +86,7 @@ def main(argv):
     from experiments import _launch
 
     _launch.start(FLAGS.out)  # quiet JAX logs; a --out that cannot be written ends here in one line
+    from jaxvis.fileio import OutputError
     from jaxvis.images import ImageError
     from jaxvis.labels import CategoryError
     from jaxvis.params import ParamsFileError
@@ -85,7 +94,7 @@ def main(argv):
 
     try:
         run()
-    except (UsageError, ImageError, CategoryError, ParamsFileError, SaliencyError) as e:
+    except (UsageError, ImageError, CategoryError, ParamsFileError, SaliencyError, OutputError) as e:
         sys.exit(f"error: {e}")
 
 
@@ -130,7 +139,11 @@ def _targets(model, image, path: str):
         target = sal.box_label(np.asarray([[np.asarray(b) * scale for b in boxes]], np.float32), np.asarray([cats]))
         names = [f"{model.spec.labels[c]} in box" for c in cats]
         return "box_label", target, names, [], list(zip(boxes, [model.spec.labels[c] for c in cats]))
-    ranks = [int(r) for r in (FLAGS.detection or ["0"])]
+    try:
+        ranks = [int(r) for r in (FLAGS.detection or ["0"])]
+    except ValueError:
+        raise UsageError(f"--detection takes ranks in each image's detections, whole numbers from 0 (0,1 for the "
+                         f"two best); got {','.join(FLAGS.detection)!r}.") from None
     det = jax.device_get(jax.jit(model.detect)(model.params, batch))
     n_valid = int(det["valid"][0].sum())
     bad = [r for r in ranks if not 0 <= r < n_valid]
@@ -159,39 +172,62 @@ def _check_flags() -> None:
 
 
 def run() -> str:
-    import numpy as np
-
     import jaxvis
-    from jaxvis import cli
+    from jaxvis import cli, fileio
     from jaxvis import images as image_io
-    from jaxvis import localize as loc
-    from jaxvis import metrics as met
-    from jaxvis import preprocess as pre
-    from jaxvis import render
     from jaxvis import saliency as sal
 
     _check_flags()
+    for note in sal.check_image_memory(FLAGS.image, [image_io.image_size(p) for p in FLAGS.image]):
+        print(f"note: {note}")
     model = jaxvis.load(FLAGS.params, arch=FLAGS.model or None)
     notes: list[str] = []
     images = [image_io.load_image(p, notes=notes) for p in FLAGS.image]
     for note in notes:
         print(f"note: {note}")
-    os.makedirs(FLAGS.out, exist_ok=True)
     method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
                                     layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
+    # every image's targets are found (and refused) before anything is written
+    planned = [(path, image, *_targets(model, image, path)) for path, image in zip(FLAGS.image, images)]
+    lock = fileio.DirLock(FLAGS.out)  # one writer per --out
+    finished = False
+    try:
+        out = _explain(model, method, planned)
+        finished = True
+    finally:
+        lock.release(remove=not finished)
+    print(f"Open {jaxvis.report.write_saliency(FLAGS.out)}")
+    return out
+
+
+def _explain(model, method, planned) -> str:
+    """Explains each planned image, writing its maps, pictures and records (appended to results.jsonl as each
+    image finishes) under names no earlier output in --out has."""
+    import numpy as np
+
+    from jaxvis import cli, fileio
+    from jaxvis import images as image_io
+    from jaxvis import localize as loc
+    from jaxvis import metrics as met
+    from jaxvis import preprocess as pre
+    from jaxvis import render
+
+    taken: set[str] = set()
     curves = [m for m in ("deletion", "insertion") if m in FLAGS.metrics]
-    lines = []
-    for path, image in zip(FLAGS.image, images):
-        kind, target, names, det_info, shown = _targets(model, image, path)
+    out = os.path.join(FLAGS.out, "results.jsonl")
+    for path, image, kind, target, names, det_info, shown in planned:
+        lines = []
         explanation = method.attribute(model, image[None], target, seed=FLAGS.seed)
         maps = explanation.reduce(cli.channel_reduction(FLAGS.reduce))
-        stem = render.safe_name(os.path.splitext(os.path.basename(path))[0])
+        stem = image_io.file_stem(path)
         x = np.asarray(pre.preprocess(model.spec, image[None]))[0]
         input_maps = (method.attribute(model, x[None], target, preprocess=False, seed=FLAGS.seed).reduce()
                       if curves else None)
         for k, name in enumerate(names):
             m = maps[0, k].astype(np.float32)
-            base = f"{stem}_{k}_{render.safe_name(name)}"
+            # a name no earlier output in --out has (another run, an image of the same name elsewhere)
+            base = fileio.unused_name(FLAGS.out, f"{stem}_{k}_{render.safe_name(name)}", (".npy", ".png"), taken)
+            taken.add(base)
             np.save(os.path.join(FLAGS.out, base + ".npy"), m)
             record = {"image": path, "target": name, "kind": kind, "score": float(explanation.scores[0, k]),
                       "method": FLAGS.method, "map": base + ".npy", **(det_info[k] if k < len(det_info) else {})}
@@ -204,6 +240,9 @@ def run() -> str:
             if FLAGS.localize:
                 found = loc.localize(image, m)
                 record["derived_box"] = list(found.box) if found.box else None
+                if found.note:
+                    record["derived_box_note"] = found.note
+                    print(f"warning: {os.path.basename(path)} / {name}: {found.note}.")
                 if found.box:
                     drawn.append(found.box), colours.append((0, 200, 255)), texts.append("derived")
             metrics = {f"{mode}_auc": curve.auc
@@ -222,11 +261,8 @@ def run() -> str:
             print(f"{os.path.basename(path)} / {name}: score {record['score']:.4g}"
                   + (f", derived box {[round(v) for v in record['derived_box']]}" if record.get("derived_box") else "")
                   + (f", {json.dumps(metrics)}" if metrics else ""))
-    out = os.path.join(FLAGS.out, "results.jsonl")
-    with open(out, "a") as f:
-        for record in lines:
-            f.write(json.dumps(record) + "\n")
-    print(f"Open {jaxvis.report.write_saliency(FLAGS.out)}")
+        with open(out, "a") as f:
+            f.write("".join(json.dumps(record) + "\n" for record in lines))
     return out
 
 

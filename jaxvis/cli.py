@@ -240,7 +240,7 @@ def parameterization(text: str, model=None, stats: str = "") -> P.Parameterizati
 
     def statistics():
         if not loaded:
-            loaded.append(P.stats_of(model, stats))
+            loaded.append(_checked_stats(model, stats))
         return loaded[0]
 
     out = P.Parameterization()
@@ -278,6 +278,32 @@ def parameterization(text: str, model=None, stats: str = "") -> P.Parameterizati
                                           "solid, boxstart(OPACITY), joined by '+'.")
         out = out + piece
     return out
+
+
+def _checked_stats(model, stats: str):
+    """``P.stats_of(model, stats)``, or ParameterizationError (one line) when the file is not image statistics:
+    unreadable, or without a 3x3 ``colour_sqrt``."""
+    import zipfile
+
+    import numpy as np
+
+    name = stats or (model.spec.image_stats if model is not None else "")
+    write = "write one with python -m experiments.image_statistics --out FILE.npz"
+    try:
+        found = P.stats_of(model, stats)
+    except P.ParameterizationError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise P.ParameterizationError(f"image statistics {name!r} is not a .npz file of arrays (the form python -m "
+                                      f"experiments.image_statistics writes; reading it gave {type(e).__name__}); "
+                                      f"{write}.") from None
+    if found is not None:
+        colour = found.get("colour_sqrt")
+        if colour is None or np.shape(colour) != (3, 3) or not np.all(np.isfinite(colour)):
+            held = ", ".join(sorted(found)[:6]) or "nothing"
+            raise P.ParameterizationError(f"{name!r} is not an image statistics file: it lacks a finite 3x3 "
+                                          f"colour_sqrt (it holds {held}); {write}.")
+    return found
 
 
 _TRANSFORMS = {"pad": T.pad, "jitter": T.jitter, "scale": T.scale, "rotate": T.rotate, "turn90": T.turn90, "crop": T.crop,

@@ -15,8 +15,11 @@ networks see that picture, so the verdicts hold for what a person looks at. The 
 target by class name, so it may list its classes in another order (a detector's background class is
 not a class here).
 
+An image with NaN or infinite pixels (a diverged point) is not judged: its verdict says so
+(``NOT_JUDGED``), it counts among the images but never as read or confident, and the table names it.
+
 ``run_verdicts`` reads a run directory (``images.npy`` and ``results.jsonl``, as ``jaxvis.sweeps.run``
-writes them); ``summary`` counts per class and in all; ``table`` prints it as a Markdown table;
+writes them, one image per record); ``summary`` counts per class and in all; ``table`` prints it as a Markdown table;
 ``seed_blocks`` counts the classes sure and read per block of seeds (``experiments.recipe_search``).
 """
 
@@ -38,6 +41,11 @@ class EvaluationError(ValueError):
     """Inputs that cannot be judged (a judge without the target's class, a bad box, a missing file)."""
 
 
+# What a verdict's ``judge_says`` holds for an image with NaN or infinite pixels (a diverged point): such
+# an image is not a picture, and neither network is asked about it (they would read it as some class).
+NOT_JUDGED = "not judged: non-finite pixels"
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """One class-model image: its target, what the judge read, and both networks' probabilities."""
@@ -52,6 +60,35 @@ class Verdict:
     @property
     def agrees(self) -> bool:
         return self.judge_says == self.target
+
+    @property
+    def judged(self) -> bool:
+        """False for an image with non-finite pixels, which neither network was asked about."""
+        return self.judge_says != NOT_JUDGED
+
+
+def finite_images(images) -> np.ndarray:
+    """Per image of (N, H, W, C), whether all its pixels are finite."""
+    images = np.asarray(images)
+    return np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+
+
+def _not_judged(index: int, target: str, seed: int) -> Verdict:
+    return Verdict(index, target, NOT_JUDGED, float("nan"), float("nan"), int(seed))
+
+
+def _judge_finite(verdicts_of, images, names, seeds, *per_image):
+    """Runs ``verdicts_of(images, seeds, *per_image)`` on the images with finite pixels only and gives the
+    others a not-judged verdict; verdict indices are positions in ``images``."""
+    ok = finite_images(images)
+    seeds = list(seeds) if seeds is not None else [0] * len(names)
+    if ok.all():
+        return None
+    keep = np.flatnonzero(ok)
+    judged = iter(verdicts_of(np.asarray(images)[keep], [seeds[i] for i in keep],
+                              *[[column[i] for i in keep] for column in per_image]) if len(keep) else [])
+    return [dataclasses.replace(next(judged), index=i) if ok[i] else _not_judged(i, names[i], seeds[i])
+            for i in range(len(names))]
 
 
 def pictures(model, images) -> np.ndarray:
@@ -93,7 +130,12 @@ def crop(picture: np.ndarray, box: Sequence[float], size: tuple[int, int]) -> np
 def classifier_verdicts(model, judge, images, targets: Sequence[int], seeds: Sequence[int] | None = None
                         ) -> list[Verdict]:
     """Verdicts on class models of a classifier: ``images`` in its input space, ``targets`` its class
-    indices."""
+    indices. An image with non-finite pixels gets a verdict that says so (``NOT_JUDGED``)."""
+    names = [model.labels[int(t)] for t in targets]
+    apart = _judge_finite(lambda im, sd, tg: classifier_verdicts(model, judge, im, tg, sd), images, names, seeds,
+                          list(targets))
+    if apart is not None:
+        return apart
     pics = pictures(model, images)
     logits, _ = model.apply(model.params, model.preprocess(jnp.asarray(pics)))
     own = np.asarray(jax.nn.softmax(model.class_logits(logits), axis=-1))
@@ -118,7 +160,13 @@ def box_probability(detector, outputs, target: int, box: Sequence[float], iou: f
 def detector_verdicts(detector, judge, images, targets: Sequence[int], boxes: Sequence[Sequence[float]],
                       seeds: Sequence[int] | None = None, iou: float = 0.5) -> list[Verdict]:
     """Verdicts on class models of a detector: ``targets`` its label indices (background 0), ``boxes``
-    one xyxy target box per image (network-input pixels). The judge reads each box's crop."""
+    one xyxy target box per image (network-input pixels). The judge reads each box's crop. An image with
+    non-finite pixels gets a verdict that says so (``NOT_JUDGED``)."""
+    names = [detector.labels[int(t)] for t in targets]
+    apart = _judge_finite(lambda im, sd, tg, bb: detector_verdicts(detector, judge, im, tg, bb, sd, iou), images,
+                          names, seeds, list(targets), list(boxes))
+    if apart is not None:
+        return apart
     pics = pictures(detector, images)
     size = tuple(judge.input_shape()[1:3])
     crops = np.stack([crop(p, b, size) for p, b in zip(pics, boxes)])
@@ -134,15 +182,49 @@ def detector_verdicts(detector, judge, images, targets: Sequence[int], boxes: Se
 
 
 def read_run(run: str) -> tuple[np.ndarray, list[dict]]:
-    """A run directory's images (network input space) and its results, in point order."""
+    """A run directory's images (network input space) and its results, in point order; EvaluationError
+    (one line, saying what to do) for missing or damaged files and for images and records that disagree."""
+    images, records = check_run(run)
+    return np.asarray(images), records
+
+
+def check_run(run: str) -> tuple[np.ndarray, list[dict]]:
+    """``read_run`` without reading the images: they come memory-mapped (checking a run costs no memory)."""
     images_path, results_path = os.path.join(run, "images.npy"), os.path.join(run, "results.jsonl")
     for p in (images_path, results_path):
         if not os.path.exists(p):
             raise EvaluationError(f"{p} does not exist; give a finished run directory (python -m "
                                   "experiments.class_model ... --out DIR writes it).")
-    with open(results_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return np.load(images_path), sorted(records, key=lambda r: r["index"])
+    records = []
+    with open(results_path, encoding="utf-8") as f:
+        for k, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise EvaluationError(f"{results_path}: line {k} is not JSON; the file is damaged: run the sweep "
+                                      "again (python -m experiments.class_model ... --out DIR).") from None
+            if not isinstance(record, dict) or not isinstance(record.get("index"), int) or "target" not in record:
+                raise EvaluationError(f"{results_path}: line {k} is not a point's record (with index and target); "
+                                      "give a run directory of python -m experiments.class_model.")
+            records.append(record)
+    try:
+        images = np.load(images_path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise EvaluationError(f"{images_path} is not a readable .npy array ({e}); the file is damaged: run the "
+                              "sweep again.") from None
+    if images.ndim != 4:
+        raise EvaluationError(f"{images_path} holds an array of shape {images.shape}; expected images "
+                              "(points, height, width, channels).")
+    indices = sorted(r["index"] for r in records)
+    if len(images) != len(records) or indices != list(range(len(records))):
+        raise EvaluationError(
+            f"{run}: images.npy holds {len(images)} image(s) but results.jsonl {len(records)} record(s)"
+            + ("" if len(images) != len(records) else " whose indices are not 0 to N-1")
+            + "; the two files must come from the same finished run: finish it (--resume) or run it again, "
+            "and do not copy one file from another run.")
+    return images, sorted(records, key=lambda r: r["index"])
 
 
 def run_verdicts(run: str, model, judge, iou: float = 0.5) -> tuple[list[Verdict], list[dict]]:
@@ -194,6 +276,7 @@ class Summary:
     min_own_prob: float
     confident: int
     threshold: float
+    not_judged: int = 0  # images with non-finite pixels: counted in ``total``, never as read or confident
 
     @property
     def classes_read(self) -> int:
@@ -212,10 +295,15 @@ def summary(verdicts: Sequence[Verdict], threshold: float = 0.9) -> Summary:
     per_class: dict[str, tuple[int, int, float, int]] = {}
     for v in verdicts:
         a, n, low, conf = per_class.get(v.target, (0, 0, 1.0, 0))
-        per_class[v.target] = (a + v.agrees, n + 1, min(low, v.own_prob), conf + (v.own_prob >= threshold))
-    return Summary(agree=sum(v.agrees for v in verdicts), total=len(verdicts), per_class=per_class,
-                   min_own_prob=min(v.own_prob for v in verdicts),
-                   confident=sum(v.own_prob >= threshold for v in verdicts), threshold=threshold)
+        if v.judged:
+            per_class[v.target] = (a + v.agrees, n + 1, min(low, v.own_prob), conf + (v.own_prob >= threshold))
+        else:
+            per_class[v.target] = (a, n + 1, low, conf)
+    judged = [v for v in verdicts if v.judged]
+    return Summary(agree=sum(v.agrees for v in judged), total=len(verdicts), per_class=per_class,
+                   min_own_prob=min((v.own_prob for v in judged), default=float("nan")),
+                   confident=sum(v.own_prob >= threshold for v in judged), threshold=threshold,
+                   not_judged=len(verdicts) - len(judged))
 
 
 def table(rows: dict[str, Summary]) -> str:
@@ -228,6 +316,8 @@ def table(rows: dict[str, Summary]) -> str:
     head = ["recipe", "judge reads"] + classes + ["own p min", "own p >= thr", "classes read / sure"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in rows.items():
+        if s.not_judged:
+            name = f"{name} ({s.not_judged} {NOT_JUDGED})"
         cells = [name, f"{s.agree}/{s.total}"]
         cells += [f"{s.per_class[c][0]}/{s.per_class[c][1]}" if c in s.per_class else "" for c in classes]
         cells += [f"{s.min_own_prob:.3f}", f"{s.confident}/{s.total} (>= {s.threshold:g})",
@@ -238,7 +328,9 @@ def table(rows: dict[str, Summary]) -> str:
 
 def _verdicts_of(lines: list[dict]) -> list[Verdict]:
     """Verdict lines (as ``experiments.evaluate`` writes them to verdicts.jsonl) back as verdicts."""
-    return [Verdict(r["index"], r["target"], r["judge_says"], r["judge_prob"], r["own_prob"], r["seed"]) for r in lines]
+    nan = float("nan")
+    return [Verdict(r["index"], r["target"], r["judge_says"], nan if r["judge_prob"] is None else r["judge_prob"],
+                    nan if r["own_prob"] is None else r["own_prob"], r["seed"]) for r in lines]
 
 
 def block_counts(lines: list[dict], threshold: float) -> tuple[int, int]:

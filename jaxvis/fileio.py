@@ -68,6 +68,17 @@ def atomic_write(path: str, write, sync: bool = True) -> None:
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def unused_name(folder: str, base: str, extensions, taken=()) -> str:
+    """``base``, or ``base-2``, ``base-3`` … : the first name that no file ``<name><extension>`` in ``folder``
+    (for every extension) and no name in ``taken`` already has, so that outputs added to a folder never
+    overwrite earlier ones."""
+    name, k = base, 1
+    while name in taken or any(os.path.lexists(os.path.join(folder, name + ext)) for ext in extensions):
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
 class OutputError(ValueError):
     """An output directory that cannot be used: a file, unwritable, read-only, or in use."""
 

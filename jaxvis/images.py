@@ -68,6 +68,10 @@ def load_image(path: str, max_pixels: int = MAX_PIXELS, notes: list[str] | None 
         return np.repeat(arr[..., None], 3, axis=-1).astype(np.float32)
     if mode == "F":
         arr = np.asarray(image, np.float64)
+        bad = int(np.size(arr) - np.isfinite(arr).sum())
+        if bad:
+            raise ImageError(f"image {path!r} holds {bad} NaN or infinite pixel value(s) of {arr.size}; nothing can "
+                             "be measured on them: write the image again with finite values.")
         notes.append(f"{name} is a floating-point grayscale image; clipped to [0, 1] and repeated over RGB.")
         return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
@@ -112,6 +116,45 @@ def safe_name(text: str, limit: int = 60) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
     name = re.sub(r"_+", "_", name)[:limit].strip("._")
     return name or "_"
+
+
+def file_stem(path: str, limit: int = 40) -> str:
+    """A file-name-safe stem for outputs made from the file at ``path``: its ``safe_name``, followed by a short
+    digest of the original stem whenever sanitising changed it, so that names differing only in characters
+    ``safe_name`` drops ("圆.png", "方.png") keep distinct stems."""
+    import hashlib
+
+    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    safe = safe_name(stem, limit)
+    if safe == stem:
+        return safe
+    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{'image' if safe == '_' else safe}-{digest}"
+
+
+def image_size(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding its pixels; the file is refused as
+    ``load_image`` refuses it when it is missing, empty, not an image or larger than ``max_pixels``."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        load_image(path)  # raises its one-line error for a missing path or a directory
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"image {path!r} is empty (0 bytes); give a PNG or JPEG file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except UnidentifiedImageError:
+        raise ImageError(f"{path!r} is not an image that Pillow can read; give a PNG or JPEG file.") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        return load_image(path, max_pixels).shape[:2]  # its own one-line error
+    if w * h > max_pixels:
+        raise ImageError(f"image {path!r} is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than the "
+                         f"{max_pixels / 1e6:.0f} allowed; downscale it first (the models look at a few hundred "
+                         "pixels).")
+    return h, w
 
 
 def save_png(path: str, image: np.ndarray) -> None:

@@ -16,11 +16,15 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxvis.fileio import atomic_write
-from jaxvis.spec import ModelSpec
+from jaxvis.spec import ModelSpec, NewerSpecError
 
 FORMAT = "jaxvis-params-1"
 SEP = "/"
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit
+# safetensors' floating-point dtypes; jaxvis writes F32 (integer counters such as torch's
+# num_batches_tracked are not part of a jaxvis model: the converter leaves them out)
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+REWRITE = "write the file again (python -m converters.torchvision, or the script that trained the model)"
 
 
 class ParamsFileError(ValueError):
@@ -98,6 +102,17 @@ def non_finite(tensors: Mapping[str, Any]) -> list[str]:
                   if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.isfinite(v).all())
 
 
+def check_family(spec: ModelSpec, path: str) -> None:
+    """Raises ParamsFileError unless jaxvis has a module family of the spec's name."""
+    from jaxvis.models import FAMILIES
+
+    if spec.family not in FAMILIES:
+        raise ParamsFileError(
+            f"{path!r} has an unusable model spec in its metadata: family must be one of {', '.join(FAMILIES)}; "
+            f"got {spec.family!r}; the file comes from a newer jaxvis (upgrade jaxvis) or is damaged."
+        )
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
     """Checks the file's framing and returns (tensor table, metadata) without reading tensor data."""
     path = os.fspath(path)
@@ -144,13 +159,14 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], ModelSpec, dict[str, 
     """Reads a params file: (variables as nested dict of numpy arrays, spec, metadata).
 
     Raises ParamsFileError, with what was expected and what to do, for a missing, truncated or corrupt
-    file, a safetensors file that jaxvis did not write, and parameters that are not finite.
+    file, a safetensors file that jaxvis did not write, a spec field with an unusable value (checked
+    before any tensor is read), tensors that are not floating-point, and parameters that are not finite.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = os.fspath(path)
-    _, metadata = read_header(path)
+    table, metadata = read_header(path)
     if metadata.get("format") != FORMAT:
         raise ParamsFileError(
             f"{path!r} is a safetensors file but not a jaxvis params file (metadata format "
@@ -159,8 +175,23 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], ModelSpec, dict[str, 
         )
     try:
         spec = ModelSpec.from_json(metadata["spec"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise ParamsFileError(f"{path!r} has an unreadable model spec in its metadata: {e}") from None
+    except KeyError:
+        raise ParamsFileError(f"{path!r} has no model spec in its metadata; convert the checkpoint again.") from None
+    except NewerSpecError as e:
+        raise ParamsFileError(f"{path!r} has a model spec this jaxvis cannot read: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise ParamsFileError(f"{path!r} has an unusable model spec in its metadata: {e}; the file is damaged or "
+                              f"was edited by hand: {REWRITE}.") from None
+    check_family(spec, path)
+    not_float = sorted(f"{name} ({entry.get('dtype')})" for name, entry in table.items()
+                       if not isinstance(entry, dict) or entry.get("dtype") not in FLOAT_DTYPES)
+    if not_float:
+        raise ParamsFileError(
+            f"{path!r} has {len(not_float)} tensor(s) that are not floating-point: {', '.join(not_float)}; "
+            f"jaxvis parameters are floating-point ({', '.join(FLOAT_DTYPES)}) and an integer tensor would be "
+            "cast without a word: the file was not written by jaxvis or converters.torchvision, or is damaged: "
+            f"{REWRITE}."
+        )
     try:
         flat = load_file(path)
     except SafetensorError as e:

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
@@ -355,6 +356,9 @@ def smoothgrad(method=None, samples: int = 25, noise: float = 0.15, chunk: int |
                             f"got {method!r}")
     if int(samples) < 1:
         raise SaliencyError(f"smoothgrad needs samples >= 1, got {samples}")
+    if not (np.isfinite(noise) and float(noise) >= 0):
+        raise SaliencyError(f"smoothgrad's noise is a standard deviation, a fraction of the input's range (0.15 by "
+                            f"default; 0 gives the plain map); got {noise}")
     return SmoothGrad(method, int(samples), float(noise), chunk)
 
 
@@ -656,6 +660,39 @@ def chunk_sizes(model, n_points: int, n_targets: int, out_hw, backward: bool = T
     targets = int(np.clip(budget // (2 * per), 1, max(n_targets, 1)))
     points = int(np.clip(budget // (per * (1 + targets)), 1, max(n_points, 1)))
     return points, targets
+
+
+# Host memory that explaining one image costs at its full resolution, beyond the model's passes (whose
+# chunks are sized to the free memory above): the image, its map, the heat-map picture, the derived box and
+# the metrics' copies. Measured with experiments.saliency on a 2000x2000 image: 156 (gradient) to 223
+# (Grad-CAM with deletion and insertion) bytes a pixel.
+IMAGE_BYTES_PER_PIXEL = 256
+
+
+def check_image_memory(paths, sizes) -> list[str]:
+    """Before any work on images of ``sizes`` ((height, width) each, read from ``paths``' headers): raises
+    SaliencyError for an image whose full-resolution maps and pictures would not fit in half of the free host
+    memory (the other half is the model's), saying the size that fits; returns a note stating the need of
+    each image that takes more than 1 GiB."""
+    from jaxvis.engine import available_memory
+    from jaxvis.fileio import human_bytes
+
+    free = available_memory(jax.devices("cpu")[0])
+    held = 12 * sum(h * w for h, w in sizes)  # every image is held as float32 RGB while the run lasts
+    notes = []
+    for path, (h, w) in zip(paths, sizes):
+        name = os.path.basename(os.fspath(path))
+        need = held + IMAGE_BYTES_PER_PIXEL * h * w
+        if need > free // 2:
+            fits = max(0, free // 2 - held + 12 * h * w) // (IMAGE_BYTES_PER_PIXEL + 12)
+            raise SaliencyError(f"{name} is {w}x{h} ({h * w / 1e6:.1f} megapixels): explaining it at its resolution "
+                                f"takes about {human_bytes(need)} of memory, more than half of the {human_bytes(free)} "
+                                f"free (the other half is the model's); downscale it to at most {fits / 1e6:.1f} "
+                                "megapixels (or explain fewer images at once).")
+        if need > 2**30:
+            notes.append(f"{name} is {w}x{h}: its maps and pictures at full resolution take about {human_bytes(need)} "
+                         f"of memory ({human_bytes(free)} free).")
+    return notes
 
 
 # ----------------------------------------------------------------------------------------------- programs
@@ -1030,6 +1067,11 @@ def _images(images, preprocess: bool) -> jax.Array:
     z = z if z.dtype == jnp.float64 else z.astype(jnp.float32)
     if z.ndim != 4 or z.shape[-1] != 3:
         raise SaliencyError(f"images must be shaped (N, H, W, 3), got {tuple(z.shape)}")
+    if not isinstance(z, jax.core.Tracer):
+        bad = int(z.size - jnp.isfinite(z).sum())
+        if bad:
+            raise SaliencyError(f"the images hold {bad} NaN or infinite value(s) of {z.size}; their gradients and "
+                                "maps would be NaN: give finite pixels")
     return z
 
 

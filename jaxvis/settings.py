@@ -119,7 +119,7 @@ class SweepSettings:
         fields = {f.name: f for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - set(fields))
         if unknown:
-            raise SettingsError(f"unknown setting(s) {unknown}; the settings are: {', '.join(fields)}.")
+            raise SettingsError(unknown_message(unknown))
         read = {name: _read(value, fields[name]) for name, value in changes.items()}
         return dataclasses.replace(self, **read)
 
@@ -127,6 +127,30 @@ class SweepSettings:
         """Plain JSON-able values (tuples as lists)."""
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                 for f in dataclasses.fields(self)}
+
+
+def unknown_message(unknown, given_as: str = "") -> str:
+    """The line for settings ``unknown`` that do not exist: every setting's name, then the nearest to
+    each unknown one. ``given_as``: how they were written (``--config.``), put before each name."""
+    names = [f.name for f in fields()]
+    near = nearest(unknown)
+    if len(unknown) == 1 and near:
+        hint = f"; did you mean {given_as}{next(iter(near.values()))}?"
+    elif near:
+        hint = "; did you mean " + ", ".join(f"{given_as}{m} (for {given_as}{n})" for n, m in near.items()) + "?"
+    else:
+        hint = "."
+    shown = [f"{given_as}{n}" for n in unknown]
+    return f"unknown setting(s) {shown}; the settings are: {', '.join(names)}{hint}"
+
+
+def nearest(unknown) -> dict[str, str]:
+    """Each of the names ``unknown`` that resembles a setting's name -> that name."""
+    import difflib
+
+    names = [f.name for f in fields()]
+    found = {str(n): difflib.get_close_matches(str(n), names, n=1, cutoff=0.6) for n in unknown}
+    return {n: m[0] for n, m in found.items() if m}
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

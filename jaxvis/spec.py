@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 RESIZE_MODES = ("resize_crop", "squash")
+
+# The largest input side a spec may ask for: VGG16's activations at 4096 x 4096 already take gigabytes
+# per image; a larger value is a damaged or mistyped spec, refused before anything is allocated.
+MAX_INPUT_SIDE = 4096
+
+
+class NewerSpecError(ValueError):
+    """A spec with fields this jaxvis does not know: written by a newer jaxvis."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +69,9 @@ class ModelSpec:
     image_stats: str = ""
 
     def __post_init__(self):
-        if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
-        if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"mean and std need 3 values each, got {self.mean} and {self.std}")
+        problem = spec_problem(self)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def num_classes(self) -> int:
@@ -80,17 +87,80 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
         fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise ValueError(f"model spec must be a JSON object of fields; got a {type(fields).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(fields) - known
         if unknown:
-            raise ValueError(
+            raise NewerSpecError(
                 f"model spec has unknown fields {sorted(unknown)}; the file was written by a newer "
                 "jaxvis: upgrade jaxvis to read it."
             )
         for key in ("input_size", "mean", "std", "value_range", "labels"):
-            if key in fields and fields[key] is not None:
+            if isinstance(fields.get(key), list):
                 fields[key] = tuple(fields[key])
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   and f.name not in fields]
+        if missing:
+            raise ValueError(f"model spec lacks the field(s) {', '.join(missing)}")
         return cls(**fields)
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _numbers(value, n: int, check) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == n and all(check(v) for v in value)
+
+
+def spec_problem(spec: ModelSpec) -> str | None:
+    """The first field of ``spec`` that holds an unusable value, as "FIELD must be ...; got VALUE", or None.
+
+    Every field is checked, as safetensors checks every header field before reading data, so that a
+    damaged or hand-edited spec is refused where it is read rather than failing later inside a network.
+    """
+    def bad(field: str, expected: str) -> str:
+        return f"{field} must be {expected}; got {getattr(spec, field)!r}"
+
+    for field in ("arch", "family"):
+        if not isinstance(getattr(spec, field), str) or not getattr(spec, field):
+            return bad(field, "a non-empty name")
+    if not isinstance(spec.config, dict):
+        return bad("config", "a JSON object of the module's keyword arguments")
+    side = lambda v: _is_int(v) and 1 <= v <= MAX_INPUT_SIDE  # noqa: E731
+    if not _numbers(spec.input_size, 2, side):
+        return bad("input_size", f"two whole numbers from 1 to {MAX_INPUT_SIDE} (height, width)")
+    if spec.resize not in RESIZE_MODES:
+        return bad("resize", f"one of {', '.join(RESIZE_MODES)}")
+    if spec.resize_size is not None and not side(spec.resize_size):
+        return bad("resize_size", f"a whole number from 1 to {MAX_INPUT_SIDE}, or null")
+    if spec.resize == "resize_crop" and (spec.resize_size is None or spec.resize_size < max(spec.input_size)):
+        return bad("resize_size", f"at least the larger side of input_size {tuple(spec.input_size)} for "
+                   "resize 'resize_crop' (the shorter side is resized to it, then input_size is cropped)")
+    if not isinstance(spec.antialias, bool):
+        return bad("antialias", "true or false")
+    if not _numbers(spec.mean, 3, _is_real):
+        return bad("mean", "3 finite numbers, one per channel")
+    if not _numbers(spec.std, 3, lambda v: _is_real(v) and v > 0):
+        return bad("std", "3 finite numbers above 0, one per channel (the input is divided by them)")
+    if not _numbers(spec.value_range, 2, _is_real) or not spec.value_range[0] < spec.value_range[1]:
+        return bad("value_range", "two finite numbers (low, high) with low < high")
+    if spec.channel_order not in ("RGB", "BGR"):
+        return bad("channel_order", "'RGB' or 'BGR'")
+    if not isinstance(spec.labels, (tuple, list)) or not all(isinstance(v, str) for v in spec.labels):
+        return bad("labels", "a list of class names")
+    for field in ("source", "source_sha256", "image_stats"):
+        if not isinstance(getattr(spec, field), str):
+            return bad(field, "a string")
+    if spec.detection is not None and not isinstance(spec.detection, dict):
+        return bad("detection", "a JSON object (for detectors) or null")
+    return None

@@ -9,6 +9,7 @@ engine computes, not what a run is, so a run may resume under other values.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -104,6 +105,15 @@ def build(settings: SweepSettings | Mapping[str, Any], step_progress: bool = Fal
         raise UsageError(str(e)) from None
     if settings.decays and not isinstance(parameterization.basis, par.Fourier):
         raise UsageError(f"decays sweep the fourier parameterisation's decay; {parameterization.name} has none.")
+    reads_stats = any(isinstance(s, (par.Decorrelated, par.Maco)) for s in parameterization.stages)
+    if settings.image_stats and not reads_stats:
+        raise UsageError(f"--image_stats is read by the decorrelated and maco parameterisations; "
+                         f"{parameterization.name} has neither, so the statistics would do nothing: drop --image_stats "
+                         "or add decorrelated to --parameterization.")
+    if settings.boxes and not detector and parameterization.find(par.BoxStart) is None:
+        raise UsageError(f"--boxes sets the target boxes of detector objectives (box_loc, multibox, opacity_outside) "
+                         f"and of boxstart; {model.spec.arch} is a classifier and this run has no boxstart, so the "
+                         "boxes would do nothing: drop --boxes.")
     engine = eng.Engine(model, terms, optimizer=optimizer, steps=settings.steps, snapshots=settings.snapshots,
                         devices=eng.env_devices(), step_progress=step_progress, jitter=settings.jitter,
                         clip=settings.clip, compute_dtype=settings.compute_dtype, loop=settings.loop,
@@ -310,6 +320,14 @@ def _locked(out: str, cluster: Cluster, go):
             lock.release(remove=not finished)  # a directory made for a refused run goes again
 
 
+def _close(progress) -> None:
+    """Closes a progress callback that draws a bar (``experiments._launch.progress_bar``), so that the run's
+    own last line comes after it."""
+    close = getattr(progress, "close", None)
+    if callable(close):
+        close()
+
+
 def _execute(model, sweep, engine, run_config, settings_shown, out, resume, progress, cluster, check_space,
              display, pngs):
     from jaxvis import render
@@ -366,6 +384,7 @@ def _execute(model, sweep, engine, run_config, settings_shown, out, resume, prog
             engine.run(sweep, chunk_size=run_config["chunk_size"], progress=progress, skip_chunks=sorted(done),
                        chunks=mine, on_chunk=on_chunk)
     except KeyboardInterrupt:
+        _close(progress)
         finished = len(rundir.done_chunks())
         print(f"\ninterrupted: {finished} of {n_chunks} chunks are saved in {out}; continue with --resume.",
               file=sys.stderr)
@@ -375,11 +394,28 @@ def _execute(model, sweep, engine, run_config, settings_shown, out, resume, prog
         print(f"process {cluster.rank}: my chunks are done in {time.time() - start:.1f} s; process 0 writes the outputs.")
         return None
     plan.check_assembly()
-    with space_guard(rundir, plan, "the assembled outputs"):
-        index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,
-                                   settings_shown, display=display, pngs=pngs)
+    try:
+        with space_guard(rundir, plan, "the assembled outputs"):
+            index = render.write_sweep(out, model.spec, sweep, rundir.chunks(n_chunks), engine.term_names,
+                                       settings_shown, display=display, pngs=pngs)
+    except KeyboardInterrupt:
+        _close(progress)
+        print(f"\ninterrupted while writing the outputs: all {n_chunks} chunks are saved in {out}; continue with "
+              "--resume to write them.", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:  # the assembled arrays' temporary files, left by a failure part-way (renamed when complete)
+        for name in (".images.npy.part", ".snapshots.npy.part"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out, name))
     elapsed = time.time() - start
     with open(os.path.join(out, "results.jsonl")) as f:
         n_div = sum(json.loads(line)["diverged"] for line in f)
+    if n_div:
+        from jaxvis.engine.core import DIVERGENCE_FACTOR
+
+        rundir.warn(f"{n_div} of {sweep.size} points diverged: their loss, gradient or image turned non-finite, or "
+                    f"their image grew past {DIVERGENCE_FACTOR:,.0f} times the valid range (see "
+                    "jaxvis.engine); each keeps its last image before that step (results.jsonl: diverged, "
+                    "diverged_step). Lower their learning rates.")
     print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
     return index

@@ -24,8 +24,10 @@ positions; ``clip`` projects the image after every step onto the values a real i
 white in every channel), so what is shown is what the network saw. ``compute_dtype="bfloat16"`` runs the
 network in bfloat16 on GPUs and TPUs while the image and optimiser stay float32.
 
-A grid point whose loss, gradient or image turns non-finite is frozen at its last finite image and
-reported with the step at which it diverged; points never interact, so the others are unaffected.
+A grid point whose loss, gradient or image turns non-finite, or whose image grows past a million times
+the valid range (``core.DIVERGENCE_FACTOR``: learning rates far too large), is frozen at its last image
+before that and reported with the step at which it diverged; points never interact, so the others are
+unaffected.
 
 The parts: ``grid`` (Sweep: the axes, their terms and the per-point arrays; Optimizer), ``core`` (the
 numeric core: one point's loss, the step, the initial state and the final evaluation as pure functions

@@ -141,6 +141,20 @@ def _bounds(cfg: EngineConfig):
     return jnp.asarray(cfg.lo, jnp.float32), jnp.asarray(cfg.hi, jnp.float32)
 
 
+# A point diverges when its image leaves the valid range (black to white in the network's input space) by
+# more than this factor: a million times the brightest value a real image takes. A class model grows by
+# gradient steps of roughly lr x (its gradient), and healthy runs stay within tens of times the range;
+# an image 10^6 times past it (learning rates of 1e30 drive pixels to 1e37) shows nothing the network
+# could have seen, and its loss, though finite, measures only the blow-up.
+DIVERGENCE_FACTOR = 1e6
+
+
+def divergence_bound(cfg: EngineConfig) -> float:
+    """The largest magnitude of a network-input value a point's image may reach before it counts as
+    diverged: ``DIVERGENCE_FACTOR`` times the largest magnitude of a valid one (black or white)."""
+    return DIVERGENCE_FACTOR * max(1.0, *(abs(v) for v in cfg.lo + cfg.hi))
+
+
 def init_chunk(cfg: EngineConfig, pts):
     """Starting variables, optimiser states, divergence flags and snapshot buffer (images) of a chunk."""
     h, w = cfg.input_size
@@ -165,10 +179,11 @@ def init_chunk(cfg: EngineConfig, pts):
 def step(cfg: EngineConfig, params, pts, carry, t):
     """One step of every point of a chunk: (new carry, (loss, score, prob, terms) before the step). The
     gradient is taken with respect to each point's variable through its parameterisation and random
-    transforms. A point whose loss, gradient or new variable is not finite keeps its last one and
-    records the step."""
+    transforms. A point whose loss, gradient or new variable is not finite, or whose new image exceeds
+    ``divergence_bound`` in magnitude, keeps its last one and records the step."""
     opt = cfg.optimizer.build(0.0)  # the learning rate lives in each point's state
     lo, hi = _bounds(cfg)
+    bound = divergence_bound(cfg)
 
     def objective(v, p):
         return view_loss(cfg, params, render(cfg, v, p), p, t)
@@ -181,6 +196,7 @@ def step(cfg: EngineConfig, params, pts, carry, t):
         if cfg.clip:
             new_v = jnp.clip(new_v, lo, hi)
         finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(new_v))
+        finite = finite & (jnp.max(jnp.abs(render(cfg, new_v, p))) <= bound)  # NaN compares False
         ok = (diverged < 0) & finite
         v = jnp.where(ok, new_v, v)
         state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)

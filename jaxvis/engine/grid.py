@@ -203,6 +203,10 @@ class Sweep:
         return [point["loss"].get(n, 0.0) * point.get(f"w:{n}", 1.0) for n in term_names]
 
     def validate(self, model, terms: Sequence[obj.Term], steps: int) -> None:
+        bad = [s for s in self.seeds if not _is_seed(s)]
+        if bad:
+            raise SweepError(f"seeds must be whole numbers from 0 to {2**32 - 1} (they key the random number "
+                             f"generator as uint32), got {bad}.")
         for name, values in self.axes():
             if len(values) == 0:
                 raise SweepError(f"sweep axis {name!r} is empty; give it at least one value.")
@@ -298,6 +302,13 @@ class Sweep:
     def start_images(self, index: np.ndarray) -> np.ndarray:
         """The start images of points whose ``start`` indices are ``index`` (a chunk's, not the grid's)."""
         return self.starts.array[np.asarray(index)]
+
+
+def _is_seed(value) -> bool:
+    try:
+        return float(value) == int(value) and 0 <= int(value) < 2**32
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _term_name(key) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import threading
 from typing import Any, Callable, Sequence
@@ -54,6 +55,17 @@ class ProgressEvent:
     @property
     def fraction(self) -> float:
         return (self.chunks_done * self.steps + self.step) / max(self.chunks * self.steps, 1)
+
+
+class _QuietInterrupts(logging.Filter):
+    """Drops jax's log of a progress callback that ended in KeyboardInterrupt (Ctrl-C while the device
+    called back): the run says it was interrupted in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+logging.getLogger("jax._src.debugging").addFilter(_QuietInterrupts())
 
 
 def available_memory(device) -> int:
@@ -219,6 +231,7 @@ class Engine:
             parameterization=parameterization, to_input=par.InputMap.of(model.spec),
             view_transforms=((),) * self.plain_views + (self.transforms,) * (self.views - self.plain_views))
         self._trace_count = 0
+        self._interrupted = False  # a KeyboardInterrupt was raised in a progress callback from the device
         self._progress: Callable[[ProgressEvent], None] | None = None
         self._chunk_state = (0, 0, 0)  # (chunks done, chunks to run, last step told) of the run in progress
         self._report_lock = threading.Lock()  # devices call back from threads of their own
@@ -303,11 +316,17 @@ class Engine:
     def _report_step(self, step) -> None:
         # With several devices each one calls back for the same step, from its own thread: the check and
         # the update are one locked section, so that a step is told once and the steps in order.
-        with self._report_lock:
-            done, total, told = self._chunk_state
-            if self._progress is not None and int(step) > told:
-                self._chunk_state = (done, total, int(step))
-                self._progress(ProgressEvent(done, total, int(step), self.steps, self._points_per_chunk))
+        try:
+            with self._report_lock:
+                done, total, told = self._chunk_state
+                if self._progress is not None and int(step) > told:
+                    self._chunk_state = (done, total, int(step))
+                    self._progress(ProgressEvent(done, total, int(step), self.steps, self._points_per_chunk))
+        except KeyboardInterrupt:
+            # Ctrl-C while the device called back: XLA turns the exception into a JaxRuntimeError;
+            # run_points turns it back into the KeyboardInterrupt it was.
+            self._interrupted = True
+            raise
 
     # ----------------------------------------------------------------------------------------------
     # Host side: chunking, sharding, progress.
@@ -342,10 +361,16 @@ class Engine:
         pts = {k: jax.device_put(v, shard) for k, v in arrays.items()}
         if self._placed is None or self._placed[0] is not params:  # replicate once, not once per chunk
             self._placed = (params, jax.device_put(params, NamedSharding(self.mesh, PartitionSpec())))
-        if self.loop == "scan":
-            out = jax.device_get(self._fn(self._placed[1], pts))
-        else:
-            out = jax.device_get(self._host_loop(self._placed[1], pts))
+        self._interrupted = False
+        try:
+            if self.loop == "scan":
+                out = jax.device_get(self._fn(self._placed[1], pts))
+            else:
+                out = jax.device_get(self._host_loop(self._placed[1], pts))
+        except jax.errors.JaxRuntimeError as e:
+            if self._interrupted or "KeyboardInterrupt" in str(e):  # Ctrl-C during a progress callback
+                raise KeyboardInterrupt from None
+            raise
         return Result.from_outputs(out, self.snapshots)
 
     def run(self, sweep: Sweep, chunk_size: int | None = None,

@@ -168,8 +168,10 @@ def write_sweep_page(run_dir: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir} has no {AXES_FILE}: it is not a sweep's run directory (or was written "
                                 "by an older jaxvis; run it again with --resume to rewrite its outputs).")
-    with open(path, encoding="utf-8") as f:
-        axes = json.load(f)
+    try:
+        axes = _read_axes(path)
+    except RunReadError as e:
+        raise RunReadError(f"{run_dir}: {e}") from None
     records, finished = sweep_records(run_dir, axes["n_points"])
     figures = sorted(os.path.basename(f) for f in glob.glob(os.path.join(run_dir, "grid*.png")))
     figures += ["iterations.png"] if os.path.exists(os.path.join(run_dir, "iterations.png")) else []
@@ -297,14 +299,52 @@ def _date(path: str) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+class RunReadError(ValueError):
+    """A run directory whose data files cannot be read (damaged JSON, missing fields)."""
+
+
+def _read_axes(path: str) -> dict:
+    """``axes.json``, checked for the fields the pages read; RunReadError (saying what is wrong) otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            axes = json.load(f)
+    except UnicodeDecodeError:
+        raise RunReadError(f"{AXES_FILE} is not text (the file is damaged)") from None
+    except json.JSONDecodeError as e:
+        raise RunReadError(f"{AXES_FILE} is not valid JSON ({e}); the file is damaged") from None
+    if not isinstance(axes, dict):
+        raise RunReadError(f"{AXES_FILE} holds a {type(axes).__name__}, not a JSON object")
+    n = axes.get("n_points")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise RunReadError(f"{AXES_FILE} has no valid n_points (got {n!r})")
+    if not isinstance(axes.get("axes"), list) or not all(
+            isinstance(a, dict) and "name" in a and isinstance(a.get("values"), list) for a in axes["axes"]):
+        raise RunReadError(f"{AXES_FILE} has no valid axes list (each axis a name and its values)")
+    return axes
+
+
+def _advice(run_dir: str) -> str:
+    if os.path.exists(os.path.join(run_dir, AXES_FILE)):
+        return ("rerun the sweep into it with --resume to rewrite its files, or move the folder out of the one "
+                "reported")
+    return "rerun experiments.saliency with --out into it, or move the folder out of the one reported"
+
+
+def unreadable_run(reason: str) -> dict:
+    """The folder page's entry of a run directory whose data cannot be read: no link, the reason as status."""
+    return {"kind": "unreadable", "model": None, "points": None, "grid": "", "date": "", "error": reason,
+            "status": {"finished": False, "unreadable": True, "done": 0, "total": 0, "diverged": 0,
+                       "text": f"not read: {reason}"}}
+
+
 def describe_run(run_dir: str, refresh: bool = True) -> dict | None:
     """What the folder page lists of one run directory (None if ``run_dir`` is not one); with ``refresh``
-    the run's own page is rewritten from its data first."""
+    the run's own page is rewritten from its data first. Raises RunReadError (or OSError) for a run
+    directory whose data cannot be read; ``list_runs`` lists such a run as unreadable, with the reason."""
     axes_path = os.path.join(run_dir, AXES_FILE)
     results = os.path.join(run_dir, RESULTS_FILE)
     if os.path.exists(axes_path):
-        with open(axes_path, encoding="utf-8") as f:
-            axes = json.load(f)
+        axes = _read_axes(axes_path)
         if refresh:
             write_sweep_page(run_dir)
         records, finished = sweep_records(run_dir, axes["n_points"])
@@ -314,8 +354,11 @@ def describe_run(run_dir: str, refresh: bool = True) -> dict | None:
                 "grid": grid or "1 point", "date": axes.get("created") or _date(axes_path), "status": status}
     if os.path.exists(results):
         records = read_jsonl(results)
-        if not records or "map" not in records[0]:
-            return None
+        if not records:
+            raise RunReadError(f"{RESULTS_FILE} holds no records and there is no {AXES_FILE}")
+        if not all(isinstance(r, dict) for r in records) or "map" not in records[0]:
+            raise RunReadError(f"{RESULTS_FILE} is not a saliency run's (its records have no map) and there is "
+                               f"no {AXES_FILE} (a sweep's); the run was written by an older jaxvis or is damaged")
         if refresh:
             write_saliency(run_dir)
         methods = sorted({r.get("method") or "gradient" for r in records})
@@ -335,9 +378,18 @@ def list_runs(folder: str, refresh: bool = True) -> list[dict]:
     runs = []
     for here, dirs, _ in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d not in (PAGE_DIR, "chunks", "points", "curves") and not d.startswith("."))
-        entry = describe_run(here, refresh=refresh)
+        path = os.path.relpath(here, folder).replace(os.sep, "/")
+        try:
+            entry = describe_run(here, refresh=refresh)
+        except (RunReadError, OSError, ValueError, KeyError, TypeError) as e:
+            # one damaged run must not cost the page of the others: it is listed, with the reason
+            reason = str(e) if isinstance(e, (RunReadError, OSError, ValueError)) else f"{type(e).__name__}: {e}"
+            entry = unreadable_run(f"{reason}; {_advice(here)}")
+            entry["path"], entry["link"] = path, None
+            runs.append(entry)
+            dirs[:] = []
+            continue
         if entry is not None:
-            path = os.path.relpath(here, folder).replace(os.sep, "/")
             entry["path"] = path
             entry["link"] = "index.html" if path == "." else path + "/index.html"
             runs.append(entry)
@@ -347,7 +399,7 @@ def list_runs(folder: str, refresh: bool = True) -> list[dict]:
 
 def write_folder(folder: str, out: str = "runs.html", refresh: bool = True) -> str:
     """Writes ``folder/out``, a page listing the run directories under ``folder``, each linking to its
-    report; returns its path.
+    report; returns its path. A run whose data cannot be read is listed with the reason, without a link.
 
     Example:
 

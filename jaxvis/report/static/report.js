@@ -581,13 +581,21 @@
     }
     var table = el("table", { class: "runs", id: "runs" }, [el("tr", null,
       ["run", "kind", "model", "grid", "points", "date", "status"].map(function (h) { return el("th", { text: h }); }))]);
+    var unreadable = D.runs.filter(function (r) { return r.status && r.status.unreadable; });
+    if (unreadable.length) {
+      // runs whose data could not be read are named, with the reason, above the table as well as in it
+      app.appendChild(el("div", { class: "unreadable", id: "unreadable" }, [
+        el("p", { text: unreadable.length + " run(s) could not be read:" }),
+        el("ul", null, unreadable.map(function (r) { return el("li", { text: r.path + ": " + r.error }); })),
+      ]));
+    }
     D.runs.forEach(function (r) {
       var st = r.status || {};
-      var cls = !st.finished ? "partial" : st.diverged ? "diverged" : "finished";
+      var cls = st.unreadable ? "unreadable" : !st.finished ? "partial" : st.diverged ? "diverged" : "finished";
       table.appendChild(el("tr", { "data-path": r.path, class: "run " + cls }, [
-        el("td", null, [el("a", { href: r.link, text: r.path })]),
+        el("td", null, [r.link ? el("a", { href: r.link, text: r.path }) : el("span", { text: r.path })]),
         el("td", { text: r.kind }), el("td", { text: r.model || "–" }), el("td", { text: r.grid }),
-        el("td", { text: st.finished ? String(r.points) : st.done + " / " + r.points }),
+        el("td", { text: st.unreadable ? "–" : st.finished ? String(r.points) : st.done + " / " + r.points }),
         el("td", { text: (r.date || "").replace("T", " ").replace("+00:00", " UTC") }),
         el("td", null, [el("span", { class: "status " + cls, text: st.text })]),
       ]));
