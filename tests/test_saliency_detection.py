@@ -122,6 +122,7 @@ def test_odam_keeps_more_of_its_mass_in_the_box_than_the_gradient():
     assert energy["odam"] > max(energy["gradient"], energy["sources"]), energy
 
 
+@pytest.mark.slow  # D-RISE on the shipped detector at two chunk sizes; test_drise_chunks_are_sized_by_a_forward_pass stays
 def test_drise_is_deterministic_and_chunking_does_not_change_it(shipped):
     model, images, _, det = shipped
     t = sal.detections(det, np.zeros((3, 1), int))
@@ -238,6 +239,7 @@ def test_detection_metric_units():
     assert met.instance_specificity(m, (2, 2, 6, 6), [])["hit"] == 1.0
 
 
+@pytest.mark.slow  # curves and a cascading randomisation on the shipped detector; test_detection_metric_units stays
 def test_detection_deletion_insertion_and_randomisation(shipped):
     """Deletion starts, and insertion ends, at the detection's D-RISE similarity on the clean input (as
     D-RISE reports it), and deleting every pixel lowers it; the cascading randomisation of the detector

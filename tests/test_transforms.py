@@ -212,7 +212,8 @@ STOCHASTIC = (tfm.pad(4), tfm.jitter(4), tfm.scale(0.9, 1.1), tfm.rotate(10), tf
 LUCID_IMAGE = par.fourier() + par.decorrelated() + par.sigmoid()
 
 
-@pytest.mark.parametrize("parameterization,views", [(par.pixels(), 1), (LUCID_IMAGE, 1),
+# the Lucid image (and two views) compile programs of their own: slow; pixels through the same transforms stays
+@pytest.mark.parametrize("parameterization,views", [(par.pixels(), 1), pytest.param(LUCID_IMAGE, 1, marks=pytest.mark.slow),
                                                     pytest.param(LUCID_IMAGE, 2, marks=pytest.mark.slow)],
                          ids=["pixels", "fourier", "fourier-2views"])
 def test_a_point_alone_equals_the_point_in_a_sweep_and_reruns_are_bit_identical(vgg, parameterization, views):
