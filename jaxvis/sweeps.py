@@ -417,5 +417,8 @@ def _execute(model, sweep, engine, run_config, settings_shown, out, resume, prog
                     f"their image grew past {DIVERGENCE_FACTOR:,.0f} times the valid range (see "
                     "jaxvis.engine); each keeps its last image before that step (results.jsonl: diverged, "
                     "diverged_step). Lower their learning rates.")
+        from jaxvis import report
+
+        report.write_sweep_page(out)  # the page lists the run's warnings too
     print(f"done in {elapsed:.1f} s; {n_div} diverged. Open {index}")
     return index

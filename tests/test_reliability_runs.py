@@ -216,5 +216,9 @@ def test_points_whose_images_blow_up_are_counted_as_diverged(model_file, tmp_pat
     assert "done in" in out and "; 1 diverged." in out
     assert "warning: 1 of 2 points diverged" in err and "Lower their learning rates" in err
     assert "1 of 2 points diverged" in (run / "warnings.jsonl").read_text()
+    from jaxvis import report
+
+    assert any("1 of 2 points diverged" in w for w in report.run_warnings(str(run)))
+    assert "1 of 2 points diverged" in (run / "report" / "data.js").read_text()  # shown on the run's page
     images = np.load(run / "images.npy")
     assert np.all(np.isfinite(images)) and np.abs(images).max() < 1e3  # the diverged point keeps its last image

@@ -177,8 +177,20 @@ def write_sweep_page(run_dir: str) -> str:
     figures += ["iterations.png"] if os.path.exists(os.path.join(run_dir, "iterations.png")) else []
     data = {"kind": "sweep", "title": f"jaxvis class models: {axes['arch']}", "axes": axes, "points": records,
             "status": status_of(records, axes["n_points"], finished), "curves_dir": f"{PAGE_DIR}/curves",
-            "figures": figures}
+            "figures": figures, "warnings": run_warnings(run_dir)}
     return _write_page(run_dir, "index.html", "data.js", data["title"], data)
+
+
+def run_warnings(run_dir: str) -> list[str]:
+    """What the run said in ``warnings.jsonl`` (chunk files set aside and recomputed, diverged points), in
+    order; a damaged file gives one line saying so rather than no page."""
+    path = os.path.join(run_dir, "warnings.jsonl")
+    if not os.path.exists(path):
+        return []
+    try:
+        return [str(r.get("warning", r)) if isinstance(r, dict) else str(r) for r in read_jsonl(path)]
+    except (OSError, ValueError) as e:
+        return [f"warnings.jsonl could not be read ({e})"]
 
 
 def write_curves(run_dir: str, chunk: int, first: int, loss, score, diverged) -> str:

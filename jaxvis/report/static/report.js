@@ -208,6 +208,13 @@
     // small images are enlarged with visible pixels; large ones are smoothed when shown smaller
     app.className = "sweep" + (A.input_size && Math.max(A.input_size[0], A.input_size[1]) < 160 ? " pixelated" : "");
     app.appendChild(header(D.title, D.status, links));
+    if ((D.warnings || []).length) {
+      // what the run said while it ran (warnings.jsonl): chunk files set aside, diverged points
+      app.appendChild(el("div", { class: "warnings", id: "warnings" }, [
+        el("p", { text: D.warnings.length + " warning(s) from the run:" }),
+        el("ul", null, D.warnings.map(function (w) { return el("li", { text: w }); })),
+      ]));
+    }
     app.appendChild(el("p", { class: "summary", text: A.n_points + " points (" +
       (varying.length ? varying.map(function (n) { return axes[n].values.length + " " + n; }).join(" × ") : "one point") +
       "), " + (A.steps || s.steps) + " steps, optimiser " + (s.optimizer || "?") + ". Hover a tile for its values; " +
