@@ -23,7 +23,7 @@ from absl import app, flags
 from converters import checkpoint as ckpt
 from converters import ssd as ssd_remap
 from converters import vgg as vgg_remap
-from experiments._launch import quiet_logs
+from experiments._launch import exit_interrupted, quiet_logs
 from jaxvis.models import ARCHS as _ARCHS
 from jaxvis.params import ParamsFileError
 
@@ -48,6 +48,9 @@ def convert(arch: str, checkpoint: str | None, out: str, *, allow_download: bool
     check_out(out, overwrite)  # before any reading or converting: a refused --out costs nothing
     spec = models.arch_spec(arch)
     path = ckpt.locate(arch, checkpoint, allow_download=allow_download)
+    if os.path.exists(out) and os.path.samefile(out, path):
+        raise ckpt.CheckpointError(f"--out {out!r} is the checkpoint being converted; writing it would destroy the "
+                                   f"input: give --out another path, e.g. {os.path.splitext(out)[0] + '.safetensors'!r}.")
     digest = ckpt.sha256(path)
     name = os.path.basename(path)
     prefix = ckpt.hash_prefix(name)
@@ -139,6 +142,9 @@ def main(argv):
                 overwrite=FLAGS.overwrite, channel_order=FLAGS.channel_order)
     except (ckpt.CheckpointError, ParamsFileError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        exit_interrupted(f"interrupted: {FLAGS.out} was not written (it is written whole or not at all); "
+                                 "run the command again.")
     print(f"done in {time.time() - start:.1f} s")
 
 

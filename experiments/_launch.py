@@ -55,6 +55,17 @@ def progress_bar():
     return update
 
 
+def exit_interrupted(message: str | None = None) -> None:
+    """Ends the program after Ctrl-C with exit status 130 and, when given, one line on stderr; at once,
+    without the interpreter's shutdown, which can crash while XLA compiles or OpenCV cuts in threads of their
+    own. What was finished is already on disk (chunk and output files are written whole or not at all)."""
+    if message:
+        print(f"\n{message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def check_config_args(argv, names, default: str, flag: str = "config") -> None:
     """Exits with one line when the command line names a ``--config`` file that does not exist, or
     overrides a field that no setting has (``--config.stepz=3``): ml_collections reports both as tracebacks

@@ -130,9 +130,12 @@ def main(argv):
     except (UsageError, OutputError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:  # before the first chunk (a run under way says what it kept, sweeps.run)
-        print("\ninterrupted before the sweep started; run the command again (with --resume if --out holds "
-              "finished chunks).", file=sys.stderr)
-        sys.exit(130)
+        _launch.exit_interrupted("interrupted before the sweep started; run the command again (with --resume if "
+                                 "--out holds finished chunks).")
+    except SystemExit as e:
+        if e.code == 130:  # interrupted, and sweeps.run said what it kept
+            _launch.exit_interrupted()
+        raise
     except ValueError as e:  # the library's errors about settings, files and run directories
         from jaxvis.engine import SweepError
         from jaxvis.labels import CategoryError

@@ -46,6 +46,10 @@ flags.DEFINE_integer("cell", 96, "Grid cell size in pixels.")
 flags.DEFINE_string("out", None, "Output folder.")
 
 
+OUTPUTS = ("table.md", "verdicts.jsonl", "grid.png")
+RUN_FILES = ("config.json", "axes.json", "results.jsonl")
+
+
 def _named(entries):
     runs = {}
     for entry in entries:
@@ -53,9 +57,9 @@ def _named(entries):
         if not sep:
             name, folder = os.path.basename(os.path.normpath(entry)), entry
         if not name or not folder:
-            raise app.UsageError(f"--run takes NAME=DIR or DIR; got {entry!r}.")
+            sys.exit(f"error: --run takes NAME=DIR or DIR; got {entry!r}.")
         if name in runs:
-            raise app.UsageError(f"two runs are named {name!r}; name them with --run NAME=DIR.")
+            sys.exit(f"error: two runs are named {name!r}; name them with --run NAME=DIR.")
         runs[name] = folder
     return runs
 
@@ -96,6 +100,13 @@ def main(argv):
     if not FLAGS.out:
         raise app.UsageError("--out is required: the folder for table.md, verdicts.jsonl and grid.png.")
     _launch.start(FLAGS.out)
+    if not 0.0 < FLAGS.threshold <= 1.0:
+        sys.exit(f"error: --threshold is the own probability counted as confident, above 0 and at most 1; got "
+                 f"{FLAGS.threshold}.")
+    held = [n for n in OUTPUTS + RUN_FILES if os.path.exists(os.path.join(FLAGS.out, n))]
+    if held:  # an evaluation never overwrites: not an earlier one's files, not a run's own
+        what = "a run directory" if set(held) & set(RUN_FILES) else "an earlier evaluation"
+        sys.exit(f"error: --out {FLAGS.out} holds {what} ({', '.join(held)}); give an --out of its own (a new folder).")
     import numpy as np
 
     import jaxvis

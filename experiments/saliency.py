@@ -96,6 +96,9 @@ def main(argv):
         run()
     except (UsageError, ImageError, CategoryError, ParamsFileError, SaliencyError, OutputError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        _launch.exit_interrupted(f"interrupted: the images finished so far are in {FLAGS.out}/results.jsonl; run "
+                                 "the command again for the others (new outputs never overwrite earlier ones).")
 
 
 def _targets(model, image, path: str):
@@ -169,6 +172,17 @@ def _check_flags() -> None:
         raise UsageError(f"--metrics takes deletion, insertion, pointing; got {unknown}")
     if "pointing" in FLAGS.metrics and not FLAGS.gt_box:
         raise UsageError("the pointing game needs --gt_box x1,y1,x2,y2.")
+    if FLAGS.top_k is not None and FLAGS.category:
+        raise UsageError("give --category or --top_k, not both: --top_k explains each image's k best classes.")
+    # numbers that only one method reads: given with another, they would do nothing
+    readers = {"samples": ("smoothgrad",), "noise": ("smoothgrad",), "steps": ("integrated",),
+               "masks": ("drise",), "cell": ("drise",), "p": ("drise",), "layer": ("gradcam", "odam")}
+    unread = [f"--{name}" for name, methods in readers.items() if FLAGS[name].present and FLAGS.method not in methods]
+    if unread:
+        raise UsageError(f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by --method "
+                         f"{FLAGS.method}, so {'it' if len(unread) == 1 else 'they'} would do nothing: drop "
+                         f"{'it' if len(unread) == 1 else 'them'}, or choose the method that reads "
+                         f"{'it' if len(unread) == 1 else 'them'} ({', '.join(sorted({m for n in unread for m in readers[n[2:]]}))}).")
 
 
 def run() -> str:

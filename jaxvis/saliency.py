@@ -325,6 +325,10 @@ class DRISE(Method):
             raise SaliencyError(f"D-RISE explains a detection or a box with a label, not a {targets.kind} target; "
                                 "use detection(...)/detections(...) or box_label(...)")
         out_hw = tuple(z.shape[1:3])
+        if self.cell > max(out_hw):
+            raise SaliencyError(f"D-RISE's cell of {self.cell} pixels is larger than the {out_hw[1]}x{out_hw[0]} image: "
+                                f"every mask would be one flat cell; give a cell of at most {max(out_hw)} pixels (16 "
+                                "by default)")
         chunk, _ = chunk_sizes(model, self.masks, 1, out_hw, backward=False)
         chunk = int(self.chunk or chunk)
         keys = jax.random.split(jax.random.key(seed), targets.shape[0])
@@ -380,9 +384,13 @@ def odam(layers=None, combine=None, chunk: int | None = None) -> ODAM:
     return ODAM(_layers(layers), combine, chunk)
 
 
+MAX_CELL = 4096  # D-RISE's mask grid is up-sampled by the cell size; compute() also bounds it by the image
+
+
 def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None = None) -> DRISE:
-    if int(masks) < 1 or int(cell) < 1 or not 0.0 < float(p) < 1.0:
-        raise SaliencyError(f"drise needs masks >= 1, cell >= 1 and 0 < p < 1; got {masks}, {cell}, {p}")
+    if int(masks) < 1 or not 1 <= int(cell) <= MAX_CELL or not 0.0 < float(p) < 1.0:
+        raise SaliencyError(f"drise needs masks >= 1, cell from 1 to {MAX_CELL} pixels and 0 < p < 1; got {masks}, "
+                            f"{cell}, {p}")
     return DRISE(int(masks), int(cell), float(p), chunk)
 
 
@@ -1133,6 +1141,9 @@ def saliency(model, images, targets: Target, method: Method | None = None, *, pa
 
 def top_k_classes(model, images, k: int, params=None, preprocess: bool = True) -> np.ndarray:
     """(N, k) indices of each image's k highest logits."""
+    n = model.spec.num_classes
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise SaliencyError(f"top_k takes a number of classes from 1 to {n} ({model.spec.arch} has {n}); got {k!r}")
     x = pre.preprocess(model.spec, images) if preprocess else jnp.asarray(images)
     logits, _ = jax.jit(model.apply)(model.params if params is None else params, x)
     return np.asarray(jax.lax.top_k(logits, k)[1])

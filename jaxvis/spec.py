@@ -158,6 +158,9 @@ def spec_problem(spec: ModelSpec) -> str | None:
         return bad("channel_order", "'RGB' or 'BGR'")
     if not isinstance(spec.labels, (tuple, list)) or not all(isinstance(v, str) for v in spec.labels):
         return bad("labels", "a list of class names")
+    outputs = spec.config.get("num_classes")
+    if spec.labels and isinstance(outputs, int) and len(spec.labels) != outputs:
+        return bad("labels", f"one name per class output: {outputs} (config num_classes), not {len(spec.labels)}")
     for field in ("source", "source_sha256", "image_stats"):
         if not isinstance(getattr(spec, field), str):
             return bad(field, "a string")

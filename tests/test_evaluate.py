@@ -176,7 +176,7 @@ def test_the_launcher_writes_the_table_verdicts_and_grid_of_two_runs(tmp_path, t
     from jaxvis import params as params_io
     params_io.save(other, tiny_vgg(seed=9).params, vgg.spec)
     refused = run_module("experiments.evaluate", "--run", str(tmp_path / "a"), "--params", str(other),
-                         "--out", str(out), check=False)
+                         "--out", str(tmp_path / "eval2"), check=False)
     assert refused.returncode != 0 and "another params file" in refused.stderr
 
 

@@ -51,6 +51,7 @@ BAD_SPECS = [
     ("resize_size", 0, "a whole number from 1 to 4096"),
     ("family", "resnet", "family must be one of vgg, ssd"),
     ("labels", "abc", "a list of class names"),
+    ("labels", ["a", "b"], "one name per class output: 10 (config num_classes), not 2"),
 ]
 
 
@@ -319,3 +320,30 @@ def test_evaluate_launcher_marks_nan_images(tiny_files, tmp_path):
     assert "| nan (1 not judged: non-finite pixels) |" in (out / "table.md").read_text()
     # the verdict lines read back (recipe_search's seed blocks): the image's class is not sure
     assert ev.block_counts(lines, 0.0)[0] == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Outputs that would destroy an input or an earlier result are refused.
+
+def test_the_converter_refuses_to_write_over_its_own_checkpoint(tmp_path, monkeypatch):
+    from converters import checkpoint as ckpt
+    from converters import torchvision as tv
+
+    pth = tmp_path / "vgg11.pth"
+    pth.write_bytes(b"a checkpoint")
+    monkeypatch.setattr(ckpt, "locate", lambda arch, checkpoint, allow_download=True: checkpoint)
+    monkeypatch.setattr(ckpt, "read_state_dict", lambda *a, **k: pytest.fail("the checkpoint was read"))
+    with pytest.raises(ckpt.CheckpointError, match="is the checkpoint being converted; writing it would destroy"):
+        tv.convert("vgg11", str(pth), str(pth), overwrite=True, log=lambda *_: None)
+    assert pth.read_bytes() == b"a checkpoint"
+
+
+@pytest.mark.parametrize("held, what", [("table.md", "an earlier evaluation"), ("config.json", "a run directory")])
+def test_evaluate_never_writes_over_an_earlier_evaluation_or_a_run(tmp_path, held, what):
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / held).write_text("kept")
+    proc = run_module("experiments.evaluate", "--run", str(tmp_path / "r"), "--out", str(out), check=False)
+    assert proc.returncode == 1
+    assert _one_line(proc.stderr).startswith(f"error: --out {out} holds {what} ({held})")
+    assert (out / held).read_text() == "kept" and os.listdir(out) == [held]

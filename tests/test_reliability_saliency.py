@@ -88,13 +88,16 @@ def test_memory_is_stated_for_large_images_and_too_large_ones_are_refused(monkey
 
 def test_non_finite_images_and_noise_are_refused_before_any_work():
     from jaxvis import saliency as sal
-    from tiny import tiny_vgg
+    from tiny import tiny_ssd, tiny_vgg
 
     model = tiny_vgg(0)
     images = np.full((1, 32, 32, 3), 0.5, np.float32)
     images[0, 3, 4, 1] = np.nan
     with pytest.raises(sal.SaliencyError, match="1 NaN or infinite value"):
         sal.explain(model, images, sal.class_score(np.array([[1]])))
+    ssd = tiny_ssd(0)
+    with pytest.raises(sal.SaliencyError, match="cell of 400 pixels is larger than the 120x90 image"):
+        sal.explain(ssd, np.full((1, 90, 120, 3), 0.5, np.float32), sal.detection([[0]], [[1]]), sal.drise(cell=400))
     for noise in (float("nan"), float("inf"), -0.1):
         with pytest.raises(sal.SaliencyError, match="smoothgrad's noise is a standard deviation"):
             sal.smoothgrad(noise=noise)
@@ -144,6 +147,10 @@ def test_outputs_never_collide_and_a_second_run_adds_under_new_names(tiny_files,
     (["--image", "{images}/one/x.png", "--image", "{images}/nan.tiff", "--category", "1"], "NaN or infinite"),
     (["--params", "{ssd}", "--image", "{images}/one/x.png", "--detection", "abc"],
      "--detection takes ranks in each image's detections, whole numbers from 0"),
+    (["--image", "{images}/one/x.png", "--top_k", "11"], "top_k takes a number of classes from 1 to 10"),
+    (["--image", "{images}/one/x.png", "--top_k", "2", "--category", "1"], "give --category or --top_k, not both"),
+    (["--image", "{images}/one/x.png", "--category", "1", "--masks", "5", "--steps", "3"],
+     "--steps, --masks are not read by --method gradient, so they would do nothing"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_output(tiny_files, images, tmp_path, args, message):
     args = [a.format(images=images, ssd=tiny_files[1]) for a in args]
@@ -167,3 +174,14 @@ def test_a_second_writer_on_one_out_is_refused(tiny_files, images, tmp_path):
     assert proc.returncode == 1 and "is in use by another run" in proc.stderr.strip().splitlines()[-1]
     assert os.listdir(out) == [".lock"]
     shutil.rmtree(out)
+
+
+def test_ctrl_c_ends_a_launcher_at_once_with_130_and_one_line():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "from experiments import _launch; _launch.exit_interrupted('interrupted: kept what was finished.')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr.strip() == "interrupted: kept what was finished."

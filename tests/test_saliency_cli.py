@@ -74,7 +74,8 @@ def test_detection_methods(setup, tmp_path, method):
     detection's rank, box, label and score, and the ground-truth box with its pointing metrics."""
     out = tmp_path / method
     run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
-               "--detection", "0,1", "--method", method, "--masks", "16", "--samples", "2", "--gt_box", "10,10,60,50",
+               "--detection", "0,1", "--method", method, *{"drise": ["--masks", "16"], "smoothgrad": ["--samples", "2"]}.get(
+                   method, []), "--gt_box", "10,10,60,50",
                "--metrics", "pointing", "--localize=false", "--out", str(out))
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["detection"] for r in records] == [0, 1]
