@@ -128,7 +128,7 @@ def main(argv):
     except (ev.EvaluationError, ParamsFileError) as e:
         sys.exit(f"error: {e}")
     os.makedirs(FLAGS.out, exist_ok=True)
-    summaries, rows, row_labels, captions, lines, classes = {}, [], [], [], [], []
+    summaries, rows, row_labels, lines, classes = {}, [], [], [], []
     for name, folder in runs.items():
         model = models[name]
         try:

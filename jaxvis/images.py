@@ -31,21 +31,12 @@ def load_image(path: str, max_pixels: int = MAX_PIXELS, notes: list[str] | None 
     from PIL import Image, UnidentifiedImageError
 
     notes = notes if notes is not None else []
-    if not os.path.exists(path):
-        raise ImageError(f"image {path!r} does not exist; check the path.")
-    if os.path.isdir(path):
-        raise ImageError(f"{path!r} is a directory; give an image file (PNG, JPEG, ...).")
-    if os.path.getsize(path) == 0:
-        raise ImageError(f"image {path!r} is empty (0 bytes); give a PNG or JPEG file.")
+    _check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"image {path!r} is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than the "
-                                     f"{max_pixels / 1e6:.0f} allowed; downscale it first (the models look at a few "
-                                     "hundred pixels).")
+                _check_pixels(path, *im.size, max_pixels)
                 im.load()
                 mode = im.mode
                 image = im.copy()
@@ -137,10 +128,7 @@ def image_size(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     ``load_image`` refuses it when it is missing, empty, not an image or larger than ``max_pixels``."""
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
-        load_image(path)  # raises its one-line error for a missing path or a directory
-    if os.path.getsize(path) == 0:
-        raise ImageError(f"image {path!r} is empty (0 bytes); give a PNG or JPEG file.")
+    _check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -150,11 +138,24 @@ def image_size(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         raise ImageError(f"{path!r} is not an image that Pillow can read; give a PNG or JPEG file.") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError):
         return load_image(path, max_pixels).shape[:2]  # its own one-line error
+    _check_pixels(path, w, h, max_pixels)
+    return h, w
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise ImageError(f"image {path!r} does not exist; check the path.")
+    if os.path.isdir(path):
+        raise ImageError(f"{path!r} is a directory; give an image file (PNG, JPEG, ...).")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"image {path!r} is empty (0 bytes); give a PNG or JPEG file.")
+
+
+def _check_pixels(path: str, w: int, h: int, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise ImageError(f"image {path!r} is {w}x{h} = {w * h / 1e6:.0f} megapixels, more than the "
                          f"{max_pixels / 1e6:.0f} allowed; downscale it first (the models look at a few hundred "
                          "pixels).")
-    return h, w
 
 
 def save_png(path: str, image: np.ndarray) -> None:

@@ -1,5 +1,5 @@
 """Run directories that know what they hold, interrupts and bad settings that end in one line, and
-divergence that is counted (issue 38): chunk files carry their run's digest and range and are checked
+divergence that is counted: chunk files carry their run's digest and range and are checked
 before a run continues; Ctrl-C inside a progress callback exits 130; a misspelt config field, a missing
 config file, an out-of-range seed, a file that is not image statistics and boxes on a classifier are
 refused before anything is written; points whose images blow up are reported as diverged."""
@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import run_module
-from jaxvis import params as params_io
+from test_reliability import model_file  # noqa: F401  (the tiny VGG's params file, a fixture)
 from tiny import tiny_vgg
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("runs") / "vgg.safetensors"
-    model = tiny_vgg(0)
-    params_io.save(path, model.params, model.spec)
-    return path
 
 
 def _settings(params, **changes):
