@@ -82,11 +82,14 @@ def check_config_args(argv, names, default: str, flag: str = "config") -> None:
             path = arg.split("=", 1)[1]
         else:
             continue
-        file = path.split(":", 1)[0]
+        file, _, variant = path.partition(":")
         if not os.path.isfile(file):
             what = "is a directory, not a config file" if os.path.isdir(file) else "does not exist"
             sys.exit(f"error: --{flag} {file} {what}; give a config file such as {os.path.relpath(default)} "
                      f"(or leave --{flag} out for the defaults).")
+        problem = config_problem(file, variant)
+        if problem:
+            sys.exit(f"error: --{flag} {path}: {problem}; see {os.path.relpath(default)} for the form.")
     unknown = []
     for arg in argv[1:]:
         if arg == "--":
@@ -98,6 +101,34 @@ def check_config_args(argv, names, default: str, flag: str = "config") -> None:
                     unknown.append(field)
     if unknown:
         sys.exit(f"error: {unknown_message(unknown, given_as=f'--{flag}.')}")
+
+
+def config_problem(file: str, variant: str = "") -> str | None:
+    """Why the config file cannot give its settings (None: it can): a syntax error, no ``get_config``, or an
+    error raised while ``get_config(variant)`` runs (a field set that a locked config does not have, an
+    unknown variant). ml_collections would report each as a traceback while it parses the flags."""
+    import runpy
+
+    try:
+        module = runpy.run_path(file)
+    except SyntaxError as e:
+        return f"line {e.lineno} is not Python ({e.msg})"
+    except Exception as e:  # noqa: BLE001  (whatever the file raises is reported in one line)
+        return f"running the file raised {type(e).__name__}: {_first_line(e)}"
+    get_config = module.get("get_config")
+    if not callable(get_config):
+        return "the file defines no get_config() function, which returns the settings"
+    try:
+        get_config(variant) if variant else get_config()
+    except Exception as e:  # noqa: BLE001
+        return f"get_config({variant!r}) raised {type(e).__name__}: {_first_line(e)}" if variant else \
+            f"get_config() raised {type(e).__name__}: {_first_line(e)}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0].strip().rstrip(".") if text else "(no message)"
 
 
 def start(out: str | None, what: str = "--out") -> None:

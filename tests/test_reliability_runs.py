@@ -159,6 +159,36 @@ def test_config_mistakes_are_one_line(model_file, tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+BROKEN_CONFIGS = [
+    ("def get_config(:\n", "", "line 1 is not Python"),
+    ("SETTINGS = {}\n", "", "the file defines no get_config() function"),
+    ("from experiments.configs.default import get_config as base\n\n\ndef get_config():\n    c = base()\n"
+     "    c.stepz = 3\n    return c\n", "", "get_config() raised AttributeError"),
+    ("def get_config(arg):\n    raise ValueError(f'no variant {arg!r}; variants: a, b')\n", ":nosuch",
+     "get_config('nosuch') raised ValueError: no variant 'nosuch'; variants: a, b"),
+]
+
+
+@pytest.mark.parametrize("text,variant,message", BROKEN_CONFIGS, ids=["syntax", "no-get_config", "locked", "variant"])
+def test_a_config_file_that_cannot_give_settings_is_one_line(tmp_path, text, variant, message):
+    from experiments import _launch
+
+    config = tmp_path / "study.py"
+    config.write_text(text)
+    assert message in _launch.config_problem(str(config), variant.lstrip(":"))
+    assert _launch.config_problem("experiments/configs/feature_vis.py") is None
+
+
+def test_a_broken_config_file_ends_the_launcher_in_one_line(model_file, tmp_path):
+    config = tmp_path / "study.py"
+    config.write_text(BROKEN_CONFIGS[2][0])
+    proc = run_module("experiments.class_model", "--config", str(config), "--params", str(model_file),
+                      "--categories", "0", "--out", str(tmp_path / "x"), "--noprogress", check=False)
+    assert proc.returncode == 1
+    assert one_line(proc).startswith(f"error: --config {config}: get_config() raised AttributeError")
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_misspelt_field_in_a_config_file_is_one_line_naming_it(model_file, tmp_path):
     config = tmp_path / "study.py"
     config.write_text("from experiments.configs.default import get_config as base\n\n\ndef get_config():\n"
