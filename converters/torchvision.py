@@ -150,4 +150,6 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["arch", "out"])
-    app.run(main)
+    from experiments._launch import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

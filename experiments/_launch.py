@@ -55,6 +55,15 @@ def progress_bar():
     return update
 
 
+def parse_flags(argv):
+    """``app.run``'s flags parser for the launchers: a flag with a value of the wrong type (``--steps abc``),
+    an unknown flag or a missing required one ends the program in one line, as every other bad input does."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"error: {' '.join(str(e).split())}; --helpshort lists the flags.")
+
+
 def exit_interrupted(message: str | None = None) -> None:
     """Ends the program after Ctrl-C with exit status 130 and, when given, one line on stderr; at once,
     without the interpreter's shutdown, which can crash while XLA compiles or OpenCV cuts in threads of their

@@ -1077,4 +1077,6 @@ def _append_json(records) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from experiments._launch import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

@@ -149,4 +149,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from experiments._launch import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

@@ -281,4 +281,6 @@ def _explain(model, method, planned) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from experiments._launch import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

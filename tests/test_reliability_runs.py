@@ -189,6 +189,16 @@ def test_a_broken_config_file_ends_the_launcher_in_one_line(model_file, tmp_path
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("module, args, message", [
+    ("experiments.class_model", ["--steps", "abc"], "error: flag --steps=abc: invalid literal for int()"),
+    ("experiments.saliency", ["--samplez", "3"], "error: Unknown command line flag 'samplez'"),
+    ("converters.torchvision", ["--arch", "vgg11"], "error: flag --out=None: Flag --out must have a value"),
+])
+def test_flags_of_the_wrong_type_unknown_or_missing_are_one_line(module, args, message):
+    proc = run_module(module, *args, check=False)
+    assert one_line(proc).startswith(message) and proc.stderr.strip().endswith("--helpshort lists the flags.")
+
+
 def test_a_misspelt_field_in_a_config_file_is_one_line_naming_it(model_file, tmp_path):
     config = tmp_path / "study.py"
     config.write_text("from experiments.configs.default import get_config as base\n\n\ndef get_config():\n"
