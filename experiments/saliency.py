@@ -175,14 +175,17 @@ def _check_flags() -> None:
     if FLAGS.top_k is not None and FLAGS.category:
         raise UsageError("give --category or --top_k, not both: --top_k explains each image's k best classes.")
     # numbers that only one method reads: given with another, they would do nothing
-    readers = {"samples": ("smoothgrad",), "noise": ("smoothgrad",), "steps": ("integrated",),
-               "masks": ("drise",), "cell": ("drise",), "p": ("drise",), "layer": ("gradcam", "odam")}
-    unread = [f"--{name}" for name, methods in readers.items() if FLAGS[name].present and FLAGS.method not in methods]
+    from jaxvis.cli import METHOD_OPTIONS
+
+    reads = METHOD_OPTIONS.get(FLAGS.method, ())
+    readers = {n: sorted(m for m, names in METHOD_OPTIONS.items() if n in names) for names in METHOD_OPTIONS.values()
+               for n in names}
+    unread = [f"--{name}" for name in readers if FLAGS[name].present and name not in reads]
     if unread:
+        it, methods = ("it" if len(unread) == 1 else "them"), sorted({m for n in unread for m in readers[n[2:]]})
         raise UsageError(f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by --method "
-                         f"{FLAGS.method}, so {'it' if len(unread) == 1 else 'they'} would do nothing: drop "
-                         f"{'it' if len(unread) == 1 else 'them'}, or choose the method that reads "
-                         f"{'it' if len(unread) == 1 else 'them'} ({', '.join(sorted({m for n in unread for m in readers[n[2:]]}))}).")
+                         f"{FLAGS.method}, so {'it' if len(unread) == 1 else 'they'} would do nothing: drop {it}, or "
+                         f"choose the method that reads {it} ({', '.join(methods)}).")
 
 
 def run() -> str:

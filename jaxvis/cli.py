@@ -353,6 +353,11 @@ def attribution_score(name: str):
     return scores[name]
 
 
+# The numbers each attribution method reads of attribution_method's keyword arguments (the others ignore them).
+METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), "gradcam": ("layer",),
+                  "odam": ("layer",), "drise": ("masks", "cell", "p")}
+
+
 def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, steps: int = 64, layer=None,
                        masks: int = 1000, cell: int = 16, p: float = 0.5):
     """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,
