@@ -156,15 +156,18 @@ def _decoy(image, key, size, yy, xx):
     return image * (1 - frame[..., None]) + colours * frame[..., None]
 
 
-def classification_image(key, size: int = 64):
-    """One image (size, size, 3) in [0, 1], its class index and the shape's xyxy pixel box."""
+def classification_image(key, size: int = 64, masks: bool = False):
+    """One image (size, size, 3) in [0, 1], its class index and the shape's xyxy pixel box; with ``masks``,
+    the shape's mask follows, a (size, size) int32 map of the class index where the shape covers more than
+    half of a pixel and -1 elsewhere."""
     k = jax.random.split(key, 5)
     image, yy, xx, bg_mean = _background(k[0], size)
     kind = jax.random.randint(k[1], (), 0, NUM_CLASSES)
     r = jax.random.uniform(k[2], (), minval=0.2, maxval=0.4) * size
     c = jax.random.uniform(k[3], (2,), minval=r * 1.05, maxval=size - r * 1.05)
     image, cover = _draw(image, k[4], kind, c[0], c[1], r, yy, xx, bg_mean)
-    return jnp.clip(image, 0, 1), kind, _tight_box(cover, size)
+    out = (jnp.clip(image, 0, 1), kind, _tight_box(cover, size))
+    return out + (jnp.where(cover > 0.5, kind, -1).astype(jnp.int32),) if masks else out
 
 
 # radius of a free scene's shape, as a share of the image size: boxes of 28 to 70 px at 128 px, up to
@@ -173,7 +176,8 @@ FREE_RADIUS = (0.11, 0.27)
 
 
 def detection_image(key, size: int = 128, max_objects: int = 4, free_share: float = 0.0,
-                    decoy_share: float = 0.0, flat_share: float = 0.0, even_noise: bool = False):
+                    decoy_share: float = 0.0, flat_share: float = 0.0, even_noise: bool = False,
+                    masks: bool = False):
     """One scene: image (size, size, 3), boxes (max_objects, 4) xyxy pixels, labels (class + 1) and a
     validity mask; one to ``max_objects`` shapes, each in its own quadrant of a 2x2 layout, or, with
     probability ``free_share``, one shape of radius ``FREE_RADIUS`` x size anywhere it fits. With
@@ -185,7 +189,9 @@ def detection_image(key, size: int = 128, max_objects: int = 4, free_share: floa
     included, at a level drawn per scene from none to the backgrounds' ``PIXEL_NOISE``. The quadrant scenes do not
     depend on ``free_share``, and no scene's shapes on ``decoy_share`` or ``flat_share``: the same key
     gives the same shapes, with or without a decoy or a flat background (their colours stay away from the
-    background's mean colour, so a shape's colour may differ over a flat background)."""
+    background's mean colour, so a shape's colour may differ over a flat background). With ``masks`` a fifth
+    array follows: the objects' masks as one (size, size) int32 map, each pixel more than half covered by a
+    shape holding that shape's label (class + 1), every other pixel -1."""
     if max_objects > 4:
         raise ValueError("at most four objects: one per quadrant")
     for name, share in (("free_share", free_share), ("decoy_share", decoy_share), ("flat_share", flat_share)):
@@ -203,17 +209,16 @@ def detection_image(key, size: int = 128, max_objects: int = 4, free_share: floa
     scene = _quadrant_scene(key, size, max_objects, decoy, flat, noise)
     if free_share > 0.0:
         scene = _free_scene(key, size, scene, free_share, decoy, flat, noise)
-    if not even_noise:
-        return scene
-    image, boxes, labels, valid = scene
-    level = jax.random.uniform(jax.random.fold_in(key, 0x1015E), ()) * PIXEL_NOISE
-    image = image + level * jax.random.normal(jax.random.fold_in(key, 0x1015F), (size, size, 1))
-    return jnp.clip(image, 0, 1), boxes, labels, valid
+    image, boxes, labels, valid, where = scene
+    if even_noise:
+        level = jax.random.uniform(jax.random.fold_in(key, 0x1015E), ()) * PIXEL_NOISE
+        image = jnp.clip(image + level * jax.random.normal(jax.random.fold_in(key, 0x1015F), (size, size, 1)), 0, 1)
+    return (image, boxes, labels, valid, where) if masks else (image, boxes, labels, valid)
 
 
 def _free_scene(key, size, scene, free_share, decoy, flat, noise):
     """``scene``, or with probability ``free_share`` one shape of radius ``FREE_RADIUS`` x size anywhere."""
-    image, boxes, labels, valid = scene
+    image, boxes, labels, valid, where = scene
     kf = jax.random.split(jax.random.fold_in(key, 0x5EED), 5)
     background, yy, xx, bg_mean = _background(kf[0], size, flat, noise)
     if decoy is not None:
@@ -227,8 +232,9 @@ def _free_scene(key, size, scene, free_share, decoy, flat, noise):
     free_valid = jnp.zeros_like(valid).at[0].set(True)
     free = jax.random.uniform(jax.random.fold_in(key, 0xF4EE), ()) < free_share
     pick = lambda a, b: jnp.where(free, a, b)  # noqa: E731
+    free_where = jnp.where(cover > 0.5, kind + 1, -1)
     return (pick(jnp.clip(drawn, 0, 1), image), pick(free_boxes, boxes), pick(free_labels, labels),
-            pick(free_valid, valid))
+            pick(free_valid, valid), pick(free_where, where))
 
 
 def _quadrant_scene(key, size, max_objects, decoy=None, flat=None, noise=PIXEL_NOISE):
@@ -241,6 +247,7 @@ def _quadrant_scene(key, size, max_objects, decoy=None, flat=None, noise=PIXEL_N
     keys = jax.random.split(k[3], max_objects)
     half = size / 2
     boxes, labels, valid = [], [], []
+    where = jnp.full((size, size), -1, jnp.int32)
     for i in range(max_objects):
         ki = jax.random.split(keys[i], 4)
         kind = jax.random.randint(ki[0], (), 0, NUM_CLASSES)
@@ -251,45 +258,49 @@ def _quadrant_scene(key, size, max_objects, decoy=None, flat=None, noise=PIXEL_N
         drawn, cover = _draw(image, ki[3], kind, cx, cy, r, yy, xx, bg_mean)
         present = i < count
         image = jnp.where(present, drawn, image)
+        where = jnp.where(present & (cover > 0.5), kind + 1, where)
         boxes.append(_tight_box(cover, size))
         labels.append(kind + 1)
         valid.append(present)
-    return jnp.clip(image, 0, 1), jnp.stack(boxes), jnp.stack(labels).astype(jnp.int32), jnp.stack(valid)
+    return jnp.clip(image, 0, 1), jnp.stack(boxes), jnp.stack(labels).astype(jnp.int32), jnp.stack(valid), where
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "size"))
-def classification_batch(key, batch: int, size: int = 64):
-    """(images (batch, size, size, 3), labels (batch,), boxes (batch, 4)) drawn from ``key``."""
-    return jax.vmap(lambda k: classification_image(k, size))(jax.random.split(key, batch))
+@functools.partial(jax.jit, static_argnames=("batch", "size", "masks"))
+def classification_batch(key, batch: int, size: int = 64, masks: bool = False):
+    """(images (batch, size, size, 3), labels (batch,), boxes (batch, 4)) drawn from ``key`` (and the masks,
+    with ``masks``)."""
+    return jax.vmap(lambda k: classification_image(k, size, masks))(jax.random.split(key, batch))
 
 
 @functools.partial(jax.jit, static_argnames=("batch", "size", "max_objects", "free_share", "decoy_share",
-                                             "flat_share", "even_noise"))
+                                             "flat_share", "even_noise", "masks"))
 def detection_batch(key, batch: int, size: int = 128, max_objects: int = 4, free_share: float = 0.0,
-                    decoy_share: float = 0.0, flat_share: float = 0.0, even_noise: bool = False):
-    """(images, boxes, labels, valid) for ``batch`` scenes drawn from ``key``."""
+                    decoy_share: float = 0.0, flat_share: float = 0.0, even_noise: bool = False, masks: bool = False):
+    """(images, boxes, labels, valid) for ``batch`` scenes drawn from ``key`` (and the masks, with ``masks``)."""
     return jax.vmap(lambda k: detection_image(k, size, max_objects, free_share, decoy_share, flat_share,
-                                              even_noise))(jax.random.split(key, batch))
+                                              even_noise, masks))(jax.random.split(key, batch))
 
 
-def classification_set(seed: int, n: int, size: int = 64, batch: int = 256):
-    """A fixed set of ``n`` labelled images as numpy arrays (images, labels, boxes), the same for a seed."""
+def classification_set(seed: int, n: int, size: int = 64, batch: int = 256, masks: bool = False):
+    """A fixed set of ``n`` labelled images as numpy arrays (images, labels, boxes), the same for a seed; with
+    ``masks``, the shapes' masks follow (``classification_image``)."""
     key = jax.random.key(seed)
-    parts = [[np.asarray(a) for a in classification_batch(jax.random.fold_in(key, i), batch, size)]
+    parts = [[np.asarray(a) for a in classification_batch(jax.random.fold_in(key, i), batch, size, masks)]
              for i in range(0, n, batch)]
-    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(3))
+    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(len(parts[0])))
 
 
 def detection_set(seed: int, n: int, size: int = 128, batch: int = 128, max_objects: int = 4,
                   free_share: float = 0.0, decoy_share: float = 0.0, flat_share: float = 0.0,
-                  even_noise: bool = False):
-    """A fixed set of ``n`` scenes as numpy arrays (images, boxes, labels, valid), the same for a seed."""
+                  even_noise: bool = False, masks: bool = False):
+    """A fixed set of ``n`` scenes as numpy arrays (images, boxes, labels, valid), the same for a seed; with
+    ``masks``, the objects' masks follow (``detection_image``)."""
     key = jax.random.key(seed)
     parts = []
     for i in range(0, n, batch):
         parts.append([np.asarray(a) for a in detection_batch(jax.random.fold_in(key, i), batch, size, max_objects,
-                                                             free_share, decoy_share, flat_share, even_noise)])
-    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(4))
+                                                             free_share, decoy_share, flat_share, even_noise, masks)])
+    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(len(parts[0])))
 
 
 def statistics_images(n: int, sizes, seed: int = 2023) -> dict[int, np.ndarray]:

@@ -1,0 +1,484 @@
+"""The most effective features: which channels of a layer carry a class or a detection, and how far.
+
+    from jaxvis import features as ft, saliency as sal
+    c = ft.contributions(model, images, sal.class_score(labels[:, None]), "conv5_2")  # (N, K, C): sum_xy A dS/dA
+    a = ft.ablation(model, images, sal.class_score(labels[:, None], sal.prob), "conv5_2")  # (N, K, C): S - S without k
+    s = ft.ablate(model, images, targets, "conv5_2", [[3, 17], [5]])            # (N, K, 2): S with each set zeroed
+    data = ft.shapes_dataset(model, n=200, seed=7)                              # images, labels, boxes, masks
+    imp = ft.importance(model, data, "conv5_2")                                 # per class, over its targets
+    imp.ranking()                                     # {"circle": [12, 40, ...], ...}: channels, most important first
+    ft.faithfulness(model, held_out, "conv5_2", imp.ranking())    # top-8 ablation against random sets of 8
+
+**Contribution** of channel k of activation A (any activation the model returns, ``saliency.activation_shapes``)
+to a target S: sum over positions of A_k dS/dA_k, with dS/dA the total derivative through every layer that
+reads A (``jaxvis.models.taps``); the first-order estimate of what S loses when A_k is removed. Summed over
+channels it is ODAM's map summed over the image. **Ablation**: S re-measured with A_k's output set to zero (a
+tap of -A_k where A is made, so every layer that reads A sees the zero): ``ablation`` returns the drop, S minus
+the ablated S, per channel alone; ``ablate`` the ablated S for sets of channels. A detection's target keeps its
+default box: the ablated score is that box's score for the class.
+
+**Datasets** (``Dataset``): images in [0, 1] at the model's input size, their labels (a classifier's class per
+image; a detector's boxes, labels and validity per image), optionally the objects' masks as one label map per
+image (-1 where no labelled object is). ``targets_of`` turns them into targets: a classifier's images each
+explain their own class; a detector's true-positive detections (score at least ``min_score``, IoU at least 0.5
+with an unmatched ground-truth box of the same class) each explain their own score. ``importance`` averages
+over the targets of each class; ``faithfulness`` checks a ranking by zeroing a class's top channels together
+against random sets of as many channels.
+
+**Dissection** (Bau et al. 2017, Net Dissection): per channel, the threshold T_k that the top ``top`` share
+(0.5 %) of its activations over the dataset exceed; the channel's map up-sampled to the masks' pixels (each cell
+on the centre of the image region it stands for, ``saliency.cell_scale``) and cut at T_k; per class, the IoU
+of that region with the class's masks, intersections and unions summed over the dataset. A channel's label is
+its best class when that IoU reaches ``min_iou`` (Net Dissection's 0.04 by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvis import boxes as bx, saliency as sal
+from jaxvis.model import cached_on_model
+from jaxvis.models.taps import TAPS
+
+
+class FeatureError(ValueError):
+    """Bad input to a channel analysis: the message says what was expected."""
+
+
+def _check_layer(model, layer: str) -> tuple[int, ...]:
+    shapes = sal.activation_shapes(model)
+    if not isinstance(layer, str) or layer not in shapes:
+        raise FeatureError(f"{model.spec.arch} has no activation {layer!r}; it has {', '.join(shapes)}")
+    return shapes[layer]
+
+
+def _prepare(model, images, targets, layer, preprocess):
+    if not isinstance(targets, sal.Target):
+        raise FeatureError("targets must be a saliency.Target: class_score(...), detection(...), detections(det, "
+                           "index) or target(fn, ...)")
+    _check_layer(model, layer)
+    z = sal._images(images, preprocess)
+    sal._check(model, z, targets)
+    return z
+
+
+# ----------------------------------------------------------------------------------------------- programs
+
+
+def _forward(model, preprocess: bool):
+    from jaxvis import preprocess as pre
+
+    def forward(params, z, taps=None):
+        x = pre.preprocess(model.spec, z) if preprocess else z
+        return model.apply(params if taps is None else {**params, TAPS: taps}, x[None])
+
+    return forward
+
+
+@cached_on_model
+def _contribution_program(model, kind, score, layer: str, preprocess: bool, tchunk: int):
+    forward = _forward(model, preprocess)
+
+    def per_image(params, z, targets):
+        shape = jax.eval_shape(lambda: forward(params, z)[1][layer])
+        zero = jnp.zeros(shape.shape, shape.dtype)
+        outputs, vjp, a = jax.vjp(lambda d: (lambda o: (o[0], o[1][layer]))(forward(params, z, {layer: d})), zero,
+                                  has_aux=True)
+
+        def one(t):
+            value, g_out = jax.value_and_grad(lambda o: sal.target_value(model, o, t, kind, score))(outputs)
+            g = vjp(g_out)[0]
+            axes = tuple(range(a.ndim - 1))
+            return value, jnp.sum(g * a, axis=axes)
+
+        return sal._map(one, targets, tchunk)
+
+    @jax.jit
+    def run(params, z, targets):
+        return jax.vmap(lambda zi, ti: per_image(params, zi, ti))(z, targets)
+
+    return run
+
+
+@cached_on_model
+def _ablation_program(model, kind, score, layer: str, preprocess: bool, chunk: int):
+    forward = _forward(model, preprocess)
+
+    def values(outputs, targets):
+        return jax.vmap(lambda t: sal.target_value(model, outputs, t, kind, score))(targets)
+
+    def per_image(params, z, targets, keep):
+        outputs, acts = forward(params, z)
+        a = acts[layer]
+
+        def one(k):
+            ablated, _ = forward(params, z, {layer: -a * (1 - k.astype(a.dtype))})
+            return values(ablated, targets)
+
+        return values(outputs, targets), sal._map(one, keep, chunk).T
+
+    @jax.jit
+    def run(params, z, targets, keep):
+        return jax.vmap(lambda zi, ti: per_image(params, zi, ti, keep))(z, targets)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- per image
+
+
+@dataclasses.dataclass
+class Channels:
+    """``values`` (N, K, C) per image, target and channel; ``scores`` (N, K), the targets' values as they are."""
+
+    layer: str
+    values: np.ndarray
+    scores: np.ndarray
+
+
+def contributions(model, images, targets, layer: str, *, params=None, preprocess: bool = True,
+                  chunk: int | None = None) -> Channels:
+    """sum over positions of A_k dS/dA_k for every channel k of activation ``layer`` and every target S
+    (``targets``, a ``saliency.Target``) of a batch of images (N, H, W, 3), RGB in [0, 1] unless
+    ``preprocess=False`` (network inputs). One compiled program for the batch: one forward pass per image, one
+    backward pass per target.
+
+    Example:
+
+    ```python
+    import jaxvis
+    from jaxvis import assets, features as ft, saliency as sal
+    from jaxvis.data import shapes
+
+    model = jaxvis.load(assets.path("classifier"))
+    images, labels, _ = shapes.classification_set(0, 4)
+    c = ft.contributions(model, images, sal.class_score(labels[:, None]), "conv5_2")
+    print(c.values.shape, c.values[0, 0].argsort()[::-1][:3])   # (4, 1, 64): image 0's three strongest channels
+    ```
+    """
+    z = _prepare(model, images, targets, layer, preprocess)
+    _, tchunk = sal.chunk_sizes(model, 1, targets.shape[1], tuple(z.shape[1:3]))
+    fn = _contribution_program(model, targets.kind, targets.score, layer, bool(preprocess), int(chunk or tchunk))
+    scores, values = fn(model.params if params is None else params, z, sal._fields(targets))
+    return Channels(layer, np.asarray(values), np.asarray(scores))
+
+
+def _keep_masks(sets, n_channels: int) -> np.ndarray:
+    """(S, C) float: 0 for the channels each set zeroes, 1 for the others; ``sets`` lists channel indices."""
+    keep = np.ones((len(sets), n_channels), np.float32)
+    for i, s in enumerate(sets):
+        idx = np.asarray(list(s), dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_channels):
+            raise FeatureError(f"channel set {i} names channels {sorted(set(idx.tolist()))}; the layer has channels "
+                               f"0 to {n_channels - 1}")
+        keep[i, idx] = 0.0
+    return keep
+
+
+def ablate(model, images, targets, layer: str, sets: Sequence[Sequence[int]], *, params=None,
+           preprocess: bool = True, chunk: int | None = None) -> Channels:
+    """The targets re-measured with each set of channels of ``layer`` zeroed: ``values`` (N, K, S) for the S
+    sets in ``sets`` (lists of channel indices), ``scores`` (N, K) with nothing zeroed."""
+    z = _prepare(model, images, targets, layer, preprocess)
+    n_channels = _check_layer(model, layer)[-1]
+    if isinstance(sets, (str, bytes)) or not hasattr(sets, "__len__") or len(sets) == 0:
+        raise FeatureError(f"sets is a list of channel sets (each a list of channel indices); got {sets!r}")
+    keep = _keep_masks(sets, n_channels)
+    auto, _ = sal.chunk_sizes(model, len(sets), targets.shape[1], tuple(z.shape[1:3]), backward=False)
+    fn = _ablation_program(model, targets.kind, targets.score, layer, bool(preprocess), int(chunk or auto))
+    scores, values = fn(model.params if params is None else params, z, sal._fields(targets), jnp.asarray(keep))
+    return Channels(layer, np.asarray(values), np.asarray(scores))
+
+
+def ablation(model, images, targets, layer: str, **kwargs) -> Channels:
+    """Per channel of ``layer`` alone, the drop of each target when that channel's output is zero: ``values``
+    (N, K, C) = S - S(channel k zeroed). Keywords as ``ablate``."""
+    n_channels = _check_layer(model, layer)[-1]
+    out = ablate(model, images, targets, layer, [[k] for k in range(n_channels)], **kwargs)
+    return Channels(layer, out.scores[..., None] - out.values, out.scores)
+
+
+# ----------------------------------------------------------------------------------------------- datasets
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images with what is known of them, at the model's input size.
+
+    ``images`` (N, H, W, 3) float32 RGB in [0, 1]; ``labels``: a classifier's class per image (N,), or a
+    detector's (N, M) labels of its (N, M, 4) xyxy pixel ``boxes`` with ``valid`` (N, M); ``masks`` (N, H, W)
+    int32, the class of the labelled object at each pixel (-1: none) or None; ``names``, one per image;
+    ``classes``, the names of the class indices; ``skipped``, what was left out and why."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    names: list[str] = dataclasses.field(default_factory=list)
+    classes: tuple[str, ...] = ()
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> "Dataset":
+        index = np.arange(len(self))[index]
+        take = lambda a: None if a is None else np.asarray(a)[index]  # noqa: E731
+        return dataclasses.replace(self, images=take(self.images), labels=take(self.labels), boxes=take(self.boxes),
+                                   valid=take(self.valid), masks=take(self.masks),
+                                   names=[self.names[i] for i in index] if self.names else [])
+
+
+def shapes_dataset(model, n: int, seed: int = 0) -> Dataset:
+    """``n`` generated scenes of the shapes data at the model's input size (``jaxvis.data.shapes``): a detector
+    gets detection scenes (boxes, labels, masks), a classifier one shape per image (its class and mask)."""
+    from jaxvis.data import shapes
+
+    size = int(model.spec.input_size[0])
+    if model.spec.is_detector:
+        images, boxes, labels, valid, masks = shapes.detection_set(seed, n, size=size, masks=True)
+        return Dataset(images, labels, boxes, valid, masks, [f"scene {i}" for i in range(n)], tuple(model.spec.labels))
+    images, labels, boxes, masks = shapes.classification_set(seed, n, size=size, masks=True)
+    return Dataset(images, labels, boxes[:, None], None, masks, [f"image {i}" for i in range(n)],
+                   tuple(model.spec.labels))
+
+
+def true_positives(model, data: Dataset, min_score: float = 0.3, iou: float = 0.5, params=None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A detector's true-positive detections on ``data``: per image (N, K) default boxes (``anchor``), classes
+    and a validity mask, K the most found in one image. A detection is a true positive when it scores at least
+    ``min_score`` and overlaps a ground-truth box of its class that no better detection took by ``iou``."""
+    det = jax.jit(model.detect)(model.params if params is None else params, jnp.asarray(data.images))
+    det = {k: np.asarray(v) for k, v in det.items()}
+    found = []
+    for i in range(len(data)):
+        taken, mine = set(), []
+        for r in np.nonzero(det["valid"][i] & (det["scores"][i] >= min_score))[0]:
+            same = data.valid[i] & (data.labels[i] == det["labels"][i, r])
+            overlap = np.where(same, np.asarray(bx.iou(det["boxes"][i, r][None], data.boxes[i]))[0], 0.0)
+            overlap[list(taken)] = 0.0
+            g = int(np.argmax(overlap))
+            if overlap[g] >= iou:
+                taken.add(g)
+                mine.append((int(det["anchor"][i, r]), int(det["labels"][i, r])))
+        found.append(mine)
+    k = max(1, max(len(f) for f in found))
+    anchors = np.zeros((len(data), k), np.int32)
+    classes = np.zeros((len(data), k), np.int32)
+    ok = np.zeros((len(data), k), bool)
+    for i, f in enumerate(found):
+        for j, (a, c) in enumerate(f):
+            anchors[i, j], classes[i, j], ok[i, j] = a, c, True
+    return anchors, classes, ok
+
+
+def targets_of(model, data: Dataset, score=sal.logit, min_score: float = 0.3, params=None
+               ) -> tuple[sal.Target, np.ndarray]:
+    """(targets, valid): a classifier's images each with their own class; a detector's true positives
+    (``true_positives``), padded to the most of one image, ``valid`` (N, K) marking the real ones."""
+    if model.spec.is_detector:
+        if data.boxes is None or data.valid is None:
+            raise FeatureError("a detector's dataset needs boxes, labels and valid (per image, per object)")
+        anchors, classes, ok = true_positives(model, data, min_score, params=params)
+        return sal.detection(anchors, classes, score), ok
+    labels = np.asarray(data.labels)
+    if labels.ndim != 1:
+        raise FeatureError(f"a classifier's dataset has one class per image, labels of shape (N,); got {labels.shape}")
+    return sal.class_score(labels[:, None], score), np.ones((len(labels), 1), bool)
+
+
+# ----------------------------------------------------------------------------------------------- per class
+
+
+@dataclasses.dataclass
+class Importance:
+    """Per class (rows: ``classes``) and channel of ``layer``: the mean ``contribution`` to the class's
+    targets' logits and the mean ``ablation`` drop of their probabilities (None when not measured), over
+    ``counts`` targets each (a class without targets has NaN rows)."""
+
+    layer: str
+    classes: tuple[str, ...]
+    contribution: np.ndarray
+    ablation: np.ndarray | None
+    counts: np.ndarray
+
+    def ranking(self, by: str = "ablation") -> dict[str, list[int]]:
+        """Per class with targets, its channels from the most important to the least, by ``by``
+        (``"ablation"`` or ``"contribution"``)."""
+        table = {"ablation": self.ablation, "contribution": self.contribution}.get(by, "?")
+        if isinstance(table, str):
+            raise FeatureError(f"by is 'ablation' or 'contribution', got {by!r}")
+        if table is None:
+            raise FeatureError("this importance was measured without ablation; rank by 'contribution'")
+        return {name: [int(k) for k in np.argsort(-table[i], kind="stable")]
+                for i, name in enumerate(self.classes) if self.counts[i] > 0}
+
+
+def _class_rows(model) -> tuple[int, ...]:
+    """The class indices a dataset's targets can have: a detector's without its background."""
+    n = model.spec.num_classes
+    return tuple(range(1, n)) if model.spec.is_detector else tuple(range(n))
+
+
+def _per_class(values, classes, ok, rows):
+    out = np.full((len(rows), values.shape[-1]), np.nan)
+    counts = np.zeros(len(rows), int)
+    for i, c in enumerate(rows):
+        sel = ok & (classes == c)
+        counts[i] = int(sel.sum())
+        if counts[i]:
+            out[i] = values[sel].mean(axis=0)
+    return out, counts
+
+
+def importance(model, data: Dataset, layer: str, *, ablate_too: bool = True, min_score: float = 0.3,
+               batch: int = 32, params=None) -> Importance:
+    """Mean contribution (to the logit) and, with ``ablate_too``, mean ablation drop (of the probability) of
+    every channel of ``layer`` for each class, over the class's targets in ``data`` (``targets_of``)."""
+    _check_layer(model, layer)
+    targets, ok = targets_of(model, data, sal.logit, min_score, params)
+    contrib, drop = [], []
+    for s in range(0, len(data), batch):
+        part = targets[s:s + batch]
+        contrib.append(contributions(model, data.images[s:s + batch], part, layer, params=params).values)
+        if ablate_too:
+            prob_part = sal.Target(part.kind, part.fields, sal.prob)
+            drop.append(ablation(model, data.images[s:s + batch], prob_part, layer, params=params).values)
+    classes = np.asarray(targets.fields["class"])
+    rows = _class_rows(model)
+    c, counts = _per_class(np.concatenate(contrib), classes, ok, rows)
+    a = _per_class(np.concatenate(drop), classes, ok, rows)[0] if ablate_too else None
+    names = tuple(model.spec.labels[r] for r in rows)
+    return Importance(layer, names, c, a, counts)
+
+
+def faithfulness(model, data: Dataset, layer: str, ranking: dict[str, list[int]], k: int = 8, random_sets: int = 20,
+                 seed: int = 0, min_score: float = 0.3, batch: int = 32, params=None) -> dict[str, dict[str, Any]]:
+    """Per class of ``ranking``: the mean drop of its targets' probabilities (``targets_of``) when its top
+    ``k`` channels are zeroed together (``top``), the same for ``random_sets`` random sets of ``k`` channels
+    (``random``, their median ``median_random``), ``ratio`` = top / median_random and the ``count`` of targets."""
+    n_channels = _check_layer(model, layer)[-1]
+    names = [model.spec.labels[r] for r in _class_rows(model)]
+    unknown = [c for c in ranking if c not in names]
+    if unknown:
+        raise FeatureError(f"ranking names classes {unknown} that {model.spec.arch} does not have ({names})")
+    rng = np.random.default_rng(seed)
+    randoms = [sorted(rng.choice(n_channels, size=k, replace=False).tolist()) for _ in range(random_sets)]
+    order = list(ranking)
+    sets = [list(ranking[c][:k]) for c in order] + randoms
+    targets, ok = targets_of(model, data, sal.prob, min_score, params)
+    drops = []
+    for s in range(0, len(data), batch):
+        out = ablate(model, data.images[s:s + batch], targets[s:s + batch], layer, sets, params=params)
+        drops.append(out.scores[..., None] - out.values)
+    drops = np.concatenate(drops)
+    classes = np.asarray(targets.fields["class"])
+    result = {}
+    for i, name in enumerate(order):
+        sel = ok & (classes == model.spec.labels.index(name))
+        if not sel.any():
+            result[name] = {"count": 0}
+            continue
+        top = float(drops[sel][:, i].mean())
+        rand = [float(drops[sel][:, len(order) + j].mean()) for j in range(random_sets)]
+        med = float(np.median(rand))
+        result[name] = {"count": int(sel.sum()), "top": top, "random": rand, "median_random": med,
+                        "ratio": top / med if med > 0 else float("inf")}
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- dissection
+
+
+def activations(model, images, layer: str, *, batch: int = 64, params=None, preprocess: bool = True) -> np.ndarray:
+    """(N, h, w, C) activation ``layer`` of every image (a dense layer's (N, C))."""
+    _check_layer(model, layer)
+    z = sal._images(images, preprocess)
+    forward = _forward(model, bool(preprocess))
+    fn = jax.jit(jax.vmap(lambda p, zi: forward(p, zi)[1][layer][0], in_axes=(None, 0)))
+    p = model.params if params is None else params
+    return np.concatenate([np.asarray(fn(p, z[s:s + batch])) for s in range(0, len(z), batch)])
+
+
+def thresholds(acts: np.ndarray, top: float = 0.005) -> np.ndarray:
+    """(C,) per channel, the value its top ``top`` share of activations (over images and positions) exceed."""
+    if not 0.0 < top < 1.0:
+        raise FeatureError(f"top is the share of a channel's activations kept, in (0, 1); got {top}")
+    flat = np.asarray(acts).reshape(-1, np.shape(acts)[-1])
+    return np.quantile(flat, 1.0 - top, axis=0)
+
+
+@dataclasses.dataclass
+class Dissection:
+    """``iou`` (C, classes) per channel and class; ``thresholds`` (C,); ``labels``: per channel its best class's
+    name, or None when no IoU reaches ``min_iou``."""
+
+    layer: str
+    classes: tuple[str, ...]
+    iou: np.ndarray
+    thresholds: np.ndarray
+    min_iou: float
+
+    @property
+    def labels(self) -> list[str | None]:
+        best = np.argmax(self.iou, axis=1)
+        return [self.classes[b] if self.iou[k, b] >= self.min_iou else None for k, b in enumerate(best)]
+
+
+@jax.jit
+def _tally(maps, masks, t, ry, rx, class_ids):
+    """Per channel and class, summed over the batch: |map > t| ∩ |mask == class| and their union."""
+    up = jnp.einsum("yh,nhwc,xw->nyxc", ry, maps, rx, precision=jax.lax.Precision.HIGHEST)
+    on = up > t
+    cls = masks[..., None] == class_ids
+    inter = jnp.einsum("nyxc,nyxl->cl", on.astype(jnp.float32), cls.astype(jnp.float32))
+    area_on = jnp.sum(on, axis=(0, 1, 2)).astype(jnp.float32)
+    area_cls = jnp.sum(cls, axis=(0, 1, 2)).astype(jnp.float32)
+    return inter, area_on[:, None] + area_cls[None, :] - inter
+
+
+def dissect_maps(acts: np.ndarray, masks: np.ndarray, class_ids: Sequence[int], scale=None, top: float = 0.005,
+                 batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(iou (C, L), thresholds (C,)) of (N, h, w, C) activation maps against (N, H, W) label maps for the L
+    classes ``class_ids``: each map up-sampled bilinearly to H x W with cell (i, j) on output pixel
+    ((i + 0.5) * sy, (j + 0.5) * sx) (``scale`` = (sy, sx); default H / h, W / w) and cut at its channel's
+    threshold (``thresholds``)."""
+    acts, masks = np.asarray(acts, np.float32), np.asarray(masks)
+    if acts.ndim != 4 or masks.ndim != 3 or len(acts) != len(masks):
+        raise FeatureError(f"dissection takes (N, h, w, C) maps and (N, H, W) label maps; got {acts.shape} and "
+                           f"{masks.shape}")
+    (h, w), (hh, ww) = acts.shape[1:3], masks.shape[1:3]
+    sy, sx = (hh / h, ww / w) if scale is None else scale
+    ry = jnp.asarray(sal._interpolation(hh, h, sy), jnp.float32)
+    rx = jnp.asarray(sal._interpolation(ww, w, sx), jnp.float32)
+    t = thresholds(acts, top)
+    ids = jnp.asarray(np.asarray(class_ids, np.int32))
+    inter = np.zeros((acts.shape[-1], len(class_ids)))
+    union = np.zeros_like(inter)
+    for s in range(0, len(acts), batch):
+        i, u = _tally(jnp.asarray(acts[s:s + batch]), jnp.asarray(masks[s:s + batch], jnp.int32),
+                      jnp.asarray(t, jnp.float32), ry, rx, ids)
+        inter += np.asarray(i, np.float64)
+        union += np.asarray(u, np.float64)
+    return np.where(union > 0, inter / np.maximum(union, 1.0), 0.0), t
+
+
+def dissect(model, data: Dataset, layer: str, top: float = 0.005, min_iou: float = 0.04, params=None) -> Dissection:
+    """Net Dissection of every channel of ``layer`` against the masks of ``data`` (see the module docstring)."""
+    shape = _check_layer(model, layer)
+    if len(shape) != 4:
+        raise FeatureError(f"dissection needs a convolutional activation (h, w, C); {layer!r} is {shape[1:]}")
+    if data.masks is None:
+        raise FeatureError("dissection needs the objects' masks: a dataset with masks (shapes, COCO polygons)")
+    acts = activations(model, data.images, layer, params=params)
+    rows = _class_rows(model)
+    hw = data.masks.shape[1:3]
+    scale = sal.cell_scale(model, layer, acts.shape[1:3], hw)
+    iou, t = dissect_maps(acts, data.masks, rows, scale, top)
+    return Dissection(layer, tuple(model.spec.labels[r] for r in rows), iou, t, float(min_iou))
