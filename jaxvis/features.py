@@ -211,12 +211,13 @@ class Dataset:
     """Images with what is known of them, at the model's input size.
 
     ``images`` (N, H, W, 3) float32 RGB in [0, 1]; ``labels``: a classifier's class per image (N,), or a
-    detector's (N, M) labels of its (N, M, 4) xyxy pixel ``boxes`` with ``valid`` (N, M); ``masks`` (N, H, W)
+    detector's (N, M) labels of its (N, M, 4) xyxy pixel ``boxes`` with ``valid`` (N, M), or None for images
+    without labels (``targets_of`` says what they explain then); ``masks`` (N, H, W)
     int32, the class of the labelled object at each pixel (-1: none) or None; ``names``, one per image;
     ``classes``, the names of the class indices; ``skipped``, what was left out and why."""
 
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
     boxes: np.ndarray | None = None
     valid: np.ndarray | None = None
     masks: np.ndarray | None = None
@@ -278,16 +279,35 @@ def true_positives(model, data: Dataset, min_score: float = 0.3, iou: float = 0.
     return anchors, classes, ok
 
 
+def _own_detections(model, data: Dataset, min_score: float, params=None):
+    """An unlabelled dataset's targets on a detector: its own detections scoring at least ``min_score``."""
+    det = jax.jit(model.detect)(model.params if params is None else params, jnp.asarray(data.images))
+    det = {k: np.asarray(v) for k, v in det.items()}
+    ok = det["valid"] & (det["scores"] >= min_score)
+    k = max(1, int(ok.sum(axis=1).max()))
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]   # the kept detections first, best first
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return take(det["anchor"]).astype(np.int32), take(det["labels"]).astype(np.int32), take(ok)
+
+
 def targets_of(model, data: Dataset, score=sal.logit, min_score: float = 0.3, params=None
                ) -> tuple[sal.Target, np.ndarray]:
     """(targets, valid): a classifier's images each with their own class; a detector's true positives
-    (``true_positives``), padded to the most of one image, ``valid`` (N, K) marking the real ones."""
+    (``true_positives``), padded to the most of one image, ``valid`` (N, K) marking the real ones. Without
+    labels (``data.labels`` None: a folder of images) a classifier's images explain the class it gives them
+    and a detector's its own detections scoring at least ``min_score``."""
     if model.spec.is_detector:
-        if data.boxes is None or data.valid is None:
-            raise FeatureError("a detector's dataset needs boxes, labels and valid (per image, per object)")
-        anchors, classes, ok = true_positives(model, data, min_score, params=params)
+        if data.labels is None:
+            anchors, classes, ok = _own_detections(model, data, min_score, params)
+        elif data.boxes is None or data.valid is None:
+            raise FeatureError("a detector's labelled dataset needs boxes, labels and valid (per image, per object)")
+        else:
+            anchors, classes, ok = true_positives(model, data, min_score, params=params)
         return sal.detection(anchors, classes, score), ok
-    labels = np.asarray(data.labels)
+    if data.labels is None:
+        labels = sal.top_k_classes(model, data.images, 1, params)[:, 0]
+    else:
+        labels = np.asarray(data.labels)
     if labels.ndim != 1:
         raise FeatureError(f"a classifier's dataset has one class per image, labels of shape (N,); got {labels.shape}")
     return sal.class_score(labels[:, None], score), np.ones((len(labels), 1), bool)
