@@ -371,3 +371,59 @@ def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, ste
     if name not in made:
         raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(made)}.")
     return made[name]()
+
+
+DATASET_FORMS = ("shapes, a folder of images, coco:JSON:DIR (instances JSON and its images) or voc:DIR (a Pascal VOC "
+                 "folder)")
+
+
+def _coco_paths(rest: str) -> tuple[str, str]:
+    """``JSON:DIR`` split at the colon that leaves an existing file on its left (else at the first colon)."""
+    import os
+
+    cuts = [i for i, c in enumerate(rest) if c == ":"]
+    for i in cuts:
+        if os.path.isfile(rest[:i]):
+            return rest[:i], rest[i + 1:]
+    return (rest[:cuts[0]], rest[cuts[0] + 1:]) if cuts else (rest, "")
+
+
+def dataset(text: str, model, n: int = 200, seed: int = 0, limit: int | None = None):
+    """``--dataset`` as a ``features.Dataset`` of ``model``.
+
+    Args:
+      text: ``shapes`` (generated scenes, ``features.shapes_dataset``), ``coco:JSON:DIR`` (a COCO instances
+        file and the folder of its images, ``datasets.coco``), ``voc:DIR`` (a Pascal VOC folder,
+        ``datasets.voc``) or the path of a folder of images (unlabelled, ``datasets.folder``).
+      model: the loaded model.
+      n, seed: how many shapes scenes, and their seed (``shapes`` only).
+      limit: at most this many images read from files (None: all).
+
+    Returns:
+      The dataset; the readers' ``DatasetError`` (one line) says what could not be read.
+    """
+    import os
+
+    if text == "shapes":
+        from jaxvis.features import shapes_dataset
+
+        return shapes_dataset(model, n, seed)
+    if text.startswith("coco:"):
+        json_path, image_dir = _coco_paths(text[5:])
+        if not json_path or not image_dir:
+            raise TextError(f"--dataset {text!r}: write coco:JSON:DIR, the instances JSON and the folder of its "
+                            "images, e.g. coco:annotations/instances_val2017.json:val2017")
+        from jaxvis import datasets
+
+        return datasets.coco(json_path, image_dir, model, limit)
+    if text.startswith("voc:"):
+        if not text[4:]:
+            raise TextError(f"--dataset {text!r}: write voc:DIR, e.g. voc:VOCdevkit/VOC2012")
+        from jaxvis import datasets
+
+        return datasets.voc(text[4:], model, limit)
+    if text and os.path.isdir(text):
+        from jaxvis import datasets
+
+        return datasets.folder(text, model, limit)
+    raise TextError(f"--dataset {text!r} is none of the accepted forms: {DATASET_FORMS}; a folder must exist.")

@@ -502,3 +502,177 @@ def dissect(model, data: Dataset, layer: str, top: float = 0.005, min_iou: float
     scale = sal.cell_scale(model, layer, acts.shape[1:3], hw)
     iou, t = dissect_maps(acts, data.masks, rows, scale, top)
     return Dissection(layer, tuple(model.spec.labels[r] for r in rows), iou, t, float(min_iou))
+
+
+# ----------------------------------------------------------------------------------------------- showing a channel
+
+
+def receptive_field(model, layer: str) -> tuple[int, int]:
+    """(height, width) in input pixels of the region one cell of ``layer`` near the input's centre reads: the
+    extent of the input pixels with a non-zero gradient of that cell's channels, at several random inputs."""
+    shape = _check_layer(model, layer)
+    if len(shape) != 4:
+        raise FeatureError(f"a receptive field is a convolutional activation's; {layer!r} is {shape[1:]}")
+    _, h, w, _ = shape
+    forward = _forward(model, False)
+    size = tuple(model.spec.input_size)
+
+    def cell(z):
+        return jnp.sum(forward(model.params, z)[1][layer][0, h // 2, w // 2])
+
+    z = jax.random.normal(jax.random.key(0), (4,) + size + (3,))
+    g = np.asarray(jnp.abs(jax.vmap(jax.grad(cell))(z))).sum(axis=(0, 3))
+    ys, xs = np.nonzero(g > 0)
+    if not len(ys):
+        return size
+    return int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+
+@dataclasses.dataclass
+class Patches:
+    """Per channel, its ``k`` strongest cells over a dataset: ``images`` (C, k, P, P, 3) the image regions
+    around them, ``where`` (C, k, 3) ints (image index, row, column of the cell), ``values`` (C, k) the
+    activations; ``side`` P in input pixels."""
+
+    images: np.ndarray
+    where: np.ndarray
+    values: np.ndarray
+    side: int
+
+
+def top_patches(model, data: Dataset, layer: str, k: int = 6, side: int | None = None, acts=None,
+                params=None) -> Patches:
+    """The ``k`` strongest activations of every channel of ``layer`` over ``data`` (at most one per image) and
+    the image regions around their cells: squares of ``side`` pixels (default: the receptive field's larger
+    side, at most half the image) centred on the cell's centre, the image repeated at its border."""
+    shape = _check_layer(model, layer)
+    if len(shape) != 4:
+        raise FeatureError(f"patches need a convolutional activation (h, w, C); {layer!r} is {shape[1:]}")
+    acts = activations(model, data.images, layer, params=params) if acts is None else acts
+    n, h, w, c = acts.shape
+    hh, ww = data.images.shape[1:3]
+    if side is None:
+        side = min(max(receptive_field(model, layer)), min(hh, ww) // 2)
+    k = min(int(k), n)
+    flat = acts.reshape(n, h * w, c)
+    best_cell = flat.argmax(axis=1)                        # (n, c): each image's strongest cell per channel
+    best = flat.max(axis=1)                                # (n, c)
+    order = np.argsort(-best, axis=0, kind="stable")[:k]   # (k, c) images
+    sy, sx = sal.cell_scale(model, layer, (h, w), (hh, ww))
+    pad = side
+    padded = np.pad(data.images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    out = np.zeros((c, k, side, side, 3), np.float32)
+    where = np.zeros((c, k, 3), np.int64)
+    values = np.zeros((c, k), np.float32)
+    for ch in range(c):
+        for j in range(k):
+            i = int(order[j, ch])
+            y, x = divmod(int(best_cell[i, ch]), w)
+            cy, cx = (y + 0.5) * sy, (x + 0.5) * sx
+            top, left = int(round(cy - side / 2)) + pad, int(round(cx - side / 2)) + pad
+            out[ch, j] = padded[i, top:top + side, left:left + side]
+            where[ch, j] = (i, y, x)
+            values[ch, j] = best[i, ch]
+    return Patches(out, where, values, int(side))
+
+
+def visualise(model, layer: str, channels=None, seeds=(0, 1), steps: int = 256, lr: float = 0.05,
+              parameterization=None, transforms=None, views: int = 2, progress=None):
+    """Feature visualisations of ``channels`` (default: all) of ``layer`` x ``seeds`` as one sweep: the spatial
+    mean of each channel maximised from noise by Adam through a decorrelated 1/f^1.5 Fourier image and a
+    sigmoid, each step on ``views`` randomly jittered, scaled and turned copies (the readable recipe of
+    ``experiments/configs/feature_vis.py``); ``parameterization`` and ``transforms`` replace its parts.
+    Returns (images (C, S, H, W, 3) RGB in [0, 1], the final mean activations (C, S))."""
+    import optax
+
+    from jaxvis import optvis as ov
+
+    n_channels = _check_layer(model, layer)[-1]
+    channels = list(range(n_channels)) if channels is None else [int(c) for c in channels]
+    if not channels or min(channels) < 0 or max(channels) >= n_channels:
+        raise FeatureError(f"channels are indices from 0 to {n_channels - 1} of {layer!r}; got {channels}")
+    if parameterization is None:
+        stats = ov.stats_of(model)
+        parameterization = ov.fourier(1.5) + ov.sigmoid()
+        if stats is not None and "colour_sqrt" in stats:
+            parameterization = ov.fourier(1.5) + ov.decorrelated(stats["colour_sqrt"]) + ov.sigmoid()
+    if transforms is None:
+        transforms = (ov.jitter(8), ov.scale(0.65, 1.35, wrap=True), ov.rotate(180, wrap=True), ov.jitter(4))
+    sweep = ov.Sweep(targets=channels, lrs=[lr], losses=[ov.channel(layer)], seeds=list(seeds), init_scales=[0.01])
+    engine = ov.Engine(model, sweep, optimizer=ov.Optimizer(optax.adam), parameterization=parameterization,
+                       transforms=transforms, views=views, steps=steps)
+    result = engine.run(sweep, progress=progress)
+    images = np.clip(np.asarray(model.to_image(result.images)), 0.0, 1.0)
+    shape = (len(channels), len(seeds))
+    return images.reshape(shape + images.shape[1:]), -np.asarray(result.final_score).reshape(shape)
+
+
+# ----------------------------------------------------------------------------------------------- the atlas
+
+
+@dataclasses.dataclass
+class Atlas:
+    """What the atlas page of one layer shows: ``doc`` (the JSON document ``atlas.json``: per class its channels
+    in order of importance under ``classes``, and the numbers behind them), ``pictures`` (C, S, H, W, 3) the
+    channels' feature visualisations (None when not made) and ``patches`` (C, k, P, P, 3) their top dataset
+    regions."""
+
+    doc: dict
+    pictures: np.ndarray | None
+    patches: np.ndarray
+
+
+def _finite(a) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, np.float64).ravel()]
+
+
+def build_atlas(model, data: Dataset, layer: str, *, held_out: Dataset | None = None, rank_by: str = "ablation",
+                k: int = 8, random_sets: int = 20, top: float = 0.005, min_iou: float = 0.04, patches: int = 6,
+                seeds=(0, 1), steps: int = 256, min_score: float = 0.3, progress=None, params=None) -> Atlas:
+    """Everything the atlas of ``layer`` shows, measured on ``data``: per class the channels ranked by
+    ``rank_by`` (``importance``), the ranking's ``faithfulness`` on ``held_out`` (when given; top ``k`` against
+    ``random_sets`` random sets), the dissection (when the data have masks), every channel's top ``patches``
+    regions and, with ``steps`` > 0, its feature visualisation for each of ``seeds`` (``visualise``).
+    ``progress(text)`` is told of each stage."""
+    say = progress or (lambda text: None)
+    shape = _check_layer(model, layer)
+    if len(shape) != 4:
+        raise FeatureError(f"an atlas is of a convolutional activation (h, w, C); {layer!r} is {shape[1:]}")
+    n_channels = shape[-1]
+    say(f"importance of {n_channels} channels over {len(data)} images")
+    imp = importance(model, data, layer, ablate_too=rank_by == "ablation", min_score=min_score, params=params)
+    ranking = imp.ranking(rank_by)
+    doc: dict[str, Any] = {
+        "format": 1, "kind": "atlas", "layer": layer, "model": model.spec.arch, "channels": n_channels,
+        "classes": ranking, "rank_by": rank_by, "images": len(data), "skipped": list(data.skipped),
+        "importance": {name: {"count": int(imp.counts[i]), "contribution": _finite(imp.contribution[i]),
+                              "ablation": None if imp.ablation is None else _finite(imp.ablation[i])}
+                       for i, name in enumerate(imp.classes)},
+    }
+    if held_out is not None:
+        say(f"faithfulness on {len(held_out)} held-out images")
+        doc["faithfulness"] = {"k": int(k), "random_sets": int(random_sets), "images": len(held_out),
+                               "classes": faithfulness(model, held_out, layer, ranking, k, random_sets,
+                                                       min_score=min_score, params=params)}
+    acts = activations(model, data.images, layer, params=params)
+    if data.masks is not None:
+        say("dissection")
+        rows = _class_rows(model)
+        scale = sal.cell_scale(model, layer, acts.shape[1:3], data.masks.shape[1:3])
+        iou, t = dissect_maps(acts, data.masks, rows, scale, top)
+        dis = Dissection(layer, tuple(model.spec.labels[r] for r in rows), iou, t, float(min_iou))
+        doc["dissection"] = {"top": top, "min_iou": min_iou, "classes": list(dis.classes), "labels": dis.labels,
+                             "iou": [_finite(row) for row in iou], "thresholds": _finite(t),
+                             "labelled": int(sum(lab is not None for lab in dis.labels))}
+    say("top patches")
+    found = top_patches(model, data, layer, patches, acts=acts, params=params)
+    doc["patches"] = {"side": found.side, "where": found.where.tolist(), "values": [_finite(r) for r in found.values],
+                      "names": [[data.names[i] if data.names else str(i) for i in row] for row in found.where[..., 0]]}
+    doc["mean_activation"] = _finite(acts.mean(axis=(0, 1, 2)))
+    pictures = None
+    if steps > 0:
+        say(f"feature visualisations: {n_channels} channels x {len(seeds)} seeds, {steps} steps, one sweep")
+        pictures, reached = visualise(model, layer, seeds=seeds, steps=steps)
+        doc["visualisation"] = {"seeds": [int(s) for s in seeds], "steps": int(steps),
+                                "activation": [_finite(r) for r in reached]}
+    return Atlas(doc, pictures, found.images)

@@ -304,6 +304,87 @@ def write_saliency(run_dir: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Atlases of a layer's channels.
+
+ATLAS_FILE = "atlas.json"
+ATLAS_TILE = 96        # most pixels a tile of the atlas's sheets takes
+ATLAS_SHEET_COLUMNS = 16
+
+
+def _sheet(path: str, tiles, columns: int) -> dict:
+    """Writes (C, S, h, w, 3) tiles in [0, 1] as one PNG, channel c's tile s at row c // columns, column
+    (c % columns) * S + s, each at most ``ATLAS_TILE`` pixels a side; returns where they are."""
+    import numpy as np
+    from PIL import Image
+
+    from jaxvis import images as image_files
+
+    tiles = np.asarray(tiles, np.float32)
+    c, s, h, w = tiles.shape[:4]
+    side = min(ATLAS_TILE, max(h, w))
+    th, tw = max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w)))
+    cols = min(columns, c)
+    rows = -(-c // cols)
+    sheet = np.zeros((rows * th, cols * s * tw, 3), np.uint8)
+    for ch in range(c):
+        for k in range(s):
+            im = Image.fromarray((np.clip(tiles[ch, k], 0, 1) * 255 + 0.5).astype(np.uint8))
+            if (h, w) != (th, tw):
+                im = im.resize((tw, th), Image.BILINEAR if min(h, w) > th else Image.NEAREST)
+            r, col = ch // cols, (ch % cols) * s + k
+            sheet[r * th:(r + 1) * th, col * tw:(col + 1) * tw] = np.asarray(im)
+    image_files.save_png(path, sheet)
+    return {"file": os.path.relpath(path, os.path.dirname(os.path.dirname(path))).replace(os.sep, "/"),
+            "columns": cols, "per": s, "tile": [tw, th], "size": [cols * s * tw, rows * th]}
+
+
+def write_atlas(run_dir: str, atlas) -> str:
+    """Writes an atlas (``jaxvis.features.build_atlas``'s) into ``run_dir``: ``pictures.npy`` and ``patches.npy``
+    (the arrays), their sheets for the page, ``atlas.json`` last (a folder without it holds no atlas) and
+    the page; returns the index.html path."""
+    import numpy as np
+
+    os.makedirs(os.path.join(run_dir, PAGE_DIR), exist_ok=True)
+    doc = dict(atlas.doc)
+    sheets = {"patches": _sheet(os.path.join(run_dir, PAGE_DIR, "atlas_patches.png"), atlas.patches,
+                                ATLAS_SHEET_COLUMNS)}
+    atomic_write(os.path.join(run_dir, "patches.npy"), lambda f: np.save(f, np.asarray(atlas.patches, np.float32)),
+                 sync=False)
+    if atlas.pictures is not None:
+        sheets["pictures"] = _sheet(os.path.join(run_dir, PAGE_DIR, "atlas_pictures.png"), atlas.pictures,
+                                    ATLAS_SHEET_COLUMNS)
+        atomic_write(os.path.join(run_dir, "pictures.npy"),
+                     lambda f: np.save(f, np.asarray(atlas.pictures, np.float32)), sync=False)
+    doc["sheets"] = sheets
+    _write_text(os.path.join(run_dir, ATLAS_FILE), json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    return write_atlas_page(run_dir)
+
+
+def read_atlas(run_dir: str) -> dict:
+    """The atlas document of ``run_dir``; RunReadError when it cannot be read."""
+    path = os.path.join(run_dir, ATLAS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunReadError(f"{path} cannot be read ({e})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "atlas" or not isinstance(doc.get("classes"), dict) \
+            or not isinstance(doc.get("channels"), int):
+        raise RunReadError(f"{path} is not an atlas (kind, channels and classes are missing)")
+    return doc
+
+
+def write_atlas_page(run_dir: str) -> str:
+    """Writes the page of an atlas directory from its atlas.json; returns the index.html path."""
+    doc = read_atlas(run_dir)
+    title = f"jaxvis atlas: {doc.get('model')} {doc.get('layer')}"
+    data = {**doc, "kind": "atlas", "title": title, "status": {"finished": True, "done": doc["channels"],
+                                                               "total": doc["channels"], "diverged": 0,
+                                                               "text": f"{doc['channels']} channels"}}
+    return _write_page(run_dir, "index.html", "data.js", title, data)
+
+
+# ---------------------------------------------------------------------------------------------------
 # A folder of runs.
 
 def _date(path: str) -> str:
@@ -355,6 +436,15 @@ def describe_run(run_dir: str, refresh: bool = True) -> dict | None:
     directory whose data cannot be read; ``list_runs`` lists such a run as unreadable, with the reason."""
     axes_path = os.path.join(run_dir, AXES_FILE)
     results = os.path.join(run_dir, RESULTS_FILE)
+    if os.path.exists(os.path.join(run_dir, ATLAS_FILE)):
+        doc = read_atlas(run_dir)
+        if refresh:
+            write_atlas_page(run_dir)
+        return {"kind": "atlas", "model": doc.get("model"), "points": doc["channels"],
+                "grid": f"{doc.get('layer')}: {doc['channels']} channels x {len(doc['classes'])} classes",
+                "date": _date(os.path.join(run_dir, ATLAS_FILE)),
+                "status": {"finished": True, "done": doc["channels"], "total": doc["channels"], "diverged": 0,
+                           "text": "finished"}}
     if os.path.exists(axes_path):
         axes = _read_axes(axes_path)
         if refresh:

@@ -575,6 +575,208 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
+  // The atlas of a layer's channels.
+
+  function Atlas() {
+    var C = D.channels, classes = Object.keys(D.classes), imp = D.importance || {};
+    var dis = D.dissection || null, vis = D.visualisation || null, sheets = D.sheets || {};
+    var state = { top: 8, measure: D.rank_by || "ablation", sort: "index", label: "all" };
+    var measures = ["ablation", "contribution"].filter(function (m) {
+      return classes.some(function (c) { return imp[c] && imp[c][m]; });
+    });
+    if (measures.indexOf(state.measure) < 0) state.measure = measures[0];
+    clear(app);
+    app.className = "atlas";
+    app.appendChild(header(D.title, D.status, [["atlas.json", "atlas.json"]]));
+    var summary = D.images + " images; " + C + " channels of " + D.layer + "; classes ranked by " + D.rank_by;
+    if (dis) summary += "; dissection at the top " + fmt(100 * dis.top) + " % of each channel: " + dis.labelled +
+      " of " + C + " channels labelled (IoU ≥ " + fmt(dis.min_iou) + ")";
+    if (vis) summary += "; pictures: " + vis.seeds.length + " seed(s), " + vis.steps + " steps";
+    app.appendChild(el("p", { class: "summary", text: summary }));
+    if (D.skipped && D.skipped.length) {
+      app.appendChild(el("div", { class: "warnings", id: "skipped" }, [
+        el("p", { text: D.skipped.length + " thing(s) were left out of the dataset:" }),
+        el("ul", null, D.skipped.slice(0, 50).map(function (w) { return el("li", { text: w }); }))]));
+    }
+    var tabs = el("nav", { class: "tabs", id: "tabs" });
+    var controls = el("div", { class: "controls", id: "controls" });
+    var view = el("main", { id: "view" });
+    app.appendChild(tabs);
+    app.appendChild(controls);
+    app.appendChild(view);
+
+    function score(cls, ch, m) {
+      var v = imp[cls] && imp[cls][m || state.measure];
+      return v ? v[ch] : null;
+    }
+    function label(ch) { return dis ? dis.labels[ch] : null; }
+    function bestIou(ch) {
+      return dis ? Math.max.apply(null, dis.iou[ch].map(function (v) { return v === null ? 0 : v; })) : null;
+    }
+    function tile(kind, ch, k, scale) {
+      var sh = sheets[kind];
+      if (!sh) return el("div", { class: "noimg", text: "no picture" });
+      var col = (ch % sh.columns) * sh.per + k, row = Math.floor(ch / sh.columns);
+      var w = sh.tile[0] * scale, h = sh.tile[1] * scale;
+      return el("div", { class: "sprite", "data-sheet": kind, style: "width:" + w + "px;height:" + h + "px;" +
+        "background-image:url(" + sh.file + ");background-size:" + sh.size[0] * scale + "px " + sh.size[1] * scale +
+        "px;background-position:-" + col * w + "px -" + row * h + "px" });
+    }
+    function card(ch, cls) {
+      var lab = label(ch);
+      var lines = [el("span", { class: "name", text: "#" + ch })];
+      if (cls) {
+        lines.push(el("span", { class: "cap", text: state.measure + " " + fmt(score(cls, ch), 3) }));
+      }
+      if (lab) lines.push(el("span", { class: "chip", text: lab }));
+      return el("a", { class: "tile channel", href: "#channel=" + ch, "data-channel": ch,
+                       title: "channel " + ch + (lab ? " (" + lab + ")" : "") }, [
+        tile(sheets.pictures ? "pictures" : "patches", ch, 0, 1), el("div", { class: "caption" }, lines)]);
+    }
+
+    function faithTable() {
+      var f = D.faithfulness;
+      if (!f) return null;
+      var rows = [el("tr", null, ["class", "targets", "top " + f.k + " zeroed", "median of " + f.random_sets +
+        " random sets", "ratio"].map(function (h) { return el("th", { text: h }); }))];
+      Object.keys(f.classes).forEach(function (c) {
+        var r = f.classes[c];
+        rows.push(el("tr", { "data-class": c }, [el("td", { text: c }), el("td", { text: String(r.count) }),
+          el("td", { text: fmt(r.top) }), el("td", { text: fmt(r.median_random) }),
+          el("td", { class: r.ratio >= 3 ? "good" : "bad", text: r.ratio === null ? "∞" : fmt(r.ratio, 3) })]));
+      });
+      return el("section", null, [el("h3", { text: "Faithfulness: the mean drop of each class's score with its top " +
+        f.k + " channels zeroed, on " + f.images + " held-out images, against random sets of " + f.k }),
+        el("table", { class: "runs faith", id: "faithfulness" }, rows)]);
+    }
+
+    function byClass() {
+      controls.appendChild(select("top", "channels per class", [[4, "4"], [8, "8"], [16, "16"], [32, "32"],
+        [C, "all"]], state.top, function (v) { state.top = +v; draw(); }));
+      controls.appendChild(select("measure", "order by", measures.map(function (m) { return [m, m]; }),
+        state.measure, function (v) { state.measure = v; draw(); }));
+      var list = el("div", { id: "classes" });
+      view.appendChild(list);
+      var faith = faithTable();
+      if (faith) view.appendChild(faith);
+      function draw() {
+        clear(list);
+        classes.forEach(function (c) {
+          var order = D.classes[c].slice();
+          if (state.measure !== D.rank_by) {
+            order.sort(function (a, b) { return (score(c, b) || 0) - (score(c, a) || 0); });
+          }
+          var row = el("div", { class: "tiles class-row", "data-class": c });
+          order.slice(0, state.top).forEach(function (ch) { row.appendChild(card(ch, c)); });
+          list.appendChild(el("section", null, [el("h2", { text: c + " (" + (imp[c] ? imp[c].count : 0) +
+            " targets)" }), row]));
+        });
+      }
+      draw();
+    }
+
+    function allChannels() {
+      var sorts = [["index", "channel index"], ["activation", "mean activation"]];
+      if (dis) sorts.push(["iou", "best dissection IoU"]);
+      classes.forEach(function (c) { sorts.push(["class:" + c, "importance for " + c]); });
+      controls.appendChild(select("sort", "sort by", sorts, state.sort, function (v) { state.sort = v; draw(); }));
+      if (dis) {
+        controls.appendChild(select("label", "label", [["all", "all"], ["none", "none"]].concat(
+          dis.classes.map(function (c) { return [c, c]; })), state.label, function (v) { state.label = v; draw(); }));
+      }
+      var grid = el("div", { class: "tiles", id: "tiles" });
+      var count = el("p", { class: "count", id: "count" });
+      view.appendChild(count);
+      view.appendChild(grid);
+      function key(ch) {
+        if (state.sort === "activation") return -(D.mean_activation[ch] || 0);
+        if (state.sort === "iou") return -bestIou(ch);
+        if (state.sort.slice(0, 6) === "class:") return -(score(state.sort.slice(6), ch) || 0);
+        return ch;
+      }
+      function draw() {
+        clear(grid);
+        var chans = [];
+        for (var ch = 0; ch < C; ch++) {
+          var lab = label(ch);
+          if (state.label === "all" || (state.label === "none" ? !lab : lab === state.label)) chans.push(ch);
+        }
+        chans.sort(function (a, b) { return key(a) - key(b) || a - b; });
+        var cls = state.sort.slice(0, 6) === "class:" ? state.sort.slice(6) : null;
+        var frag = document.createDocumentFragment();
+        chans.forEach(function (ch) { frag.appendChild(card(ch, cls)); });
+        grid.appendChild(frag);
+        count.textContent = chans.length + " channels shown";
+      }
+      draw();
+    }
+
+    function detail(ch) {
+      var nav = el("div", { class: "detail-nav" }, [
+        ch > 0 ? el("a", { href: "#channel=" + (ch - 1), text: "← #" + (ch - 1) }) : null,
+        el("a", { href: "#", text: "classes" }), el("a", { href: "#channels", text: "all channels" }),
+        ch < C - 1 ? el("a", { href: "#channel=" + (ch + 1), text: "#" + (ch + 1) + " →" }) : null]);
+      var box = el("div", { class: "detail", id: "detail", "data-channel": ch });
+      box.appendChild(el("h2", { text: "Channel " + ch + " of " + D.layer + (label(ch) ? ": " + label(ch) : "") }));
+      if (sheets.pictures) {
+        var pics = el("div", { class: "strip", id: "pictures" });
+        for (var s = 0; s < sheets.pictures.per; s++) {
+          pics.appendChild(el("figure", { class: "card" }, [tile("pictures", ch, s, 2),
+            el("figcaption", { text: "seed " + vis.seeds[s] + ", mean activation " + fmt(vis.activation[ch][s], 3) })]));
+        }
+        box.appendChild(el("h3", { text: "What it responds to most (feature visualisation)" }));
+        box.appendChild(pics);
+      }
+      var pat = el("div", { class: "strip", id: "patches" });
+      for (var k = 0; k < sheets.patches.per; k++) {
+        pat.appendChild(el("figure", { class: "card" }, [tile("patches", ch, k, 1.5),
+          el("figcaption", { text: D.patches.names[ch][k] + ": " + fmt(D.patches.values[ch][k], 3) })]));
+      }
+      box.appendChild(el("h3", { text: "Its strongest dataset regions (" + D.patches.side + " px around the cell)" }));
+      box.appendChild(pat);
+      var rows = [el("tr", null, ["class", "rank"].concat(measures).concat(dis ? ["dissection IoU"] : []).map(
+        function (h) { return el("th", { text: h }); }))];
+      classes.forEach(function (c) {
+        var cells = [el("td", { text: c }), el("td", { text: String(D.classes[c].indexOf(ch) + 1) })];
+        measures.forEach(function (m) { cells.push(el("td", { text: fmt(score(c, ch, m), 3) })); });
+        if (dis) {
+          var j = dis.classes.indexOf(c);
+          cells.push(el("td", { text: j < 0 ? "–" : fmt(dis.iou[ch][j], 3) }));
+        }
+        rows.push(el("tr", { "data-class": c }, cells));
+      });
+      box.appendChild(el("h3", { text: "Importance per class (mean over the class's targets) and dissection" }));
+      box.appendChild(el("table", { class: "runs", id: "per-class" }, rows));
+      box.appendChild(el("p", { class: "summary", text: "mean activation over the dataset " +
+        fmt(D.mean_activation[ch], 3) + (dis ? "; threshold (top " + fmt(100 * dis.top) + " %) " +
+        fmt(dis.thresholds[ch], 3) : "") }));
+      view.appendChild(nav);
+      view.appendChild(box);
+    }
+
+    function route() {
+      var h = location.hash.replace(/^#/, "");
+      clear(controls);
+      clear(view);
+      clear(tabs);
+      var which = h.indexOf("channel=") === 0 ? "detail" : h === "channels" ? "channels" : "classes";
+      [["classes", "#", "classes"], ["channels", "#channels", "all channels"]].forEach(function (t) {
+        tabs.appendChild(el("a", { href: t[1], class: which === t[0] ? "active" : null, text: t[2] }));
+      });
+      view.dataset.view = which;
+      controls.style.display = which === "detail" ? "none" : "";
+      if (which === "detail") {
+        var ch = parseInt(h.slice(8), 10);
+        detail(isFinite(ch) && ch >= 0 && ch < C ? ch : 0);
+      } else if (which === "channels") allChannels();
+      else byClass();
+    }
+    window.addEventListener("hashchange", route);
+    route();
+    ready();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
   // A folder of runs.
 
   function Folder() {
@@ -619,6 +821,7 @@
     if (D.kind === "sweep") Sweep();
     else if (D.kind === "saliency") Saliency();
     else if (D.kind === "folder") Folder();
+    else if (D.kind === "atlas") Atlas();
     else app.textContent = "Unknown report kind " + D.kind;
   } finally {
     app.classList.remove("loading");
