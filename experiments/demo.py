@@ -12,6 +12,9 @@ r"""The main job on the shipped shapes models: class models, detector objectives
    values).
 3. Saliency maps and the boxes derived from them on freshly generated scenes, for the classifier and for
    single detections.
+4. The atlases of the classifier's last convolutional layer (conv5_2) and of the detector's last backbone
+   convolution (conv5_3): each class's channels ranked by ablation on 200 scenes, checked on 200 others,
+   dissected against the shapes' masks, each channel's pictures and top regions (``experiments.atlas``).
 
 Everything lands under --out with an index.html. On a 2-core CPU it takes a few minutes.
 """
@@ -32,7 +35,10 @@ flags.DEFINE_string("out", "runs/demo", "Output folder.")
 flags.DEFINE_integer("steps", 200, "Gradient steps of the class-model sweeps.")
 flags.DEFINE_integer("detector_steps", 100, "Gradient steps of the detector sweep.")
 flags.DEFINE_integer("scenes", 12, "Generated scenes for the saliency part.")
+flags.DEFINE_integer("atlas_steps", 256, "Feature-visualisation steps of the atlases' pictures.")
 flags.DEFINE_bool("resume", False, "Continue an earlier demo run in --out.")
+
+ATLASES = (("classifier", "conv5_2"), ("detector", "conv5_3"))
 
 
 def _classifier_settings(steps: int):
@@ -180,6 +186,27 @@ def summary_picture(out: str, saliency: dict) -> str:
     return path
 
 
+def atlases(out: str, steps: int, resume: bool) -> list[dict]:
+    """The atlas of each model's layer in ``ATLASES`` (kept when ``resume`` finds it written)."""
+    import jaxvis
+    from jaxvis import assets, features as ft, report
+
+    made = []
+    for name, layer in ATLASES:
+        folder = os.path.join(out, f"atlas_{name}")
+        if not (resume and os.path.exists(os.path.join(folder, report.ATLAS_FILE))):
+            model = jaxvis.load(assets.path(name))
+            atlas = ft.build_atlas(model, ft.shapes_dataset(model, 200, 0), layer,
+                                   held_out=ft.shapes_dataset(model, 200, 1), steps=steps,
+                                   progress=lambda text: print(f"    {name} {layer}: {text}", flush=True))
+            report.write_atlas(folder, atlas)
+        doc = report.read_atlas(folder)
+        ratios = [v["ratio"] for v in doc["faithfulness"]["classes"].values() if v.get("count")]
+        made.append({"name": name, "layer": layer, "index": f"atlas_{name}/index.html", "min_ratio": min(ratios),
+                     "labelled": doc.get("dissection", {}).get("labelled"), "channels": doc["channels"]})
+    return made
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -189,16 +216,21 @@ def main(argv):
     start = time.time()
     out = FLAGS.out
     os.makedirs(out, exist_ok=True)
-    print("1/3 class models of the shapes classifier")
+    print("1/4 class models of the shapes classifier")
     cls = class_models(out, FLAGS.steps, FLAGS.resume)
     verdict = ", ".join(f"{k}: {v['agree']}/{v['of']}" for k, v in cls["judge"].items())
     print(f"    judge on the lab-loss images: {verdict}")
-    print("2/3 the three SSD objectives on the shapes detector")
+    print("2/4 the three SSD objectives on the shapes detector")
     det = detector_objectives(out, FLAGS.detector_steps, FLAGS.resume)
-    print("3/3 saliency maps and derived boxes on generated scenes")
+    print("3/4 saliency maps and derived boxes on generated scenes")
     sm = saliency_part(out, FLAGS.scenes)
     print(f"    pointing game {sm['pointing_game']}, mean IoU of derived boxes {sm['mean_iou']}")
     summary_picture(out, sm)
+    print("4/4 the atlases of the last convolutional layers")
+    maps = atlases(out, FLAGS.atlas_steps, FLAGS.resume)
+    for a in maps:
+        print(f"    {a['name']} {a['layer']}: top 8 channels zeroed lower each class's score at least {a['min_ratio']:.3g}x "
+              f"as much as random sets of 8; {a['labelled']} of {a['channels']} channels labelled")
     judge_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v['agree']}/{v['of']}</td><td>{html.escape(', '.join(v['judge_says']))}</td></tr>"
         for k, v in cls["judge"].items())
@@ -217,6 +249,10 @@ def main(argv):
          "image (below) and centred quarter box.</p><img class=grid src='detector/grid_000.png'>"),
         ("Saliency", f"<p>Pointing game {sm['pointing_game']}, mean IoU of derived boxes {sm['mean_iou']}.</p>"
          + "".join(f"<p><img class=grid src='{p}'></p>" for p in sm["images"])),
+        ("Atlases of the last convolutional layers", "<ul>" + "".join(
+            f"<li><a href='{a['index']}'>the {a['name']}'s {a['layer']}</a>: {a['channels']} channels; each class's "
+            f"top 8 zeroed lower its score at least {a['min_ratio']:.3g}x as much as random sets of 8; "
+            f"{a['labelled']} channels labelled by dissection</li>" for a in maps) + "</ul>"),
     ]
     with open(os.path.join(out, "index.html"), "w") as f:
         f.write(render.html_page("jaxvis demo: shapes models", sections))

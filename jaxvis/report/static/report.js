@@ -637,13 +637,16 @@
     function faithTable() {
       var f = D.faithfulness;
       if (!f) return null;
+      var agree = dis && dis.agreement;
       var rows = [el("tr", null, ["class", "targets", "top " + f.k + " zeroed", "median of " + f.random_sets +
-        " random sets", "ratio"].map(function (h) { return el("th", { text: h }); }))];
+        " random sets", "ratio"].concat(agree ? ["of the top " + f.k + ", labelled the class"] : []).map(
+        function (h) { return el("th", { text: h }); }))];
       Object.keys(f.classes).forEach(function (c) {
         var r = f.classes[c];
         rows.push(el("tr", { "data-class": c }, [el("td", { text: c }), el("td", { text: String(r.count) }),
           el("td", { text: fmt(r.top) }), el("td", { text: fmt(r.median_random) }),
-          el("td", { class: r.ratio >= 3 ? "good" : "bad", text: r.ratio === null ? "∞" : fmt(r.ratio, 3) })]));
+          el("td", { class: r.ratio >= 3 ? "good" : "bad", text: r.ratio === null ? "∞" : fmt(r.ratio, 3) }),
+          agree ? el("td", { text: agree[c] === undefined ? "–" : String(agree[c]) }) : null]));
       });
       return el("section", null, [el("h3", { text: "Faithfulness: the mean drop of each class's score with its top " +
         f.k + " channels zeroed, on " + f.images + " held-out images, against random sets of " + f.k }),
