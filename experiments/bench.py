@@ -8,6 +8,8 @@ r"""Benchmark: the jaxvis sweep engine against the PyTorch way of doing the same
                                                        # on a GPU (experiments/gpu_check.sh runs this)
   python -m experiments.bench --workloads shapes_grid,feature_vis,cams,drise --reps 3 --fv_steps 128 --masks 64 \
       --omp_wait_policy PASSIVE --nofirst_step         # the rows of the newer work, on a shared machine
+  python -m experiments.bench --workloads channels --reps 3 --fv_steps 64 --omp_wait_policy PASSIVE --nofirst_step
+                                                       # 128 channel objectives: the engine against a Lucent loop
 
 For each workload, interleaved and repeated (medians reported):
   A  the jaxvis engine on a grid of --points points (8: 4 categories x 2 learning rates), in the engine's
@@ -24,10 +26,13 @@ points), saliency (maps of 32 VGG16 images: A = jaxvis in one call, B = captum's
 weights, C = torch autograd on the batch), feature_vis (Lucid's recipe, 24 class models of the shipped
 classifier: A = the engine, B = Lucent's render_vis one objective at a time, C = Lucent with the 24
 objectives in one batch; with the share of each side's images the shipped judge reads as their class),
-cams (rows odam, gradcam, gradient: --detections=32 SSD300 detections explained, A = one jaxvis call,
-B = a PyTorch autograd loop, one backward per detection) and drise (D-RISE with --masks=4000 masks of
-one SSD300 detection, A = jaxvis, B = PyTorch batching the masks as jaxvis does, --mask_chunk at a
-time). The explanation rows have no C; SSD300 has random weights there too. The PyTorch sides run with
+channels (the same recipe on each of the 64 channels of the classifier's conv5_2 x 2 seeds, 128 points,
+each minus the spatial mean of its channel: A = the engine, B = Lucent's objectives.channel one at a time,
+C = Lucent with the 128 in one batch; no judge), cams (rows odam, gradcam, gradient: --detections=32 SSD300
+detections explained, A = one jaxvis call, B = a PyTorch autograd loop, one backward per detection) and
+drise (D-RISE with --masks=4000 masks of one SSD300 detection, A = jaxvis, B = PyTorch batching the masks
+as jaxvis does, --mask_chunk at a time). The explanation rows have no C; SSD300 has random weights there
+too. The PyTorch sides run with
 frozen weights (``requires_grad_(False)``), the fastest way to take input gradients. The loss of A, B, C is
 -S_c + mean(x^2) for classifiers. Every side ends by evaluating the loss of its final images (one forward
 pass), which the engine's result holds with the final scores. A runs in the workload's process, B and C
@@ -63,9 +68,10 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency"],
-                  "Workloads to run: these, and feature_vis, cams (the ODAM, Grad-CAM and gradient rows) and drise, "
-                  "which take long at their default sizes and are asked for by name.")
-flags.DEFINE_integer("fv_steps", 512, "feature_vis: Adam steps of every side (A, Lucent one at a time, Lucent batched).")
+                  "Workloads to run: these, and feature_vis, channels, cams (the ODAM, Grad-CAM and gradient rows) and "
+                  "drise, which take long at their default sizes and are asked for by name.")
+flags.DEFINE_integer("fv_steps", 512, "feature_vis, channels: Adam steps of every side (A, Lucent one at a time, "
+                     "Lucent batched).")
 flags.DEFINE_string("images_out", None, "Internal: where the PyTorch worker saves the images of its last run.")
 flags.DEFINE_integer("detections", 32, "cams: SSD300 detections explained (one call on A's side, one backward each "
                      "on B's).")
@@ -463,32 +469,84 @@ def _saliency_images() -> int:
 # --------------------------------------------------------------------------------------------------
 # Feature visualisation on the shipped classifier: Lucid's recipe (an image in a decorrelated Fourier
 # basis through a sigmoid, Lucent's standard random transforms, Adam at 0.05 from noise of std 0.01),
-# 24 class models (6 classes x 4 seeds), --fv_steps steps on every side. A: the jaxvis engine, in its
-# own chunks; B: Lucent's render_vis one objective at a time; C: Lucent with the 24 objectives in one batch
-# (param.image(batch=24), the sum of the per-image objectives).
+# --fv_steps steps on every side, of what a ``Lucid`` value names: feature_vis = 24 class models (6 classes
+# x 4 seeds), channels = every channel of conv5_2 x 2 seeds (128 points). A: the jaxvis engine, in its own
+# chunks; B: Lucent's render_vis one objective at a time; C: Lucent with every objective in one batch
+# (param.image(batch=n), the sum of the per-image objectives).
 
-FV_SEEDS, FV_LR, FV_INIT = 4, 0.05, 0.01
+FV_LR, FV_INIT = 0.05, 0.01
 FV_PARAMETERIZATION = "fourier+decorrelated+sigmoid"
 LUCENT_TRANSFORMS = "pad(12),jitter(8),scale(0.9,1.1),rotate(10),jitter(4)"  # Lucent's standard_transforms
 
 
-def fv_points(model) -> list[tuple[int, int]]:
-    """(class, seed) of the 24 class models, in the engine's grid order."""
-    return [(c, s) for c in range(len(model.spec.labels)) for s in range(FV_SEEDS)]
+def class_logit():
+    """The class logit: the point's target is the class."""
+    from jaxvis import objectives as O
+
+    return O.score()
 
 
-def feature_vis_engine_side(model):
-    """A: the engine on the 24 points; returns (run -> RGB images in [0, 1], convolutions used)."""
+def conv5_2_channel():
+    """Minus the spatial mean of a channel of conv5_2 (after its ReLU): the point's target is the channel."""
+    from jaxvis import objectives as O
+
+    return O.channel("conv5_2")
+
+
+def class_count(model) -> int:
+    return len(model.spec.labels)
+
+
+def conv5_2_channels(model) -> int:
+    import jax
+
+    return jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(model.input_shape(1), "float32"))[1][
+        "conv5_2"].shape[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lucid:
+    """What a Lucid-recipe row visualises, the same on both sides.
+
+    Attributes:
+      objective: () -> the jaxvis objective, whose point's target picks the class or channel.
+      targets: model -> how many targets (classes, channels); each runs with every seed.
+      seeds: seeds of the starting noise per target.
+      lucent_layer: Lucent's name of the hook of the same activations in the torch twin (a module's path with
+        "_" for "."), read by ``lucent.optvis.objectives.channel(lucent_layer, target)``.
+      judged: whether the targets are classes, whose images the shipped judge reads.
+    """
+
+    objective: Callable[[], Any]
+    targets: Callable[[Any], int]
+    seeds: int
+    lucent_layer: str
+    judged: bool
+
+
+# The twin's modules: classifier.6 is the logits' Linear, features.19 the ReLU after conv5_2.
+CLASS_MODELS = Lucid(class_logit, class_count, seeds=4, lucent_layer="classifier_6", judged=True)
+CHANNELS = Lucid(conv5_2_channel, conv5_2_channels, seeds=2, lucent_layer="features_19", judged=False)
+
+
+def fv_points(model, lucid: Lucid = CLASS_MODELS) -> list[tuple[int, int]]:
+    """(target, seed) of the row's points, in the engine's grid order (targets outermost)."""
+    return [(c, s) for c in range(lucid.targets(model)) for s in range(lucid.seeds)]
+
+
+def feature_vis_engine_side(model, lucid: Lucid = CLASS_MODELS):
+    """A: the engine on the row's points; returns (run -> RGB images in [0, 1], convolutions used, loop,
+    chunk)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import optax
 
-    from jaxvis import cli, engine, evaluate, objectives as O
+    from jaxvis import cli, engine, evaluate
 
-    sweep = engine.Sweep(targets=range(len(model.spec.labels)), lrs=[FV_LR], losses=[O.score()],
-                         init_scales=[FV_INIT], seeds=range(FV_SEEDS))
+    sweep = engine.Sweep(targets=range(lucid.targets(model)), lrs=[FV_LR], losses=[lucid.objective()],
+                         init_scales=[FV_INIT], seeds=range(lucid.seeds))
     eng = engine.Engine(model, sweep.terms, optimizer=engine.Optimizer(optax.adam), steps=FLAGS.fv_steps,
                         parameterization=cli.parameterization(FV_PARAMETERIZATION, model), transforms=cli.transforms(LUCENT_TRANSFORMS),
                         loop=FLAGS.loop)
@@ -522,7 +580,7 @@ def lucent():
     return objectives, param, render, transform
 
 
-def lucent_sides(model, tmodel):
+def lucent_sides(model, tmodel, lucid: Lucid = CLASS_MODELS):
     """B and C with Lucent on the torch twin: each returns its RGB images (N, H, W, 3) in [0, 1]."""
     import numpy as np
     import torch
@@ -538,8 +596,8 @@ def lucent_sides(model, tmodel):
         return ((x.flip(1) if spec.channel_order == "BGR" else x) - mean) / std
 
     transforms = list(transform.standard_transforms) + [to_input]
-    layer = "classifier_6"  # the logits: Lucent's hook name of the twin's last Linear
-    points = fv_points(model)
+    layer = lucid.lucent_layer
+    points = fv_points(model, lucid)
 
     def render_vis(objective, batch):
         return render.render_vis(tmodel, objective, lambda: param.image(w, h, sd=FV_INIT, batch=batch, fft=True,
@@ -650,12 +708,14 @@ def cams_torch_sides(model, device: str = "cpu") -> dict:
 
 
 def feature_vis_child(workload: "Workload") -> dict:
-    """The feature_vis row: A here, B and C (Lucent) in a PyTorch worker, interleaved; with the share of
-    each side's images that the shipped judge reads as their class (of the last repetition)."""
+    """A Lucid-recipe row (feature_vis, channels): A here, B and C (Lucent) in a PyTorch worker, interleaved;
+    for class models, with the share of each side's images that the shipped judge reads as their class (of
+    the last repetition)."""
+    lucid = workload.lucid
     model = workload.model(FLAGS.tiny).with_conv_backend(FLAGS.conv_backend)
-    a, used, loop, chunk = feature_vis_engine_side(model)
+    a, used, loop, chunk = feature_vis_engine_side(model, lucid)
     folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
-    worker = TorchWorker("feature_vis", "cpu", [f"--fv_steps={FLAGS.fv_steps}",
+    worker = TorchWorker(workload.name, "cpu", [f"--fv_steps={FLAGS.fv_steps}",
                                                 f"--images_out={os.path.join(folder, 'images.npy')}"])
     times = {"A": [], "B": [], "C": []}
     try:
@@ -668,20 +728,23 @@ def feature_vis_child(workload: "Workload") -> dict:
             times["A"].append(time.perf_counter() - t)
             times["B"].append(worker.time("B"))
             times["C"].append(worker.time("C"))
-        lucent_images = {side: worker.images(side) for side in ("B", "C")}
+        lucent_images = {side: worker.images(side) for side in ("B", "C")} if lucid.judged else {}
     finally:
         worker.close()
         shutil.rmtree(folder, ignore_errors=True)
-    classes = [c for c, _ in fv_points(model)]
-    n = len(classes)
+    targets = [c for c, _ in fv_points(model, lucid)]
+    n = len(targets)
     rate = {k: n * FLAGS.fv_steps / statistics.median(v) for k, v in times.items()}
-    return {"workload": "feature_vis", "unit": "image-steps/s", "A": rate["A"], "B": rate["B"], "C": rate["C"],
-            "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"], "gflop_per_image_step": None,
-            "A_gflops": None, "matmul_peak_gflops": None, "A_fraction_of_peak": None, "A_compile_s": compile_s,
-            "peak_rss_gb": max_rss_gb(), "reps": FLAGS.reps, "steps": FLAGS.fv_steps, "points": n,
-            "dtype": "float32", "conv": used, "loop": loop, "chunk": chunk, "tiny": FLAGS.tiny, "device": "cpu",
-            "judge_A": judge_transfer(model, images, classes), "judge_B": judge_transfer(model, lucent_images["B"], classes),
-            "judge_C": judge_transfer(model, lucent_images["C"], classes)}
+    row = {"workload": workload.name, "unit": "image-steps/s", "A": rate["A"], "B": rate["B"], "C": rate["C"],
+           "A/B": rate["A"] / rate["B"], "A/C": rate["A"] / rate["C"], "gflop_per_image_step": None,
+           "A_gflops": None, "matmul_peak_gflops": None, "A_fraction_of_peak": None, "A_compile_s": compile_s,
+           "peak_rss_gb": max_rss_gb(), "reps": FLAGS.reps, "steps": FLAGS.fv_steps, "points": n,
+           "dtype": "float32", "conv": used, "loop": loop, "chunk": chunk, "tiny": FLAGS.tiny, "device": "cpu",
+           **{f"{k}_s": statistics.median(v) for k, v in times.items()}}
+    if lucid.judged:
+        row.update({"judge_A": judge_transfer(model, images, targets),
+                    **{f"judge_{side}": judge_transfer(model, lucent_images[side], targets) for side in ("B", "C")}})
+    return row
 
 
 def explain_child(workload: "Workload") -> list[dict]:
@@ -886,9 +949,13 @@ def saliency_torch_sides_of(model, device: str):
     return {"B": b, "C": c}
 
 
-def lucent_sides_of(model, device: str):
-    b, c = lucent_sides(model, torch_twin(model).to(device))
-    return {"B": b, "C": c}
+def lucent_sides_of(lucid: Lucid):
+    """B (Lucent one objective at a time) and C (Lucent with the objectives in one batch) of a Lucid row."""
+    def sides(model, device: str):
+        b, c = lucent_sides(model, torch_twin(model).to(device), lucid)
+        return {"B": b, "C": c}
+
+    return sides
 
 
 # --------------------------------------------------------------------------------------------------
@@ -909,6 +976,7 @@ class Workload:
       dtypes: whether --dtypes gives it a row per compute dtype (float32 only otherwise).
       jaxvis_sides, chunk, work: explanation workloads: model -> {method: A's function}; model -> the mask
         chunk (or None); () -> the detections or masks of one call.
+      lucid: Lucid-recipe rows (feature_vis, channels): what both sides visualise.
     """
 
     name: str
@@ -921,10 +989,15 @@ class Workload:
     jaxvis_sides: Callable[[Any], dict] | None = None
     chunk: Callable[[Any], int] | None = None
     work: Callable[[], int] | None = None
+    lucid: Lucid | None = None
 
 
 def _class_model(name: str, model, grid=categories_grid) -> Workload:
     return Workload(name, model, class_model_child, class_model_torch_sides(name), grid=grid, dtypes=True)
+
+
+def _lucid_row(name: str, lucid: Lucid) -> Workload:
+    return Workload(name, shipped_classifier, feature_vis_child, lucent_sides_of(lucid), lucid=lucid)
 
 
 WORKLOADS = {w.name: w for w in (
@@ -933,7 +1006,8 @@ WORKLOADS = {w.name: w for w in (
     _class_model("shapes", shipped_classifier),
     _class_model("shapes_grid", shipped_classifier, grid=user_grid),
     Workload("saliency", random_vgg16, saliency_child, saliency_torch_sides_of, unit="images/s"),
-    Workload("feature_vis", shipped_classifier, feature_vis_child, lucent_sides_of),
+    _lucid_row("feature_vis", CLASS_MODELS),
+    _lucid_row("channels", CHANNELS),
     Workload("cams", explain_ssd300, explain_child, cams_torch_sides, unit="detections/s",
              jaxvis_sides=cams_jaxvis_sides, work=lambda: FLAGS.detections),
     Workload("drise", explain_ssd300, explain_child, drise_torch_sides, unit="masks/s",

@@ -110,7 +110,9 @@ def _contribution_program(model, kind, score, layer: str, preprocess: bool, tchu
 
 
 @cached_on_model
-def _ablation_program(model, kind, score, layer: str, preprocess: bool, chunk: int):
+def _ablation_program(model, kind, score, layer: str, preprocess: bool):
+    """``run(params, z, targets, keep)``: the targets' values as they are and with each row of ``keep`` (B, C)
+    applied to the channels of ``layer``; one program per block size B, whatever the number of sets."""
     forward = _forward(model, preprocess)
 
     def values(outputs, targets):
@@ -124,7 +126,7 @@ def _ablation_program(model, kind, score, layer: str, preprocess: bool, chunk: i
             ablated, _ = forward(params, z, {layer: -a * (1 - k.astype(a.dtype))})
             return values(ablated, targets)
 
-        return values(outputs, targets), sal._map(one, keep, chunk).T
+        return values(outputs, targets), jax.vmap(one)(keep).T
 
     @jax.jit
     def run(params, z, targets, keep):
@@ -187,16 +189,24 @@ def _keep_masks(sets, n_channels: int) -> np.ndarray:
 def ablate(model, images, targets, layer: str, sets: Sequence[Sequence[int]], *, params=None,
            preprocess: bool = True, chunk: int | None = None) -> Channels:
     """The targets re-measured with each set of channels of ``layer`` zeroed: ``values`` (N, K, S) for the S
-    sets in ``sets`` (lists of channel indices), ``scores`` (N, K) with nothing zeroed."""
+    sets in ``sets`` (lists of channel indices), ``scores`` (N, K) with nothing zeroed. The sets go ``chunk``
+    at a time (default: as many as fit the memory, at most the layer's channels)."""
     z = _prepare(model, images, targets, layer, preprocess)
     n_channels = _check_layer(model, layer)[-1]
     if isinstance(sets, (str, bytes)) or not hasattr(sets, "__len__") or len(sets) == 0:
         raise FeatureError(f"sets is a list of channel sets (each a list of channel indices); got {sets!r}")
     keep = _keep_masks(sets, n_channels)
-    auto, _ = sal.chunk_sizes(model, len(sets), targets.shape[1], tuple(z.shape[1:3]), backward=False)
-    fn = _ablation_program(model, targets.kind, targets.score, layer, bool(preprocess), int(chunk or auto))
-    scores, values = fn(model.params if params is None else params, z, sal._fields(targets), jnp.asarray(keep))
-    return Channels(layer, np.asarray(values), np.asarray(scores))
+    # the sets go a block at a time through one program: the block depends on the layer and the memory, not
+    # on the number of sets, so that a new number of sets compiles nothing
+    auto, _ = sal.chunk_sizes(model, n_channels, targets.shape[1], tuple(z.shape[1:3]), backward=False)
+    block = max(1, min(int(chunk or auto), n_channels))
+    padded = np.ones((-(-len(keep) // block) * block, n_channels), np.float32)
+    padded[:len(keep)] = keep
+    fn = _ablation_program(model, targets.kind, targets.score, layer, bool(preprocess))
+    p, fields = model.params if params is None else params, sal._fields(targets)
+    parts = [fn(p, z, fields, jnp.asarray(padded[i:i + block])) for i in range(0, len(padded), block)]
+    values = np.concatenate([np.asarray(v) for _, v in parts], axis=-1)[..., :len(keep)]
+    return Channels(layer, values, np.asarray(parts[0][0]))
 
 
 def ablation(model, images, targets, layer: str, **kwargs) -> Channels:
@@ -606,12 +616,13 @@ def top_patches(model, data: Dataset, layer: str, k: int = 6, side: int | None =
 
 
 def visualise(model, layer: str, channels=None, seeds=(0, 1), steps: int = 256, lr: float = 0.05,
-              parameterization=None, transforms=None, views: int = 2, progress=None):
+              parameterization=None, transforms=None, views: int = 2, init: float = 0.01, progress=None):
     """Feature visualisations of ``channels`` (default: all) of ``layer`` x ``seeds`` as one sweep: the spatial
     mean of each channel maximised from noise by Adam through a decorrelated 1/f^1.5 Fourier image and a
     sigmoid, each step on ``views`` randomly jittered, scaled and turned copies (the readable recipe of
     ``experiments/configs/feature_vis.py``); ``parameterization`` and ``transforms`` replace its parts.
-    Returns (images (C, S, H, W, 3) RGB in [0, 1], the final mean activations (C, S))."""
+    ``init``: the standard deviation of the starting noise. Returns (images (C, S, H, W, 3) RGB in [0, 1], each
+    final image's mean activation of its channel (C, S))."""
     import optax
 
     from jaxvis import optvis as ov
@@ -627,13 +638,16 @@ def visualise(model, layer: str, channels=None, seeds=(0, 1), steps: int = 256, 
             parameterization = ov.fourier(1.5) + ov.decorrelated(stats["colour_sqrt"]) + ov.sigmoid()
     if transforms is None:
         transforms = (ov.jitter(8), ov.scale(0.65, 1.35, wrap=True), ov.rotate(180, wrap=True), ov.jitter(4))
-    sweep = ov.Sweep(targets=channels, lrs=[lr], losses=[ov.channel(layer)], seeds=list(seeds), init_scales=[0.01])
+    sweep = ov.Sweep(targets=channels, lrs=[lr], losses=[ov.channel(layer)], seeds=list(seeds), init_scales=[init])
     engine = ov.Engine(model, sweep, optimizer=ov.Optimizer(optax.adam), parameterization=parameterization,
                        transforms=transforms, views=views, steps=steps)
     result = engine.run(sweep, progress=progress)
-    images = np.clip(np.asarray(model.to_image(result.images)), 0.0, 1.0)
     shape = (len(channels), len(seeds))
-    return images.reshape(shape + images.shape[1:]), -np.asarray(result.final_score).reshape(shape)
+    acts = activations(model, result.images, layer, preprocess=False)            # the final images as they are
+    targets = np.repeat(np.asarray(channels), len(seeds))                        # the grid's order: channel, seed
+    reached = acts.mean(axis=(1, 2))[np.arange(len(targets)), targets]
+    images = np.clip(np.asarray(model.to_image(result.images)), 0.0, 1.0)
+    return images.reshape(shape + images.shape[1:]), reached.reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------- the atlas

@@ -47,11 +47,12 @@ def test_workloads_are_values_in_a_registry(bench_flags):
     from absl import app
 
     bench = bench_flags
-    assert list(bench.WORKLOADS) == ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency", "feature_vis", "cams",
-                                     "drise"]
+    assert list(bench.WORKLOADS) == ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency", "feature_vis",
+                                     "channels", "cams", "drise"]
     for w in bench.WORKLOADS.values():
         assert callable(w.model) and callable(w.child) and callable(w.torch_sides)
         assert (w.grid is not None) == w.dtypes == (w.child is bench.class_model_child)
+        assert (w.lucid is not None) == (w.child is bench.feature_vis_child)
     assert bench.WORKLOADS["drise"].work() == bench.FLAGS.masks and bench.WORKLOADS["cams"].unit == "detections/s"
     with pytest.raises(app.UsageError, match="unknown workload 'vgg'; workloads: vgg16, ssd300, shapes"):
         bench.workload_named("vgg")
@@ -117,6 +118,34 @@ def test_torch_drise_equals_jaxvis_drise_on_the_same_masks():
     # torch's own masks are RISE masks of the same kind: binary grids up-sampled, values in [0, 1].
     tm = bx.torch_rise_masks(3, 300, 300, generator=torch.Generator().manual_seed(0))
     assert tm.shape == (3, 300, 300) and 0 <= float(tm.min()) and float(tm.max()) <= 1
+
+
+def test_the_lucid_rows_read_the_same_activations_on_both_sides(bench_flags):
+    """feature_vis: 6 classes x 4 seeds of the logits; channels: the 64 channels of conv5_2 x 2 seeds. Lucent's
+    hook of each row (a module path of the torch twin, "_" for ".") gives what the jaxvis objective reads."""
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    bench = bench_flags
+    model = bench.jaxvis_model("channels", tiny=False)
+    tmodel = bench.torch_twin(model)
+    modules = dict(tmodel.named_modules())
+    x = np.random.default_rng(0).standard_normal(model.input_shape(2)).astype(np.float32)
+    logits, out = model.apply(model.params, jnp.asarray(x))
+    for name, jaxvis_layer, points in (("feature_vis", None, 24), ("channels", "conv5_2", 128)):
+        lucid = bench.WORKLOADS[name].lucid
+        got = bench.fv_points(model, lucid)
+        assert len(got) == len(set(got)) == points and got[:2] == [(0, 0), (0, 1)]
+        seen = []
+        hook = modules[lucid.lucent_layer.replace("_", ".")].register_forward_hook(lambda m, i, o: seen.append(o))
+        with torch.no_grad():
+            tmodel(torch.tensor(x.transpose(0, 3, 1, 2).copy()))
+        hook.remove()
+        want = np.asarray(logits if jaxvis_layer is None else out[jaxvis_layer])
+        got = seen[0].numpy()
+        np.testing.assert_allclose(got if got.ndim == 2 else got.transpose(0, 2, 3, 1), want, atol=1e-4)
+    assert bench.CHANNELS.targets(model) == 64 and not bench.CHANNELS.judged and bench.CLASS_MODELS.judged
 
 
 def test_lucent_batched_side_renders_every_class_model(bench_flags):
