@@ -629,6 +629,10 @@
         lines.push(el("span", { class: "cap", text: state.measure + " " + fmt(score(cls, ch), 3) }));
       }
       if (lab) lines.push(el("span", { class: "chip", text: lab }));
+      if (vis && !(vis.activation[ch][0] > 0)) {
+        // zero all over the near-grey start, the channel had no gradient: its top regions show it instead
+        lines.push(el("span", { class: "cap", text: "zero from a grey start" }));
+      }
       return el("a", { class: "tile channel", href: "#channel=" + ch, "data-channel": ch,
                        title: "channel " + ch + (lab ? " (" + lab + ")" : "") }, [
         tile(sheets.pictures ? "pictures" : "patches", ch, 0, 1), el("div", { class: "caption" }, lines)]);
@@ -729,6 +733,11 @@
         }
         box.appendChild(el("h3", { text: "What it responds to most (feature visualisation)" }));
         box.appendChild(pics);
+        if (!vis.activation[ch].some(function (v) { return v > 0; })) {
+          box.appendChild(el("p", { class: "hint", text: "The channel is zero all over the near-grey image the " +
+            "pictures start from, so it has no gradient there and the picture stays grey: its strongest dataset " +
+            "regions below show what it responds to." }));
+        }
       }
       var pat = el("div", { class: "strip", id: "patches" });
       for (var k = 0; k < sheets.patches.per; k++) {
