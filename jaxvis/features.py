@@ -625,22 +625,22 @@ def visualise(model, layer: str, channels=None, seeds=(0, 1), steps: int = 256, 
     final image's mean activation of its channel (C, S))."""
     import optax
 
-    from jaxvis import optvis as ov
+    from jaxvis import engine as eng, objectives as O, parameterizations as P, transforms as T
 
     n_channels = _check_layer(model, layer)[-1]
     channels = list(range(n_channels)) if channels is None else [int(c) for c in channels]
     if not channels or min(channels) < 0 or max(channels) >= n_channels:
         raise FeatureError(f"channels are indices from 0 to {n_channels - 1} of {layer!r}; got {channels}")
     if parameterization is None:
-        stats = ov.stats_of(model)
-        parameterization = ov.fourier(1.5) + ov.sigmoid()
+        stats = P.stats_of(model)
+        parameterization = P.fourier(1.5) + P.sigmoid()
         if stats is not None and "colour_sqrt" in stats:
-            parameterization = ov.fourier(1.5) + ov.decorrelated(stats["colour_sqrt"]) + ov.sigmoid()
+            parameterization = P.fourier(1.5) + P.decorrelated(stats["colour_sqrt"]) + P.sigmoid()
     if transforms is None:
-        transforms = (ov.jitter(8), ov.scale(0.65, 1.35, wrap=True), ov.rotate(180, wrap=True), ov.jitter(4))
-    sweep = ov.Sweep(targets=channels, lrs=[lr], losses=[ov.channel(layer)], seeds=list(seeds), init_scales=[init])
-    engine = ov.Engine(model, sweep, optimizer=ov.Optimizer(optax.adam), parameterization=parameterization,
-                       transforms=transforms, views=views, steps=steps)
+        transforms = (T.jitter(8), T.scale(0.65, 1.35, wrap=True), T.rotate(180, wrap=True), T.jitter(4))
+    sweep = eng.Sweep(targets=channels, lrs=[lr], losses=[O.channel(layer)], seeds=list(seeds), init_scales=[init])
+    engine = eng.Engine(model, sweep, optimizer=eng.Optimizer(optax.adam), parameterization=parameterization,
+                        transforms=transforms, views=views, steps=steps)
     result = engine.run(sweep, progress=progress)
     shape = (len(channels), len(seeds))
     acts = activations(model, result.images, layer, preprocess=False)            # the final images as they are

@@ -3,7 +3,6 @@ folder page's entry, and the launcher's refusals."""
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -11,18 +10,8 @@ import pytest
 from conftest import run_module
 from jaxvis import features as ft
 from jaxvis import report
-from test_report import browser, errors, open_page  # noqa: F401 (browser is a fixture)
+from test_report import browser, errors, go, open_page  # noqa: F401 (browser is a fixture)
 from tiny import tiny_vgg
-
-
-def go(driver, hash_, view):
-    """Sets the page's hash and waits for the atlas to draw ``view`` (classes, channels or detail)."""
-    driver.execute_script("location.hash = arguments[0]", hash_)
-    for _ in range(200):
-        if driver.execute_script("return document.getElementById('view').dataset.view") == view:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"the page did not switch to {hash_}")
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +112,7 @@ def test_the_launcher_refuses_bad_input_in_one_line(tmp_path):
     params = assets.path("classifier")
     for args, message in (
             (["--layer", "conv9_9"], "no convolutional activation 'conv9_9'"),
-            (["--layer", "conv5_2", "--dataset", "nowhere:x"], "--dataset 'nowhere:x' is none of the accepted forms"),
-            (["--layer", "conv5_2", "--top", "2"], "--top is a share in (0, 1)")):
+            (["--layer", "conv5_2", "--dataset", "nowhere:x"], "--dataset 'nowhere:x' is none of the accepted forms")):
         r = run_module("experiments.atlas", "--params", params, "--out", str(tmp_path / "a"), *args, check=False)
         assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -258,9 +258,11 @@ def choose(driver, select_id, value):
         "s.dispatchEvent(new Event('change'));", select_id, str(value))
 
 
-def go(driver, hash_):
+def go(driver, hash_, view=None):
+    """Sets the page's hash and waits for the page to draw ``view`` (default: the sweep page's view of that
+    hash)."""
     driver.execute_script("location.hash = arguments[0]", hash_)
-    view = hash_.lstrip("#").split("=")[0].replace("point", "detail")
+    view = view or hash_.lstrip("#").split("=")[0].replace("point", "detail")
     for _ in range(100):
         if driver.execute_script("return document.getElementById('view').dataset.view") == view:
             return
