@@ -7,7 +7,8 @@ r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifie
   python -m experiments.saliency --params ssd300_voc.safetensors --image field.jpg \
       --box 40,60,300,280 --category horse --out runs/h
   python -m experiments.saliency --params DET --image a.png --detection 0,1 --method odam --out runs/o
-      (--method gradient, grad_x_input, smoothgrad, integrated, gradcam, odam or drise)
+      (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam, odam or
+      drise)
 
 For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
 with the heat map over the image and the detection's or the derived box drawn, and a line of
@@ -42,8 +43,9 @@ flags.DEFINE_integer("top_k", None, "Explain each image's k best classes (classi
 flags.DEFINE_list("detection", [], "Detections to explain, by rank in each image's detections (detectors).")
 flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why is there a <category> here' "
                           "(detectors).")
-flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "gradcam", "odam",
-                                         "drise"], "Attribution method (see jaxvis.saliency).")
+flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "guided_backprop",
+                                         "deconvnet", "gradcam", "odam", "drise"],
+                  "Attribution method (see jaxvis.saliency).")
 flags.DEFINE_list("layer", [], "gradcam/odam: layer name(s), or 'sources' for a detector's source feature maps "
                   "(default for detectors: Grad-CAM the source maps, ODAM conv4_3 and map0).")
 flags.DEFINE_integer("samples", 25, "smoothgrad: noisy copies.")

@@ -361,10 +361,12 @@ METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), 
 def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, steps: int = 64, layer=None,
                        masks: int = 1000, cell: int = 16, p: float = 0.5):
     """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,
-    smoothgrad (samples, noise), integrated (steps), gradcam / odam (layer), drise (masks, cell, p)."""
+    guided_backprop, deconvnet, smoothgrad (samples, noise), integrated (steps), gradcam / odam (layer), drise
+    (masks, cell, p)."""
     from jaxvis import saliency as sal
 
-    made = {"gradient": sal.gradient, "grad_x_input": sal.grad_x_input,
+    made = {"gradient": sal.gradient, "grad_x_input": sal.grad_x_input, "guided_backprop": sal.guided_backprop,
+            "deconvnet": sal.deconvnet,
             "smoothgrad": lambda: sal.smoothgrad(samples=samples, noise=noise),
             "integrated": lambda: sal.integrated(steps=steps), "gradcam": lambda: sal.gradcam(layer),
             "odam": lambda: sal.odam(layer), "drise": lambda: sal.drise(masks=masks, cell=cell, p=p)}

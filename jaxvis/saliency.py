@@ -19,6 +19,9 @@
 static, the rest (noise level, baseline, keep probability) is data:
 
 - ``gradient()``: dS/dI (Simonyan et al. 2013); ``grad_x_input()``: dS/dI x I.
+- ``guided_backprop()`` and ``deconvnet()``: the gradient with each rectifier's backward pass replaced
+  (``jaxvis.rules``): Guided Backprop passes g * [x > 0] * [g > 0], DeconvNet max(g, 0); max-pooling keeps
+  its switches. Both wrap in ``smoothgrad`` like any gradient method.
 - ``smoothgrad(method, samples, noise)``: the inner method averaged over noisy copies (noise std a fraction
   of the input's range); ``integrated(steps, baseline)``: Integrated Gradients, (x - baseline) times the
   gradient averaged along the straight path (midpoint rule). Samples and steps run in chunks sized to the
@@ -78,6 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvis import boxes as bx
+from jaxvis import rules
 from jaxvis.model import cached_on_model
 from jaxvis import preprocess as pre
 from jaxvis.models.taps import TAPS
@@ -158,8 +162,14 @@ class GradientMethod(Method):
         gives them at another point, ``key`` is the image's random key, ``data`` its entries of ``data(z)``."""
         return g
 
+    def relu_rule(self):
+        """The rectifier whose backward pass replaces the gradient's (``jaxvis.rules``), or None."""
+        return None
+
     def compute(self, model, z, targets, params, preprocess, seed):
         n, k = targets.shape
+        if self.relu_rule() is not None:
+            model = with_relu(model, self.relu_rule())
         chunk, tchunk = chunk_sizes(model, self.points, k, tuple(z.shape[1:3]))
         chunk = int(self.chunk or chunk)
         keys = jax.random.split(jax.random.key(seed), n)
@@ -173,6 +183,43 @@ class Gradient(GradientMethod):
     """dS/dI (Simonyan et al. 2013)."""
 
     name = "gradient"
+
+
+@cached_on_model
+def with_relu(model, relu):
+    """``model`` with its rectifiers' backward pass replaced by ``relu``'s (``jaxvis.rules``), kept on the model."""
+    if "relu" not in getattr(type(model.module), "__dataclass_fields__", {}):
+        raise SaliencyError(f"{type(model.module).__name__} takes no rectifier to replace (a module field 'relu', as "
+                            "jaxvis's VGG and SSD have); backward rules need one")
+    return dataclasses.replace(model, module=model.module.clone(relu=relu))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleGradient(GradientMethod):
+    """The gradient with every rectifier's backward pass replaced by ``rule`` (a function of ``jaxvis.rules``);
+    max-pooling keeps its gradient. A subclass names the rule."""
+
+    rule = None
+
+    def relu_rule(self):
+        return type(self).rule
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedBackprop(RuleGradient):
+    """Guided Backprop (Springenberg et al. 2015): at each rectifier, g * [x > 0] * [g > 0]."""
+
+    name = "guided_backprop"
+    rule = staticmethod(rules.guided_relu)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeconvNet(RuleGradient):
+    """DeconvNet (Zeiler & Fergus 2014) as Simonyan et al. 2013 relate it to the gradient: at each rectifier,
+    max(g, 0) instead of g * [x > 0]."""
+
+    name = "deconvnet"
+    rule = staticmethod(rules.deconv_relu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +248,9 @@ class SmoothGrad(GradientMethod):
 
     def program_key(self):
         return dataclasses.replace(self, method=self.method.program_key(), noise=0.0, chunk=None)
+
+    def relu_rule(self):
+        return self.method.relu_rule()
 
     def combine(self, grad, z, g, key, data, chunk):
         sigma = data["noise"] * (jnp.max(z) - jnp.min(z))
@@ -345,6 +395,14 @@ def _layers(layers) -> tuple[str, ...] | None:
 
 def gradient() -> Gradient:
     return Gradient()
+
+
+def guided_backprop() -> GuidedBackprop:
+    return GuidedBackprop()
+
+
+def deconvnet() -> DeconvNet:
+    return DeconvNet()
 
 
 def grad_x_input() -> GradXInput:

@@ -50,6 +50,9 @@ class SSD(nn.Module):
     # The convolution nn.Conv runs (lax.conv_general_dilated's signature), injected: jaxvis.conv's
     # (oneDNN on CPUs where usable, else XLA) unless Model.with_conv_backend or the caller give another.
     conv_general_dilated: Callable = Convolution("auto")
+    # The rectifier, injected: ``nn.relu`` unless a backward rule replaces its gradient (jaxvis.rules:
+    # Guided Backprop, DeconvNet), the same function in the forward pass.
+    relu: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -72,7 +75,7 @@ class SSD(nn.Module):
                 x = record(self, acts, "pool4", max_pool_2x2(x))          # pool4
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
-                x = record(self, acts, name, nn.relu(conv(width, (3, 3), padding=((1, 1), (1, 1)), name=name)(x)))
+                x = record(self, acts, name, self.relu(conv(width, (3, 3), padding=((1, 1), (1, 1)), name=name)(x)))
             if b <= 3:
                 # pool3 runs in ceil mode: an odd side keeps its last row/column.
                 x = record(self, acts, f"pool{b}", max_pool_2x2(x) if b < 3 else max_pool_2x2_ceil(x))
@@ -80,14 +83,14 @@ class SSD(nn.Module):
                 maps.append(record(self, acts, "map0", record(self, acts, "conv4_3_norm", self._l2norm(x))))
         x = record(self, acts, "pool5", max_pool_3x3_s1(x))       # pool5 of SSD: 3x3, stride 1
         d = self.fc_dilation
-        x = nn.relu(conv(self.fc_width, (3, 3), padding=((d, d), (d, d)), kernel_dilation=(d, d), name="fc6")(x))
+        x = self.relu(conv(self.fc_width, (3, 3), padding=((d, d), (d, d)), kernel_dilation=(d, d), name="fc6")(x))
         x = record(self, acts, "fc6", x)
-        x = record(self, acts, "fc7", nn.relu(conv(self.fc_width, (1, 1), padding="VALID", name="fc7")(x)))
+        x = record(self, acts, "fc7", self.relu(conv(self.fc_width, (1, 1), padding="VALID", name="fc7")(x)))
         x = record(self, acts, "map1", x)
         maps.append(x)
         for j, (mid, out, stride, pad) in enumerate(self.extras, start=8):
-            x = record(self, acts, f"conv{j}_1", nn.relu(conv(mid, (1, 1), padding="VALID", name=f"conv{j}_1")(x)))
-            x = nn.relu(conv(out, (3, 3), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+            x = record(self, acts, f"conv{j}_1", self.relu(conv(mid, (1, 1), padding="VALID", name=f"conv{j}_1")(x)))
+            x = self.relu(conv(out, (3, 3), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                              name=f"conv{j}_2")(x))
             x = record(self, acts, f"map{len(maps)}", record(self, acts, f"conv{j}_2", x))
             maps.append(x)

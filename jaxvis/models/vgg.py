@@ -72,6 +72,9 @@ class VGG(nn.Module):
     # The convolution nn.Conv runs (lax.conv_general_dilated's signature), injected: jaxvis.conv's
     # (oneDNN on CPUs where usable, else XLA) unless Model.with_conv_backend or the caller give another.
     conv_general_dilated: Callable = Convolution("auto")
+    # The rectifier, injected: ``nn.relu`` unless a backward rule replaces its gradient (jaxvis.rules:
+    # Guided Backprop, DeconvNet), the same function in the forward pass.
+    relu: Callable = nn.relu
 
     @property
     def min_input_size(self) -> int:
@@ -102,7 +105,7 @@ class VGG(nn.Module):
                         use_running_average=True, epsilon=1e-5, dtype=self.dtype, name=f"bn{b}_{i}"
                     )(x)
                 x = record(self, acts, f"{name}_pre", x)
-                x = record(self, acts, name, nn.relu(x))
+                x = record(self, acts, name, self.relu(x))
             x = record(self, acts, f"pool{b}", max_pool_2x2(x))
         x = adaptive_avg_pool(x, self.pool_size)
         # NHWC flatten; the converter permutes torchvision's NCHW-ordered fc6 kernel to match.
@@ -110,7 +113,7 @@ class VGG(nn.Module):
         for name in ("fc6", "fc7"):
             x = nn.Dense(self.fc_width, dtype=self.dtype, name=name)(x)
             x = record(self, acts, f"{name}_pre", x)
-            x = record(self, acts, name, nn.relu(x))
+            x = record(self, acts, name, self.relu(x))
         logits = record(self, acts, "fc8", nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x))
         return logits, acts
 
