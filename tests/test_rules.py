@@ -76,3 +76,93 @@ def test_a_rule_passes_through_smoothgrad_and_a_module_without_a_rectifier_is_re
 
     with pytest.raises(sal.SaliencyError, match="takes no rectifier"):
         sal.with_relu(dataclasses.replace(vgg, module=NoRelu()), rules.guided_relu)
+
+
+def deconvnet_reconstruction(net, x, c):
+    """Zeiler & Fergus's DeconvNet run literally on a torch VGG without batch norm (1 image, NCHW float64): the
+    forward pass keeps the max-pooling switches; from the one-hot signal of class c back to the input, each
+    linear layer applies its transpose (conv_transpose2d with the same filters, W^T), each max-pooling unpools
+    through its switches and each rectifier rectifies the signal coming back. Biases take no part."""
+    import torch.nn.functional as F
+
+    h, steps = x, []
+    for m in net.features:
+        if isinstance(m, torch.nn.MaxPool2d):
+            size = h.shape[-2:]
+            h, idx = F.max_pool2d(h, 2, 2, return_indices=True)
+            steps.append(("pool", idx, size))
+        else:
+            h = m(h)
+            steps.append(("conv", m) if isinstance(m, torch.nn.Conv2d) else ("relu", None))
+    assert net.avgpool(h).shape == h.shape        # the adaptive pool is the identity at this size
+    fc = [m for m in net.classifier if isinstance(m, torch.nn.Linear)]
+    s = torch.zeros(1, fc[-1].out_features, dtype=x.dtype)
+    s[0, c] = 1.0
+    for k, layer in enumerate(reversed(fc)):
+        s = s @ layer.weight
+        s = torch.relu(s) if k < len(fc) - 1 else s   # the rectifiers after the first two dense layers
+    s = torch.relu(s.view(h.shape))                   # the last block's rectifier sits before its pooling
+    for kind, *what in reversed(steps):
+        if kind == "pool":
+            s = F.max_unpool2d(s, what[0], 2, 2, output_size=what[1])
+        elif kind == "relu":
+            s = torch.relu(s)
+        else:
+            s = F.conv_transpose2d(s, what[0].weight, padding=1)
+    return s
+
+
+def test_deconvnet_is_the_gradient_with_the_rectifiers_rule_replaced():
+    """Simonyan et al. 2013, section 4: on a network whose rectifiers are followed by convolutions or
+    max-pooling, the DeconvNet reconstruction equals the gradient with each rectifier passing the positive part
+    of the signal coming back instead of masking it by the forward input. The reconstruction is run literally
+    (transposed filters, unpooling by the switches) on the tiny VGG's twin, the rule-swapped gradient in jaxvis."""
+    from converters.torch_models import torch_vgg
+
+    vgg = tiny_vgg(3)
+    net = torch_vgg(vgg).double()
+    x = np.random.default_rng(6).normal(size=(1, 64, 64, 3))
+    xt = torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    with jax.enable_x64(True):
+        m64 = float64(vgg)
+        for c in (0, 3):
+            with torch.no_grad():
+                want = deconvnet_reconstruction(net, xt, c)[0].numpy().transpose(1, 2, 0)
+            got = sal.saliency(m64, x, sal.class_score([[c]]), sal.deconvnet(), preprocess=False).attributions[0, 0]
+            assert np.abs(want).max() > 0
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", ["guided_backprop", pytest.param("deconvnet", marks=pytest.mark.slow)])
+def test_rules_on_detections_equal_torch_autograd_with_the_rule_in_hooks(name):
+    """Two detections of the tiny SSD (SSD300's layout) in float64: jaxvis's rule-swapped gradient of each
+    detection's class logit against torch autograd on the twin with the same rule in backward hooks on every
+    nn.ReLU (Guided Backprop: relu of the masked gradient; DeconvNet: relu of the gradient coming back)."""
+    from tiny import tiny_ssd
+    from torch_ref import torch_ssd
+
+    model = tiny_ssd(0)
+    x = np.random.default_rng(7).normal(size=(1, 300, 300, 3))
+    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    anchors = np.array([[first[0] + 4 * (19 * 38 + 20) + 1, first[2] + 6 * 33 + 2]])
+    classes = np.array([[1, 3]])
+    tmodel = torch_ssd(model).double()
+    rule = {"guided_backprop": lambda m, gin, gout: (torch.relu(gin[0]),),
+            "deconvnet": lambda m, gin, gout: (torch.relu(gout[0]),)}[name]
+    hooks = [m.register_full_backward_hook(rule) for m in tmodel.modules() if isinstance(m, torch.nn.ReLU)]
+    assert len(hooks) >= 15
+    want = np.zeros((1, 2, 300, 300, 3))
+    for k, (a, c) in enumerate(zip(anchors[0], classes[0])):
+        xt = torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=True)
+        tmodel.head(list(tmodel.backbone(xt).values()))["cls_logits"][0, a, c].backward()
+        want[0, k] = xt.grad[0].numpy().transpose(1, 2, 0)
+    for h in hooks:
+        h.remove()
+    with jax.enable_x64(True):
+        m64 = dataclasses.replace(model, params=jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), model.params),
+                                  module=model.module.clone(dtype=jnp.float64))
+        method = {"guided_backprop": sal.guided_backprop(), "deconvnet": sal.deconvnet()}[name]
+        got = sal.saliency(m64, x, sal.detection(anchors, classes), method, preprocess=False).attributions
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
