@@ -7,8 +7,8 @@ r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifie
   python -m experiments.saliency --params ssd300_voc.safetensors --image field.jpg \
       --box 40,60,300,280 --category horse --out runs/h
   python -m experiments.saliency --params DET --image a.png --detection 0,1 --method odam --out runs/o
-      (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam, odam or
-      drise)
+      (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam, odam,
+      drise or occlusion)
 
 For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
 with the heat map over the image and the detection's or the derived box drawn, and a line of
@@ -44,7 +44,7 @@ flags.DEFINE_list("detection", [], "Detections to explain, by rank in each image
 flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why is there a <category> here' "
                           "(detectors).")
 flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "guided_backprop",
-                                         "deconvnet", "gradcam", "odam", "drise"],
+                                         "deconvnet", "gradcam", "odam", "drise", "occlusion"],
                   "Attribution method (see jaxvis.saliency).")
 flags.DEFINE_list("layer", [], "gradcam/odam: layer name(s), or 'sources' for a detector's source feature maps "
                   "(default for detectors: Grad-CAM the source maps, ODAM conv4_3 and map0).")
@@ -54,6 +54,8 @@ flags.DEFINE_integer("steps", 64, "integrated: path steps.")
 flags.DEFINE_integer("masks", 1000, "drise: number of masks.")
 flags.DEFINE_integer("cell", 16, "drise: mask cell size in image pixels.")
 flags.DEFINE_float("p", 0.5, "drise: probability that a cell is kept.")
+flags.DEFINE_integer("window", 16, "occlusion: side of the occluding square in the image's pixels.")
+flags.DEFINE_integer("stride", 8, "occlusion: step between the squares' positions.")
 flags.DEFINE_integer("seed", 0, "smoothgrad/drise: random seed.")
 flags.DEFINE_enum("reduce", "max", ["max", "sum", "l2", "signed"], "Channel reduction of the gradient family "
                   "(the paper: max of |grad|).")
@@ -205,6 +207,7 @@ def run() -> str:
     for note in notes:
         print(f"note: {note}")
     method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
+                                    window=FLAGS.window, stride=FLAGS.stride,
                                     layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
     # every image's targets are found (and refused) before anything is written
     planned = [(path, image, *_targets(model, image, path)) for path, image in zip(FLAGS.image, images)]

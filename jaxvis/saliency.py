@@ -19,6 +19,8 @@
 static, the rest (noise level, baseline, keep probability) is data:
 
 - ``gradient()``: dS/dI (Simonyan et al. 2013); ``grad_x_input()``: dS/dI x I.
+- ``occlusion(window, stride, baseline)``: a square of the image set to ``baseline``, slid over it; each
+  pixel's mean drop of the target over the squares that cover it (Captum's Occlusion).
 - ``guided_backprop()`` and ``deconvnet()``: the gradient with each rectifier's backward pass replaced
   (``jaxvis.rules``): Guided Backprop passes g * [x > 0] * [g > 0], DeconvNet max(g, 0); max-pooling keeps
   its switches. Both wrap in ``smoothgrad`` like any gradient method.
@@ -387,6 +389,34 @@ class DRISE(Method):
         return Explanation(np.asarray(maps), np.asarray(scores), self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Occlusion(Method):
+    """Occlusion (Zeiler & Fergus 2014, as Captum computes it): a ``window`` x ``window`` square of every colour
+    channel set to ``baseline`` at starts 0, ``stride``, 2 ``stride``, ... up to the last one that reaches the
+    image's edge (cut there); each pixel's attribution is the mean, over the windows that cover it, of the
+    target's drop S(image) - S(occluded image). Windows run in chunks inside one compiled program."""
+
+    window: int = 16
+    stride: int = 8
+    baseline: float = 0.0
+    chunk: int | None = None
+    name = "occlusion"
+
+    def compute(self, model, z, targets, params, preprocess, seed):
+        h, w = (int(v) for v in z.shape[1:3])
+        if self.window > min(h, w):
+            raise SaliencyError(f"occlusion's window of {self.window} pixels is larger than the {w}x{h} image; give "
+                                f"a window of at most {min(h, w)} pixels")
+        starts = tuple(tuple(range(0, -(-(n - self.window) // self.stride) * self.stride + 1, self.stride))
+                       for n in (h, w))
+        n_windows = len(starts[0]) * len(starts[1])
+        chunk, _ = chunk_sizes(model, n_windows, 1, (h, w), backward=False)
+        fn = _occlusion_program(model, targets.kind, targets.score, preprocess, (h, w), self.window, starts,
+                                int(self.chunk or chunk))
+        scores, maps = fn(params, z, _fields(targets), jnp.asarray(self.baseline, z.dtype))
+        return Explanation(np.asarray(maps), np.asarray(scores), self)
+
+
 def _layers(layers) -> tuple[str, ...] | None:
     if layers is None:
         return None
@@ -451,6 +481,13 @@ def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None =
                             f"{cell}, {p}")
     return DRISE(int(masks), int(cell), float(p), chunk)
 
+
+
+def occlusion(window: int = 16, stride: int = 8, baseline: float = 0.0, chunk: int | None = None) -> Occlusion:
+    if int(window) < 1 or not 1 <= int(stride) <= int(window) or not np.isfinite(baseline):
+        raise SaliencyError(f"occlusion needs a window of at least 1 pixel, a stride from 1 to the window and a finite "
+                            f"baseline; got window {window}, stride {stride}, baseline {baseline}")
+    return Occlusion(int(window), int(stride), float(baseline), chunk)
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -1072,6 +1109,39 @@ def drise_reference(model, params, x, target: dict[str, jax.Array]) -> tuple[jax
         return boxes[target["anchor"]], probs[target["anchor"], 1:]
     c = probs.shape[-1]
     return target["box"], jax.nn.one_hot(target["class"] - 1, c - 1, dtype=probs.dtype)
+
+
+@cached_on_model
+def _occlusion_program(model, kind, score, preprocess: bool, hw, window: int, starts, chunk: int):
+    forward = _forward(model, preprocess)
+    h, w = hw
+    corners = np.array([(y, x) for y in starts[0] for x in starts[1]], np.int32)
+    iy, ix = np.arange(h, dtype=np.int32)[:, None], np.arange(w, dtype=np.int32)[None, :]
+    cover = sum(((iy >= y) & (iy < y + window) & (ix >= x) & (ix < x + window)).astype(np.float64)
+                for y, x in corners)                      # how many windows cover each pixel
+
+    def values(outputs, targets):
+        return jax.vmap(lambda t: target_value(model, outputs, t, kind, score))(targets)
+
+    def per_image(params, z, targets, baseline):
+        base = values(forward(params, z)[0], targets)
+
+        def one(i):
+            y, x = jnp.asarray(corners)[i, 0], jnp.asarray(corners)[i, 1]
+            m = ((iy >= y) & (iy < y + window) & (ix >= x) & (ix < x + window)).astype(z.dtype)
+            occluded = z * (1 - m[..., None]) + baseline * m[..., None]
+            drop = base - values(forward(params, occluded)[0], targets)
+            return drop[:, None, None] * m[None]
+
+        total = _accumulate(one, len(corners), chunk, jnp.zeros((base.shape[0], h, w), z.dtype))
+        maps = total / jnp.asarray(cover, z.dtype)
+        return base, jnp.broadcast_to(maps[..., None], maps.shape + (3,))
+
+    @jax.jit
+    def run(params, z, targets, baseline):
+        return jax.vmap(lambda zi, ti: per_image(params, zi, ti, baseline))(z, targets)
+
+    return run
 
 
 @cached_on_model

@@ -1,0 +1,45 @@
+"""Perturbation methods against Captum on the same weights."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxvis import saliency as sal
+from tiny import tiny_vgg
+
+
+def test_occlusion_equals_captum():
+    """Two images, one class each, on the tiny VGG and its torch twin in float64; a window of 12 at stride 8
+    on 64 pixels, so that the last windows are cut at the edge (Captum's rule), and a baseline of 0.3."""
+    from captum.attr import Occlusion
+
+    from converters.torch_models import torch_vgg
+
+    vgg = tiny_vgg(0)
+    x = np.random.default_rng(8).normal(size=(2, 64, 64, 3))
+    net = torch_vgg(vgg).double()
+    classes = np.array([[4], [2]])
+    want = np.zeros((2, 1, 64, 64, 3))
+    occlusion = Occlusion(net)
+    for n in range(2):
+        for k in range(1):
+            xt = torch.tensor(np.ascontiguousarray(x[n:n + 1].transpose(0, 3, 1, 2)))
+            a = occlusion.attribute(xt, sliding_window_shapes=(3, 12, 12), strides=(3, 8, 8), baselines=0.3,
+                                    target=int(classes[n, k]))
+            want[n, k] = a[0].numpy().transpose(1, 2, 0)
+    with jax.enable_x64(True):
+        m64 = dataclasses.replace(vgg, params=jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), vgg.params),
+                                  module=vgg.module.clone(dtype=jnp.float64))
+        got = sal.occlusion(window=12, stride=8, baseline=0.3, chunk=5).attribute(
+            m64, x, sal.class_score(classes), preprocess=False)
+    assert np.abs(want).max() > 0
+    # Captum builds its window masks in float32 (torch's default), so its float64 maps carry float32 rounding
+    np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-6 * np.abs(want).max())
+    with pytest.raises(sal.SaliencyError, match="stride from 1 to the window"):
+        sal.occlusion(window=8, stride=9)
+    with pytest.raises(sal.SaliencyError, match="larger than the 64x64 image"):
+        sal.occlusion(window=80).attribute(vgg, x[:1].astype(np.float32), sal.class_score([[1]]))
