@@ -7,8 +7,8 @@ r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifie
   python -m experiments.saliency --params ssd300_voc.safetensors --image field.jpg \
       --box 40,60,300,280 --category horse --out runs/h
   python -m experiments.saliency --params DET --image a.png --detection 0,1 --method odam --out runs/o
-      (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam, odam,
-      drise or occlusion)
+      (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam,
+      guided_gradcam, odam, drise or occlusion)
 
 For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
 with the heat map over the image and the detection's or the derived box drawn, and a line of
@@ -44,9 +44,11 @@ flags.DEFINE_list("detection", [], "Detections to explain, by rank in each image
 flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why is there a <category> here' "
                           "(detectors).")
 flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "guided_backprop",
-                                         "deconvnet", "gradcam", "odam", "drise", "occlusion"],
+                                         "deconvnet", "gradcam", "guided_gradcam", "odam", "drise",
+                                         "occlusion"],
                   "Attribution method (see jaxvis.saliency).")
-flags.DEFINE_list("layer", [], "gradcam/odam: layer name(s), or 'sources' for a detector's source feature maps "
+flags.DEFINE_list("layer", [], "gradcam/odam/guided_gradcam: layer name(s) (guided_gradcam: one), or 'sources' for a "
+                  "detector's source feature maps "
                   "(default for detectors: Grad-CAM the source maps, ODAM conv4_3 and map0).")
 flags.DEFINE_integer("samples", 25, "smoothgrad: noisy copies.")
 flags.DEFINE_float("noise", 0.15, "smoothgrad: noise std as a fraction of the input's range.")

@@ -355,14 +355,24 @@ def attribution_score(name: str):
 
 # The numbers each attribution method reads of attribution_method's keyword arguments (the others ignore them).
 METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), "gradcam": ("layer",),
-                  "odam": ("layer",), "drise": ("masks", "cell", "p"), "occlusion": ("window", "stride")}
+                  "odam": ("layer",), "guided_gradcam": ("layer",), "drise": ("masks", "cell", "p"),
+                  "occlusion": ("window", "stride")}
+
+
+def _one_layer(layer):
+    """guided_gradcam's layer: one name (or None: a detector's source maps)."""
+    if layer is None or isinstance(layer, str):
+        return layer
+    if len(layer) > 1:
+        raise TextError(f"guided_gradcam takes one layer, got {', '.join(layer)}")
+    return layer[0] if layer else None
 
 
 def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, steps: int = 64, layer=None,
                        masks: int = 1000, cell: int = 16, p: float = 0.5, window: int = 16, stride: int = 8):
     """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,
-    guided_backprop, deconvnet, smoothgrad (samples, noise), integrated (steps), gradcam / odam (layer), drise
-    (masks, cell, p), occlusion (window, stride)."""
+    guided_backprop, deconvnet, smoothgrad (samples, noise), integrated (steps), gradcam / odam / guided_gradcam
+    (layer), drise (masks, cell, p), occlusion (window, stride)."""
     from jaxvis import saliency as sal
 
     made = {"gradient": sal.gradient, "grad_x_input": sal.grad_x_input, "guided_backprop": sal.guided_backprop,
@@ -370,7 +380,8 @@ def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, ste
             "smoothgrad": lambda: sal.smoothgrad(samples=samples, noise=noise),
             "integrated": lambda: sal.integrated(steps=steps), "gradcam": lambda: sal.gradcam(layer),
             "odam": lambda: sal.odam(layer), "drise": lambda: sal.drise(masks=masks, cell=cell, p=p),
-            "occlusion": lambda: sal.occlusion(window=window, stride=stride)}
+            "occlusion": lambda: sal.occlusion(window=window, stride=stride),
+            "guided_gradcam": lambda: sal.guided_gradcam(_one_layer(layer))}
     if name not in made:
         raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(made)}.")
     return made[name]()

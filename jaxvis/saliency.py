@@ -19,6 +19,8 @@
 static, the rest (noise level, baseline, keep probability) is data:
 
 - ``gradient()``: dS/dI (Simonyan et al. 2013); ``grad_x_input()``: dS/dI x I.
+- ``guided_gradcam(layer)``: Guided Backprop times Grad-CAM's map of ``layer``, up-sampled by nearest cells
+  (Captum's Guided Grad-CAM).
 - ``occlusion(window, stride, baseline)``: a square of the image set to ``baseline``, slid over it; each
   pixel's mean drop of the target over the squares that cover it (Captum's Occlusion).
 - ``guided_backprop()`` and ``deconvnet()``: the gradient with each rectifier's backward pass replaced
@@ -300,8 +302,13 @@ class CAM(Method):
     layers: tuple[str, ...] | None = None
     combine: Any = None  # a function (maps, level) -> map; None: normalised_sum
     chunk: int | None = None  # targets per backward batch
+    # "bilinear": cells on the centres of the regions they stand for (``upsample``); "nearest": each output
+    # pixel takes cell floor(i * h / H), as torch's F.interpolate(mode="nearest") (Captum's Guided Grad-CAM)
+    interpolation: str = "bilinear"
 
     def __post_init__(self):
+        if self.interpolation not in ("bilinear", "nearest"):
+            raise SaliencyError(f"interpolation is 'bilinear' or 'nearest', got {self.interpolation!r}")
         if self.combine is None:
             object.__setattr__(self, "combine", normalised_sum)
         if not callable(self.combine):
@@ -358,6 +365,22 @@ class ODAM(CAM):
     def default_layers(self, model):
         """``backbone_layers``, or the source feature maps with ``own_level`` (which picks one of them)."""
         return backbone_layers(model) if self.combine is not own_level else source_maps(model)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedGradCAM(Method):
+    """Guided Grad-CAM (Selvaraju et al. 2017, as Captum computes it): Guided Backprop times the Grad-CAM map
+    of ``layer`` (a detector's default: its source maps, added) up-sampled by nearest cells."""
+
+    layer: str | None = None
+    chunk: int | None = None
+    name = "guided_gradcam"
+
+    def compute(self, model, z, targets, params, preprocess, seed):
+        layers = None if self.layer is None else (self.layer,)
+        cam = GradCAM(layers, layer_sum, self.chunk, "nearest").compute(model, z, targets, params, preprocess, seed)
+        guided = GuidedBackprop().compute(model, z, targets, params, preprocess, seed)
+        return Explanation(guided.attributions * cam.attributions[..., None], guided.scores, self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -473,6 +496,10 @@ def odam(layers=None, combine=None, chunk: int | None = None) -> ODAM:
 
 
 MAX_CELL = 4096  # D-RISE's mask grid is up-sampled by the cell size; compute() also bounds it by the image
+
+
+def guided_gradcam(layer: str | None = None, chunk: int | None = None) -> GuidedGradCAM:
+    return GuidedGradCAM(layer, chunk)
 
 
 def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None = None) -> DRISE:
@@ -1050,7 +1077,12 @@ def _cam_program(model, kind, score, method, layers: tuple[str, ...], preprocess
                 cam = jax.nn.relu(cam)
                 # a map that is rounding error of its own terms is zero (ODAM through a scale-invariant layer)
                 cam = jnp.where(jnp.max(cam) > ROUNDING * jnp.finfo(cam.dtype).eps * jnp.max(size), cam, 0.0)
-                maps.append(upsample(cam, out_hw, cell_scale(model, k, cam.shape, out_hw)))
+                if method.interpolation == "nearest":
+                    rows = np.arange(out_hw[0]) * cam.shape[0] // out_hw[0]
+                    cols = np.arange(out_hw[1]) * cam.shape[1] // out_hw[1]
+                    maps.append(cam[rows][:, cols])
+                else:
+                    maps.append(upsample(cam, out_hw, cell_scale(model, k, cam.shape, out_hw)))
             level = source_level(model, t["anchor"]) if method.combine is own_level else None
             return value, method.combine(maps, level)
 

@@ -166,3 +166,31 @@ def test_rules_on_detections_equal_torch_autograd_with_the_rule_in_hooks(name):
         got = sal.saliency(m64, x, sal.detection(anchors, classes), method, preprocess=False).attributions
     assert np.abs(want).max() > 0
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+def test_guided_gradcam_equals_captum():
+    """Guided Grad-CAM of the tiny VGG's conv4_1 (8 x 8 cells on 64 pixels) against Captum's GuidedGradCam on
+    the twin, float64, two images, one class each."""
+    from captum.attr import GuidedGradCam
+
+    from converters.torch_models import torch_vgg
+
+    vgg = tiny_vgg(0)
+    x = np.random.default_rng(9).normal(size=(2, 64, 64, 3))
+    net = torch_vgg(vgg).double()
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    relus = [m for m in net.features if isinstance(m, torch.nn.ReLU)]
+    captum = GuidedGradCam(net, relus[4])            # the rectifier after conv4_1, the model's fifth
+    classes = np.array([[3], [1]])
+    want = np.zeros((2, 1, 64, 64, 3))
+    for n in range(2):
+        xt = torch.tensor(np.ascontiguousarray(x[n:n + 1].transpose(0, 3, 1, 2)), requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            want[n, 0] = captum.attribute(xt, target=int(classes[n, 0]))[0].detach().numpy().transpose(1, 2, 0)
+    with jax.enable_x64(True):
+        got = sal.guided_gradcam("conv4_1").attribute(float64(vgg), x, sal.class_score(classes), preprocess=False)
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-6 * np.abs(want).max())

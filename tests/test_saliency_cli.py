@@ -70,6 +70,7 @@ def test_bad_input(setup, tmp_path, args, message):
 @pytest.mark.parametrize("method", ["odam", "gradcam", pytest.param("drise", marks=pytest.mark.slow),
                                     pytest.param("smoothgrad", marks=pytest.mark.slow),   # sampling methods: slow
                                     pytest.param("guided_backprop", marks=pytest.mark.slow),
+                                    pytest.param("guided_gradcam", marks=pytest.mark.slow),
                                     pytest.param("occlusion", marks=pytest.mark.slow)])
 def test_detection_methods(setup, tmp_path, method):
     """Per detection: the map (.npy, float32, the image's size) named in results.jsonl beside the
