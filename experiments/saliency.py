@@ -8,7 +8,7 @@ r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifie
       --box 40,60,300,280 --category horse --out runs/h
   python -m experiments.saliency --params DET --image a.png --detection 0,1 --method odam --out runs/o
       (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam,
-      guided_gradcam, odam, drise or occlusion)
+      guided_gradcam, odam, drise, occlusion or feature_ablation)
 
 For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
 with the heat map over the image and the detection's or the derived box drawn, and a line of
@@ -45,7 +45,7 @@ flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why 
                           "(detectors).")
 flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "guided_backprop",
                                          "deconvnet", "gradcam", "guided_gradcam", "odam", "drise",
-                                         "occlusion"],
+                                         "occlusion", "feature_ablation"],
                   "Attribution method (see jaxvis.saliency).")
 flags.DEFINE_list("layer", [], "gradcam/odam/guided_gradcam: layer name(s) (guided_gradcam: one), or 'sources' for a "
                   "detector's source feature maps "
@@ -54,7 +54,7 @@ flags.DEFINE_integer("samples", 25, "smoothgrad: noisy copies.")
 flags.DEFINE_float("noise", 0.15, "smoothgrad: noise std as a fraction of the input's range.")
 flags.DEFINE_integer("steps", 64, "integrated: path steps.")
 flags.DEFINE_integer("masks", 1000, "drise: number of masks.")
-flags.DEFINE_integer("cell", 16, "drise: mask cell size in image pixels.")
+flags.DEFINE_integer("cell", 16, "drise: mask cell size; feature_ablation: the grid's square; in image pixels.")
 flags.DEFINE_float("p", 0.5, "drise: probability that a cell is kept.")
 flags.DEFINE_integer("window", 16, "occlusion: side of the occluding square in the image's pixels.")
 flags.DEFINE_integer("stride", 8, "occlusion: step between the squares' positions.")

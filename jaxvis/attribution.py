@@ -21,17 +21,17 @@ from jaxvis.metrics import (box_energy, cascading_randomisation, centroid_offset
                             detection_deletion_insertion, energy_pointing, instance_specificity, match_detections,
                             pointing_hit, spearman, staged_randomisation)
 from jaxvis.saliency import (CAM, Explanation, GradientMethod, Method, SaliencyError, Target, box_coordinate, box_label,
-                             class_score, deconvnet, detection, detections, drise, explain, grad_x_input, gradcam,
-                             gradient, guided_backprop, guided_gradcam, integrated, l2_norm, layer_sum, log_prob,
-                             logit, max_abs, normalised_sum, occlusion, odam, own_level, prob, reduce_channels,
-                             signed_sum, smoothgrad, sum_abs, target, top_k_classes)
+                             class_score, deconvnet, detection, detections, drise, explain, feature_ablation,
+                             grad_x_input, gradcam, gradient, guided_backprop, guided_gradcam, integrated, l2_norm,
+                             layer_sum, log_prob, logit, max_abs, normalised_sum, occlusion, odam, own_level, prob,
+                             reduce_channels, signed_sum, smoothgrad, sum_abs, target, top_k_classes)
 
 __all__ = [
     "CAM", "Explanation", "GradientMethod", "Method", "SaliencyError", "Target", "box_coordinate", "box_energy",
     "box_label", "cascading_randomisation", "centroid_offset", "class_score", "curves", "deconvnet",
     "deletion_insertion", "detection", "detection_deletion_insertion", "detections", "drise", "energy_pointing",
-    "explain", "grad_x_input", "gradcam", "gradient", "guided_backprop", "guided_gradcam", "instance_specificity",
-    "integrated", "l2_norm", "layer_sum", "log_prob", "logit", "match_detections", "max_abs", "normalised_sum",
-    "occlusion", "odam", "own_level", "pointing_hit", "prob", "reduce_channels", "signed_sum", "smoothgrad",
-    "spearman", "staged_randomisation", "sum_abs", "target", "top_k_classes",
+    "explain", "feature_ablation", "grad_x_input", "gradcam", "gradient", "guided_backprop", "guided_gradcam",
+    "instance_specificity", "integrated", "l2_norm", "layer_sum", "log_prob", "logit", "match_detections", "max_abs",
+    "normalised_sum", "occlusion", "odam", "own_level", "pointing_hit", "prob", "reduce_channels", "signed_sum",
+    "smoothgrad", "spearman", "staged_randomisation", "sum_abs", "target", "top_k_classes",
 ]

@@ -356,7 +356,7 @@ def attribution_score(name: str):
 # The numbers each attribution method reads of attribution_method's keyword arguments (the others ignore them).
 METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), "gradcam": ("layer",),
                   "odam": ("layer",), "guided_gradcam": ("layer",), "drise": ("masks", "cell", "p"),
-                  "occlusion": ("window", "stride")}
+                  "occlusion": ("window", "stride"), "feature_ablation": ("cell",)}
 
 
 def _one_layer(layer):
@@ -372,7 +372,7 @@ def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, ste
                        masks: int = 1000, cell: int = 16, p: float = 0.5, window: int = 16, stride: int = 8):
     """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,
     guided_backprop, deconvnet, smoothgrad (samples, noise), integrated (steps), gradcam / odam / guided_gradcam
-    (layer), drise (masks, cell, p), occlusion (window, stride)."""
+    (layer), drise (masks, cell, p), occlusion (window, stride), feature_ablation (cell)."""
     from jaxvis import saliency as sal
 
     made = {"gradient": sal.gradient, "grad_x_input": sal.grad_x_input, "guided_backprop": sal.guided_backprop,
@@ -381,7 +381,8 @@ def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, ste
             "integrated": lambda: sal.integrated(steps=steps), "gradcam": lambda: sal.gradcam(layer),
             "odam": lambda: sal.odam(layer), "drise": lambda: sal.drise(masks=masks, cell=cell, p=p),
             "occlusion": lambda: sal.occlusion(window=window, stride=stride),
-            "guided_gradcam": lambda: sal.guided_gradcam(_one_layer(layer))}
+            "guided_gradcam": lambda: sal.guided_gradcam(_one_layer(layer)),
+            "feature_ablation": lambda: sal.feature_ablation(cell=cell)}
     if name not in made:
         raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(made)}.")
     return made[name]()

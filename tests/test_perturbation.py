@@ -43,3 +43,29 @@ def test_occlusion_equals_captum():
         sal.occlusion(window=8, stride=9)
     with pytest.raises(sal.SaliencyError, match="larger than the 64x64 image"):
         sal.occlusion(window=80).attribute(vgg, x[:1].astype(np.float32), sal.class_score([[1]]))
+
+
+def test_feature_ablation_on_a_grid_equals_captum():
+    """A grid of 24-pixel squares on 64 pixels (the last row and column of squares cut to 16), every colour
+    channel of a square ablated together, against Captum's FeatureAblation with that grid as its feature mask."""
+    from captum.attr import FeatureAblation
+
+    from converters.torch_models import torch_vgg
+
+    vgg = tiny_vgg(1)
+    x = np.random.default_rng(10).normal(size=(2, 64, 64, 3))
+    net = torch_vgg(vgg).double()
+    classes = np.array([[0], [5]])
+    cells = np.arange(64) // 24
+    mask = torch.tensor((cells[:, None] * 3 + cells[None, :])[None, None])
+    want = np.zeros((2, 1, 64, 64, 3))
+    for n in range(2):
+        xt = torch.tensor(np.ascontiguousarray(x[n:n + 1].transpose(0, 3, 1, 2)))
+        a = FeatureAblation(net).attribute(xt, baselines=-0.2, feature_mask=mask, target=int(classes[n, 0]))
+        want[n, 0] = a[0].numpy().transpose(1, 2, 0)
+    with jax.enable_x64(True):
+        m64 = dataclasses.replace(vgg, params=jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), vgg.params),
+                                  module=vgg.module.clone(dtype=jnp.float64))
+        got = sal.feature_ablation(cell=24, baseline=-0.2).attribute(m64, x, sal.class_score(classes), preprocess=False)
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-6 * np.abs(want).max())

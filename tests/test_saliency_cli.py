@@ -71,14 +71,16 @@ def test_bad_input(setup, tmp_path, args, message):
                                     pytest.param("smoothgrad", marks=pytest.mark.slow),   # sampling methods: slow
                                     pytest.param("guided_backprop", marks=pytest.mark.slow),
                                     pytest.param("guided_gradcam", marks=pytest.mark.slow),
-                                    pytest.param("occlusion", marks=pytest.mark.slow)])
+                                    pytest.param("occlusion", marks=pytest.mark.slow),
+                                    pytest.param("feature_ablation", marks=pytest.mark.slow)])
 def test_detection_methods(setup, tmp_path, method):
     """Per detection: the map (.npy, float32, the image's size) named in results.jsonl beside the
     detection's rank, box, label and score, and the ground-truth box with its pointing metrics."""
     out = tmp_path / method
     run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
                "--detection", "0,1", "--method", method, *{"drise": ["--masks", "16"], "smoothgrad": ["--samples", "2"],
-                                                               "occlusion": ["--window", "30", "--stride", "30"]}.get(
+                                                               "occlusion": ["--window", "30", "--stride", "30"],
+                                                               "feature_ablation": ["--cell", "30"]}.get(
                    method, []), "--gt_box", "10,10,60,50",
                "--metrics", "pointing", "--localize=false", "--out", str(out))
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
