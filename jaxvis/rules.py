@@ -19,35 +19,20 @@ import jax
 import jax.numpy as jnp
 
 
-@jax.custom_vjp
-def guided_relu(x):
-    """max(x, 0); backward: g where x > 0 and g > 0, else 0."""
-    return jnp.maximum(x, 0)
+def rectifier(backward):
+    """A rectifier whose forward pass is ReLU's, max(x, 0), and whose backward pass is ``backward(x, g)``: the
+    signal passed back from the signal ``g`` coming back and the forward input ``x``. A rule of your own is one
+    more; ``saliency.with_relu(model, rule)`` puts it in a model."""
+
+    @jax.custom_vjp
+    def relu(x):
+        return jnp.maximum(x, 0)
+
+    relu.defvjp(lambda x: (jnp.maximum(x, 0), x), lambda x, g: (backward(x, g),))
+    return relu
 
 
-def _guided_fwd(x):
-    return jnp.maximum(x, 0), x
-
-
-def _guided_bwd(x, g):
-    return (jnp.where(x > 0, jnp.maximum(g, 0), jnp.zeros_like(g)),)
-
-
-guided_relu.defvjp(_guided_fwd, _guided_bwd)
-
-
-@jax.custom_vjp
-def deconv_relu(x):
-    """max(x, 0); backward: max(g, 0), whatever x."""
-    return jnp.maximum(x, 0)
-
-
-def _deconv_fwd(x):
-    return jnp.maximum(x, 0), None
-
-
-def _deconv_bwd(_, g):
-    return (jnp.maximum(g, 0),)
-
-
-deconv_relu.defvjp(_deconv_fwd, _deconv_bwd)
+# Guided Backprop: g where x > 0 and g > 0, else 0
+guided_relu = rectifier(lambda x, g: jnp.where(x > 0, jnp.maximum(g, 0), jnp.zeros_like(g)))
+# DeconvNet: max(g, 0), whatever x
+deconv_relu = rectifier(lambda x, g: jnp.maximum(g, 0))

@@ -434,12 +434,18 @@ class Occlusion(Method):
                                 f"a window of at most {min(h, w)} pixels")
         starts = tuple(tuple(range(0, -(-(n - self.window) // self.stride) * self.stride + 1, self.stride))
                        for n in (h, w))
-        n_windows = len(starts[0]) * len(starts[1])
-        chunk, _ = chunk_sizes(model, n_windows, 1, (h, w), backward=False)
-        fn = _occlusion_program(model, targets.kind, targets.score, preprocess, (h, w), self.window, starts,
-                                int(self.chunk or chunk))
-        scores, maps = fn(params, z, _fields(targets), jnp.asarray(self.baseline, z.dtype))
-        return Explanation(np.asarray(maps), np.asarray(scores), self)
+        return _slide(self, model, z, targets, params, preprocess, self.window, starts)
+
+
+def _slide(method, model, z, targets, params, preprocess, window: int, starts) -> "Explanation":
+    """``method``'s squares of ``window`` pixels at the ``starts`` (rows, columns) set to its baseline in turn:
+    each pixel's mean drop of the targets over the squares that cover it (``_occlusion_program``)."""
+    h, w = (int(v) for v in z.shape[1:3])
+    chunk, _ = chunk_sizes(model, len(starts[0]) * len(starts[1]), 1, (h, w), backward=False)
+    fn = _occlusion_program(model, targets.kind, targets.score, preprocess, (h, w), window, starts,
+                            int(method.chunk or chunk))
+    scores, maps = fn(params, z, _fields(targets), jnp.asarray(method.baseline, z.dtype))
+    return Explanation(np.asarray(maps), np.asarray(scores), method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,12 +466,7 @@ class FeatureAblation(Method):
             raise SaliencyError(f"feature ablation's cell of {self.cell} pixels is larger than the {w}x{h} image; give "
                                 f"a cell of at most {max(h, w)} pixels")
         starts = (tuple(range(0, h, self.cell)), tuple(range(0, w, self.cell)))
-        n_cells = len(starts[0]) * len(starts[1])
-        chunk, _ = chunk_sizes(model, n_cells, 1, (h, w), backward=False)
-        fn = _occlusion_program(model, targets.kind, targets.score, preprocess, (h, w), self.cell, starts,
-                                int(self.chunk or chunk))
-        scores, maps = fn(params, z, _fields(targets), jnp.asarray(self.baseline, z.dtype))
-        return Explanation(np.asarray(maps), np.asarray(scores), self)
+        return _slide(self, model, z, targets, params, preprocess, self.cell, starts)
 
 
 def _layers(layers) -> tuple[str, ...] | None:

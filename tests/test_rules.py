@@ -19,6 +19,17 @@ def float64(model):
                                module=model.module.clone(dtype=jnp.float64))
 
 
+def twin(vgg):
+    """The torch twin of a tiny VGG in float64, its rectifiers not in place (Captum hooks them)."""
+    from converters.torch_models import torch_vgg
+
+    net = torch_vgg(vgg).double()
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    return net
+
+
 def test_the_rules_backward_passes():
     x = jnp.array([-1.0, -0.5, 0.5, 2.0])
     g = jnp.array([1.0, -1.0, -3.0, 4.0])
@@ -34,14 +45,9 @@ def test_guided_backprop_and_deconvnet_equal_captum(name):
     Deconvolution: hooks on every nn.ReLU)."""
     from captum.attr import Deconvolution, GuidedBackprop
 
-    from converters.torch_models import torch_vgg
-
     vgg = tiny_vgg(0)
     x = np.random.default_rng(5).normal(size=(2, 64, 64, 3))
-    net = torch_vgg(vgg).double()
-    for m in net.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
+    net = twin(vgg)
     captum = {"guided_backprop": GuidedBackprop, "deconvnet": Deconvolution}[name](net)
     classes = np.array([[1, 4], [2, 1]])
     want = np.zeros((2, 2, 64, 64, 3))
@@ -173,14 +179,9 @@ def test_guided_gradcam_equals_captum():
     the twin, float64, two images, one class each."""
     from captum.attr import GuidedGradCam
 
-    from converters.torch_models import torch_vgg
-
     vgg = tiny_vgg(0)
     x = np.random.default_rng(9).normal(size=(2, 64, 64, 3))
-    net = torch_vgg(vgg).double()
-    for m in net.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
+    net = twin(vgg)
     relus = [m for m in net.features if isinstance(m, torch.nn.ReLU)]
     captum = GuidedGradCam(net, relus[4])            # the rectifier after conv4_1, the model's fifth
     classes = np.array([[3], [1]])
