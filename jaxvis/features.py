@@ -47,7 +47,6 @@ import numpy as np
 
 from jaxvis import boxes as bx, saliency as sal
 from jaxvis.model import cached_on_model
-from jaxvis.models.taps import TAPS
 
 
 class FeatureError(ValueError):
@@ -74,19 +73,9 @@ def _prepare(model, images, targets, layer, preprocess):
 # ----------------------------------------------------------------------------------------------- programs
 
 
-def _forward(model, preprocess: bool):
-    from jaxvis import preprocess as pre
-
-    def forward(params, z, taps=None):
-        x = pre.preprocess(model.spec, z) if preprocess else z
-        return model.apply(params if taps is None else {**params, TAPS: taps}, x[None])
-
-    return forward
-
-
 @cached_on_model
 def _contribution_program(model, kind, score, layer: str, preprocess: bool, tchunk: int):
-    forward = _forward(model, preprocess)
+    forward = sal._forward(model, preprocess)
 
     def per_image(params, z, targets):
         shape = jax.eval_shape(lambda: forward(params, z)[1][layer])
@@ -113,7 +102,7 @@ def _contribution_program(model, kind, score, layer: str, preprocess: bool, tchu
 def _ablation_program(model, kind, score, layer: str, preprocess: bool):
     """``run(params, z, targets, keep)``: the targets' values as they are and with each row of ``keep`` (B, C)
     applied to the channels of ``layer``; one program per block size B, whatever the number of sets."""
-    forward = _forward(model, preprocess)
+    forward = sal._forward(model, preprocess)
 
     def values(outputs, targets):
         return jax.vmap(lambda t: sal.target_value(model, outputs, t, kind, score))(targets)
@@ -430,12 +419,17 @@ def faithfulness(model, data: Dataset, layer: str, ranking: dict[str, list[int]]
 # ----------------------------------------------------------------------------------------------- dissection
 
 
+@cached_on_model
+def _activation_program(model, layer: str, preprocess: bool):
+    forward = sal._forward(model, preprocess)
+    return jax.jit(jax.vmap(lambda p, zi: forward(p, zi)[1][layer][0], in_axes=(None, 0)))
+
+
 def activations(model, images, layer: str, *, batch: int = 64, params=None, preprocess: bool = True) -> np.ndarray:
     """(N, h, w, C) activation ``layer`` of every image (a dense layer's (N, C))."""
     _check_layer(model, layer)
     z = sal._images(images, preprocess)
-    forward = _forward(model, bool(preprocess))
-    fn = jax.jit(jax.vmap(lambda p, zi: forward(p, zi)[1][layer][0], in_axes=(None, 0)))
+    fn = _activation_program(model, layer, bool(preprocess))
     p = model.params if params is None else params
     return np.concatenate([np.asarray(fn(p, z[s:s + batch])) for s in range(0, len(z), batch)])
 
@@ -528,14 +522,15 @@ def dissect_maps(acts: np.ndarray, masks: np.ndarray, class_ids: Sequence[int], 
 
 
 def dissect(model, data: Dataset, layer: str, top: float = 0.005, min_iou: float = 0.04, params=None,
-            threshold_on: str = "pixels") -> Dissection:
-    """Net Dissection of every channel of ``layer`` against the masks of ``data`` (see the module docstring)."""
+            threshold_on: str = "pixels", acts=None) -> Dissection:
+    """Net Dissection of every channel of ``layer`` against the masks of ``data`` (see the module docstring);
+    ``acts``: the layer's activations of ``data`` when already computed (``activations``)."""
     shape = _check_layer(model, layer)
     if len(shape) != 4:
         raise FeatureError(f"dissection needs a convolutional activation (h, w, C); {layer!r} is {shape[1:]}")
     if data.masks is None:
         raise FeatureError("dissection needs the objects' masks: a dataset with masks (shapes, COCO polygons)")
-    acts = activations(model, data.images, layer, params=params)
+    acts = activations(model, data.images, layer, params=params) if acts is None else acts
     rows = _class_rows(model)
     hw = data.masks.shape[1:3]
     scale = sal.cell_scale(model, layer, acts.shape[1:3], hw)
@@ -553,7 +548,7 @@ def receptive_field(model, layer: str) -> tuple[int, int]:
     if len(shape) != 4:
         raise FeatureError(f"a receptive field is a convolutional activation's; {layer!r} is {shape[1:]}")
     _, h, w, _ = shape
-    forward = _forward(model, False)
+    forward = sal._forward(model, False)
     size = tuple(model.spec.input_size)
 
     def cell(z):
@@ -701,11 +696,8 @@ def build_atlas(model, data: Dataset, layer: str, *, held_out: Dataset | None = 
     acts = activations(model, data.images, layer, params=params)
     if data.masks is not None:
         say("dissection")
-        rows = _class_rows(model)
-        scale = sal.cell_scale(model, layer, acts.shape[1:3], data.masks.shape[1:3])
-        iou, t = dissect_maps(acts, data.masks, rows, scale, top, threshold_on=threshold_on)
-        dis = Dissection(layer, tuple(model.spec.labels[r] for r in rows), iou, t, float(min_iou))
-        labels = dis.labels
+        dis = dissect(model, data, layer, top, min_iou, params, threshold_on, acts)
+        iou, t, labels = dis.iou, dis.thresholds, dis.labels
         doc["dissection"] = {"top": top, "min_iou": min_iou, "threshold_on": threshold_on, "classes": list(dis.classes),
                              "labels": labels, "iou": [_finite(row) for row in iou], "thresholds": _finite(t),
                              "labelled": int(sum(lab is not None for lab in labels)),
