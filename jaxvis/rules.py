@@ -22,7 +22,8 @@ import jax.numpy as jnp
 def rectifier(backward):
     """A rectifier whose forward pass is ReLU's, max(x, 0), and whose backward pass is ``backward(x, g)``: the
     signal passed back from the signal ``g`` coming back and the forward input ``x``. A rule of your own is one
-    more; ``saliency.with_relu(model, rule)`` puts it in a model."""
+    more; ``saliency.with_relu(model, rule)`` puts it in a model (``saliency.with_rules(model, relu=..., pool=...)`` a
+    pooling rule as well: a function of each max-pooling function)."""
 
     @jax.custom_vjp
     def relu(x):

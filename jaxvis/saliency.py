@@ -191,13 +191,26 @@ class Gradient(GradientMethod):
     name = "gradient"
 
 
+def with_rules(model, **rules_):
+    """``model`` with module fields replaced by backward rules (``jaxvis.rules``), kept on the model: ``relu``
+    (its rectifier) and ``pool`` (a function of each max-pooling function), as jaxvis's VGG and SSD take them."""
+    return _with_rules(model, tuple(sorted(rules_.items())))
+
+
 @cached_on_model
+def _with_rules(model, rules_):
+    rules_ = dict(rules_)
+    fields = getattr(type(model.module), "__dataclass_fields__", {})
+    missing = sorted(name for name in rules_ if name not in fields)
+    if missing:
+        raise SaliencyError(f"{type(model.module).__name__} takes no {' or '.join(missing)} to replace (module fields "
+                            "'relu' and 'pool', as jaxvis's VGG and SSD have); backward rules need them")
+    return dataclasses.replace(model, module=model.module.clone(**rules_))
+
+
 def with_relu(model, relu):
     """``model`` with its rectifiers' backward pass replaced by ``relu``'s (``jaxvis.rules``), kept on the model."""
-    if "relu" not in getattr(type(model.module), "__dataclass_fields__", {}):
-        raise SaliencyError(f"{type(model.module).__name__} takes no rectifier to replace (a module field 'relu', as "
-                            "jaxvis's VGG and SSD have); backward rules need one")
-    return dataclasses.replace(model, module=model.module.clone(relu=relu))
+    return with_rules(model, relu=relu)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,7 +80,7 @@ def test_a_rule_passes_through_smoothgrad_and_a_module_without_a_rectifier_is_re
     class NoRelu:
         pass
 
-    with pytest.raises(sal.SaliencyError, match="takes no rectifier"):
+    with pytest.raises(sal.SaliencyError, match="takes no relu to replace"):
         sal.with_relu(dataclasses.replace(vgg, module=NoRelu()), rules.guided_relu)
 
 

@@ -113,3 +113,10 @@ def _backward_3x3(residual, g):
 
 
 max_pool_3x3_s1.defvjp(_forward_3x3, _backward_3x3)
+
+
+def plain(pool):
+    """The pooling rule of a model that keeps every pool's own gradient: ``pool`` itself. A model runs each of
+    its max-pools ``p`` as ``self.pool(p)(x)``; a backward rule (``jaxvis.rules``) is another function of the
+    pooling function, returning one with the same forward pass and the rule's backward pass."""
+    return pool

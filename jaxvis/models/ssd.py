@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvis.conv import Convolution
-from jaxvis.models.pooling import max_pool_2x2, max_pool_2x2_ceil, max_pool_3x3_s1
+from jaxvis.models.pooling import max_pool_2x2, max_pool_2x2_ceil, max_pool_3x3_s1, plain
 from jaxvis.models.taps import record
 from jaxvis.models.vgg import BLOCKS
 
@@ -53,6 +53,9 @@ class SSD(nn.Module):
     # The rectifier, injected: ``nn.relu`` unless a backward rule replaces its gradient (jaxvis.rules:
     # Guided Backprop, DeconvNet), the same function in the forward pass.
     relu: Callable = nn.relu
+    # The max-pooling rule, injected: a function of each pooling function returning the one to run
+    # (``pooling.plain``, the pool itself, unless a backward rule replaces the pools' gradient).
+    pool: Callable = plain
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -72,16 +75,16 @@ class SSD(nn.Module):
         maps = []
         for b, widths in enumerate(self.blocks, start=1):
             if b == 5:
-                x = record(self, acts, "pool4", max_pool_2x2(x))          # pool4
+                x = record(self, acts, "pool4", self.pool(max_pool_2x2)(x))  # pool4
             for i, width in enumerate(widths, start=1):
                 name = f"conv{b}_{i}"
                 x = record(self, acts, name, self.relu(conv(width, (3, 3), padding=((1, 1), (1, 1)), name=name)(x)))
             if b <= 3:
                 # pool3 runs in ceil mode: an odd side keeps its last row/column.
-                x = record(self, acts, f"pool{b}", max_pool_2x2(x) if b < 3 else max_pool_2x2_ceil(x))
+                x = record(self, acts, f"pool{b}", self.pool(max_pool_2x2 if b < 3 else max_pool_2x2_ceil)(x))
             elif b == 4:
                 maps.append(record(self, acts, "map0", record(self, acts, "conv4_3_norm", self._l2norm(x))))
-        x = record(self, acts, "pool5", max_pool_3x3_s1(x))       # pool5 of SSD: 3x3, stride 1
+        x = record(self, acts, "pool5", self.pool(max_pool_3x3_s1)(x))  # pool5 of SSD: 3x3, stride 1
         d = self.fc_dilation
         x = self.relu(conv(self.fc_width, (3, 3), padding=((d, d), (d, d)), kernel_dilation=(d, d), name="fc6")(x))
         x = record(self, acts, "fc6", x)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.conv import Convolution
-from jaxvis.models.pooling import max_pool_2x2
+from jaxvis.models.pooling import max_pool_2x2, plain
 from jaxvis.models.taps import record
 
 # Channel widths per block; every block ends with a 2x2 max-pool (torchvision's cfgs A, B, D, E).
@@ -75,6 +75,9 @@ class VGG(nn.Module):
     # The rectifier, injected: ``nn.relu`` unless a backward rule replaces its gradient (jaxvis.rules:
     # Guided Backprop, DeconvNet), the same function in the forward pass.
     relu: Callable = nn.relu
+    # The max-pooling rule, injected: a function of each pooling function returning the one to run
+    # (``pooling.plain``, the pool itself, unless a backward rule replaces the pools' gradient).
+    pool: Callable = plain
 
     @property
     def min_input_size(self) -> int:
@@ -106,7 +109,7 @@ class VGG(nn.Module):
                     )(x)
                 x = record(self, acts, f"{name}_pre", x)
                 x = record(self, acts, name, self.relu(x))
-            x = record(self, acts, f"pool{b}", max_pool_2x2(x))
+            x = record(self, acts, f"pool{b}", self.pool(max_pool_2x2)(x))
         x = adaptive_avg_pool(x, self.pool_size)
         # NHWC flatten; the converter permutes torchvision's NCHW-ordered fc6 kernel to match.
         x = x.reshape(x.shape[0], -1)
