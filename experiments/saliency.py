@@ -8,7 +8,8 @@ r"""Image-specific saliency maps (Simonyan et al. 2013, section 3) for classifie
       --box 40,60,300,280 --category horse --out runs/h
   python -m experiments.saliency --params DET --image a.png --detection 0,1 --method odam --out runs/o
       (--method gradient, grad_x_input, guided_backprop, deconvnet, smoothgrad, integrated, gradcam,
-      guided_gradcam, odam, drise, occlusion or feature_ablation)
+      guided_gradcam, odam, drise, occlusion, feature_ablation, deeplift, deeplift_shap, gradient_shap,
+      lrp_epsilon, lrp_alphabeta, shapley_sampling, kernel_shap or lime: jaxvis.cli.METHOD_NAMES)
 
 For each image and target it writes the map (``.npy``, float32, the image's height and width), a PNG
 with the heat map over the image and the detection's or the derived box drawn, and a line of
@@ -34,6 +35,8 @@ import sys
 
 from absl import app, flags
 
+from jaxvis.cli import METHOD_NAMES
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Architecture expected in --params (checked against the file).")
 flags.DEFINE_string("params", None, "jaxvis params file.")
@@ -43,22 +46,25 @@ flags.DEFINE_integer("top_k", None, "Explain each image's k best classes (classi
 flags.DEFINE_list("detection", [], "Detections to explain, by rank in each image's detections (detectors).")
 flags.DEFINE_multi_string("box", [], "x1,y1,x2,y2 in image pixels: explain 'why is there a <category> here' "
                           "(detectors).")
-flags.DEFINE_enum("method", "gradient", ["gradient", "smoothgrad", "integrated", "grad_x_input", "guided_backprop",
-                                         "deconvnet", "gradcam", "guided_gradcam", "odam", "drise",
-                                         "occlusion", "feature_ablation"],
-                  "Attribution method (see jaxvis.saliency).")
+flags.DEFINE_enum("method", "gradient", list(METHOD_NAMES), "Attribution method (see jaxvis.attribution).")
 flags.DEFINE_list("layer", [], "gradcam/odam/guided_gradcam: layer name(s) (guided_gradcam: one), or 'sources' for a "
                   "detector's source feature maps "
                   "(default for detectors: Grad-CAM the source maps, ODAM conv4_3 and map0).")
-flags.DEFINE_integer("samples", 25, "smoothgrad: noisy copies.")
+flags.DEFINE_integer("samples", None, "smoothgrad: noisy copies (25); gradient_shap: draws (25); shapley_sampling: "
+                     "random orders of the cells (25); kernel_shap, lime: coalitions of cells (500).")
 flags.DEFINE_float("noise", 0.15, "smoothgrad: noise std as a fraction of the input's range.")
 flags.DEFINE_integer("steps", 64, "integrated: path steps.")
 flags.DEFINE_integer("masks", 1000, "drise: number of masks.")
-flags.DEFINE_integer("cell", 16, "drise: mask cell size; feature_ablation: the grid's square; in image pixels.")
+flags.DEFINE_integer("cell", 16, "drise: mask cell size; feature_ablation, shapley_sampling, kernel_shap, lime: the "
+                     "grid's square; in image pixels.")
 flags.DEFINE_float("p", 0.5, "drise: probability that a cell is kept.")
 flags.DEFINE_integer("window", 16, "occlusion: side of the occluding square in the image's pixels.")
 flags.DEFINE_integer("stride", 8, "occlusion: step between the squares' positions.")
-flags.DEFINE_integer("seed", 0, "smoothgrad/drise: random seed.")
+flags.DEFINE_float("epsilon", None, "lrp_epsilon: the stabiliser of the epsilon rule (1e-9).")
+flags.DEFINE_float("alpha", 1.0, "lrp_alphabeta: the weight of the positive contributions (beta = alpha - 1).")
+flags.DEFINE_float("beta", 0.0, "lrp_alphabeta: the weight of the negative contributions.")
+flags.DEFINE_integer("seed", 0, "Random seed of the random methods (smoothgrad, drise, gradient_shap, shapley_sampling, "
+                     "kernel_shap, lime).")
 flags.DEFINE_enum("reduce", "max", ["max", "sum", "l2", "signed"], "Channel reduction of the gradient family "
                   "(the paper: max of |grad|).")
 flags.DEFINE_enum("score", "logit", ["logit", "prob", "log_prob"], "Which score of the class is differentiated.")
@@ -210,7 +216,8 @@ def run() -> str:
         print(f"note: {note}")
     method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
                                     window=FLAGS.window, stride=FLAGS.stride,
-                                    layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p)
+                                    layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p,
+                                    epsilon=FLAGS.epsilon, alpha=FLAGS.alpha, beta=FLAGS.beta)
     # every image's targets are found (and refused) before anything is written
     planned = [(path, image, *_targets(model, image, path)) for path, image in zip(FLAGS.image, images)]
     lock = fileio.DirLock(FLAGS.out)  # one writer per --out

@@ -353,10 +353,23 @@ def attribution_score(name: str):
     return scores[name]
 
 
+# Every attribution method by its ``--method`` name (attribution_method makes each).
+METHOD_NAMES = ("gradient", "grad_x_input", "guided_backprop", "deconvnet", "smoothgrad", "integrated", "gradcam",
+                "guided_gradcam", "odam", "drise", "occlusion", "feature_ablation", "deeplift", "deeplift_shap",
+                "gradient_shap", "lrp_epsilon", "lrp_alphabeta", "shapley_sampling", "kernel_shap", "lime", "blur_ig",
+                "guided_ig", "xrai")
+
 # The numbers each attribution method reads of attribution_method's keyword arguments (the others ignore them).
 METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), "gradcam": ("layer",),
                   "odam": ("layer",), "guided_gradcam": ("layer",), "drise": ("masks", "cell", "p"),
-                  "occlusion": ("window", "stride"), "feature_ablation": ("cell",)}
+                  "occlusion": ("window", "stride"), "feature_ablation": ("cell",), "gradient_shap": ("samples",),
+                  "lrp_epsilon": ("epsilon",), "lrp_alphabeta": ("alpha", "beta"),
+                  "shapley_sampling": ("samples", "cell"), "kernel_shap": ("samples", "cell"),
+                  "lime": ("samples", "cell"), "blur_ig": ("steps",), "guided_ig": ("steps",), "xrai": ("steps",)}
+
+# The references of the methods that compare the image with references, in the image's pixels (values in
+# [0, 1]): DeepLift's black image; DeepLiftShap's and GradientShap's black and white images.
+BLACK_AND_WHITE = ((0.0,), (1.0,))
 
 
 def _one_layer(layer):
@@ -368,23 +381,41 @@ def _one_layer(layer):
     return layer[0] if layer else None
 
 
-def attribution_method(name: str, *, samples: int = 25, noise: float = 0.15, steps: int = 64, layer=None,
-                       masks: int = 1000, cell: int = 16, p: float = 0.5, window: int = 16, stride: int = 8):
-    """``--method`` and its numbers as a ``jaxvis.saliency`` method value: gradient, grad_x_input,
-    guided_backprop, deconvnet, smoothgrad (samples, noise), integrated (steps), gradcam / odam / guided_gradcam
-    (layer), drise (masks, cell, p), occlusion (window, stride), feature_ablation (cell)."""
-    from jaxvis import saliency as sal
+def attribution_method(name: str, *, samples: int | None = None, noise: float = 0.15, steps: int = 64, layer=None,
+                       masks: int = 1000, cell: int = 16, p: float = 0.5, window: int = 16, stride: int = 8,
+                       epsilon: float | None = None, alpha: float = 1.0, beta: float = 0.0):
+    """``--method`` and its numbers as a method value (``jaxvis.attribution``): gradient, grad_x_input,
+    guided_backprop, deconvnet, smoothgrad (samples: 25, noise), integrated (steps), gradcam / odam / guided_gradcam
+    (layer), drise (masks, cell, p), occlusion (window, stride), feature_ablation (cell), deeplift (against the
+    black image), deeplift_shap and gradient_shap (against the black and the white image; gradient_shap's
+    samples: 25), lrp_epsilon (epsilon), lrp_alphabeta (alpha, beta: alpha-beta on the convolutions, epsilon on
+    the dense layers), shapley_sampling (samples: orders, 25; cell), kernel_shap and lime (samples: coalitions,
+    500; cell), blur_ig, guided_ig and xrai (steps). ``samples`` and ``epsilon`` None: each method's own default."""
+    import numpy as np
 
-    made = {"gradient": sal.gradient, "grad_x_input": sal.grad_x_input, "guided_backprop": sal.guided_backprop,
-            "deconvnet": sal.deconvnet,
-            "smoothgrad": lambda: sal.smoothgrad(samples=samples, noise=noise),
-            "integrated": lambda: sal.integrated(steps=steps), "gradcam": lambda: sal.gradcam(layer),
-            "odam": lambda: sal.odam(layer), "drise": lambda: sal.drise(masks=masks, cell=cell, p=p),
-            "occlusion": lambda: sal.occlusion(window=window, stride=stride),
-            "guided_gradcam": lambda: sal.guided_gradcam(_one_layer(layer)),
-            "feature_ablation": lambda: sal.feature_ablation(cell=cell)}
+    from jaxvis import attribution as at
+
+    refs = np.broadcast_to(np.array(BLACK_AND_WHITE, np.float32)[:, None, None, :], (2, 1, 1, 3))
+    eps = {} if epsilon is None else {"epsilon": epsilon}
+    some = {} if samples is None else {"samples": samples}
+    made = {"gradient": at.gradient, "grad_x_input": at.grad_x_input, "guided_backprop": at.guided_backprop,
+            "deconvnet": at.deconvnet,
+            "smoothgrad": lambda: at.smoothgrad(noise=noise, **some),
+            "integrated": lambda: at.integrated(steps=steps), "gradcam": lambda: at.gradcam(layer),
+            "odam": lambda: at.odam(layer), "drise": lambda: at.drise(masks=masks, cell=cell, p=p),
+            "occlusion": lambda: at.occlusion(window=window, stride=stride),
+            "guided_gradcam": lambda: at.guided_gradcam(_one_layer(layer)),
+            "feature_ablation": lambda: at.feature_ablation(cell=cell),
+            "deeplift": at.deeplift, "deeplift_shap": lambda: at.deeplift_shap(refs),
+            "gradient_shap": lambda: at.gradient_shap(refs, **some),
+            "lrp_epsilon": lambda: at.lrp_epsilon(**eps), "lrp_alphabeta": lambda: at.lrp_alphabeta(alpha, beta),
+            "shapley_sampling": lambda: at.shapley_sampling(cell=cell, **some),
+            "kernel_shap": lambda: at.kernel_shap(cell=cell, **some), "lime": lambda: at.lime(cell=cell, **some),
+            "blur_ig": lambda: at.blur_ig(steps=steps), "guided_ig": lambda: at.guided_ig(steps=steps),
+            "xrai": lambda: at.xrai(steps=steps)}
+    assert set(made) == set(METHOD_NAMES), "METHOD_NAMES lists the methods attribution_method makes"
     if name not in made:
-        raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(made)}.")
+        raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(METHOD_NAMES)}.")
     return made[name]()
 
 
