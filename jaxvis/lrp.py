@@ -25,8 +25,10 @@ maximum in row-major order, as torch); a batch norm is the epsilon rule (``other
 gamma (x - mean) / sqrt(var + e) + beta; VGG's adaptive
 average pool is the identity at the model's own input size (7 x 7 features of a 224-pixel VGG16, 2 x 2 of the
 64-pixel test VGG) and other sizes are refused; SSD's L2 norm of conv4_3 (x scale / ||x|| per pixel) is a
-rescaling that passes relevance through unchanged, each channel keeping its own; the preprocessing of an image
-of the model's input size (value range, mean and std per pixel) passes it through too.
+rescaling that passes relevance through unchanged, each channel keeping its own. Through the preprocessing
+(``preprocess=True``), the normalisation (value range, mean and std per pixel) passes relevance on unchanged and
+the resize to the network's input hands each resized pixel's relevance back to the image's pixels by its own
+interpolation weights, which sum to one per resized pixel: the image's relevances sum to the network input's.
 
 The usual choice per layer (Montavon et al. 2019, "Layer-wise relevance propagation: an overview"; Kohlbrenner
 et al. 2020): ``lrp_alphabeta()`` puts alpha-beta on the convolutions, whose relevance it keeps positive and on
@@ -273,18 +275,16 @@ def _check_sizes(model, z, preprocess: bool):
     from jaxvis.models.vgg import VGG
 
     hw = tuple(int(v) for v in z.shape[1:3])
-    if preprocess and (model.spec.resize != "squash" or hw != tuple(model.spec.input_size)):
-        raise sal.SaliencyError(f"LRP passes relevance through the preprocessing only where it keeps each pixel: "
-                                f"images of {model.spec.arch}'s input size {tuple(model.spec.input_size)} on a "
-                                f"squash-resizing model; got {hw} images ({model.spec.resize} resize). Pass "
-                                f"preprocess=False and network inputs")
+    if preprocess:
+        hw = tuple(int(v) for v in jax.eval_shape(lambda a: pre.preprocess(model.spec, a), z[:1]).shape[1:3])
     if isinstance(model.module, VGG):
         shape = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct((1,) + hw + (3,), z.dtype))[1]
         last = f"pool{len(model.module.blocks)}"
         if tuple(shape[last].shape[1:3]) != tuple(model.module.pool_size):
             raise sal.SaliencyError(f"LRP takes VGG's adaptive average pool as the identity, which it is only where "
                                     f"the features are {tuple(model.module.pool_size)} cells; {hw} inputs give "
-                                    f"{tuple(shape[last].shape[1:3])}: give inputs of {model.spec.input_size}")
+                                    f"{tuple(shape[last].shape[1:3])}: give inputs of {model.spec.input_size} (or "
+                                    f"images through the preprocessing, which resizes them)")
 
 
 def _interceptor(method: LRP):
@@ -310,9 +310,11 @@ def _lrp_program(model, kind, method: LRP, preprocess: bool, tchunk: int):
     flip = model.spec.channel_order == "BGR"
 
     def forward(params, z):
-        x = _passed(z, pre.preprocess(model.spec, z), flip) if preprocess else z
+        if preprocess:   # the resize hands relevance back by its own weights; the normalisation passes it on
+            r = pre.resize_to_input(model.spec, z)
+            z = _passed(r, pre.normalize(model.spec, r), flip)
         with nn.intercept_methods(intercept):
-            return model.apply(params, x[None])[0]
+            return model.apply(params, z[None])[0]
 
     def per_image(params, z, targets):
         outputs, vjp = jax.vjp(lambda z_: forward(params, z_), z)

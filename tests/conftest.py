@@ -1,3 +1,4 @@
+import atexit
 import importlib.util
 import os
 import re
@@ -13,11 +14,69 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+class WarmStart:
+    """The client of ``warm_start.py``'s server, one per test process, started at its first run."""
+
+    def __init__(self):
+        self.server = None
+        self.env = None
+
+    def fits(self, env: dict) -> bool:
+        """Whether a run with ``env`` starts as it would in a fresh interpreter (see warm_start.STARTUP)."""
+        from warm_start import startup_env
+
+        return os.environ.get("JAXVIS_TEST_COLD") != "1" and (self.env is None or startup_env(env) == self.env)
+
+    def run(self, module: str, args, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        import json
+        import select
+        import signal
+        import tempfile
+
+        from warm_start import startup_env
+
+        if self.server is None or self.server.poll() is not None:
+            self.env = startup_env(env)
+            self.server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "warm_start.py")],
+                                           cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            atexit.register(self.close)
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+            request = {"module": module, "args": list(args), "cwd": ROOT, "env": env, "stdout": out, "stderr": err}
+            self.server.stdin.write(json.dumps(request) + "\n")
+            self.server.stdin.flush()
+            pid = json.loads(self.server.stdout.readline())["pid"]
+            ready, _, _ = select.select([self.server.stdout], [], [], timeout)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                self.server.stdout.readline()
+                raise subprocess.TimeoutExpired([module, *args], timeout)
+            status = json.loads(self.server.stdout.readline())["status"]
+            with open(out) as f_out, open(err) as f_err:
+                return subprocess.CompletedProcess([sys.executable, "-m", module, *args], status, f_out.read(),
+                                                   f_err.read())
+
+    def close(self):
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait(timeout=60)
+            self.server.stdout.close()
+            self.server = None
+
+
+WARM = WarmStart()
+
+
 def run_module(module: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `python -m module args` from the repository root, as a user would."""
+    """Runs `python -m module args` from the repository root, as a user would: from a warm start
+    (``warm_start.py``: a process with the libraries imported forks one child per run) unless the environment
+    changes how Python or JAX start, then in a fresh interpreter."""
     full_env = dict(os.environ, **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          env=full_env, timeout=900)
+    if WARM.fits(full_env):
+        proc = WARM.run(module, args, full_env, timeout=900)
+    else:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                              env=full_env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -236,8 +236,6 @@ def test_bad_arguments_and_models_are_refused():
         lrp.lrp_epsilon().attribute(vgg, images, sal.class_score([[1]], score=sal.prob))
     with pytest.raises(sal.SaliencyError, match="adaptive average pool"):
         lrp.lrp_epsilon().attribute(vgg, np.zeros((1, 96, 96, 3)), t, preprocess=False)
-    with pytest.raises(sal.SaliencyError, match="input size"):
-        lrp.lrp_epsilon().attribute(vgg, np.zeros((1, 96, 96, 3), np.float32), t)
 
     class NoRules:
         blocks = ()
@@ -249,7 +247,8 @@ def test_bad_arguments_and_models_are_refused():
 @pytest.mark.slow
 def test_rules_by_layer_name_and_relevance_through_the_preprocessing():
     """A rule named for one layer changes the map and not the scores; with images of the model's input size, the
-    relevance of each pixel is the relevance of the network input it becomes."""
+    relevance of each pixel is the relevance of the network input it becomes; images of another size are resized
+    by the preprocessing, which hands the relevance back by its interpolation weights: the same total."""
     from jaxvis import preprocess as pre
 
     vgg = tiny_vgg(0)
@@ -262,3 +261,10 @@ def test_rules_by_layer_name_and_relevance_through_the_preprocessing():
     np.testing.assert_allclose(base.attributions, inputs.attributions, rtol=0, atol=1e-6 * top)
     assert np.abs(named.attributions - base.attributions).max() > 0.1 * top
     np.testing.assert_allclose(named.scores, base.scores)
+    other = np.random.default_rng(5).random((2, 96, 80, 3), dtype=np.float32)
+    resized = lrp.lrp_epsilon().attribute(vgg, other, t)
+    direct = lrp.lrp_epsilon().attribute(vgg, np.asarray(pre.preprocess(vgg.spec, other)), t, preprocess=False)
+    assert resized.attributions.shape == (2, 1, 96, 80, 3)
+    np.testing.assert_allclose(resized.scores, direct.scores, rtol=1e-5)
+    np.testing.assert_allclose(resized.attributions.sum(axis=(2, 3, 4)), direct.attributions.sum(axis=(2, 3, 4)),
+                               rtol=1e-4)

@@ -69,3 +69,26 @@ def test_feature_ablation_on_a_grid_equals_captum():
         got = sal.feature_ablation(cell=24, baseline=-0.2).attribute(m64, x, sal.class_score(classes), preprocess=False)
     assert np.abs(want).max() > 0
     np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.slow
+def test_occlusion_at_stride_4_on_ssd300_fits_in_bounded_memory():
+    """Occlusion of a detection on SSD300 at 300 x 300, a 16-pixel window at stride 4 (72 x 72 = 5,184
+    windows): the compiled program's buffers (XLA's own count: arguments, outputs and temporaries) stay under
+    4 GiB, the occluded images running in chunks sized to the memory budget."""
+    import jaxvis
+    from tiny import random_variables
+
+    spec = jaxvis.models.arch_spec("ssd300_vgg16")
+    model = jaxvis.from_spec(spec, random_variables(jaxvis.models.build(spec), (1, 300, 300, 3), 0))
+    starts = (tuple(range(0, 285, 4)),) * 2
+    assert len(starts[0]) == 72
+    chunk, _ = sal.chunk_sizes(model, 72 * 72, 1, (300, 300), backward=False)
+    assert chunk < 72 * 72
+    target = sal.detection([[1000]], [[2]])
+    fn = sal._occlusion_program(model, target.kind, target.score, True, (300, 300), 16, starts, chunk)
+    compiled = fn.lower(model.params, jnp.zeros((1, 300, 300, 3), jnp.float32), sal._fields(target),
+                        jnp.float32(0)).compile()
+    stats = compiled.memory_analysis()
+    peak = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+    assert peak < 4 * 2**30, peak / 2**30

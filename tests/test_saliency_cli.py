@@ -72,7 +72,10 @@ def test_bad_input(setup, tmp_path, args, message):
                                     pytest.param("guided_backprop", marks=pytest.mark.slow),
                                     pytest.param("guided_gradcam", marks=pytest.mark.slow),
                                     pytest.param("occlusion", marks=pytest.mark.slow),
-                                    pytest.param("feature_ablation", marks=pytest.mark.slow)])
+                                    pytest.param("feature_ablation", marks=pytest.mark.slow)]
+                         + [pytest.param(m, marks=pytest.mark.slow) for m in (
+                             "deeplift", "deeplift_shap", "gradient_shap", "lrp_epsilon", "lrp_alphabeta",
+                             "shapley_sampling", "kernel_shap", "lime", "blur_ig", "guided_ig", "xrai")])
 def test_detection_methods(setup, tmp_path, method):
     """Per detection: the map (.npy, float32, the image's size) named in results.jsonl beside the
     detection's rank, box, label and score, and the ground-truth box with its pointing metrics."""
@@ -80,7 +83,14 @@ def test_detection_methods(setup, tmp_path, method):
     run_module("experiments.saliency", "--params", str(setup / "ssd.safetensors"), "--image", str(setup / "a.png"),
                "--detection", "0,1", "--method", method, *{"drise": ["--masks", "16"], "smoothgrad": ["--samples", "2"],
                                                                "occlusion": ["--window", "30", "--stride", "30"],
-                                                               "feature_ablation": ["--cell", "30"]}.get(
+                                                               "feature_ablation": ["--cell", "30"],
+                                                               "gradient_shap": ["--samples", "2"],
+                                                               "lrp_alphabeta": ["--alpha", "2", "--beta", "1"],
+                                                               "shapley_sampling": ["--samples", "1", "--cell", "60"],
+                                                               "kernel_shap": ["--samples", "8", "--cell", "60"],
+                                                               "lime": ["--samples", "8", "--cell", "60"],
+                                                               "blur_ig": ["--steps", "2"], "guided_ig": ["--steps", "2"],
+                                                               "xrai": ["--steps", "2"]}.get(
                    method, []), "--gt_box", "10,10,60,50",
                "--metrics", "pointing", "--localize=false", "--out", str(out))
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -92,3 +102,21 @@ def test_detection_methods(setup, tmp_path, method):
         assert set(r["metrics"]) == {"pointing_hit", "energy_pointing"}
         m = np.load(out / r["map"])
         assert m.dtype == np.float32 and m.shape == (90, 120) and np.isfinite(m).all()
+
+
+def test_every_method_name_makes_its_method_and_reads_its_numbers():
+    """Each --method name gives the method of that name, with the numbers METHOD_OPTIONS says it reads."""
+    from jaxvis import attribution as at
+    from jaxvis import cli
+
+    for name in cli.METHOD_NAMES:
+        method = cli.attribution_method(name, layer="conv5_2" if name in ("gradcam", "guided_gradcam") else None)
+        assert isinstance(method, at.Method) and method.name in (name, "lrp"), name
+    assert cli.attribution_method("kernel_shap", samples=40, cell=8) == at.kernel_shap(samples=40, cell=8)
+    assert cli.attribution_method("lrp_alphabeta", alpha=2.0, beta=1.0) == at.lrp_alphabeta(2.0, 1.0)
+    assert cli.attribution_method("lrp_epsilon", epsilon=0.25) == at.lrp_epsilon(0.25)
+    assert cli.attribution_method("smoothgrad").samples == 25 and cli.attribution_method("lime").samples == 500
+    assert cli.attribution_method("xrai", steps=6).steps == 6
+    assert set(cli.METHOD_OPTIONS) <= set(cli.METHOD_NAMES)
+    with pytest.raises(cli.TextError, match="unknown attribution method 'saliency'; methods: gradient"):
+        cli.attribution_method("saliency")
