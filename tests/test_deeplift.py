@@ -14,27 +14,11 @@ from jaxvis import deeplift as dl
 from jaxvis import rules
 from jaxvis import saliency as sal
 from jaxvis.models.pooling import plain
-from tiny import tiny_vgg
-
-
-def float64(model):
-    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
-                               module=model.module.clone(dtype=jnp.float64))
+from tiny import float64, tiny_vgg, twin
 
 
 def nchw(x):
     return torch.tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
-
-
-def twin(vgg):
-    """The torch twin of a tiny VGG in float64, its rectifiers not in place (Captum hooks them)."""
-    from converters.torch_models import torch_vgg
-
-    net = torch_vgg(vgg).double()
-    for m in net.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    return net
 
 
 def pools_read_copies(net):

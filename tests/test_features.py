@@ -1,10 +1,8 @@
 """Channel contributions and ablations against torch autograd on the tiny twins, dissection against a NumPy
 reference, the shapes masks, and the checks of jaxvis.features."""
 
-import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -12,13 +10,8 @@ import torch
 from jaxvis import features as ft
 from jaxvis import saliency as sal
 from jaxvis.data import shapes
-from tiny import tiny_ssd, tiny_vgg
+from tiny import float64, tiny_ssd, tiny_vgg
 from torch_ref import torch_ssd
-
-
-def float64(model):
-    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
-                               module=model.module.clone(dtype=jnp.float64))
 
 
 def _torch_vgg_from_conv5_2(net, vgg, x):

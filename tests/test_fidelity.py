@@ -14,12 +14,7 @@ import torch
 
 from jaxvis import fidelity as fd
 from jaxvis import saliency as sal
-from tiny import tiny_ssd, tiny_vgg
-
-
-def float64(model):
-    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
-                               module=model.module.clone(dtype=jnp.float64))
+from tiny import float64, tiny_ssd, tiny_vgg
 
 
 def nchw(a):

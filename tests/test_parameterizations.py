@@ -326,6 +326,7 @@ def test_box_start_makes_the_start_opaque_in_the_target_boxes_and_nowhere_else()
             cli.parameterization(text)
 
 
+@pytest.mark.slow  # a tiny SSD300 sweep; test_box_start_makes_the_start_opaque_... checks the start itself
 def test_the_engine_starts_a_box_start_image_opaque_at_each_points_target_box():
     from jaxvis.engine import core
     from tiny import tiny_ssd

@@ -1,6 +1,5 @@
 """Blur IG, Guided IG and XRAI (jaxvis.paths) against PAIR's saliency package driven by the same model's gradients."""
 
-import dataclasses
 import sys
 
 import jax
@@ -11,14 +10,9 @@ from scipy import ndimage
 
 from jaxvis import paths
 from jaxvis import saliency as sal
-from tiny import tiny_ssd, tiny_vgg
+from tiny import float64, tiny_ssd, tiny_vgg
 
 KEY = "INPUT_OUTPUT_GRADIENTS"  # saliency.core.base's name for the gradients PAIR asks its model function for
-
-
-def float64(model):
-    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
-                               module=model.module.clone(dtype=jnp.float64))
 
 
 def pair_model(model, kind="class", anchor=0):
@@ -114,6 +108,7 @@ def test_blur_ig_with_square_root_spacing_equals_pair(vgg64):
     np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-9 * np.abs(want).max())
 
 
+@pytest.mark.slow  # 128 steps; Blur IG against PAIR stays
 def test_blur_ig_is_complete_up_to_the_riemann_error(vgg64):
     """The attributions add up to S(x) - S(blur of max_sigma) (Xu et al. 2020, as IG's completeness), up to the
     Riemann sum's and the finite difference's error: 3 % of the gap with 128 steps to a blur of 4 pixels (seen:

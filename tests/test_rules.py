@@ -11,23 +11,7 @@ import torch
 
 from jaxvis import rules
 from jaxvis import saliency as sal
-from tiny import tiny_vgg
-
-
-def float64(model):
-    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
-                               module=model.module.clone(dtype=jnp.float64))
-
-
-def twin(vgg):
-    """The torch twin of a tiny VGG in float64, its rectifiers not in place (Captum hooks them)."""
-    from converters.torch_models import torch_vgg
-
-    net = torch_vgg(vgg).double()
-    for m in net.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    return net
+from tiny import float64, tiny_vgg, twin
 
 
 def test_the_rules_backward_passes():

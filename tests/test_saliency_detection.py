@@ -367,6 +367,7 @@ def test_cams_on_a_classifier_layer_that_only_a_pooling_reads_equal_torch_autogr
                 np.testing.assert_allclose(maps[0, k], want, rtol=0, atol=1e-4 * want.max())
 
 
+@pytest.mark.slow  # the local head against the full backward; the tiny SSD's CAMs against torch stay
 def test_detection_gradients_through_the_local_head_equal_torch_and_the_full_backward(monkeypatch):
     """The gradient of one-box targets starts its backward passes at the source maps, the heads' part being
     nine kernel products per map (saliency._head_vjp). On the tiny SSD in float64, for default boxes in the

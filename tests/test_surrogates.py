@@ -11,14 +11,9 @@ import torch
 
 from jaxvis import saliency as sal
 from jaxvis import surrogates as sur
-from tiny import tiny_ssd, tiny_vgg
+from tiny import float64, tiny_ssd, tiny_vgg
 
 CELL = 16  # 16 features on 64 x 64
-
-
-def float64(model):
-    return dataclasses.replace(model, params=jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), model.params),
-                               module=model.module.clone(dtype=jnp.float64))
 
 
 def grid_mask(size=64, cell=CELL):

@@ -1,5 +1,7 @@
 """Small randomly initialised models for fast tests of the engine and objectives."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,3 +49,22 @@ def tiny_ssd(seed=0):
     spec = base.replace(arch="tiny_ssd", config=SSD_CONFIG, labels=("__background__", "a", "b", "c", "d"))
     variables = random_variables(jaxvis.models.build(spec), (1, 300, 300, 3), seed)
     return jaxvis.from_spec(spec, variables)
+
+
+def float64(model):
+    """The same model computing in float64 (inside jax.enable_x64)."""
+    return dataclasses.replace(model, params=jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params),
+                               module=model.module.clone(dtype=jnp.float64))
+
+
+def twin(vgg):
+    """The torch twin of a tiny VGG in float64, its rectifiers not in place (Captum hooks them)."""
+    import torch
+
+    from converters.torch_models import torch_vgg
+
+    net = torch_vgg(vgg).double()
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    return net
