@@ -11,7 +11,7 @@ import torch
 
 from jaxvis import lrp
 from jaxvis import saliency as sal
-from tiny import float64, tiny_ssd, tiny_vgg, twin
+from tiny import float64, tiny_ssd, tiny_vgg, twin, two_detections
 
 
 def captum_lrp(net, x, classes, set_rules=None):
@@ -122,11 +122,7 @@ def test_lrp_on_detections_equals_torch_with_the_rules_in_hooks(rules):
     from torch_ref import torch_ssd
 
     model = tiny_ssd(0)
-    x = np.random.default_rng(7).normal(size=(1, 300, 300, 3))
-    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
-    first = np.concatenate([[0], np.cumsum(per)[:-1]])
-    anchors = np.array([[first[0] + 4 * (19 * 38 + 20) + 1, first[2] + 6 * 33 + 2]])
-    classes = np.array([[1, 3]])
+    x, anchors, classes = two_detections(model)
     tmodel = torch_ssd(model).double()
     conv = {"epsilon": (lambda w: w, True, 0.01), "alphabeta": (lambda w: w.clamp(min=0), False, 1e-9)}[rules]
     hooks, passed = ruled_forward(tmodel, {torch.nn.Conv2d: conv})

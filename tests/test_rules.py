@@ -11,7 +11,7 @@ import torch
 
 from jaxvis import rules
 from jaxvis import saliency as sal
-from tiny import float64, tiny_vgg, twin
+from tiny import float64, tiny_ssd, tiny_vgg, twin, two_detections
 
 
 def test_the_rules_backward_passes():
@@ -128,15 +128,10 @@ def test_rules_on_detections_equal_torch_autograd_with_the_rule_in_hooks(name):
     """Two detections of the tiny SSD (SSD300's layout) in float64: jaxvis's rule-swapped gradient of each
     detection's class logit against torch autograd on the twin with the same rule in backward hooks on every
     nn.ReLU (Guided Backprop: relu of the masked gradient; DeconvNet: relu of the gradient coming back)."""
-    from tiny import tiny_ssd
     from torch_ref import torch_ssd
 
     model = tiny_ssd(0)
-    x = np.random.default_rng(7).normal(size=(1, 300, 300, 3))
-    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
-    first = np.concatenate([[0], np.cumsum(per)[:-1]])
-    anchors = np.array([[first[0] + 4 * (19 * 38 + 20) + 1, first[2] + 6 * 33 + 2]])
-    classes = np.array([[1, 3]])
+    x, anchors, classes = two_detections(model)
     tmodel = torch_ssd(model).double()
     rule = {"guided_backprop": lambda m, gin, gout: (torch.relu(gin[0]),),
             "deconvnet": lambda m, gin, gout: (torch.relu(gout[0]),)}[name]

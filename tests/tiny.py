@@ -68,3 +68,13 @@ def twin(vgg):
         if isinstance(m, torch.nn.ReLU):
             m.inplace = False
     return net
+
+
+def two_detections(model):
+    """An input (1, 300, 300, 3) for a tiny SSD and two detection targets on it: a default box of the first
+    source map (conv4_3, through the L2 norm) and one of the third (an extra layer), classes 1 and 3."""
+    x = np.random.default_rng(7).normal(size=(1, 300, 300, 3))
+    per = [h * w * a for (h, w), a in zip(model.feature_sizes, model.spec.config["anchors_per_location"])]
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    anchors = np.array([[first[0] + 4 * (19 * 38 + 20) + 1, first[2] + 6 * 33 + 2]])
+    return x, anchors, np.array([[1, 3]])
