@@ -53,7 +53,7 @@ flags.DEFINE_list("layer", [], "gradcam/odam/guided_gradcam: layer name(s) (guid
 flags.DEFINE_integer("samples", None, "smoothgrad: noisy copies (25); gradient_shap: draws (25); shapley_sampling: "
                      "random orders of the cells (25); kernel_shap, lime: coalitions of cells (500).")
 flags.DEFINE_float("noise", 0.15, "smoothgrad: noise std as a fraction of the input's range.")
-flags.DEFINE_integer("steps", 64, "integrated: path steps.")
+flags.DEFINE_integer("steps", 64, "integrated, blur_ig, guided_ig, xrai: path steps.")
 flags.DEFINE_integer("masks", 1000, "drise: number of masks.")
 flags.DEFINE_integer("cell", 16, "drise: mask cell size; feature_ablation, shapley_sampling, kernel_shap, lime: the "
                      "grid's square; in image pixels.")
