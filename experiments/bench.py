@@ -214,18 +214,9 @@ def max_rss_gb() -> float:
 # The same random weights on both sides.
 
 def _random_model(spec):
-    import jax
-    import numpy as np
+    from experiments import bench_explain
 
-    import jaxvis
-    from jaxvis.train import init_variables
-
-    rng = np.random.default_rng(1)
-    variables = init_variables(spec, 0)
-    variables = jax.tree_util.tree_map_with_path(
-        lambda p, a: a + 0.05 * rng.standard_normal(a.shape).astype(np.float32) if "bias" in jax.tree_util.keystr(p) else a,
-        variables)  # zero biases would give a zero image a zero gradient
-    return jaxvis.from_spec(spec, variables)
+    return bench_explain.random_model(spec)
 
 
 def convs_in(jitted, *args) -> str:

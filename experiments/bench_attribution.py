@@ -104,21 +104,11 @@ def settings() -> dict:
 
 
 def random_vgg16():
-    """VGG16 at 224x224 with the initialiser's weights and random non-zero biases, the weights of
-    experiments/bench.py's ``random_vgg16`` (built here: that module defines its flags when imported)."""
-    import jax
-    import numpy as np
-
-    import jaxvis
+    """VGG16 at 224x224 with the benchmarks' random weights (``bench_explain.random_model``)."""
+    from experiments import bench_explain
     from jaxvis import models
-    from jaxvis.train import init_variables
 
-    rng = np.random.default_rng(1)
-    variables = init_variables(models.arch_spec("vgg16"), 0)
-    variables = jax.tree_util.tree_map_with_path(
-        lambda p, a: a + 0.05 * rng.standard_normal(a.shape).astype(np.float32) if "bias" in jax.tree_util.keystr(p) else a,
-        variables)  # zero biases would give a zero image a zero gradient
-    return jaxvis.from_spec(models.arch_spec("vgg16"), variables)
+    return bench_explain.random_model(models.arch_spec("vgg16"))
 
 
 def build(model_name: str):

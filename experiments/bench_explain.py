@@ -50,23 +50,28 @@ def max_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def random_ssd300():
-    """SSD300 with random weights (the initialiser's) and random non-zero biases, as experiments/bench.py
-    builds its models."""
+def random_model(spec):
+    """The model of ``spec`` with the initialiser's weights and random non-zero biases (a zero bias would give a
+    zero image a zero gradient): the weights of every benchmark's random VGG16 and SSD300."""
     import jax
     import numpy as np
 
     import jaxvis
-    from jaxvis import models
     from jaxvis.train import init_variables
 
-    spec = models.arch_spec("ssd300_vgg16")
     rng = np.random.default_rng(1)
     variables = init_variables(spec, 0)
     variables = jax.tree_util.tree_map_with_path(
         lambda p, a: a + 0.05 * rng.standard_normal(a.shape).astype(np.float32) if "bias" in jax.tree_util.keystr(p) else a,
         variables)
     return jaxvis.from_spec(spec, variables)
+
+
+def random_ssd300():
+    """SSD300 with random weights (``random_model``)."""
+    from jaxvis import models
+
+    return random_model(models.arch_spec("ssd300_vgg16"))
 
 
 def inputs(model, k: int):
