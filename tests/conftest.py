@@ -10,6 +10,36 @@ import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
+# Compiled programs are shared between the processes of one test session (the xdist workers, the launcher
+# runs, the interpreters started afresh) through JAX's persistent compilation cache in a folder made for the
+# session and removed at its end: the same small model's programs compile in many tests. A cache the user set
+# in JAX_COMPILATION_CACHE_DIR is used instead, and kept.
+CACHE_ENV = "JAXVIS_TEST_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+    import tempfile
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        folder = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    else:
+        if not os.environ.get(CACHE_ENV):  # the session's first process (xdist's controller): it makes the folder
+            os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="jaxvis-test-xla-")
+            config._jaxvis_cache_owner = True
+        folder = os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[CACHE_ENV]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_jaxvis_cache_owner", False):
+        import shutil
+
+        shutil.rmtree(os.environ.pop(CACHE_ENV), ignore_errors=True)
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,22 +135,31 @@ def run_alone(code: str, folder) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def converted_vgg(tmp_path_factory):
-    """arch -> (randomised torchvision model, path of its .pth, path converted through the CLI); cached."""
+    """arch -> (randomised torchvision model, path of its .pth, path converted through the CLI).
+
+    The files are made once per arch; the torch model is loaded from its .pth on every call and not kept,
+    so that a worker which runs all eight ports holds one full-size model at a time, not eight."""
     import torch
+    import torchvision
     from torch_ref import torchvision_vgg
 
-    cache = {}
+    files = {}
     folder = tmp_path_factory.mktemp("vgg")
 
     def get(arch):
-        if arch not in cache:
-            model = torchvision_vgg(arch, seed=sum(map(ord, arch)))
-            pth = folder / f"{arch}.pth"
-            torch.save(model.state_dict(), pth)
-            out = folder / f"{arch}.safetensors"
-            run_module("converters.torchvision", "--arch", arch, "--checkpoint", str(pth), "--out", str(out))
-            cache[arch] = (model, pth, out)
-        return cache[arch]
+        if arch in files:
+            pth, out = files[arch]
+            with torch.device("meta"):
+                model = getattr(torchvision.models, arch)(weights=None)
+            model.load_state_dict(torch.load(pth, weights_only=True), assign=True)
+            return model.eval(), pth, out
+        model = torchvision_vgg(arch, seed=sum(map(ord, arch)))
+        pth = folder / f"{arch}.pth"
+        torch.save(model.state_dict(), pth)
+        out = folder / f"{arch}.safetensors"
+        run_module("converters.torchvision", "--arch", arch, "--checkpoint", str(pth), "--out", str(out))
+        files[arch] = (pth, out)
+        return model, pth, out
 
     return get
 

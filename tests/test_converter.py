@@ -134,9 +134,12 @@ def test_non_finite_checkpoint_is_refused(tmp_path, good_state):
     assert "NaN or infinite values in classifier.0.weight" in _convert_error(tmp_path, state)
 
 
-def test_remap_round_trip(good_state):
+def test_remap_round_trip():
     for arch in ("vgg11", "vgg13_bn"):
         spec = models.arch_spec(arch)
+        # the dense layers' width changes their shapes, not their keys or layout: narrowed, the round trip of
+        # every key (fc6's flatten order included) costs 10M numbers instead of 130M
+        spec = spec.replace(config=dict(spec.config, fc_width=64))
         expected, optional = vgg_remap.expected_keys(spec)
         rng = np.random.default_rng(0)
         state = {k: rng.random(s, dtype=np.float32) for k, s in expected.items() if k not in optional}

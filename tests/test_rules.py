@@ -174,3 +174,48 @@ def test_guided_gradcam_equals_captum():
         got = sal.guided_gradcam("conv4_1").attribute(float64(vgg), x, sal.class_score(classes), preprocess=False)
     assert np.abs(want).max() > 0
     np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.slow  # ten rectifiers in float64: 9 s
+def test_deconvnet_and_the_gradient_differ_only_by_the_rule_at_each_rectifier():
+    """The paper's section 4, one rectifier at a time: with the DeconvNet rule at rectifier k alone, the map
+    differs from the gradient by exactly the plain backward pass, from k's input down to the image, of what the
+    rule changes at k: max(s, 0) - s * [x > 0], s the gradient arriving at k, x its input. So the convolutions'
+    transposes and the pools' switches pass the signal back as the gradient does; only the rectifier differs."""
+    vgg = tiny_vgg(0)
+    c = 3
+    with jax.enable_x64(True):
+        m64 = float64(vgg)
+        image = jnp.asarray(np.random.default_rng(9).normal(size=(1, 32, 32, 3)))
+        shapes = jax.eval_shape(m64.module.apply, m64.params, image)[1]
+        names = [n[:-len("_pre")] for n in shapes if n.endswith("_pre")]  # the rectifiers, in network order
+        assert len(names) == 10  # eight convolutions, fc6, fc7
+
+        def logit(im, deconv, probes):
+            """Logit c, the rectifier at call i passing back deconv[i] of the DeconvNet rule and 1 - deconv[i]
+            of the gradient (its output is relu's either way), with probes[i] added to its output."""
+            calls = []
+
+            def relu(v):
+                i = len(calls)
+                calls.append(i)
+                mixed = deconv[i] * rules.deconv_relu(v) + (1 - deconv[i]) * jax.nn.relu(v)
+                return mixed + probes[i]
+            return m64.module.clone(relu=relu).apply(m64.params, im)[0][0, c]
+
+        zeros = [jnp.zeros(shapes[f"{n}_pre"].shape, jnp.float64) for n in names]
+        none = jnp.zeros(len(names))
+        arriving = jax.jit(jax.grad(logit, argnums=2))(image, none, zeros)  # the gradient arriving at each
+        image_grad = jax.jit(jax.grad(logit))
+        gradient = image_grad(image, none, zeros)
+        pre = jax.jit(lambda im: [m64.module.apply(m64.params, im)[1][f"{n}_pre"] for n in names])
+        inputs, below = jax.vjp(pre, image)
+        below = jax.jit(below)
+        for k, name in enumerate(names):
+            x = inputs[k]
+            change = jnp.maximum(arriving[k], 0) - jnp.where(x > 0, arriving[k], 0.0)
+            assert float(jnp.abs(change).max()) > 0, name
+            cotangent = [change if j == k else z for j, z in enumerate(zeros)]
+            one = image_grad(image, none.at[k].set(1.0), zeros)
+            np.testing.assert_allclose(one - gradient, below(cotangent)[0], rtol=0,
+                                       atol=1e-10 * float(jnp.abs(gradient).max()), err_msg=name)

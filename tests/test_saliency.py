@@ -165,7 +165,7 @@ def test_grad_x_input_and_reductions(tiny):
     np.testing.assert_allclose(gx, g * images[0], rtol=1e-5, atol=1e-9)
 
 
-def test_bad_requests_are_refused(tiny, converted_ssd):
+def test_bad_requests_are_refused(tiny):
     images = np.zeros((1, 64, 64, 3), np.float32)
     with pytest.raises(sal.SaliencyError, match=r"kind 'detection' is for detectors"):
         sal.saliency(tiny, images, sal.detection([[0]], [[1]]))

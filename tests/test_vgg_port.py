@@ -1,7 +1,5 @@
 """The Flax VGG family against torchvision on the same (randomised) weights, converted through the CLI."""
 
-import copy
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,7 +82,8 @@ def test_logits_activations_and_input_gradient_match_torchvision(arch, converted
         grad = jax.jit(jax.grad(lambda im, p: module64.apply(p, im)[0][0, c]))(jnp.asarray(x), params64)
         grad = np.asarray(grad)
     assert grad.dtype == np.float64
-    t64 = copy.deepcopy(tmodel).double()
+    del params64, model  # one full-size float64 copy of the weights at a time
+    t64 = tmodel.double()  # the fixture hands each test its own torch model
     xt = torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float64, requires_grad=True)
     t64(xt)[0, c].backward()
     ref = nhwc(xt.grad)
