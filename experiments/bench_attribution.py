@@ -26,9 +26,9 @@ script's numbers, against its Captum counterpart given the same work:
   default). The DeepLift twins read a copy of the input at each max-pool, so that Captum keeps the pool's rule
   (see tests/test_deeplift.py);
 - occlusion: Occlusion with a --window square at --stride; feature_ablation: FeatureAblation;
-  shapley_sampling: ShapleyValueSampling (--samples orders); kernel_shap: KernelShap and lime: Lime with
-  SkLearnLinearRegression and its default cosine kernel of width 1 (--surrogate_samples coalitions): all with a
-  grid of --cell squares as features and baseline 0.
+  shapley_sampling: ShapleyValueSampling (--samples orders); kernel_shap: KernelShap and lime: Lime as it comes
+  (sklearn's Lasso(alpha=0.01), as jaxvis's default, and the cosine kernel of width 1) (--surrogate_samples
+  coalitions): all with a grid of --cell squares as features and baseline 0.
 
 jaxvis computes every target of every image in one call. Captum runs as its users run it: ``batched`` rows one
 call per target column with the images as a batch and a target per image; ``per image`` rows (kernel_shap,
@@ -180,7 +180,6 @@ def captum_side(name: str, s: dict, net, dl_net, x, refs, classes):
     image's maps (K, H, W, 3) as numpy."""
     import numpy as np
     import torch
-    from captum._utils.models.linear_model import SkLearnLinearRegression
     from captum.attr import (LRP, Deconvolution, DeepLift, DeepLiftShap, FeatureAblation, GradientShap,
                              GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, KernelShap, Lime,
                              NoiseTunnel, Occlusion, Saliency, ShapleyValueSampling)
@@ -216,7 +215,7 @@ def captum_side(name: str, s: dict, net, dl_net, x, refs, classes):
                                                                  "baselines": 0.0}),
         "kernel_shap": lambda: (KernelShap(net), {"feature_mask": mask, "n_samples": s["surrogate_samples"],
                                                   "baselines": 0.0}),
-        "lime": lambda: (Lime(net, interpretable_model=SkLearnLinearRegression()), {
+        "lime": lambda: (Lime(net), {
             "feature_mask": mask, "n_samples": s["surrogate_samples"], "baselines": 0.0}),
     }
     grads = name not in ("occlusion", "feature_ablation", "shapley_sampling", "kernel_shap", "lime")

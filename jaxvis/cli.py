@@ -365,7 +365,7 @@ METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), 
                   "occlusion": ("window", "stride"), "feature_ablation": ("cell",), "gradient_shap": ("samples",),
                   "lrp_epsilon": ("epsilon",), "lrp_alphabeta": ("alpha", "beta"),
                   "shapley_sampling": ("samples", "cell"), "kernel_shap": ("samples", "cell"),
-                  "lime": ("samples", "cell"), "blur_ig": ("steps",), "guided_ig": ("steps",), "xrai": ("steps",)}
+                  "lime": ("samples", "cell", "lasso"), "blur_ig": ("steps",), "guided_ig": ("steps",), "xrai": ("steps",)}
 
 # The references of the methods that compare the image with references, in the image's pixels (values in
 # [0, 1]): DeepLift's black image; DeepLiftShap's and GradientShap's black and white images.
@@ -383,14 +383,15 @@ def _one_layer(layer):
 
 def attribution_method(name: str, *, samples: int | None = None, noise: float = 0.15, steps: int = 64, layer=None,
                        masks: int = 1000, cell: int = 16, p: float = 0.5, window: int = 16, stride: int = 8,
-                       epsilon: float | None = None, alpha: float = 1.0, beta: float = 0.0):
+                       epsilon: float | None = None, alpha: float = 1.0, beta: float = 0.0, lasso: float | None = None):
     """``--method`` and its numbers as a method value (``jaxvis.attribution``): gradient, grad_x_input,
     guided_backprop, deconvnet, smoothgrad (samples: 25, noise), integrated (steps), gradcam / odam / guided_gradcam
     (layer), drise (masks, cell, p), occlusion (window, stride), feature_ablation (cell), deeplift (against the
     black image), deeplift_shap and gradient_shap (against the black and the white image; gradient_shap's
     samples: 25), lrp_epsilon (epsilon), lrp_alphabeta (alpha, beta: alpha-beta on the convolutions, epsilon on
     the dense layers), shapley_sampling (samples: orders, 25; cell), kernel_shap and lime (samples: coalitions,
-    500; cell), blur_ig, guided_ig and xrai (steps). ``samples`` and ``epsilon`` None: each method's own default."""
+    500; cell; lime's lasso: its L1 penalty, 0 for a least-squares fit), blur_ig, guided_ig and xrai (steps).
+    ``samples``, ``epsilon`` and ``lasso`` None: each method's own default."""
     import numpy as np
 
     from jaxvis import attribution as at
@@ -398,6 +399,7 @@ def attribution_method(name: str, *, samples: int | None = None, noise: float = 
     refs = np.broadcast_to(np.array(BLACK_AND_WHITE, np.float32)[:, None, None, :], (2, 1, 1, 3))
     eps = {} if epsilon is None else {"epsilon": epsilon}
     some = {} if samples is None else {"samples": samples}
+    l1 = {} if lasso is None else {"lasso": lasso}
     made = {"gradient": at.gradient, "grad_x_input": at.grad_x_input, "guided_backprop": at.guided_backprop,
             "deconvnet": at.deconvnet,
             "smoothgrad": lambda: at.smoothgrad(noise=noise, **some),
@@ -410,7 +412,7 @@ def attribution_method(name: str, *, samples: int | None = None, noise: float = 
             "gradient_shap": lambda: at.gradient_shap(refs, **some),
             "lrp_epsilon": lambda: at.lrp_epsilon(**eps), "lrp_alphabeta": lambda: at.lrp_alphabeta(alpha, beta),
             "shapley_sampling": lambda: at.shapley_sampling(cell=cell, **some),
-            "kernel_shap": lambda: at.kernel_shap(cell=cell, **some), "lime": lambda: at.lime(cell=cell, **some),
+            "kernel_shap": lambda: at.kernel_shap(cell=cell, **some), "lime": lambda: at.lime(cell=cell, **some, **l1),
             "blur_ig": lambda: at.blur_ig(steps=steps), "guided_ig": lambda: at.guided_ig(steps=steps),
             "xrai": lambda: at.xrai(steps=steps)}
     assert set(made) == set(METHOD_NAMES), "METHOD_NAMES lists the methods attribution_method makes"

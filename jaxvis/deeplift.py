@@ -206,13 +206,6 @@ class GradientShap(sal.GradientMethod):
 # ------------------------------------------------------------------------------------------------ constructors
 
 
-def _chunk(name: str, chunk):
-    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
-        raise sal.SaliencyError(f"{name}'s chunk is a positive number of references or samples per pass (None: "
-                                f"sized to the free memory); got {chunk!r}")
-    return None if chunk is None else int(chunk)
-
-
 def _reference_set(name: str, baselines) -> np.ndarray:
     try:
         refs = np.asarray(baselines, dtype=np.float64 if np.asarray(baselines).dtype == np.float64 else np.float32)
@@ -245,14 +238,14 @@ def deeplift(baseline=None, pool=rules.rescale_pool, chunk: int | None = None) -
         if not np.issubdtype(b.dtype, np.number) or not np.isfinite(b).all():
             raise sal.SaliencyError(f"deeplift's baseline is None (zeros), a number or an array of finite pixels "
                                     f"broadcast to the images; got {baseline!r}")
-    return DeepLift(baseline, _pool_rule("deeplift", pool), _chunk("deeplift", chunk))
+    return DeepLift(baseline, _pool_rule("deeplift", pool), sal.check_chunk("deeplift", chunk, "references"))
 
 
 def deeplift_shap(baselines, pool=rules.rescale_pool, chunk: int | None = None) -> DeepLiftShap:
     """DeepLift against each reference of ``baselines`` (B, H, W, 3), averaged (DeepLiftShap); ``pool`` as in
     ``deeplift``."""
     refs = _reference_set("deeplift_shap", baselines)
-    return DeepLiftShap(refs, refs.shape[0], _pool_rule("deeplift_shap", pool), _chunk("deeplift_shap", chunk))
+    return DeepLiftShap(refs, refs.shape[0], _pool_rule("deeplift_shap", pool), sal.check_chunk("deeplift_shap", chunk, "references"))
 
 
 def gradient_shap(baselines, samples: int = 25, noise: float = 0.0, draws=None,
@@ -271,11 +264,11 @@ def gradient_shap(baselines, samples: int = 25, noise: float = 0.0, draws=None,
                 or index.max() >= refs.shape[0]:
             raise sal.SaliencyError(f"gradient_shap's draws['baseline'] are (N, S) integer indices into the "
                                     f"{refs.shape[0]} baselines; got shape {index.shape}, dtype {index.dtype}")
-        return GradientShap(refs, int(index.shape[1]), 0.0, draws, refs.shape[0], True, _chunk("gradient_shap", chunk))
+        return GradientShap(refs, int(index.shape[1]), 0.0, draws, refs.shape[0], True, sal.check_chunk("gradient_shap", chunk, "samples"))
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise sal.SaliencyError(f"gradient_shap needs samples >= 1 (draws of a reference, alpha and noise); got "
                                 f"{samples!r}")
     if not (isinstance(noise, (int, float, np.floating, np.integer)) and np.isfinite(noise) and noise >= 0):
         raise sal.SaliencyError(f"gradient_shap's noise is the standard deviation of the noise added to the input, "
                                 f">= 0 (0: none); got {noise!r}")
-    return GradientShap(refs, int(samples), float(noise), None, refs.shape[0], False, _chunk("gradient_shap", chunk))
+    return GradientShap(refs, int(samples), float(noise), None, refs.shape[0], False, sal.check_chunk("gradient_shap", chunk, "samples"))

@@ -155,9 +155,9 @@ def _draws(draws, shape, dtype, what: str, meaning: str) -> jax.Array:
     return d.astype(dtype)
 
 
-def _chunk(model, n: int, hw, chunk) -> int:
+def _chunk(model, n: int, hw, chunk, what: str) -> int:
     if chunk is not None:
-        return _count(chunk, "the metric", "chunk")
+        return sal.check_chunk(what, chunk, "perturbed images")
     return sal.chunk_sizes(model, n, 1, hw, backward=False)[0]
 
 
@@ -255,7 +255,7 @@ def road(model, images, maps, targets, *, fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.
     dtype = z.dtype
     tol = _tolerance(dtype) if tol is None else _positive(tol, what, "tol")
     maxiter = 20 * (h + w) if maxiter is None else _count(maxiter, what, "maxiter")
-    chunk = _chunk(model, k * len(f), (h, w), chunk)
+    chunk = _chunk(model, k * len(f), (h, w), chunk, what)
     fn = _road_program(model, targets.kind, score, bool(preprocess), draws is not None, float(tol), int(maxiter),
                        int(chunk))
     keys = jax.random.split(jax.random.key(seed), n)
@@ -334,7 +334,7 @@ def infidelity(model, images, maps, targets, *, samples: int = 10, noise: float 
     else:
         samples = _count(samples, what, "samples")
         noise = _positive(noise, what, "noise")
-    chunk = _chunk(model, samples, (h, w), chunk)
+    chunk = _chunk(model, samples, (h, w), chunk, what)
     fn = _infidelity_program(model, targets.kind, targets.score, bool(preprocess), samples, draws is not None,
                              int(chunk))
     keys = jax.random.split(jax.random.key(seed), n)

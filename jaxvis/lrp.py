@@ -353,9 +353,7 @@ def lrp(conv: Rule | None = None, dense: Rule | None = None, layers: dict | None
             raise sal.SaliencyError(f"LRP's {what} rule is Epsilon(...) or AlphaBeta(...); got {rule!r}")
     if not isinstance(others, Epsilon):
         raise sal.SaliencyError(f"LRP's rule on pools and batch norms is Epsilon(...); got {others!r}")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):
-        raise sal.SaliencyError(f"chunk is a number of targets per backward batch (>= 1) or None; got {chunk!r}")
-    return LRP(conv, dense, _named(layers), others, chunk)
+    return LRP(conv, dense, _named(layers), others, sal.check_chunk("lrp", chunk, "targets"))
 
 
 def lrp_epsilon(epsilon: float = 1e-9, layers: dict | None = None, chunk: int | None = None) -> LRP:

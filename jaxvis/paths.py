@@ -183,7 +183,7 @@ def blur_ig(steps: int = 100, max_sigma: float = 50.0, grad_step: float = 0.01, 
                                     f"grad_step 0.01); got {value!r}")
     if not isinstance(sqrt, (bool, np.bool_)):
         raise sal.SaliencyError(f"blur_ig's sqrt is True (sigmas spaced as square roots) or False; got {sqrt!r}")
-    return BlurIG(int(steps), float(max_sigma), float(grad_step), bool(sqrt), chunk)
+    return BlurIG(int(steps), float(max_sigma), float(grad_step), bool(sqrt), sal.check_chunk("blur_ig", chunk, "path points"))
 
 
 # ----------------------------------------------------------------------------------------------- Guided IG
@@ -517,4 +517,5 @@ def xrai(steps: int = 100, segments=None, baselines=None, attributions=None, min
                                 f"images (None: black and white); got {type(baselines).__name__}")
     if baselines is not None:
         baselines = tuple(baselines)
-    return XRAI(int(steps), segments, baselines, attributions, int(min_pixel_diff), float(area_threshold), chunk)
+    return XRAI(int(steps), segments, baselines, attributions, int(min_pixel_diff), float(area_threshold),
+                sal.check_chunk("xrai", chunk, "path points"))

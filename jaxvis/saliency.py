@@ -516,39 +516,39 @@ def smoothgrad(method=None, samples: int = 25, noise: float = 0.15, chunk: int |
     if not (np.isfinite(noise) and float(noise) >= 0):
         raise SaliencyError(f"smoothgrad's noise is a standard deviation, a fraction of the input's range (0.15 by "
                             f"default; 0 gives the plain map); got {noise}")
-    return SmoothGrad(method, int(samples), float(noise), chunk)
+    return SmoothGrad(method, int(samples), float(noise), check_chunk("smoothgrad", chunk, "noisy copies"))
 
 
 def integrated(steps: int = 64, baseline=None, chunk: int | None = None) -> Integrated:
     if int(steps) < 1:
         raise SaliencyError(f"integrated needs steps >= 1, got {steps}")
-    return Integrated(int(steps), baseline, chunk)
+    return Integrated(int(steps), baseline, check_chunk("integrated", chunk, "path points"))
 
 
 def gradcam(layer=None, combine=None, chunk: int | None = None) -> GradCAM:
     """Grad-CAM on ``layer`` (a name or several; None or ``"sources"``: a detector's source feature maps,
     ``source_maps``)."""
-    return GradCAM(_layers(layer), combine, chunk)
+    return GradCAM(_layers(layer), combine, check_chunk("gradcam", chunk, "targets"))
 
 
 def odam(layers=None, combine=None, chunk: int | None = None) -> ODAM:
     """ODAM on ``layers`` (a name or several; None: a detector's ``backbone_layers``, or its source feature maps
     with ``combine=own_level``; ``"sources"``: its source feature maps, ``source_maps``)."""
-    return ODAM(_layers(layers), combine, chunk)
+    return ODAM(_layers(layers), combine, check_chunk("odam", chunk, "targets"))
 
 
 MAX_CELL = 4096  # D-RISE's mask grid is up-sampled by the cell size; compute() also bounds it by the image
 
 
 def guided_gradcam(layer: str | None = None, chunk: int | None = None) -> GuidedGradCAM:
-    return GuidedGradCAM(layer, chunk)
+    return GuidedGradCAM(layer, check_chunk("guided_gradcam", chunk, "targets"))
 
 
 def drise(masks: int = 1000, cell: int = 16, p: float = 0.5, chunk: int | None = None) -> DRISE:
     if int(masks) < 1 or not 1 <= int(cell) <= MAX_CELL or not 0.0 < float(p) < 1.0:
         raise SaliencyError(f"drise needs masks >= 1, cell from 1 to {MAX_CELL} pixels and 0 < p < 1; got {masks}, "
                             f"{cell}, {p}")
-    return DRISE(int(masks), int(cell), float(p), chunk)
+    return DRISE(int(masks), int(cell), float(p), check_chunk("drise", chunk, "masks"))
 
 
 
@@ -556,14 +556,14 @@ def occlusion(window: int = 16, stride: int = 8, baseline: float = 0.0, chunk: i
     if int(window) < 1 or not 1 <= int(stride) <= int(window) or not np.isfinite(baseline):
         raise SaliencyError(f"occlusion needs a window of at least 1 pixel, a stride from 1 to the window and a finite "
                             f"baseline; got window {window}, stride {stride}, baseline {baseline}")
-    return Occlusion(int(window), int(stride), float(baseline), chunk)
+    return Occlusion(int(window), int(stride), float(baseline), check_chunk("occlusion", chunk, "patches"))
 
 
 def feature_ablation(cell: int = 16, baseline: float = 0.0, chunk: int | None = None) -> FeatureAblation:
     if int(cell) < 1 or not np.isfinite(baseline):
         raise SaliencyError(f"feature_ablation needs a cell of at least 1 pixel and a finite baseline; got cell {cell}, "
                             f"baseline {baseline}")
-    return FeatureAblation(int(cell), float(baseline), chunk)
+    return FeatureAblation(int(cell), float(baseline), check_chunk("feature_ablation", chunk, "patches"))
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -823,6 +823,17 @@ def _budget() -> int:
     from jaxvis.engine import available_memory
 
     return int(min(MEMORY_BUDGET, available_memory(jax.devices()[0]) // 4))
+
+
+def check_chunk(name: str, chunk, unit: str) -> int | None:
+    """``chunk`` as every method takes it: None (sized to the free memory, ``chunk_sizes``) or a whole number of at
+    least 1 of ``unit`` per pass; anything else is refused with ``name`` (the method's) in the message."""
+    if chunk is None:
+        return None
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise SaliencyError(f"{name}'s chunk is a positive whole number of {unit} per pass, or None (sized to the free "
+                            f"memory); got {chunk!r}")
+    return int(chunk)
 
 
 def chunk_sizes(model, n_points: int, n_targets: int, out_hw, backward: bool = True) -> tuple[int, int]:

@@ -22,13 +22,14 @@ v(S) the target on the image with only the coalition S kept:
   Shapley kernel (F - 1) / (C(F, k) k (F - k)) in expectation. The attributions are the coefficients.
 - ``lime`` (Ribeiro et al. 2016): ``samples`` coalitions each keeping every feature with probability 1/2,
   weighted by exp(-d^2 / (2 ``kernel_width``^2)), d the cosine distance 1 - cos(image, perturbed image)
-  over all pixels; the same weighted linear regression with an intercept (``ridge`` > 0 adds
-  ``ridge`` * |coefficients|^2 to the weighted squared error).
+  over all pixels; a weighted linear fit with an intercept of v on the coalitions' 0/1 vectors: by default
+  a Lasso (L1 penalty ``lasso`` = 0.01 on the weighted squared error over twice the weights' sum, sklearn's
+  ``Lasso`` as Captum's Lime fits it, solved by coordinate descent), with ``lasso=0`` the least-squares
+  regression of Kernel SHAP (``ridge`` > 0 adds ``ridge`` * |coefficients|^2 to the weighted squared error).
 
-These are the estimators of Captum's ShapleyValueSampling, KernelShap and Lime (the latter with a linear
-regression as its interpretable model: Captum's default is a Lasso). The regressions are weighted least
-squares of the centred data solved by an SVD: where the coalitions do not determine the fit (fewer
-independent coalitions than features), the smallest coefficients that fit, as numpy's ``lstsq``.
+These are the estimators of Captum's ShapleyValueSampling, KernelShap and Lime. The least-squares fits are of
+the centred data, solved by an SVD: where the coalitions do not determine the fit (fewer independent
+coalitions than features), the smallest coefficients that fit, as numpy's ``lstsq``.
 
 Every perturbed image runs through the model in chunks sized to the free memory inside one compiled program
 for every image and target; the random orders or coalitions come from each image's key, or are given
@@ -50,6 +51,9 @@ from jaxvis import saliency as sal
 from jaxvis.model import cached_on_model
 
 INF_WEIGHT = 1e6  # Kernel SHAP's weight of the full and the empty coalition
+LASSO = 0.01  # LIME's L1 penalty by default: Captum's Lime fits sklearn's Lasso(alpha=0.01)
+LASSO_TOL, LASSO_SWEEPS = 1e-6, 1000  # its coordinate descent stops when a sweep moves no coefficient by more
+# than LASSO_TOL of the largest (sklearn's test on the coefficients, at 1e-4, before its duality gap)
 TRACES = 0  # compilations of the surrogate program (tests check that seeds and baselines do not recompile)
 
 
@@ -193,7 +197,10 @@ class Regression(Surrogate):
 
     def fit(self, draws, values, cosines, full, empty, data):
         x = draws.astype(values.dtype)
-        return least_squares(x, values, self.weights(x, cosines, data), data.get("ridge", 0.0)).T
+        w = self.weights(x, cosines, data)
+        if "lasso" in data:
+            return lasso(x, values, w, data["lasso"], LASSO_TOL, LASSO_SWEEPS).T
+        return least_squares(x, values, w, data.get("ridge", 0.0)).T
 
 
 def least_squares(x, y, w, ridge=0.0) -> jax.Array:
@@ -208,6 +215,44 @@ def least_squares(x, y, w, ridge=0.0) -> jax.Array:
     a = jnp.concatenate([a, jnp.sqrt(jnp.asarray(ridge, x.dtype)) * jnp.eye(n_features, dtype=x.dtype)])
     b = jnp.concatenate([b, jnp.zeros((n_features, y.shape[1]), y.dtype)])
     return jnp.linalg.lstsq(a, b)[0]
+
+
+def lasso(x, y, w, alpha, tol: float = 1e-6, sweeps: int = 1000) -> jax.Array:
+    """Coefficients b (F, K) of the weighted Lasso with an intercept, min over b, c of
+    sum_s w_s |y_s - x_s b - c|^2 / (2 sum_s w_s) + alpha |b|_1, for x (S, F), y (S, K), w (S,): sklearn's
+    ``Lasso(alpha).fit(x, y, sample_weight=w)`` (which scales the weights to sum to S), each column of y its own
+    problem. Cyclic coordinate descent as sklearn's, from zero, on the weighted means taken out and the rows
+    scaled by sqrt(w), until a sweep over the features moves no coefficient by more than ``tol`` of the
+    largest (or ``sweeps`` sweeps)."""
+    total = jnp.sum(w)
+    xm, ym = w @ x / total, w @ y / total
+    r = jnp.sqrt(w)[:, None]
+    a, resid = (x - xm) * r, (y - ym) * r                                  # residual of b = 0
+    norms = jnp.sum(a * a, axis=0)
+    threshold = alpha * total
+    n_features = x.shape[1]
+
+    def update(j, state):
+        b, resid, moved = state
+        aj = a[:, j]
+        rho = aj @ resid + norms[j] * b[j]                                  # (K,)
+        new = jnp.where(norms[j] > 0, jnp.sign(rho) * jnp.maximum(jnp.abs(rho) - threshold, 0)
+                        / jnp.where(norms[j] > 0, norms[j], 1), 0)
+        resid = resid - aj[:, None] * (new - b[j])[None]
+        return b.at[j].set(new), resid, jnp.maximum(moved, jnp.max(jnp.abs(new - b[j])))
+
+    def sweep(state):
+        b, resid, _, count = state
+        b, resid, moved = jax.lax.fori_loop(0, n_features, update, (b, resid, jnp.zeros((), b.dtype)))
+        return b, resid, moved, count + 1
+
+    def going(state):
+        b, _, moved, count = state
+        return (count < sweeps) & ((count == 0) | (moved > tol * jnp.max(jnp.abs(b))))
+
+    b0 = jnp.zeros((n_features, y.shape[1]), y.dtype)
+    b, _, _, _ = jax.lax.while_loop(going, sweep, (b0, resid, jnp.zeros((), y.dtype), 0))
+    return b
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,13 +287,17 @@ class Lime(Regression):
 
     kernel_width: float = 1.0
     ridge: float = 0.0
+    lasso: float = LASSO
     name = "lime"
 
     def data(self, dtype):
-        return {"width": jnp.asarray(self.kernel_width, dtype), "ridge": jnp.asarray(self.ridge, dtype)}
+        data = {"width": jnp.asarray(self.kernel_width, dtype), "ridge": jnp.asarray(self.ridge, dtype)}
+        if self.lasso > 0:
+            data["lasso"] = jnp.asarray(self.lasso, dtype)
+        return data
 
-    def program_key(self):
-        return dataclasses.replace(super().program_key(), kernel_width=1.0, ridge=0.0)
+    def program_key(self):   # the penalties' values are data; whether the fit is a Lasso is the program's
+        return dataclasses.replace(super().program_key(), kernel_width=1.0, ridge=0.0, lasso=float(self.lasso > 0))
 
     def draw(self, key, n_features):
         return jax.random.bernoulli(key, 0.5, (self.samples, n_features)).astype(jnp.int32)
@@ -339,18 +388,12 @@ def _check_common(name: str, samples, cell, features, baseline, draws, least: in
     return int(samples)
 
 
-def _check_chunk(name: str, chunk) -> None:
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):
-        raise sal.SaliencyError(f"{name}'s chunk is a number of perturbed images per pass, at least 1, or None (sized "
-                                f"to the free memory); got {chunk!r}")
-
-
 def shapley_sampling(samples: int | None = None, cell: int = 16, features=None, baseline: float = 0.0, draws=None,
                      chunk: int | None = None) -> ShapleySampling:
     """Shapley value sampling over ``samples`` random orders of the features (25 by default; with ``draws``,
     the orders given: (samples, F) or (N, samples, F) permutations of 0 .. F - 1)."""
     samples = _check_common("shapley_sampling", samples, cell, features, baseline, draws, 1, 25)
-    _check_chunk("shapley_sampling", chunk)
+    chunk = sal.check_chunk("shapley_sampling", chunk, "perturbed images")
     return ShapleySampling(samples, int(cell), features, float(baseline), draws, chunk)
 
 
@@ -359,20 +402,26 @@ def kernel_shap(samples: int | None = None, cell: int = 16, features=None, basel
     """Kernel SHAP over ``samples`` coalitions (500 by default; with ``draws``, the coalitions given: (samples, F)
     or (N, samples, F) of 0 and 1)."""
     samples = _check_common("kernel_shap", samples, cell, features, baseline, draws, 2, 500)
-    _check_chunk("kernel_shap", chunk)
+    chunk = sal.check_chunk("kernel_shap", chunk, "perturbed images")
     return KernelShap(samples, int(cell), features, float(baseline), draws, chunk)
 
 
 def lime(samples: int | None = None, cell: int = 16, features=None, baseline: float = 0.0, kernel_width: float = 1.0,
-         ridge: float = 0.0, draws=None, chunk: int | None = None) -> Lime:
-    """LIME with a weighted linear regression over ``samples`` coalitions (500 by default; with ``draws``, the
-    coalitions given: (samples, F) or (N, samples, F) of 0 and 1), weighted by an exponential kernel of width
-    ``kernel_width`` of the cosine distance; ``ridge`` >= 0 the L2 penalty of the coefficients."""
+         lasso: float = LASSO, ridge: float = 0.0, draws=None, chunk: int | None = None) -> Lime:
+    """LIME over ``samples`` coalitions (500 by default; with ``draws``, the coalitions given: (samples, F) or
+    (N, samples, F) of 0 and 1), weighted by an exponential kernel of width ``kernel_width`` of the cosine
+    distance, the interpretable model a weighted linear fit with an intercept: a Lasso of L1 penalty ``lasso``
+    (0.01, Captum's default: sklearn's ``Lasso(alpha=0.01)``, see ``lasso``), or with ``lasso=0`` a least-squares
+    regression, plain or with the L2 penalty ``ridge``."""
     samples = _check_common("lime", samples, cell, features, baseline, draws, 2, 500)
-    _check_chunk("lime", chunk)
-    for what, value, least in (("kernel_width", kernel_width, "> 0"), ("ridge", ridge, ">= 0")):
+    chunk = sal.check_chunk("lime", chunk, "perturbed images")
+    for what, value, least in (("kernel_width", kernel_width, "> 0"), ("ridge", ridge, ">= 0"), ("lasso", lasso, ">= 0")):
         ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
             and np.isfinite(value) and (value > 0 if what == "kernel_width" else value >= 0)
         if not ok:
             raise sal.SaliencyError(f"lime's {what} is a finite number {least}; got {value!r}")
-    return Lime(samples, int(cell), features, float(baseline), draws, chunk, float(kernel_width), float(ridge))
+    if lasso > 0 and ridge > 0:
+        raise sal.SaliencyError(f"lime fits a Lasso (lasso={lasso}) or a ridge regression (lasso=0, ridge={ridge}), "
+                                "not both: give lasso=0 with a ridge")
+    return Lime(samples, int(cell), features, float(baseline), draws, chunk, float(kernel_width), float(ridge),
+                float(lasso))

@@ -10,16 +10,20 @@ import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-# Compiled programs are shared between the processes of one test session (the xdist workers, the launcher
-# runs, the interpreters started afresh) through JAX's persistent compilation cache in a folder made for the
-# session and removed at its end: the same small model's programs compile in many tests. A cache the user set
-# in JAX_COMPILATION_CACHE_DIR is used instead, and kept.
+# In the default suite (the slow marker left out), compiled programs are shared between the processes of the
+# session (the xdist workers, the launcher runs, the interpreters started afresh) through JAX's persistent
+# compilation cache, in a folder made for the session and removed at its end: the same small models' programs
+# compile in many tests (7 % of the suite's time). The heavy cases compile full-size programs once each, and
+# writing those to the cache costs more than it saves (a third more on the GPU check's dry run), so a run that
+# selects them has no cache. A cache the user set in JAX_COMPILATION_CACHE_DIR is used instead, and kept.
 CACHE_ENV = "JAXVIS_TEST_COMPILATION_CACHE"
 
 
 def pytest_configure(config):
     import tempfile
 
+    if "not slow" not in (config.option.markexpr or "") and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         folder = os.environ["JAX_COMPILATION_CACHE_DIR"]
     else:

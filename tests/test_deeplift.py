@@ -261,7 +261,7 @@ def test_bad_arguments_and_a_model_without_rule_fields_are_refused():
         dl.deeplift("grey")
     with pytest.raises(sal.SaliencyError, match="pool is a pooling rule"):
         dl.deeplift(pool="max")
-    with pytest.raises(sal.SaliencyError, match="chunk is a positive number"):
+    with pytest.raises(sal.SaliencyError, match="chunk is a positive whole number of references"):
         dl.deeplift_shap(np.zeros((2, 64, 64, 3)), chunk=0)
     with pytest.raises(sal.SaliencyError, match=r"baseline must broadcast to \(1, 64, 64, 3\)"):
         dl.deeplift(np.zeros((32, 32, 3))).attribute(vgg, x, sal.class_score([[1]]))

@@ -268,3 +268,21 @@ def test_staged_randomisation_reports_each_stage(tiny):
     out = met.staged_randomisation(tiny, x, t, sal.gradient(), {"none": [], "top": order[:2], "all": order})
     assert list(out) == ["none", "top", "all"]
     assert out["none"] == pytest.approx(1.0) and out["all"] < 0.9 and -1.0 <= out["all"] <= 1.0
+
+
+def test_every_method_refuses_a_chunk_that_is_not_a_positive_whole_number():
+    from jaxvis import attribution as at
+
+    refs = np.zeros((2, 8, 8, 3))
+    makers = {"smoothgrad": at.smoothgrad, "integrated": at.integrated, "gradcam": at.gradcam, "odam": at.odam,
+              "guided_gradcam": at.guided_gradcam, "drise": at.drise, "occlusion": at.occlusion,
+              "feature_ablation": at.feature_ablation, "deeplift": at.deeplift,
+              "deeplift_shap": lambda **kw: at.deeplift_shap(refs, **kw),
+              "gradient_shap": lambda **kw: at.gradient_shap(refs, **kw), "lrp": at.lrp_epsilon,
+              "shapley_sampling": at.shapley_sampling, "kernel_shap": at.kernel_shap, "lime": at.lime,
+              "blur_ig": at.blur_ig, "xrai": at.xrai}
+    for name, make in makers.items():
+        assert make(chunk=3).chunk == 3 and make(chunk=np.int64(2)).chunk == 2 and make().chunk is None, name
+        for bad in (0, -1, 2.5, True, "4"):
+            with pytest.raises(sal.SaliencyError, match=rf"^{name}'s chunk is a positive whole number of \w"):
+                make(chunk=bad)

@@ -115,6 +115,7 @@ def test_every_method_name_makes_its_method_and_reads_its_numbers():
     assert cli.attribution_method("kernel_shap", samples=40, cell=8) == at.kernel_shap(samples=40, cell=8)
     assert cli.attribution_method("lrp_alphabeta", alpha=2.0, beta=1.0) == at.lrp_alphabeta(2.0, 1.0)
     assert cli.attribution_method("lrp_epsilon", epsilon=0.25) == at.lrp_epsilon(0.25)
+    assert cli.attribution_method("lime").lasso == 0.01 and cli.attribution_method("lime", lasso=0.0).lasso == 0.0
     assert cli.attribution_method("smoothgrad").samples == 25 and cli.attribution_method("lime").samples == 500
     assert cli.attribution_method("xrai", steps=6).steps == 6
     assert set(cli.METHOD_OPTIONS) <= set(cli.METHOD_NAMES)

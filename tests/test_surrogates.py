@@ -160,11 +160,54 @@ def test_lime_equals_captum_with_a_linear_regression(vgg_pair):
         lambda: Lime(net, interpretable_model=SkLearnLinearRegression(), similarity_func=similarity), x, classes, 30,
         record_coalitions, n_samples=40, baselines=0.3)
     with jax.enable_x64(True):
-        got = sur.lime(cell=CELL, baseline=0.3, kernel_width=0.75, draws=coalitions).attribute(
+        got = sur.lime(cell=CELL, baseline=0.3, kernel_width=0.75, lasso=0.0, draws=coalitions).attribute(
             float64(vgg), x, sal.class_score(classes), preprocess=False)
     assert np.abs(want).max() > 0
     err = np.abs(got.attributions - want).max() / np.abs(want).max()
     assert err < 1e-5, err
+
+
+def test_lime_equals_captums_default_lime_a_lasso(vgg_pair):
+    """Captum's Lime as it comes (its interpretable model sklearn's Lasso(alpha=0.01), its kernel the cosine one
+    of width 1), the Lasso solved to convergence on both sides: two images, two classes each, 16 features, 40
+    coalitions, the baseline 0; and the L1 penalty sets some coefficients to zero, as the regression does not.
+    (At sklearn's default tolerance, 1e-4, Captum's maps here stop 2.4e-4 of their maximum short of it.)"""
+    from captum._utils.models.linear_model import SkLearnLasso
+    from captum.attr import Lime
+
+    vgg, net = vgg_pair
+    x = np.random.default_rng(8).normal(size=(2, 64, 64, 3)) + 0.5
+    classes = np.array([[3, 5], [7, 0]])
+    want, coalitions = captum_runs(
+        lambda: Lime(net, interpretable_model=SkLearnLasso(alpha=0.01, tol=1e-6, max_iter=100000)), x, classes,
+        40, record_coalitions, n_samples=40)
+    with jax.enable_x64(True):
+        got = sur.lime(cell=CELL, draws=coalitions).attribute(float64(vgg), x, sal.class_score(classes),
+                                                              preprocess=False)
+        plain = sur.lime(cell=CELL, lasso=0.0, draws=coalitions).attribute(float64(vgg), x, sal.class_score(classes),
+                                                                          preprocess=False)
+    assert np.abs(want).max() > 0
+    err = np.abs(got.attributions - want).max() / np.abs(want).max()
+    assert err < 1e-5, err      # Captum's fit is in float32
+    assert (got.attributions == 0).any() and not (plain.attributions == 0).any()
+
+
+def test_lasso_equals_sklearn():
+    """The weighted Lasso with an intercept equals sklearn's Lasso with sample weights, solved to convergence,
+    for several penalties, the largest zeroing every coefficient."""
+    from sklearn.linear_model import Lasso
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2, (60, 8)).astype(np.float64)
+    y = x @ rng.normal(size=(8, 2)) + 0.3 * rng.normal(size=(60, 2))
+    w = rng.random(60) + 0.1
+    with jax.enable_x64(True):
+        fit = jax.jit(lambda a: sur.lasso(jnp.asarray(x), jnp.asarray(y), jnp.asarray(w), a, 1e-13, 100000))
+        for alpha in (0.001, 0.01, 0.1, 10.0):
+            got = np.asarray(fit(alpha)).T
+            want = Lasso(alpha=alpha, tol=1e-14, max_iter=1000000).fit(x, y, sample_weight=w).coef_
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-9, err_msg=str(alpha))
+            assert (got == 0).all() == (alpha == 10.0)
 
 
 def test_least_squares_equals_sklearn():
@@ -233,8 +276,8 @@ def test_superpixel_labels_and_lime_ridge(vgg_pair):
     iy, ix = np.mgrid[:64, :64]
     labels = np.stack([(iy + ix) // 32, (iy * ix) % 5]).astype(np.int32)    # 4 and 5 regions: F = 5
     t = sal.class_score([[3], [3]])
-    plain = sur.lime(samples=30, features=labels).attribute(vgg, x, t)
-    ridged = sur.lime(samples=30, features=labels, ridge=50.0).attribute(vgg, x, t)
+    plain = sur.lime(samples=30, features=labels, lasso=0.0).attribute(vgg, x, t)
+    ridged = sur.lime(samples=30, features=labels, lasso=0.0, ridge=50.0).attribute(vgg, x, t)
     for e in (plain, ridged):
         for n in range(2):
             for f in np.unique(labels[n]):
