@@ -219,7 +219,7 @@ def least_squares(x, y, w, ridge=0.0) -> jax.Array:
 
 def lasso(x, y, w, alpha, tol: float = 1e-6, sweeps: int = 1000) -> jax.Array:
     """Coefficients b (F, K) of the weighted Lasso with an intercept, min over b, c of
-    sum_s w_s |y_s - x_s b - c|^2 / (2 sum_s w_s) + alpha |b|_1, for x (S, F), y (S, K), w (S,): sklearn's
+    sum_s w_s |y_s - x_s b - c|^2 / (2 sum_s w_s) + alpha sum_f |b_f|, for x (S, F), y (S, K), w (S,): sklearn's
     ``Lasso(alpha).fit(x, y, sample_weight=w)`` (which scales the weights to sum to S), each column of y its own
     problem. Cyclic coordinate descent as sklearn's, from zero, on the weighted means taken out and the rows
     scaled by sqrt(w), until a sweep over the features moves no coefficient by more than ``tol`` of the
