@@ -66,6 +66,8 @@ from typing import Any, Callable
 
 from absl import app, flags
 
+from experiments.bench_explain import random_model
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workloads", ["vgg16", "ssd300", "shapes", "shapes_grid", "saliency"],
                   "Workloads to run: these, and feature_vis, channels, cams (the ODAM, Grad-CAM and gradient rows) and "
@@ -211,13 +213,7 @@ def max_rss_gb() -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# The same random weights on both sides.
-
-def _random_model(spec):
-    from experiments import bench_explain
-
-    return bench_explain.random_model(spec)
-
+# The same random weights on both sides (bench_explain.random_model).
 
 def convs_in(jitted, *args) -> str:
     """Which convolutions a jitted function runs here: "onednn" if its program calls jaxvis's oneDNN
@@ -236,19 +232,13 @@ def random_vgg16(tiny: bool):
     from jaxvis import models
 
     spec = models.arch_spec("vgg16")
-    return _random_model(spec.replace(input_size=(64, 64)) if tiny else spec)
+    return random_model(spec.replace(input_size=(64, 64)) if tiny else spec)
 
 
 def random_ssd300(tiny: bool):
     from jaxvis import models
 
-    return _random_model(models.arch_spec("ssd300_vgg16"))
-
-
-def explain_ssd300(tiny: bool):
-    from experiments import bench_explain
-
-    return bench_explain.random_ssd300()
+    return random_model(models.arch_spec("ssd300_vgg16"))
 
 
 def jaxvis_model(workload: str, tiny: bool):
@@ -999,9 +989,9 @@ WORKLOADS = {w.name: w for w in (
     Workload("saliency", random_vgg16, saliency_child, saliency_torch_sides_of, unit="images/s"),
     _lucid_row("feature_vis", CLASS_MODELS),
     _lucid_row("channels", CHANNELS),
-    Workload("cams", explain_ssd300, explain_child, cams_torch_sides, unit="detections/s",
+    Workload("cams", random_ssd300, explain_child, cams_torch_sides, unit="detections/s",
              jaxvis_sides=cams_jaxvis_sides, work=lambda: FLAGS.detections),
-    Workload("drise", explain_ssd300, explain_child, drise_torch_sides, unit="masks/s",
+    Workload("drise", random_ssd300, explain_child, drise_torch_sides, unit="masks/s",
              jaxvis_sides=drise_jaxvis_sides, chunk=mask_chunk, work=lambda: FLAGS.masks),
 )}
 
@@ -1028,7 +1018,7 @@ def memory_child(points: int) -> dict:
     from jaxvis import models, params as params_io, sweeps
     from jaxvis.settings import SweepSettings
 
-    model = _random_model(models.arch_spec("vgg16").replace(input_size=(64, 64) if FLAGS.tiny else (224, 224)))
+    model = random_model(models.arch_spec("vgg16").replace(input_size=(64, 64) if FLAGS.tiny else (224, 224)))
     folder = tempfile.mkdtemp(prefix="jaxvis-bench-")
     path = os.path.join(folder, "vgg16.safetensors")
     params_io.save(path, model.params, model.spec)
@@ -1114,7 +1104,7 @@ def main(argv):
         spec = models.arch_spec("vgg16").replace(input_size=(64, 64)) if FLAGS.tiny else models.arch_spec("vgg16")
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "vgg16.safetensors")
-            params_io.save(path, _random_model(spec).params, spec)
+            params_io.save(path, random_model(spec).params, spec)
             start = time.time()
             done = _spawn(["--child=first_step", f"--params_file={path}"])["first_step_done"]
         extra.append({"workload": "first_step", "seconds_from_process_start": done - start})

@@ -365,7 +365,8 @@ METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), 
                   "occlusion": ("window", "stride"), "feature_ablation": ("cell",), "gradient_shap": ("samples",),
                   "lrp_epsilon": ("epsilon",), "lrp_alphabeta": ("alpha", "beta"),
                   "shapley_sampling": ("samples", "cell"), "kernel_shap": ("samples", "cell"),
-                  "lime": ("samples", "cell", "lasso"), "blur_ig": ("steps",), "guided_ig": ("steps",), "xrai": ("steps",)}
+                  "lime": ("samples", "cell", "lasso"), "blur_ig": ("steps",), "guided_ig": ("steps",),
+                  "xrai": ("steps",)}
 
 # The references of the methods that compare the image with references, in the image's pixels (values in
 # [0, 1]): DeepLift's black image; DeepLiftShap's and GradientShap's black and white images.

@@ -245,7 +245,8 @@ def deeplift_shap(baselines, pool=rules.rescale_pool, chunk: int | None = None) 
     """DeepLift against each reference of ``baselines`` (B, H, W, 3), averaged (DeepLiftShap); ``pool`` as in
     ``deeplift``."""
     refs = _reference_set("deeplift_shap", baselines)
-    return DeepLiftShap(refs, refs.shape[0], _pool_rule("deeplift_shap", pool), sal.check_chunk("deeplift_shap", chunk, "references"))
+    return DeepLiftShap(refs, refs.shape[0], _pool_rule("deeplift_shap", pool),
+                        sal.check_chunk("deeplift_shap", chunk, "references"))
 
 
 def gradient_shap(baselines, samples: int = 25, noise: float = 0.0, draws=None,
@@ -264,11 +265,13 @@ def gradient_shap(baselines, samples: int = 25, noise: float = 0.0, draws=None,
                 or index.max() >= refs.shape[0]:
             raise sal.SaliencyError(f"gradient_shap's draws['baseline'] are (N, S) integer indices into the "
                                     f"{refs.shape[0]} baselines; got shape {index.shape}, dtype {index.dtype}")
-        return GradientShap(refs, int(index.shape[1]), 0.0, draws, refs.shape[0], True, sal.check_chunk("gradient_shap", chunk, "samples"))
+        return GradientShap(refs, int(index.shape[1]), 0.0, draws, refs.shape[0], True,
+                            sal.check_chunk("gradient_shap", chunk, "samples"))
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise sal.SaliencyError(f"gradient_shap needs samples >= 1 (draws of a reference, alpha and noise); got "
                                 f"{samples!r}")
     if not (isinstance(noise, (int, float, np.floating, np.integer)) and np.isfinite(noise) and noise >= 0):
         raise sal.SaliencyError(f"gradient_shap's noise is the standard deviation of the noise added to the input, "
                                 f">= 0 (0: none); got {noise!r}")
-    return GradientShap(refs, int(samples), float(noise), None, refs.shape[0], False, sal.check_chunk("gradient_shap", chunk, "samples"))
+    return GradientShap(refs, int(samples), float(noise), None, refs.shape[0], False,
+                        sal.check_chunk("gradient_shap", chunk, "samples"))

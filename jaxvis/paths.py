@@ -183,7 +183,8 @@ def blur_ig(steps: int = 100, max_sigma: float = 50.0, grad_step: float = 0.01, 
                                     f"grad_step 0.01); got {value!r}")
     if not isinstance(sqrt, (bool, np.bool_)):
         raise sal.SaliencyError(f"blur_ig's sqrt is True (sigmas spaced as square roots) or False; got {sqrt!r}")
-    return BlurIG(int(steps), float(max_sigma), float(grad_step), bool(sqrt), sal.check_chunk("blur_ig", chunk, "path points"))
+    return BlurIG(int(steps), float(max_sigma), float(grad_step), bool(sqrt),
+                  sal.check_chunk("blur_ig", chunk, "path points"))
 
 
 # ----------------------------------------------------------------------------------------------- Guided IG

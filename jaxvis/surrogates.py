@@ -415,7 +415,8 @@ def lime(samples: int | None = None, cell: int = 16, features=None, baseline: fl
     regression, plain or with the L2 penalty ``ridge``."""
     samples = _check_common("lime", samples, cell, features, baseline, draws, 2, 500)
     chunk = sal.check_chunk("lime", chunk, "perturbed images")
-    for what, value, least in (("kernel_width", kernel_width, "> 0"), ("ridge", ridge, ">= 0"), ("lasso", lasso, ">= 0")):
+    for what, value, least in (("kernel_width", kernel_width, "> 0"), ("ridge", ridge, ">= 0"),
+                               ("lasso", lasso, ">= 0")):
         ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
             and np.isfinite(value) and (value > 0 if what == "kernel_width" else value >= 0)
         if not ok:

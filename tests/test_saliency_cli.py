@@ -67,7 +67,8 @@ def test_bad_input(setup, tmp_path, args, message):
     assert last.startswith("error: ") and message in last, proc.stderr
 
 
-@pytest.mark.parametrize("method", [pytest.param("odam", marks=pytest.mark.slow), "gradcam", pytest.param("drise", marks=pytest.mark.slow),
+@pytest.mark.parametrize("method", [pytest.param("odam", marks=pytest.mark.slow), "gradcam",
+                                    pytest.param("drise", marks=pytest.mark.slow),
                                     pytest.param("smoothgrad", marks=pytest.mark.slow),   # sampling methods: slow
                                     pytest.param("guided_backprop", marks=pytest.mark.slow),
                                     pytest.param("guided_gradcam", marks=pytest.mark.slow),
