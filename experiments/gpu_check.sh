@@ -88,13 +88,13 @@ else
   "$PY" - "$size" "$points" <<'EOF' 2>&1 | tee "$OUT_DIR/sharded.log" || fail "sharded sweep"
 import sys, time
 import jax, numpy as np
-from experiments.bench import _random_model
+from experiments.bench_explain import random_model
 from jaxvis import engine, models, objectives
 
 size, points = int(sys.argv[1]), int(sys.argv[2])
 # XLA's convolutions on both sides (on GPUs they are the only ones), so that the two runs do the same
 # arithmetic and only the partitioning differs.
-model = _random_model(models.arch_spec("vgg16").replace(input_size=(size, size))).with_conv_backend("xla")
+model = random_model(models.arch_spec("vgg16").replace(input_size=(size, size))).with_conv_backend("xla")
 sweep = engine.Sweep(targets=list(range(points // 2)), lrs=[0.5, 1.0], losses=[objectives.score() + objectives.sq()])
 out = {}
 for n in (1, len(jax.devices())):

@@ -27,3 +27,18 @@ def test_gpu_check_dry_run_completes_every_stage(tmp_path):
     assert re.search(r"^vgg16 +float32 ", table, re.M) and re.search(r"^vgg16 +bfloat16 ", table, re.M)
     assert "sharded over 2 vs one device" in out
     assert (tmp_path / "bench.jsonl").read_text().count('"workload": "vgg16"') == 2
+
+
+def test_every_name_the_gpu_check_imports_exists():
+    """The script's Python stages import from the project's modules; a name renamed there would only fail on
+    the GPU machine (or in the slow dry run), so the default suite checks each import resolves."""
+    import importlib
+
+    with open(os.path.join(ROOT, "experiments", "gpu_check.sh")) as f:
+        script = f.read()
+    imports = re.findall(r"^from ((?:experiments|jaxvis)[\w.]*) import (.+)$", script, re.M)
+    assert imports, "gpu_check.sh imports nothing from the project: the pattern above is stale"
+    for module, names in imports:
+        mod = importlib.import_module(module)
+        for name in (n.strip() for n in names.split(",")):
+            assert hasattr(mod, name), f"gpu_check.sh imports {name} from {module}, which has no such name"
