@@ -6,13 +6,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# --no-compile: Python compiles what the tests import when they import it, not every module of PyTorch and its
+# CUDA wheels at install time (a third of the test extra's install here).
+INSTALL := $(PIP) install --quiet --no-compile
 
 .PHONY: demo test test-all test-slow docs clean native
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[onednn]'
+	$(INSTALL) -e '.[onednn]'
 	touch $@
 
 # oneDNN convolutions for CPUs, built into the per-user cache under a name keyed by jax, oneDNN and the
@@ -22,7 +25,7 @@ native: $(VENV)/.installed
 	$(PY) -m jaxvis.native.build
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[test]'
+	$(INSTALL) -e '.[test]'
 	# The report's browser tests drive Debian's chromium; without it (no apt, no root) they are skipped.
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
@@ -35,7 +38,7 @@ $(VENV)/.test-installed: $(VENV)/.installed
 # The site's build runs the tutorials, which need the test extra's PyTorch (a torchvision checkpoint
 # converted) and its browser (the site's check).
 $(VENV)/.docs-installed: $(VENV)/.test-installed
-	$(PIP) install --quiet -e '.[docs]'
+	$(INSTALL) -e '.[docs]'
 	touch $@
 
 # The main job on the shipped shapes models: class models, detector objectives, saliency -> runs/demo

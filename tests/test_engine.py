@@ -124,8 +124,13 @@ def fixed_engine(vgg):
     return eng, sweep, eng.run(sweep, progress=False)
 
 
-@pytest.mark.parametrize("name, value", [("steps", 4), ("jitter", 2), ("clip", True), ("loop", "other"),
-                                         ("compute_dtype", "bfloat16"), ("snapshots", (0, 2)),
+# Each case compiles a program of its own: three in the default suite (a shape, a stage, a parameterisation),
+# the other settings behind the slow marker.
+@pytest.mark.parametrize("name, value", [("steps", 4), pytest.param("jitter", 2, marks=pytest.mark.slow),
+                                         pytest.param("clip", True, marks=pytest.mark.slow),
+                                         pytest.param("loop", "other", marks=pytest.mark.slow),
+                                         pytest.param("compute_dtype", "bfloat16", marks=pytest.mark.slow),
+                                         pytest.param("snapshots", (0, 2), marks=pytest.mark.slow),
                                          ("transforms", (tfm.rotate(10),)),
                                          ("parameterization", par.fourier() + par.sigmoid())])
 def test_settings_are_fixed_after_a_run_and_replace_builds_a_new_program(fixed_engine, name, value):

@@ -102,6 +102,7 @@ def write_run(folder, images, records):
             f.write(json.dumps(r) + "\n")
 
 
+@pytest.mark.slow  # a detector sweep, then its judging; the classifier's verdicts stay
 def test_a_detector_run_is_judged_on_the_crop_of_its_target_box(tmp_path):
     det = tiny_ssd(seed=0)
     judge = tiny_vgg(seed=3)

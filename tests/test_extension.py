@@ -107,6 +107,7 @@ def test_a_parameterisation_stage_written_here_runs_in_a_sweep(vgg):
         P.pixels() + Loose()
 
 
+@pytest.mark.slow  # an optax schedule through a sweep; the term and stage written here stay
 def test_an_optax_schedule_with_learning_rates_as_a_sweep_axis(vgg):
     """optax.adam under a warm-up-cosine schedule whose peak is each point's learning rate: the engine's
     images equal an optax loop of the same optimiser, point by point, from one compiled program (at rates
@@ -255,6 +256,7 @@ def test_an_attribution_target_written_here_is_explained_by_the_gradient_methods
     assert smooth.attributions.shape == (2, 2, 64, 64, 3) and np.isfinite(smooth.attributions).all()
 
 
+@pytest.mark.slow  # a GradientMethod written here; the attribution target written here stays
 def test_an_attribution_method_written_here_runs_in_the_gradient_program(vgg):
     """VarGrad (Adebayo et al. 2018), the variance of the gradient over noisy copies of the image, written as a
     GradientMethod here: one compiled program for every image and target, equal to the formula by hand at

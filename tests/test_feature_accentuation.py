@@ -77,6 +77,7 @@ def test_bad_start_images_are_refused(vgg):
         sweep.validate(vgg, sweep.terms, 3)
 
 
+@pytest.mark.slow  # the launcher over image files; the start images in Python stay
 def test_launcher_sweeps_over_start_image_files(tiny_files, tmp_path):
     from PIL import Image
 

@@ -144,8 +144,8 @@ DETECTOR = {
 }
 
 
-@pytest.mark.parametrize("model_name", ["tiny_vgg", "shapes_vgg",
-                                        pytest.param("shapes_ssd", marks=pytest.mark.slow)])  # the shipped SSD: slow
+@pytest.mark.parametrize("model_name", ["tiny_vgg", pytest.param("shapes_vgg", marks=pytest.mark.slow),
+                                        pytest.param("shapes_ssd", marks=pytest.mark.slow)])  # the shipped models: slow
 def test_every_objective_improves_over_20_steps(model_name):
     """All objectives of a model in one sweep (the losses axis; one compiled program): each point's loss
     after 20 Adam steps is below its loss at the start."""

@@ -243,6 +243,7 @@ def test_alpha_adds_an_opacity_channel_and_composites_by_formula():
     np.testing.assert_array_equal(np.asarray(par.composite(jnp.asarray(background), jnp.zeros(3))), background)
 
 
+@pytest.mark.slow  # a second alpha parameterisation; the alpha image's own test stays
 def test_solid_makes_one_colour_under_the_alpha_images_opacity(vgg):
     size, decay = (20, 24), 1.5
     p = cli.parameterization("fourier(1.5)+decorrelated+sigmoid+solid")

@@ -118,6 +118,7 @@ def images(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # two launcher runs; the launcher's refusals stay
 def test_outputs_never_collide_and_a_second_run_adds_under_new_names(tiny_files, images, tmp_path):
     vgg = str(tiny_files[0])
     out = tmp_path / "s"

@@ -57,6 +57,7 @@ def test_gradcam_and_odam_equal_torch_autograd_on_ssd300(converted_ssd):
         tmodel.float()
 
 
+@pytest.mark.slow  # five float64 programs at 300 x 300; the rules on detections against torch's hooks stay
 def test_gradcam_and_odam_equal_torch_autograd_on_the_tiny_ssd():
     """The tiny SSD of tests/tiny.py (SSD300's layout and default boxes, few channels) against its torch twin in
     float64: targets on four of its six source maps in one call, Grad-CAM with the plain sum and ODAM with the

@@ -180,6 +180,7 @@ def test_detector_feature_vis_config_runs_from_the_launcher(tmp_path):
     assert images.min() > lo and images.max() < hi
 
 
+@pytest.mark.slow  # a whole config through the launcher; the override test above stays
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 def test_feature_vis_config_runs_from_the_launcher(tmp_path):
     """The documented command (the config names the shipped classifier), shortened to 3 steps: every class x 4

@@ -85,6 +85,7 @@ def test_shipped_classifiers_hold_their_accuracy_on_fresh_images(classifier, jud
         assert abs(fresh - recorded) <= 0.02, (name, fresh, recorded)
 
 
+@pytest.mark.slow  # the mAP of both shipped detectors on 200 fresh scenes
 @pytest.mark.parametrize("name", ["detector", "detector_robust"])
 def test_shipped_detector_map(name):
     recorded = json.loads(metadata(name)["metrics"])
@@ -117,6 +118,7 @@ def test_robust_detector_is_the_shipped_one_fine_tuned_and_withstands_adversaria
     assert losses["detector_robust"][0] < 2 * losses["detector"][0] + 0.5, losses
 
 
+@pytest.mark.slow  # training-scene options, drawn eagerly
 def test_free_scenes_hold_one_shape_anywhere_and_leave_quadrant_scenes_alone():
     quadrant = shapes.detection_set(FRESH_SEED, 64)
     mixed = shapes.detection_set(FRESH_SEED, 64, free_share=0.5)
@@ -284,6 +286,7 @@ def test_class_models_convince_the_classifier_and_the_judge(classifier, judge):
     print(f"judge votes {votes} for targets {targets}")
     assert (votes == targets).mean() >= 0.6
 
+@pytest.mark.slow  # a property of the shipped classifier on 200 scenes; the randomisation test below stays
 def test_saliency_points_at_the_shape_and_localises_it(classifier):
     images, labels, boxes = shapes.classification_set(FRESH_SEED, 200)
     maps = sal.saliency(classifier, images, sal.class_score(labels[:, None])).reduce()[:, 0]

@@ -29,6 +29,7 @@ def torch_forward(tmodel, image):
     return images.tensors, feats, head, anchors
 
 
+@pytest.mark.slow  # SSD300 at full size
 def test_head_outputs_feature_maps_and_default_boxes(ssd):
     tmodel, model = ssd
     image = np.random.default_rng(0).random((300, 300, 3), dtype=np.float32)
@@ -60,6 +61,7 @@ def _same_detections(got, want, n_valid):
     assert not unused
 
 
+@pytest.mark.slow  # SSD300 at full size, as every test here but the prior boxes' formula
 @pytest.mark.parametrize("hw", [(300, 300), (360, 480)])
 def test_detections_are_torchvisions(ssd, hw):
     tmodel, model = ssd
@@ -137,6 +139,7 @@ def amdegroot_state_dict(tv_state):
     return out
 
 
+@pytest.mark.slow  # a second full-size SSD300 (the VOC layout); its prior-box formula stays in the default suite
 def test_voc_layout_gives_torchvisions_head_outputs(tmp_path):
     """The amdegroot VOC model (21 classes) loaded from its own layout. Its network differs from
     torchvision's only in the L2Norm epsilon (||x|| + 1e-10 against max(||x||, 1e-12)), a relative change
@@ -171,6 +174,7 @@ def test_voc_layout_gives_torchvisions_head_outputs(tmp_path):
         np.testing.assert_allclose(np.asarray(outputs[key]), want, rtol=0, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.slow  # two full-size checkpoints
 def test_checkpoint_of_the_other_layout_is_named(converted_ssd, tmp_path):
     from conftest import run_module
 
@@ -186,6 +190,7 @@ def test_checkpoint_of_the_other_layout_is_named(converted_ssd, tmp_path):
     assert "fetch ssd300_mAP_77.43_v2.pth" in proc.stderr and "--checkpoint PATH" in proc.stderr
 
 
+@pytest.mark.slow  # a full-size checkpoint converted again
 def test_bgr_checkpoint_gets_a_bgr_spec(converted_ssd, tmp_path):
     from converters.torchvision import convert
 

@@ -10,8 +10,8 @@ import jaxvis
 from torch_ref import nchw, nhwc
 
 ALL = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
-FAST = ["vgg11_bn"]
-CASES = [pytest.param(a, marks=() if a in FAST else pytest.mark.slow) for a in ALL]
+# Full-size models: every architecture behind the slow marker (the converter's tests stay in the default suite)
+CASES = [pytest.param(a, marks=pytest.mark.slow) for a in ALL]
 SIZES = [(224, 224), (193, 257)]
 
 
