@@ -63,6 +63,8 @@ flags.DEFINE_integer("stride", 8, "occlusion: step between the squares' position
 flags.DEFINE_float("epsilon", None, "lrp_epsilon: the stabiliser of the epsilon rule (1e-9).")
 flags.DEFINE_float("lasso", None, "lime: the L1 penalty of its Lasso (0.01, Captum's default); 0 fits by least "
                    "squares.")
+flags.DEFINE_enum("algorithm", "full", ["full", "fast"], "xrai: the greedy ranking of the regions (full), or PAIR's "
+                  "fast variant (one order of the segments, overlaps ignored).")
 flags.DEFINE_float("alpha", 1.0, "lrp_alphabeta: the weight of the positive contributions (beta = alpha - 1).")
 flags.DEFINE_float("beta", 0.0, "lrp_alphabeta: the weight of the negative contributions.")
 flags.DEFINE_integer("seed", 0, "Random seed of the random methods (smoothgrad, drise, gradient_shap, shapley_sampling, "
@@ -219,7 +221,8 @@ def run() -> str:
     method = cli.attribution_method(FLAGS.method, samples=FLAGS.samples, noise=FLAGS.noise, steps=FLAGS.steps,
                                     window=FLAGS.window, stride=FLAGS.stride,
                                     layer=FLAGS.layer or None, masks=FLAGS.masks, cell=FLAGS.cell, p=FLAGS.p,
-                                    epsilon=FLAGS.epsilon, alpha=FLAGS.alpha, beta=FLAGS.beta, lasso=FLAGS.lasso)
+                                    epsilon=FLAGS.epsilon, alpha=FLAGS.alpha, beta=FLAGS.beta, lasso=FLAGS.lasso,
+                                    algorithm=FLAGS.algorithm)
     # every image's targets are found (and refused) before anything is written
     planned = [(path, image, *_targets(model, image, path)) for path, image in zip(FLAGS.image, images)]
     lock = fileio.DirLock(FLAGS.out)  # one writer per --out

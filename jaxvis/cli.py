@@ -366,7 +366,7 @@ METHOD_OPTIONS = {"smoothgrad": ("samples", "noise"), "integrated": ("steps",), 
                   "lrp_epsilon": ("epsilon",), "lrp_alphabeta": ("alpha", "beta"),
                   "shapley_sampling": ("samples", "cell"), "kernel_shap": ("samples", "cell"),
                   "lime": ("samples", "cell", "lasso"), "blur_ig": ("steps",), "guided_ig": ("steps",),
-                  "xrai": ("steps",)}
+                  "xrai": ("steps", "algorithm")}
 
 # The references of the methods that compare the image with references, in the image's pixels (values in
 # [0, 1]): DeepLift's black image; DeepLiftShap's and GradientShap's black and white images.
@@ -384,14 +384,16 @@ def _one_layer(layer):
 
 def attribution_method(name: str, *, samples: int | None = None, noise: float = 0.15, steps: int = 64, layer=None,
                        masks: int = 1000, cell: int = 16, p: float = 0.5, window: int = 16, stride: int = 8,
-                       epsilon: float | None = None, alpha: float = 1.0, beta: float = 0.0, lasso: float | None = None):
+                       epsilon: float | None = None, alpha: float = 1.0, beta: float = 0.0, lasso: float | None = None,
+                       algorithm: str = "full"):
     """``--method`` and its numbers as a method value (``jaxvis.attribution``): gradient, grad_x_input,
     guided_backprop, deconvnet, smoothgrad (samples: 25, noise), integrated (steps), gradcam / odam / guided_gradcam
     (layer), drise (masks, cell, p), occlusion (window, stride), feature_ablation (cell), deeplift (against the
     black image), deeplift_shap and gradient_shap (against the black and the white image; gradient_shap's
     samples: 25), lrp_epsilon (epsilon), lrp_alphabeta (alpha, beta: alpha-beta on the convolutions, epsilon on
     the dense layers), shapley_sampling (samples: orders, 25; cell), kernel_shap and lime (samples: coalitions,
-    500; cell; lime's lasso: its L1 penalty, 0 for a least-squares fit), blur_ig, guided_ig and xrai (steps).
+    500; cell; lime's lasso: its L1 penalty, 0 for a least-squares fit), blur_ig, guided_ig and xrai (steps; xrai's
+    algorithm: full or fast).
     ``samples``, ``epsilon`` and ``lasso`` None: each method's own default."""
     import numpy as np
 
@@ -415,7 +417,7 @@ def attribution_method(name: str, *, samples: int | None = None, noise: float = 
             "shapley_sampling": lambda: at.shapley_sampling(cell=cell, **some),
             "kernel_shap": lambda: at.kernel_shap(cell=cell, **some), "lime": lambda: at.lime(cell=cell, **some, **l1),
             "blur_ig": lambda: at.blur_ig(steps=steps), "guided_ig": lambda: at.guided_ig(steps=steps),
-            "xrai": lambda: at.xrai(steps=steps)}
+            "xrai": lambda: at.xrai(steps=steps, algorithm=algorithm)}
     assert set(made) == set(METHOD_NAMES), "METHOD_NAMES lists the methods attribution_method makes"
     if name not in made:
         raise TextError(f"unknown attribution method {name!r}; methods: {', '.join(METHOD_NAMES)}.")

@@ -25,7 +25,8 @@ maximum in row-major order, as torch); a batch norm is the epsilon rule (``other
 gamma (x - mean) / sqrt(var + e) + beta; VGG's adaptive
 average pool is the identity at the model's own input size (7 x 7 features of a 224-pixel VGG16, 2 x 2 of the
 64-pixel test VGG) and other sizes are refused; SSD's L2 norm of conv4_3 (x scale / ||x|| per pixel) is a
-rescaling that passes relevance through unchanged, each channel keeping its own. Through the preprocessing
+rescaling that passes relevance through unchanged, each channel keeping its own (``pass_norm``, the rule of
+the SSD's ``norm`` field). Through the preprocessing
 (``preprocess=True``), the normalisation (value range, mean and std per pixel) passes relevance on unchanged and
 the resize to the network's input hands each resized pixel's relevance back to the image's pixels by its own
 interpolation weights, which sum to one per resized pixel: the image's relevances sum to the network input's.
@@ -217,6 +218,12 @@ def _passed_bwd(flip, res, r):
 _passed.defvjp(_passed_fwd, _passed_bwd)
 
 
+def pass_norm(norm):
+    """SSD's normalisation of conv4_3 (its ``norm`` field's rule): an element-wise rescaling of its input, through
+    which relevance passes unchanged."""
+    return lambda x: _passed(x, norm(x), False)
+
+
 @dataclasses.dataclass(frozen=True)
 class LRP(sal.Method):
     """Layer-wise Relevance Propagation (see the module's docstring): ``conv`` on every convolution, ``dense`` on
@@ -250,7 +257,8 @@ class LRP(sal.Method):
             raise sal.SaliencyError(f"LRP starts from the logit of a class or a detection: give class_score(classes) "
                                     f"or detection(anchors, classes) with score=logit; got a {targets.kind} target "
                                     f"scored by {getattr(targets.score, '__name__', targets.score)}")
-        ruled = sal.with_rules(model, relu=pass_relu, pool=EpsilonPool(self.others.epsilon))
+        norm = {"norm": pass_norm} if "norm" in getattr(type(model.module), "__dataclass_fields__", {}) else {}
+        ruled = sal.with_rules(model, relu=pass_relu, pool=EpsilonPool(self.others.epsilon), **norm)
         _check_layers(model, self.layers)
         _check_sizes(model, z, preprocess)
         _, tchunk = sal.chunk_sizes(model, 1, targets.shape[1], tuple(z.shape[1:3]))
@@ -292,8 +300,6 @@ def _interceptor(method: LRP):
         module = context.module
         if getattr(_LOCAL, "bare", False):
             return next_fun(*args, **kwargs)
-        if context.method_name == "_l2norm":                 # SSD's L2 norm of conv4_3: relevance passes
-            return _passed(args[0], next_fun(*args, **kwargs), False)
         if context.method_name != "__call__" or not isinstance(module, (nn.Conv, nn.Dense, nn.BatchNorm)):
             return next_fun(*args, **kwargs)
         rule = method.rule_for(module)

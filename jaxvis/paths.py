@@ -34,6 +34,9 @@
   (segments adding fewer than ``min_pixel_diff`` new pixels are dropped) gives that mean to those pixels,
   until no segment is left or more than ``area_threshold`` of the image is covered; the pixels left take
   their own mean. The map is (N, K, H, W), the region's gain at every pixel, as PAIR's ``XRAI`` ("full").
+  ``algorithm="fast"`` is PAIR's fast variant: the segments are ordered once by the mean attribution of all
+  their pixels (overlaps ignored, ties in the order given), then taken in that order, each giving the mean of
+  the pixels it adds (at least ``min_pixel_diff``) to those pixels, over the whole image.
 
 Blur IG and Guided IG are ``GradientMethod`` values: classifier and detector targets alike, attributions
 (N, K, H, W, 3), every target of every image of a batch from one compiled program. XRAI runs its IG in one
@@ -58,6 +61,7 @@ for method in (paths.blur_ig(steps=16, max_sigma=8), paths.guided_ig(steps=16), 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -401,16 +405,61 @@ def _rank_regions(attr, masks, min_pixel_diff: int, area_threshold):
     return jnp.where(rest, fill, out).reshape(attr.shape)
 
 
-@jax.jit
-def _rank_program(attr, masks, min_pixel_diff, area_threshold):
+def _rank_regions_fast(attr, masks, min_pixel_diff: int, area_threshold):
+    """XRAI's fast ranking of one target's map ``attr`` (H, W) over the segments ``masks`` (M, H, W): one order
+    of the segments by the mean attribution of all their pixels (empty ones last), then each in turn gives the
+    mean of the pixels it adds to them, if it adds at least ``min_pixel_diff``. ``area_threshold`` is unused
+    (the fast variant covers the whole image)."""
+    del area_threshold
+    a = attr.ravel()
+    least = min_pixel_diff.astype(a.dtype)
+    m = masks.reshape(masks.shape[0], -1)
+    count = jnp.sum(m, axis=1).astype(a.dtype)
+    total = jnp.dot(m.astype(a.dtype), a, precision=jax.lax.Precision.HIGHEST)
+    density = jnp.where(count > 0, total / jnp.maximum(count, 1.0), -jnp.inf)
+    order = jnp.argsort(-density, stable=True)  # highest first; equal densities keep the segments' order
+
+    def add(i, state):
+        covered, out = state
+        segment = m[order[i]]
+        added = segment & ~covered
+        n_added = jnp.sum(added).astype(a.dtype)
+        taken = n_added >= least
+        value = jnp.sum(jnp.where(added, a, 0.0)) / jnp.maximum(n_added, 1.0)
+        return covered | (segment & taken), jnp.where(added & taken, value, out)
+
+    state = (jnp.zeros(a.shape, bool), jnp.full(a.shape, -jnp.inf, a.dtype))
+    _, out = jax.lax.fori_loop(0, m.shape[0], add, state)
+    rest = out == -jnp.inf
+    fill = jnp.sum(jnp.where(rest, a, 0.0)) / jnp.maximum(jnp.sum(rest), 1).astype(a.dtype)
+    return jnp.where(rest, fill, out).reshape(attr.shape)
+
+
+XRAI_ALGORITHMS = {"full": _rank_regions, "fast": _rank_regions_fast}
+
+
+@functools.partial(jax.jit, static_argnames="algorithm")
+def _rank_program(attr, masks, min_pixel_diff, area_threshold, algorithm="full"):
     """Every target's region map of every image: ``attr`` (N, K, H, W), ``masks`` (N, M, H, W)."""
-    per_target = jax.vmap(_rank_regions, in_axes=(0, None, None, None))
+    per_target = jax.vmap(XRAI_ALGORITHMS[algorithm], in_axes=(0, None, None, None))
     return jax.vmap(per_target, in_axes=(0, 0, None, None))(attr, masks, min_pixel_diff, area_threshold)
 
 
-def rank_regions(attributions, segments, min_pixel_diff: int = 50, area_threshold: float = 1.0) -> np.ndarray:
+def _check_algorithm(algorithm, area_threshold):
+    if not isinstance(algorithm, str) or algorithm not in XRAI_ALGORITHMS:
+        raise sal.SaliencyError(f"xrai's algorithm is 'full' (the greedy ranking) or 'fast' (one order of the "
+                                f"segments, overlaps ignored); got {algorithm!r}")
+    if algorithm == "fast" and area_threshold != 1:
+        raise sal.SaliencyError(f"xrai's fast algorithm ranks regions over the whole image, so it takes no "
+                                f"area_threshold (got {area_threshold}); drop it, or use algorithm='full'")
+
+
+def rank_regions(attributions, segments, min_pixel_diff: int = 50, area_threshold: float = 1.0,
+                 algorithm: str = "full") -> np.ndarray:
     """XRAI's region map (N, K, H, W) of ``attributions`` (N, K, H, W) or (N, K, H, W, C), the channels reduced by
-    their largest value, over ``segments``: per image, a sequence of boolean (H, W) masks."""
+    their largest value, over ``segments``: per image, a sequence of boolean (H, W) masks. ``algorithm``: "full"
+    (the greedy ranking, up to ``area_threshold`` of the image) or "fast" (PAIR's: one order, overlaps ignored)."""
+    _check_algorithm(algorithm, area_threshold)
     attr = np.asarray(attributions)
     if attr.ndim == 5:
         attr = attr.max(axis=-1)
@@ -421,7 +470,7 @@ def rank_regions(attributions, segments, min_pixel_diff: int = 50, area_threshol
     a = jnp.asarray(attr)
     a = a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.float32)
     out = _rank_program(a, jnp.asarray(masks), jnp.asarray(int(min_pixel_diff), jnp.int32),
-                        jnp.asarray(area_threshold, a.dtype))
+                        jnp.asarray(area_threshold, a.dtype), algorithm=algorithm)
     return np.asarray(out)
 
 
@@ -471,6 +520,7 @@ class XRAI(sal.Method):
     min_pixel_diff: int = 50
     area_threshold: float = 1.0
     chunk: int | None = None
+    algorithm: str = "full"
     name = "xrai"
 
     def integrated(self) -> EndpointIG:
@@ -494,16 +544,17 @@ class XRAI(sal.Method):
         segments = self.segments
         if segments is None:
             segments = [felzenszwalb_segments(image) for image in np.asarray(z)]
-        maps = rank_regions(attr, segments, self.min_pixel_diff, self.area_threshold)
+        maps = rank_regions(attr, segments, self.min_pixel_diff, self.area_threshold, self.algorithm)
         return sal.Explanation(maps, scores, self)
 
 
 def xrai(steps: int = 100, segments=None, baselines=None, attributions=None, min_pixel_diff: int = 50,
-         area_threshold: float = 1.0, chunk: int | None = None) -> XRAI:
+         area_threshold: float = 1.0, chunk: int | None = None, algorithm: str = "full") -> XRAI:
     """XRAI with IG of ``steps`` points per baseline (``baselines``: a sequence of values or arrays that broadcast
     to the images; None: the image's smallest and largest value), over ``segments`` (per image, a sequence of
     boolean (H, W) masks; None: ``felzenszwalb_segments``, which needs scikit-image), or ranking the given
-    ``attributions`` (N, K, H, W[, C]) instead of computing IG. PAIR's defaults: 100 steps, 50 pixels, 1.0."""
+    ``attributions`` (N, K, H, W[, C]) instead of computing IG. PAIR's defaults: 100 steps, 50 pixels, 1.0,
+    the "full" algorithm ("fast": PAIR's fast variant, one order of the segments, overlaps ignored)."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise sal.SaliencyError(f"xrai needs an integer number of IG steps >= 1, got {steps!r}")
     if isinstance(min_pixel_diff, bool) or not isinstance(min_pixel_diff, (int, np.integer)) or min_pixel_diff < 1:
@@ -518,5 +569,6 @@ def xrai(steps: int = 100, segments=None, baselines=None, attributions=None, min
                                 f"images (None: black and white); got {type(baselines).__name__}")
     if baselines is not None:
         baselines = tuple(baselines)
+    _check_algorithm(algorithm, area_threshold)
     return XRAI(int(steps), segments, baselines, attributions, int(min_pixel_diff), float(area_threshold),
-                sal.check_chunk("xrai", chunk, "path points"))
+                sal.check_chunk("xrai", chunk, "path points"), algorithm)

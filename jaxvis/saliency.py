@@ -193,7 +193,8 @@ class Gradient(GradientMethod):
 
 def with_rules(model, **rules_):
     """``model`` with module fields replaced by backward rules (``jaxvis.rules``), kept on the model: ``relu``
-    (its rectifier) and ``pool`` (a function of each max-pooling function), as jaxvis's VGG and SSD take them."""
+    (its rectifier) and ``pool`` (a function of each max-pooling function), as jaxvis's VGG and SSD take them,
+    and ``norm`` (a function of SSD's normalisation of conv4_3)."""
     return _with_rules(model, tuple(sorted(rules_.items())))
 
 

@@ -202,6 +202,38 @@ def test_xrai_ranking_equals_pair_with_given_segments_and_attributions():
     assert given.scores.shape == (2, 2)
 
 
+def test_xrai_fast_ranking_equals_pairs_fast_variant():
+    """PAIR's fast XRAI on the same attributions and segments (overlapping, duplicated, one too small to add
+    anything, different counts per image padded with empty masks): one order by each segment's whole mean, the
+    pixels each adds given their mean, the rest theirs. It differs from the greedy ranking on these segments,
+    and it takes no area threshold."""
+    from saliency.core.xrai import XRAI
+
+    rng = np.random.default_rng(5)
+    attr = rng.normal(size=(2, 2, 32, 40))
+    yy, xx = np.mgrid[:32, :40]
+    segments = []
+    for n in range(2):
+        masks = [(yy >= a) & (yy < a + h) & (xx >= b) & (xx < b + w)
+                 for a, b, h, w in rng.integers([0, 0, 4, 4], [24, 30, 16, 20], size=(12 + 5 * n, 4))]
+        masks += [masks[3].copy(), (yy - 16) ** 2 + (xx - 20) ** 2 < 60, (yy == 0) & (xx < 3)]
+        segments.append(masks)
+    with jax.enable_x64(True):
+        got = paths.rank_regions(attr, segments, min_pixel_diff=10, algorithm="fast")
+        full = paths.rank_regions(attr, segments, min_pixel_diff=10)
+    for n in range(2):
+        for k in range(2):
+            want, _ = XRAI._xrai_fast(attr[n, k], segments[n], min_pixel_diff=10)
+            assert len(np.unique(want)) > 5
+            np.testing.assert_allclose(got[n, k], want, rtol=0, atol=1e-12)
+    assert np.abs(got - full).max() > 0.1
+    with pytest.raises(sal.SaliencyError, match="fast algorithm ranks regions over the whole image"):
+        paths.xrai(area_threshold=0.5, algorithm="fast")
+    with pytest.raises(sal.SaliencyError, match="algorithm is 'full' .* or 'fast'"):
+        paths.xrai(algorithm="greedy")
+    assert paths.xrai(algorithm="fast") != paths.xrai()  # two programs, told apart
+
+
 @pytest.mark.slow  # the tiny SSD at 300 x 300: three programs of its gradients
 def test_blur_ig_guided_ig_and_xrai_explain_a_detection_as_pair():
     """One detection (a default box of conv4_3's head, class 2) of the tiny SSD, 4 steps, in float64: the three

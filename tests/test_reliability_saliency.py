@@ -160,6 +160,9 @@ def test_a_large_flat_image_gets_its_map_and_box_from_the_launcher(tiny_files, i
     (["--image", "{images}/one/x.png", "--top_k", "2", "--category", "1"], "give --category or --top_k, not both"),
     (["--image", "{images}/one/x.png", "--category", "1", "--masks", "5", "--steps", "3"],
      "--steps, --masks are not read by --method gradient, so they would do nothing"),
+    (["--image", "{images}/one/x.png", "--category", "1", "--method", "integrated", "--algorithm", "fast"],
+     "--algorithm is not read by --method integrated, so it would do nothing: drop it, or choose the method that "
+     "reads it (xrai)"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_output(tiny_files, images, tmp_path, args, message):
     args = [a.format(images=images, ssd=tiny_files[1]) for a in args]

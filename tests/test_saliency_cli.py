@@ -119,6 +119,7 @@ def test_every_method_name_makes_its_method_and_reads_its_numbers():
     assert cli.attribution_method("lime").lasso == 0.01 and cli.attribution_method("lime", lasso=0.0).lasso == 0.0
     assert cli.attribution_method("smoothgrad").samples == 25 and cli.attribution_method("lime").samples == 500
     assert cli.attribution_method("xrai", steps=6).steps == 6
+    assert cli.attribution_method("xrai", algorithm="fast") == at.xrai(steps=64, algorithm="fast") != at.xrai(steps=64)
     assert set(cli.METHOD_OPTIONS) <= set(cli.METHOD_NAMES)
     with pytest.raises(cli.TextError, match="unknown attribution method 'saliency'; methods: gradient"):
         cli.attribution_method("saliency")

@@ -56,6 +56,10 @@ class SSD(nn.Module):
     # The max-pooling rule, injected: a function of each pooling function returning the one to run
     # (``pooling.plain``, the pool itself, unless a backward rule replaces the pools' gradient).
     pool: Callable = plain
+    # The conv4_3 normalisation's rule, injected: a function of the normalisation returning the one to run
+    # (``plain``, the normalisation itself, unless a rule replaces its backward pass: LRP hands relevance
+    # through it unchanged).
+    norm: Callable = plain
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -83,7 +87,7 @@ class SSD(nn.Module):
                 # pool3 runs in ceil mode: an odd side keeps its last row/column.
                 x = record(self, acts, f"pool{b}", self.pool(max_pool_2x2 if b < 3 else max_pool_2x2_ceil)(x))
             elif b == 4:
-                maps.append(record(self, acts, "map0", record(self, acts, "conv4_3_norm", self._l2norm(x))))
+                maps.append(record(self, acts, "map0", record(self, acts, "conv4_3_norm", self.norm(self._l2norm)(x))))
         x = record(self, acts, "pool5", self.pool(max_pool_3x3_s1)(x))  # pool5 of SSD: 3x3, stride 1
         d = self.fc_dilation
         x = self.relu(conv(self.fc_width, (3, 3), padding=((d, d), (d, d)), kernel_dilation=(d, d), name="fc6")(x))
