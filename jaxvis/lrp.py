@@ -20,16 +20,16 @@ batch norm or a pool is the same with its own weights) and sends back R_i = x_i 
   weights' sign. alpha - beta = 1 conserves relevance up to eps (exactly with eps = 0).
 
 Every other operation: a rectifier passes relevance through unchanged; a max-pool is the epsilon rule on the
-window's maximum (``others``' eps), which hands the relevance to the pixel that won the window (the first
-maximum in row-major order, as torch); a batch norm is the epsilon rule (``others``) on its affine map
-gamma (x - mean) / sqrt(var + e) + beta; VGG's adaptive
-average pool is the identity at the model's own input size (7 x 7 features of a 224-pixel VGG16, 2 x 2 of the
-64-pixel test VGG) and other sizes are refused; SSD's L2 norm of conv4_3 (x scale / ||x|| per pixel) is a
-rescaling that passes relevance through unchanged, each channel keeping its own (``pass_norm``, the rule of
-the SSD's ``norm`` field). Through the preprocessing
-(``preprocess=True``), the normalisation (value range, mean and std per pixel) passes relevance on unchanged and
-the resize to the network's input hands each resized pixel's relevance back to the image's pixels by its own
-interpolation weights, which sum to one per resized pixel: the image's relevances sum to the network input's.
+window's maximum (``others``' eps), which hands the relevance to the pixel that won the window (the first maximum
+in row-major order, as torch); a batch norm is the epsilon rule (``others``) on its affine map gamma (x - mean) /
+sqrt(var + e) + beta; so is VGG's adaptive average pool (``others``; the identity at the model's own input size,
+7x7 features of a 224-pixel VGG16, and overlapping means at other sizes, as Captum's rule for
+``AdaptiveAvgPool2d``); SSD's L2 norm of conv4_3 (x scale / ||x|| per pixel) is a rescaling that passes relevance
+through unchanged, each channel keeping its own (``pass_norm``, the rule of the SSD's ``norm`` field). Through the
+preprocessing (``preprocess=True``), the normalisation (value range, mean and std per pixel) passes relevance on
+unchanged and the resize to the network's input hands each resized pixel's relevance back to the image's pixels by
+its own interpolation weights, which sum to one per resized pixel: the image's relevances sum to the network
+input's.
 
 The usual choice per layer (Montavon et al. 2019, "Layer-wise relevance propagation: an overview"; Kohlbrenner
 et al. 2020): ``lrp_alphabeta()`` puts alpha-beta on the convolutions, whose relevance it keeps positive and on
@@ -149,7 +149,8 @@ pass_relu = rules.rectifier(lambda x, g: g)
 @dataclasses.dataclass(frozen=True)
 class EpsilonPool:
     """A model's ``pool`` rule (``saliency.with_rules``): each max-pool with the epsilon rule's backward pass, the
-    relevance of each window going to its maximum times max / (max + eps sign(max))."""
+    relevance of each window going to its maximum times max / (max + eps sign(max)); as VGG's ``avgpool`` rule,
+    the adaptive average pool's relevance shared among each bin's inputs by their part of its mean."""
 
     epsilon: float = 1e-9
 
@@ -257,10 +258,11 @@ class LRP(sal.Method):
             raise sal.SaliencyError(f"LRP starts from the logit of a class or a detection: give class_score(classes) "
                                     f"or detection(anchors, classes) with score=logit; got a {targets.kind} target "
                                     f"scored by {getattr(targets.score, '__name__', targets.score)}")
-        norm = {"norm": pass_norm} if "norm" in getattr(type(model.module), "__dataclass_fields__", {}) else {}
-        ruled = sal.with_rules(model, relu=pass_relu, pool=EpsilonPool(self.others.epsilon), **norm)
+        fields = getattr(type(model.module), "__dataclass_fields__", {})
+        others = {"norm": pass_norm, "avgpool": EpsilonPool(self.others.epsilon)}   # SSD's, VGG's
+        ruled = sal.with_rules(model, relu=pass_relu, pool=EpsilonPool(self.others.epsilon),
+                               **{name: rule for name, rule in others.items() if name in fields})
         _check_layers(model, self.layers)
-        _check_sizes(model, z, preprocess)
         _, tchunk = sal.chunk_sizes(model, 1, targets.shape[1], tuple(z.shape[1:3]))
         fn = _lrp_program(ruled, targets.kind, dataclasses.replace(self, chunk=None), bool(preprocess),
                           int(self.chunk or tchunk))
@@ -277,22 +279,6 @@ def _check_layers(model, layers):
     for name, rule in layers:
         if not isinstance(rule, (Epsilon, AlphaBeta)):
             raise sal.SaliencyError(f"layer {name}'s rule must be Epsilon(...) or AlphaBeta(...); got {rule!r}")
-
-
-def _check_sizes(model, z, preprocess: bool):
-    from jaxvis.models.vgg import VGG
-
-    hw = tuple(int(v) for v in z.shape[1:3])
-    if preprocess:
-        hw = tuple(int(v) for v in jax.eval_shape(lambda a: pre.preprocess(model.spec, a), z[:1]).shape[1:3])
-    if isinstance(model.module, VGG):
-        shape = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct((1,) + hw + (3,), z.dtype))[1]
-        last = f"pool{len(model.module.blocks)}"
-        if tuple(shape[last].shape[1:3]) != tuple(model.module.pool_size):
-            raise sal.SaliencyError(f"LRP takes VGG's adaptive average pool as the identity, which it is only where "
-                                    f"the features are {tuple(model.module.pool_size)} cells; {hw} inputs give "
-                                    f"{tuple(shape[last].shape[1:3])}: give inputs of {model.spec.input_size} (or "
-                                    f"images through the preprocessing, which resizes them)")
 
 
 def _interceptor(method: LRP):

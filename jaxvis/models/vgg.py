@@ -78,6 +78,9 @@ class VGG(nn.Module):
     # The max-pooling rule, injected: a function of each pooling function returning the one to run
     # (``pooling.plain``, the pool itself, unless a backward rule replaces the pools' gradient).
     pool: Callable = plain
+    # The adaptive average pool's rule, injected: a function of the pooling function returning the one to run
+    # (``plain``, the pool itself, unless a rule replaces its backward pass: LRP's epsilon rule).
+    avgpool: Callable = plain
 
     @property
     def min_input_size(self) -> int:
@@ -110,7 +113,7 @@ class VGG(nn.Module):
                 x = record(self, acts, f"{name}_pre", x)
                 x = record(self, acts, name, self.relu(x))
             x = record(self, acts, f"pool{b}", self.pool(max_pool_2x2)(x))
-        x = adaptive_avg_pool(x, self.pool_size)
+        x = self.avgpool(functools.partial(adaptive_avg_pool, out_hw=tuple(self.pool_size)))(x)
         # NHWC flatten; the converter permutes torchvision's NCHW-ordered fc6 kernel to match.
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
