@@ -170,6 +170,19 @@ def test_xrai_equals_pair(vgg64):
     np.testing.assert_allclose(got.attributions, want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 
+def overlapping_segments(rng, copied: int):
+    """XRAI's segments of two 32 x 40 images: 12 and 17 random rectangles, a copy of rectangle ``copied``, a disc,
+    and a strip of 3 pixels (too small to count)."""
+    yy, xx = np.mgrid[:32, :40]
+    segments = []
+    for n in range(2):
+        masks = [(yy >= a) & (yy < a + h) & (xx >= b) & (xx < b + w)
+                 for a, b, h, w in rng.integers([0, 0, 4, 4], [24, 30, 16, 20], size=(12 + 5 * n, 4))]
+        masks += [masks[copied].copy(), (yy - 16) ** 2 + (xx - 20) ** 2 < 60, (yy == 0) & (xx < 3)]
+        segments.append(masks)
+    return segments
+
+
 def test_xrai_ranking_equals_pair_with_given_segments_and_attributions():
     """The greedy ranking alone, exactly: random attributions (N, K, H, W, 3) reduced by their channels' maximum,
     rectangles and blobs as segments (overlapping, duplicated, one too small to count, padding: the images have
@@ -178,13 +191,7 @@ def test_xrai_ranking_equals_pair_with_given_segments_and_attributions():
 
     rng = np.random.default_rng(2)
     attr = rng.normal(size=(2, 2, 32, 40, 3))
-    yy, xx = np.mgrid[:32, :40]
-    segments = []
-    for n in range(2):
-        masks = [(yy >= a) & (yy < a + h) & (xx >= b) & (xx < b + w)
-                 for a, b, h, w in rng.integers([0, 0, 4, 4], [24, 30, 16, 20], size=(12 + 5 * n, 4))]
-        masks += [masks[0].copy(), (yy - 16) ** 2 + (xx - 20) ** 2 < 60, (yy == 0) & (xx < 3)]
-        segments.append(masks)
+    segments = overlapping_segments(rng, copied=0)
     for threshold in (1.0, 0.4):
         with jax.enable_x64(True):
             got = paths.rank_regions(attr, segments, min_pixel_diff=10, area_threshold=threshold)
@@ -211,13 +218,7 @@ def test_xrai_fast_ranking_equals_pairs_fast_variant():
 
     rng = np.random.default_rng(5)
     attr = rng.normal(size=(2, 2, 32, 40))
-    yy, xx = np.mgrid[:32, :40]
-    segments = []
-    for n in range(2):
-        masks = [(yy >= a) & (yy < a + h) & (xx >= b) & (xx < b + w)
-                 for a, b, h, w in rng.integers([0, 0, 4, 4], [24, 30, 16, 20], size=(12 + 5 * n, 4))]
-        masks += [masks[3].copy(), (yy - 16) ** 2 + (xx - 20) ** 2 < 60, (yy == 0) & (xx < 3)]
-        segments.append(masks)
+    segments = overlapping_segments(rng, copied=3)
     with jax.enable_x64(True):
         got = paths.rank_regions(attr, segments, min_pixel_diff=10, algorithm="fast")
         full = paths.rank_regions(attr, segments, min_pixel_diff=10)
