@@ -370,6 +370,14 @@ def felzenszwalb_segments(image) -> list[np.ndarray]:
     return masks
 
 
+def _the_rest_their_mean(a, out):
+    """The region map ``out`` (flat, -inf where no region was ranked) with those pixels given their own mean of
+    ``a``, as both of XRAI's rankings end."""
+    rest = out == -jnp.inf
+    fill = jnp.sum(jnp.where(rest, a, 0.0)) / jnp.maximum(jnp.sum(rest), 1).astype(a.dtype)
+    return jnp.where(rest, fill, out)
+
+
 def _rank_regions(attr, masks, min_pixel_diff: int, area_threshold):
     """XRAI's greedy ranking of one target's map ``attr`` (H, W) over the segments ``masks`` (M, H, W) (empty ones
     are padding): the (H, W) map of each pixel's region gain."""
@@ -400,9 +408,7 @@ def _rank_regions(attr, masks, min_pixel_diff: int, area_threshold):
 
     covered = jnp.zeros(a.shape, bool)
     _, out, _, _ = jax.lax.while_loop(going, add, (covered, jnp.full(a.shape, -jnp.inf, a.dtype)) + new(covered))
-    rest = out == -jnp.inf
-    fill = jnp.sum(jnp.where(rest, a, 0.0)) / jnp.maximum(jnp.sum(rest), 1).astype(a.dtype)
-    return jnp.where(rest, fill, out).reshape(attr.shape)
+    return _the_rest_their_mean(a, out).reshape(attr.shape)
 
 
 def _rank_regions_fast(attr, masks, min_pixel_diff: int, area_threshold):
@@ -430,9 +436,7 @@ def _rank_regions_fast(attr, masks, min_pixel_diff: int, area_threshold):
 
     state = (jnp.zeros(a.shape, bool), jnp.full(a.shape, -jnp.inf, a.dtype))
     _, out = jax.lax.fori_loop(0, m.shape[0], add, state)
-    rest = out == -jnp.inf
-    fill = jnp.sum(jnp.where(rest, a, 0.0)) / jnp.maximum(jnp.sum(rest), 1).astype(a.dtype)
-    return jnp.where(rest, fill, out).reshape(attr.shape)
+    return _the_rest_their_mean(a, out).reshape(attr.shape)
 
 
 XRAI_ALGORITHMS = {"full": _rank_regions, "fast": _rank_regions_fast}
