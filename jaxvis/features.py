@@ -555,7 +555,7 @@ def receptive_field(model, layer: str) -> tuple[int, int]:
         return jnp.sum(forward(model.params, z)[1][layer][0, h // 2, w // 2])
 
     z = jax.random.normal(jax.random.key(0), (4,) + size + (3,))
-    g = np.asarray(jnp.abs(jax.vmap(jax.grad(cell))(z))).sum(axis=(0, 3))
+    g = np.asarray(jnp.abs(jax.jit(jax.vmap(jax.grad(cell)))(z))).sum(axis=(0, 3))  # one program, not op by op
     ys, xs = np.nonzero(g > 0)
     if not len(ys):
         return size

@@ -4,7 +4,6 @@ import json
 import struct
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -13,6 +12,7 @@ import jaxvis
 from jaxvis import params as params_io
 from jaxvis.params import ParamsFileError
 from jaxvis.spec import ModelSpec
+from tiny import random_variables
 
 TINY = ModelSpec(arch="tiny_vgg", family="vgg",
                  config={"blocks": [[4], [8, 8]], "batch_norm": True, "num_classes": 3, "fc_width": 16,
@@ -22,10 +22,8 @@ TINY = ModelSpec(arch="tiny_vgg", family="vgg",
 
 @pytest.fixture
 def tiny_file(tmp_path):
-    module = jaxvis.models.build(TINY)
-    variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32))
-    # Non-trivial batch statistics, so a loader that drops them would be caught.
-    variables = jax.tree.map(lambda a: a + 0.25, variables)
+    # random values everywhere, batch statistics included, so a loader that drops any would be caught
+    variables = random_variables(jaxvis.models.build(TINY), (1, 32, 32, 3), 0)
     path = tmp_path / "tiny.safetensors"
     params_io.save(path, variables, TINY)
     return path, variables

@@ -111,9 +111,14 @@ def test_smoothgrad_with_zero_noise_is_the_plain_map(tiny):
     plain = sal.gradient().attribute(tiny, images, targets).reduce()
     smooth = sal.smoothgrad(noise=0.0, samples=4).attribute(tiny, images, targets).reduce()
     np.testing.assert_allclose(smooth, plain, rtol=1e-6, atol=1e-9)
+    before = sal.TRACES
     noisy = sal.smoothgrad(noise=0.2, samples=4).attribute(tiny, images, targets).reduce()
-    assert not np.allclose(noisy, plain)
-    # the noise wraps any gradient method: integrated gradients at zero noise are integrated gradients
+    assert sal.TRACES == before and not np.allclose(noisy, plain)  # the noise is data: the same program
+    # the noise wraps any gradient method: gradient x input at zero noise is gradient x input
+    gx = sal.smoothgrad(sal.grad_x_input(), noise=0.0, samples=2).attribute(tiny, images, targets).attributions
+    np.testing.assert_allclose(gx, sal.grad_x_input().attribute(tiny, images, targets).attributions, rtol=1e-5,
+                               atol=1e-8)
+    # and integrated gradients at zero noise are integrated gradients
     ig = sal.integrated(steps=2).attribute(tiny, images[:1], targets[:1]).attributions
     smooth_ig = sal.smoothgrad(sal.integrated(steps=2), noise=0.0, samples=2).attribute(tiny, images[:1], targets[:1])
     np.testing.assert_allclose(smooth_ig.attributions, ig, rtol=1e-5, atol=1e-6 * np.abs(ig).max())
