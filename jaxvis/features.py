@@ -551,11 +551,13 @@ def receptive_field(model, layer: str) -> tuple[int, int]:
     forward = sal._forward(model, False)
     size = tuple(model.spec.input_size)
 
-    def cell(z):
-        return jnp.sum(forward(model.params, z)[1][layer][0, h // 2, w // 2])
+    def cell(params, z):
+        return jnp.sum(forward(params, z)[1][layer][0, h // 2, w // 2])
 
+    # one compiled program, not op by op; the weights are its argument, not constants baked into it
+    grads = jax.jit(jax.vmap(jax.grad(cell, argnums=1), in_axes=(None, 0)))
     z = jax.random.normal(jax.random.key(0), (4,) + size + (3,))
-    g = np.asarray(jnp.abs(jax.jit(jax.vmap(jax.grad(cell)))(z))).sum(axis=(0, 3))  # one program, not op by op
+    g = np.asarray(jnp.abs(grads(model.params, z))).sum(axis=(0, 3))
     ys, xs = np.nonzero(g > 0)
     if not len(ys):
         return size
