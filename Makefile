@@ -9,6 +9,10 @@ PIP := $(PY) -m pip
 # --no-compile: Python compiles what the tests import when they import it, not every module of PyTorch and its
 # CUDA wheels at install time (a third of the test extra's install here).
 INSTALL := $(PIP) install --quiet --no-compile
+# ... which needs Python to write the bytecode it compiles: the suite and the site's build start hundreds of
+# interpreters (workers, launcher runs, notebook kernels), and an environment with PYTHONDONTWRITEBYTECODE set
+# would have each of them compile every module it imports again (importing PyTorch: 8 s instead of 3 here).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-all test-slow docs clean native
 
