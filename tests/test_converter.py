@@ -149,6 +149,13 @@ def test_remap_round_trip():
             np.testing.assert_array_equal(back[k], state[k], err_msg=k)
 
 
+def test_fc6_kernel_in_blocks_is_the_one_pass_permutation():
+    w6 = np.random.default_rng(1).random((13, 5 * 3 * 2), dtype=np.float32)  # 13 outputs: blocks of 4 and a rest
+    one_pass = w6.reshape(13, 5, 3, 2).transpose(2, 3, 1, 0).reshape(-1, 13)
+    for block in (4, 13, 64):
+        np.testing.assert_array_equal(vgg_remap._fc6_kernel(w6, 5, 3, 2, block=block), one_pass)
+
+
 def test_locate_says_what_to_fetch_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     where = os.path.join(str(tmp_path / "th"), "hub", "checkpoints", "vgg16-397923af.pth")
